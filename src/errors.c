@@ -1,0 +1,35 @@
+#include "config.h"
+
+#include "errors.h"
+
+const char *kr_strerror(int err)
+{
+	switch ((enum kr_error)err) {
+	case KR_OK: return "success";
+	case KR_E_NOMEM: return "out of memory";
+	case KR_E_IO: return "output error";
+	case KR_E_TTLV_TRUNCATED: return "TTLV: input truncated";
+	case KR_E_TTLV_OVERRUN: return "TTLV: item length overruns its enclosing structure";
+	case KR_E_TTLV_TRAILING: return "TTLV: trailing bytes after the message";
+	case KR_E_TTLV_TAG: return "TTLV: tag outside the KMIP and extension ranges";
+	case KR_E_TTLV_TYPE: return "TTLV: unknown item type";
+	case KR_E_TTLV_LENGTH: return "TTLV: length not valid for the item type";
+	case KR_E_TTLV_PADDING: return "TTLV: non-zero padding";
+	case KR_E_TTLV_BOOLEAN: return "TTLV: Boolean is neither 0 nor 1";
+	case KR_E_TTLV_UTF8: return "TTLV: Text String is not valid UTF-8";
+	case KR_E_TTLV_BIGINT: return "TTLV: Big Integer length is not a non-zero multiple of 8";
+	case KR_E_TTLV_DEPTH: return "TTLV: nesting too deep";
+	case KR_E_TTLV_TOO_BIG: return "TTLV: message exceeds the size limit";
+	case KR_E_TTLV_TOO_MANY: return "TTLV: too many items";
+	case KR_E_TTLV_WRITER: return "TTLV: unbalanced structure in writer";
+	case KR_E_KMIP_MISSING: return "KMIP: required field missing";
+	case KR_E_KMIP_UNEXPECTED: return "KMIP: field out of order or repeated";
+	case KR_E_KMIP_UNKNOWN_FIELD: return "KMIP: field not defined in this structure";
+	case KR_E_KMIP_UNKNOWN_ATTRIBUTE: return "KMIP: unknown attribute name";
+	case KR_E_KMIP_NOT_MESSAGE: return "KMIP: not a Request Message or Response Message";
+	case KR_E_KMIP_FIELD_TYPE: return "KMIP: field has the wrong item type";
+	case KR_E_KMIP_TOO_BIG: return "KMIP: response exceeds the maximum response size";
+	case KR_E_KMIP_BATCH_COUNT: return "KMIP: Batch Count does not match the batch items";
+	}
+	return "unknown error";
+}

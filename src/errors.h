@@ -1,0 +1,46 @@
+/* Project-wide error codes: 0 is success, every failure is a distinct negative code. */
+#ifndef KR_ERRORS_H
+#define KR_ERRORS_H
+
+enum kr_error {
+	KR_OK = 0,
+	KR_E_NOMEM = -1,
+	KR_E_IO = -2,
+
+	/* TTLV decoding: one code per way an item can be malformed. */
+	KR_E_TTLV_TRUNCATED = -100,   /* input ends inside an item header or value */
+	KR_E_TTLV_OVERRUN = -101,     /* item length runs past its enclosing structure */
+	KR_E_TTLV_TRAILING = -102,    /* bytes after the top-level item */
+	KR_E_TTLV_TAG = -103,         /* tag outside the KMIP (0x42xxxx) and extension (0x54xxxx) ranges */
+	KR_E_TTLV_TYPE = -104,        /* unknown item type */
+	KR_E_TTLV_LENGTH = -105,      /* length not allowed for the item's type */
+	KR_E_TTLV_PADDING = -106,     /* non-zero padding byte */
+	KR_E_TTLV_BOOLEAN = -107,     /* Boolean other than 0 or 1 */
+	KR_E_TTLV_UTF8 = -108,        /* Text String not valid UTF-8, or holding NUL */
+	KR_E_TTLV_BIGINT = -109,      /* Big Integer length not a non-zero multiple of 8 */
+	KR_E_TTLV_DEPTH = -110,       /* nesting deeper than the limit */
+	KR_E_TTLV_TOO_BIG = -111,     /* message longer than the size limit */
+	KR_E_TTLV_TOO_MANY = -112,    /* more items than the limit */
+	KR_E_TTLV_WRITER = -113,      /* writer misuse: unbalanced begin/end */
+
+	/* KMIP message layer. */
+	KR_E_KMIP_MISSING = -200,     /* a required field is absent */
+	KR_E_KMIP_UNEXPECTED = -201,  /* a known field out of order or repeated */
+	KR_E_KMIP_UNKNOWN_FIELD = -205, /* a field that the structure does not define */
+	KR_E_KMIP_NOT_MESSAGE = -206,
+	KR_E_KMIP_UNKNOWN_ATTRIBUTE = -207, /* a 1.x Attribute Name that is neither standard nor custom */ /* the top-level item is not a Request or Response Message */
+	KR_E_KMIP_FIELD_TYPE = -202,  /* a known field with the wrong item type */
+	KR_E_KMIP_TOO_BIG = -203,     /* the response exceeds the allowed size */
+	KR_E_KMIP_BATCH_COUNT = -204, /* Batch Count differs from the batch items present */
+};
+
+/* Static text for a code; never NULL. */
+const char *kr_strerror(int err);
+
+#if defined(__GNUC__)
+#define KR_WUR __attribute__((warn_unused_result))
+#else
+#define KR_WUR
+#endif
+
+#endif
