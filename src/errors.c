@@ -11,7 +11,6 @@ const char *kr_strerror(int err)
 	case KR_E_TTLV_TRUNCATED: return "TTLV: input truncated";
 	case KR_E_TTLV_OVERRUN: return "TTLV: item length overruns its enclosing structure";
 	case KR_E_TTLV_TRAILING: return "TTLV: trailing bytes after the message";
-	case KR_E_TTLV_TAG: return "TTLV: tag outside the KMIP and extension ranges";
 	case KR_E_TTLV_TYPE: return "TTLV: unknown item type";
 	case KR_E_TTLV_LENGTH: return "TTLV: length not valid for the item type";
 	case KR_E_TTLV_PADDING: return "TTLV: non-zero padding";

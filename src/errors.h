@@ -11,7 +11,6 @@ enum kr_error {
 	KR_E_TTLV_TRUNCATED = -100,   /* input ends inside an item header or value */
 	KR_E_TTLV_OVERRUN = -101,     /* item length runs past its enclosing structure */
 	KR_E_TTLV_TRAILING = -102,    /* bytes after the top-level item */
-	KR_E_TTLV_TAG = -103,         /* tag outside the KMIP (0x42xxxx) and extension (0x54xxxx) ranges */
 	KR_E_TTLV_TYPE = -104,        /* unknown item type */
 	KR_E_TTLV_LENGTH = -105,      /* length not allowed for the item's type */
 	KR_E_TTLV_PADDING = -106,     /* non-zero padding byte */

@@ -74,14 +74,8 @@ static int fixed_length(uint8_t type)
 	return -1;
 }
 
-static bool tag_valid(uint32_t tag)
-{
-	uint32_t range = tag >> 16;
-
-	return range == 0x42 || range == 0x54;
-}
-
-/* Checks tag, type and the type's length rule of one item header. */
+/* Checks type and the type's length rule of one item header. Any tag is well-formed
+ * TTLV; which tags belong where is the KMIP layer's business. */
 static int check_header(const uint8_t *p, uint32_t *ret_tag, uint8_t *ret_type, uint32_t *ret_len)
 {
 	uint32_t tag = get_be32(p) >> 8;
@@ -89,8 +83,6 @@ static int check_header(const uint8_t *p, uint32_t *ret_tag, uint8_t *ret_type, 
 	uint32_t len = get_be32(p + 4);
 	int fixed;
 
-	if (!tag_valid(tag))
-		return KR_E_TTLV_TAG;
 	fixed = fixed_length(type);
 	if (fixed < 0)
 		return KR_E_TTLV_TYPE;
