@@ -8,6 +8,13 @@ const char *kr_strerror(int err)
 	case KR_OK: return "success";
 	case KR_E_NOMEM: return "out of memory";
 	case KR_E_IO: return "output error";
+	case KR_E_SYSTEM: return "system call failed";
+	case KR_E_CONFIG: return "invalid configuration";
+	case KR_E_TLS_HANDSHAKE: return "TLS handshake failed";
+	case KR_E_TLS_CLOSED: return "client closed the connection";
+	case KR_E_TLS_TRUNCATED: return "client closed the connection inside a message";
+	case KR_E_TLS_TIMEOUT: return "timed out";
+	case KR_E_TLS_IO: return "TLS error";
 	case KR_E_TTLV_TRUNCATED: return "TTLV: input truncated";
 	case KR_E_TTLV_OVERRUN: return "TTLV: item length overruns its enclosing structure";
 	case KR_E_TTLV_TRAILING: return "TTLV: trailing bytes after the message";

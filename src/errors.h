@@ -6,6 +6,7 @@ enum kr_error {
 	KR_OK = 0,
 	KR_E_NOMEM = -1,
 	KR_E_IO = -2,
+	KR_E_SYSTEM = -3,             /* a system call failed; errno tells more */
 
 	/* TTLV decoding: one code per way an item can be malformed. */
 	KR_E_TTLV_TRUNCATED = -100,   /* input ends inside an item header or value */
@@ -27,7 +28,15 @@ enum kr_error {
 	KR_E_KMIP_UNEXPECTED = -201,  /* a known field out of order or repeated */
 	KR_E_KMIP_UNKNOWN_FIELD = -205, /* a field that the structure does not define */
 	KR_E_KMIP_NOT_MESSAGE = -206,
-	KR_E_KMIP_UNKNOWN_ATTRIBUTE = -207, /* a 1.x Attribute Name that is neither standard nor custom */ /* the top-level item is not a Request or Response Message */
+	KR_E_KMIP_UNKNOWN_ATTRIBUTE = -207,
+
+	KR_E_CONFIG = -300,           /* the configuration is invalid */
+
+	KR_E_TLS_HANDSHAKE = -400,    /* the TLS handshake failed */
+	KR_E_TLS_CLOSED = -401,       /* the peer closed the connection between messages */
+	KR_E_TLS_TRUNCATED = -402,    /* the peer closed the connection inside a message */
+	KR_E_TLS_TIMEOUT = -403,      /* no data within the timeout */
+	KR_E_TLS_IO = -404,           /* a TLS or socket error */ /* a 1.x Attribute Name that is neither standard nor custom */ /* the top-level item is not a Request or Response Message */
 	KR_E_KMIP_FIELD_TYPE = -202,  /* a known field with the wrong item type */
 	KR_E_KMIP_TOO_BIG = -203,     /* the response exceeds the allowed size */
 	KR_E_KMIP_BATCH_COUNT = -204, /* Batch Count differs from the batch items present */

@@ -115,6 +115,10 @@ static void encode_v1_name(struct ttlv_writer *w, const struct kmip_attr *a)
 		ttlv_put_text(w, KMIP_TAG_ATTRIBUTE_NAME, std, strlen(std));
 		return;
 	}
+	if (a->tag) { /* a 2.x attribute under a tag that 1.x has no name for */
+		w->err = w->err ? w->err : KR_E_KMIP_UNKNOWN_ATTRIBUTE;
+		return;
+	}
 	len = a->vendor.len + 1 + a->name.len;
 	full = malloc(len);
 	if (!full) {

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void die(const char *what, const char *arg)
+static _Noreturn void die(const char *what, const char *arg)
 {
 	fprintf(stderr, "testutil: %s: %s\n", what, arg);
 	abort();

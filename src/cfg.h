@@ -1,0 +1,45 @@
+/* The JSON configuration file: read once at start, validated completely, then
+ * immutable. Every error names the key it concerns ("tls.client_ca: ..."). */
+#ifndef KR_CFG_H
+#define KR_CFG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "errors.h"
+
+struct cfg {
+	struct {
+		char *certificate;  /* PEM file */
+		char *key;          /* PEM file, or a pkcs11: URI of a key in the token */
+		char *client_ca;    /* PEM bundle that client certificates must chain to */
+		char *priority;     /* GnuTLS priority string */
+		char *ticket_key;   /* file with the session ticket key shared by all processes */
+		bool require_client_certificate;
+	} tls;
+	struct {
+		unsigned handshake, idle, lifetime; /* seconds */
+	} timeouts;
+	struct {
+		unsigned max_message_size; /* bytes, header included */
+	} limits;
+	struct {
+		char *file;   /* also append every record here */
+		bool trace;   /* log each request and response as a redacted TTLV tree */
+	} log;
+	struct {
+		char *module;         /* PKCS#11 module path */
+		char *token;          /* pkcs11: URI selecting the token */
+		char *pin_file;       /* the user PIN, from this file... */
+		char *pin_credential; /* ...or from this systemd credential */
+	} pkcs11;
+};
+
+#define CFG_DEFAULT_PRIORITY "SECURE128:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-RSA:-VERS-DTLS-ALL:%SERVER_PRECEDENCE"
+
+/* Loads and validates path. On failure *ret_errors holds one line per problem
+ * (free it); on success *ret holds the config (free with cfg_free). */
+int cfg_load(const char *path, struct cfg **ret, char **ret_errors) KR_WUR;
+void cfg_free(struct cfg *c);
+
+#endif

@@ -1,0 +1,155 @@
+#include "config.h"
+
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <systemd/sd-journal.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kmip_names.h"
+#include "ttlv_print.h"
+
+#define IDENT "kmip-relay"
+
+static enum log_target target = LOG_TARGET_NONE;
+static int file_fd = -1;
+
+enum log_target log_default_target(bool listen_mode)
+{
+	if (listen_mode)
+		return LOG_TARGET_STDERR;
+	/* systemd sets INVOCATION_ID for the services it starts. */
+	if (getenv("INVOCATION_ID"))
+		return LOG_TARGET_JOURNAL;
+	return LOG_TARGET_SYSLOG;
+}
+
+void log_open(enum log_target t)
+{
+	if (target == LOG_TARGET_SYSLOG && t != LOG_TARGET_SYSLOG)
+		closelog();
+	target = t;
+	if (t == LOG_TARGET_SYSLOG)
+		openlog(IDENT, LOG_PID | LOG_NDELAY, LOG_DAEMON);
+}
+
+int log_open_file(const char *file)
+{
+	file_fd = open(file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
+	if (file_fd < 0) {
+		log_msg(LOG_ERR, "log.file: cannot open %s: %s", file, strerror(errno));
+		return KR_E_SYSTEM;
+	}
+	return 0;
+}
+
+void log_close(void)
+{
+	if (file_fd >= 0)
+		close(file_fd);
+	file_fd = -1;
+	if (target == LOG_TARGET_SYSLOG)
+		closelog();
+	target = LOG_TARGET_NONE;
+}
+
+/* One write per line, so that lines from concurrent processes don't interleave. */
+static void write_line(int fd, const char *message)
+{
+	char stamp[32], line[8192];
+	struct timespec ts;
+	struct tm tm;
+	int n;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
+	n = snprintf(line, sizeof(line), "%s.%03ldZ %s[%ld]: %s\n", stamp, ts.tv_nsec / 1000000, IDENT,
+		     (long)getpid(), message);
+	if (n < 0)
+		return;
+	if ((size_t)n >= sizeof(line)) {
+		n = sizeof(line) - 1;
+		line[n - 1] = '\n';
+	}
+	while (write(fd, line, (size_t)n) < 0 && errno == EINTR)
+		;
+}
+
+static void journal_send(int priority, const char *message, const struct log_field *fields, size_t n)
+{
+	struct iovec iov[16];
+	char *bufs[16] = { 0 };
+	size_t k = 0;
+
+	if (asprintf(&bufs[k], "MESSAGE=%s", message) < 0)
+		return;
+	k++;
+	if (asprintf(&bufs[k], "PRIORITY=%d", priority) >= 0)
+		k++;
+	if (asprintf(&bufs[k], "SYSLOG_IDENTIFIER=%s", IDENT) >= 0)
+		k++;
+	for (size_t i = 0; i < n && k < 16; i++)
+		if (asprintf(&bufs[k], "%s=%s", fields[i].name, fields[i].value ? fields[i].value : "") >= 0)
+			k++;
+	for (size_t i = 0; i < k; i++)
+		iov[i] = (struct iovec){ bufs[i], strlen(bufs[i]) };
+	sd_journal_sendv(iov, (int)k);
+	for (size_t i = 0; i < k; i++)
+		free(bufs[i]);
+}
+
+void log_record(int priority, const char *message, const struct log_field *fields, size_t n)
+{
+	switch (target) {
+	case LOG_TARGET_JOURNAL:
+		journal_send(priority, message, fields, n);
+		break;
+	case LOG_TARGET_SYSLOG:
+		syslog(priority, "%s", message);
+		break;
+	case LOG_TARGET_STDERR:
+		write_line(STDERR_FILENO, message);
+		break;
+	case LOG_TARGET_NONE:
+		break;
+	}
+	if (file_fd >= 0)
+		write_line(file_fd, message);
+}
+
+void log_msg(int priority, const char *fmt, ...)
+{
+	char message[2048];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(message, sizeof(message), fmt, ap);
+	va_end(ap);
+	log_record(priority, message, NULL, 0);
+}
+
+void log_trace(const char *what, const struct ttlv_item *root)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	if (!f)
+		return;
+	fprintf(f, "%s\n", what);
+	if (ttlv_print(f, root, &kmip_print_ops) < 0)
+		fputs("(trace incomplete)\n", f);
+	if (fclose(f) == 0) {
+		if (len && text[len - 1] == '\n')
+			text[len - 1] = '\0';
+		log_record(LOG_DEBUG, text, NULL, 0);
+	}
+	free(text);
+}

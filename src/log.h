@@ -1,0 +1,44 @@
+/* Logging: the journal (with structured fields) under systemd, syslog under inetd,
+ * stderr in a --listen debugging run, and optionally a file as well. Records are
+ * plain text or, for audit records, one JSON object. Callers never pass PINs or
+ * key material. */
+#ifndef KR_LOG_H
+#define KR_LOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <syslog.h>
+
+#include "ttlv.h"
+
+enum log_target {
+	LOG_TARGET_NONE,
+	LOG_TARGET_JOURNAL,
+	LOG_TARGET_SYSLOG,
+	LOG_TARGET_STDERR,
+};
+
+/* A structured field: NAME (journal field name, upper case) and its value. */
+struct log_field {
+	const char *name;
+	const char *value;
+};
+
+/* Picks the target for how the process was started: the journal when systemd
+ * started the service, stderr for --listen, syslog otherwise. */
+enum log_target log_default_target(bool listen_mode);
+
+void log_open(enum log_target target);
+/* Appends every record to file as well; a failure is logged to the target. */
+int log_open_file(const char *file) KR_WUR;
+void log_close(void);
+
+__attribute__((format(printf, 2, 3)))
+void log_msg(int priority, const char *fmt, ...);
+/* A record with structured fields; message is its text form. */
+void log_record(int priority, const char *message, const struct log_field *fields, size_t n);
+/* A TTLV tree, redacted, at debug priority (--trace). */
+void log_trace(const char *what, const struct ttlv_item *root);
+
+#endif

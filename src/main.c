@@ -1,0 +1,215 @@
+#include "config.h"
+
+#include <getopt.h>
+#include <gnutls/gnutls.h>
+#include <gnutls/pkcs11.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "activation.h"
+#include "cfg.h"
+#include "log.h"
+#include "session.h"
+#include "tls.h"
+
+#ifndef DEFAULT_CONFIG
+#define DEFAULT_CONFIG "/etc/kmip-relay/kmip-relay.json"
+#endif
+
+static void usage(FILE *out)
+{
+	fputs("Usage: kmip-relay [OPTION]...\n"
+	      "Serve one KMIP connection on a PKCS#11 token. The connection comes from systemd\n"
+	      "(Accept=yes socket), from inetd/xinetd (stdin), or from --listen.\n"
+	      "\n"
+	      "  -c, --config FILE      configuration file (default " DEFAULT_CONFIG ")\n"
+	      "      --check-config     validate the configuration, print OK or the errors\n"
+	      "  -l, --listen HOST:PORT accept one connection, serve it, exit; log to stderr\n"
+	      "      --trace            log every request and response as a redacted TTLV tree\n"
+	      "      --version          print the version\n"
+	      "  -h, --help             print this help\n",
+	      out);
+}
+
+static void print_errors(const char *errors)
+{
+	fputs(errors, stderr);
+}
+
+/* Logs each line of a multi-line error text. */
+static void log_errors(const char *errors)
+{
+	const char *p = errors;
+
+	while (*p) {
+		const char *nl = strchr(p, '\n');
+		int len = nl ? (int)(nl - p) : (int)strlen(p);
+
+		log_msg(LOG_ERR, "%.*s", len, p);
+		p += len + (nl ? 1 : 0);
+	}
+}
+
+static double elapsed_ms(const struct timespec *t0)
+{
+	struct timespec t1;
+
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+static void log_summary(const struct activation *a, const struct tls_conn *t, const struct session_stats *st,
+			const struct timespec *t0)
+{
+	const struct tls_identity *id = t ? tls_identity(t) : NULL;
+	char message[1024], requests[16], duration[32];
+	const char *identity = id && id->has_certificate ? id->spki_sha256 : "-";
+	const char *dn = id && id->has_certificate ? id->dn : "-";
+	const char *version = t ? tls_version_name(t) : "-", *cipher = t ? tls_cipher_name(t) : "-";
+
+	snprintf(requests, sizeof(requests), "%u", st->requests);
+	snprintf(duration, sizeof(duration), "%.1f", elapsed_ms(t0));
+	snprintf(message, sizeof(message),
+		 "connection peer=%s client=sha256:%s dn=\"%s\" tls=%s cipher=%s resumed=%s requests=%s duration_ms=%s end=\"%s\"",
+		 a->peer, identity, dn, version, cipher, t && tls_resumed(t) ? "yes" : "no", requests, duration, st->end);
+	{
+		const struct log_field fields[] = {
+			{ "KMIP_PEER", a->peer },     { "KMIP_CLIENT", identity },   { "KMIP_CLIENT_DN", dn },
+			{ "KMIP_TLS_VERSION", version }, { "KMIP_TLS_CIPHER", cipher }, { "KMIP_REQUESTS", requests },
+			{ "KMIP_DURATION_MS", duration }, { "KMIP_END", st->end },
+		};
+
+		log_record(LOG_INFO, message, fields, sizeof(fields) / sizeof(fields[0]));
+	}
+}
+
+/* Takes the connection, opens the log and loads the config. Under inetd or systemd
+ * fd 2 may be the socket, so there the connection is taken and 0-2 silenced before
+ * anything is logged; with --listen the config is checked before waiting for a
+ * client. */
+static int start(const char *config, const char *listen_addr, struct activation *ret_a, struct cfg **ret_c)
+{
+	const char *why = NULL;
+	char *errors = NULL;
+	int r = 0;
+
+	if (listen_addr)
+		log_open(LOG_TARGET_STDERR);
+	else if ((r = act_get_connection(NULL, ret_a, &why)) == 0)
+		log_open(log_default_target(false));
+	if (r < 0) {
+		/* Nowhere safe to say why: stdin was not a socket, so fd 2 is not either. */
+		log_open(LOG_TARGET_STDERR);
+		log_msg(LOG_ERR, "%s", why);
+		return r;
+	}
+	r = cfg_load(config, ret_c, &errors);
+	if (r < 0) {
+		log_errors(errors ? errors : "out of memory");
+		free(errors);
+		return r;
+	}
+	if ((*ret_c)->log.file && (r = log_open_file((*ret_c)->log.file)) < 0)
+		goto fail;
+	if (listen_addr) {
+		log_msg(LOG_INFO, "waiting for one connection on %s", listen_addr);
+		if ((r = act_get_connection(listen_addr, ret_a, &why)) < 0) {
+			log_msg(LOG_ERR, "%s", why);
+			goto fail;
+		}
+	}
+	return 0;
+fail:
+	cfg_free(*ret_c);
+	*ret_c = NULL;
+	return r;
+}
+
+static int serve(const struct cfg *c, const struct activation *a, bool trace)
+{
+	struct session_stats st = { .end = "TLS setup failed" };
+	struct tls_conn *t = NULL;
+	struct timespec t0;
+	const char *why = NULL;
+	int r;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	r = tls_conn_new(c, NULL, a->fd, &t, &why);
+	if (r < 0) {
+		log_msg(LOG_ERR, "%s", why);
+		log_summary(a, NULL, &st, &t0);
+		return r;
+	}
+	r = tls_handshake(t, c->timeouts.handshake * 1000u, &why);
+	if (r < 0) {
+		log_msg(LOG_NOTICE, "TLS handshake with %s failed: %s", a->peer, why);
+		st.end = "TLS handshake failed";
+		log_summary(a, NULL, &st, &t0);
+		tls_conn_free(t);
+		return r;
+	}
+	session_run(c, trace, t, &st);
+	tls_bye(t);
+	log_summary(a, t, &st, &t0);
+	tls_conn_free(t);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	enum { OPT_CHECK = 256, OPT_TRACE, OPT_VERSION };
+	static const struct option options[] = {
+		{ "config", required_argument, NULL, 'c' },  { "check-config", no_argument, NULL, OPT_CHECK },
+		{ "listen", required_argument, NULL, 'l' },  { "trace", no_argument, NULL, OPT_TRACE },
+		{ "version", no_argument, NULL, OPT_VERSION }, { "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *config = DEFAULT_CONFIG, *listen_addr = NULL;
+	bool check = false, trace = false;
+	struct activation a;
+	struct cfg *c = NULL;
+	char *errors = NULL;
+	int opt, r;
+
+	/* Before anything else, so that GnuTLS never loads p11-kit's registered
+	 * modules: the relay loads its one module itself. */
+	if (gnutls_pkcs11_init(GNUTLS_PKCS11_FLAG_MANUAL, NULL) < 0)
+		return EXIT_FAILURE;
+	while ((opt = getopt_long(argc, argv, "c:l:h", options, NULL)) != -1) {
+		switch (opt) {
+		case 'c': config = optarg; break;
+		case 'l': listen_addr = optarg; break;
+		case OPT_CHECK: check = true; break;
+		case OPT_TRACE: trace = true; break;
+		case OPT_VERSION: puts(PACKAGE_NAME " " PACKAGE_VERSION); return EXIT_SUCCESS;
+		case 'h': usage(stdout); return EXIT_SUCCESS;
+		default: usage(stderr); return EXIT_FAILURE;
+		}
+	}
+	if (optind < argc) {
+		usage(stderr);
+		return EXIT_FAILURE;
+	}
+	if (check) {
+		r = cfg_load(config, &c, &errors);
+		if (r < 0) {
+			print_errors(errors ? errors : "out of memory\n");
+			free(errors);
+			return EXIT_FAILURE;
+		}
+		puts("OK");
+		cfg_free(c);
+		return EXIT_SUCCESS;
+	}
+	r = start(config, listen_addr, &a, &c);
+	if (r < 0) {
+		log_close();
+		return EXIT_FAILURE;
+	}
+	r = serve(c, &a, trace || c->log.trace);
+	cfg_free(c);
+	log_close();
+	return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,30 @@
+/* KMIP operations: one handler per operation, found in a table. A handler reads its
+ * request payload and writes its Response Payload; it knows nothing of TLS or of
+ * bytes on the wire. */
+#ifndef KR_OPS_H
+#define KR_OPS_H
+
+#include "cfg.h"
+#include "kmip.h"
+#include "ttlv.h"
+
+struct ops_ctx {
+	const struct cfg *cfg;
+	struct kmip_version version; /* the version the response is written in */
+};
+
+/* What an operation did, for the response and the audit record. */
+struct ops_result {
+	enum kmip_reason reason; /* 0 on success */
+	const char *message;     /* static text, or NULL */
+};
+
+/* Runs one batch item. On success the Response Payload is in w (which may be left
+ * empty for operations without one); on failure res says why. */
+void ops_run(const struct ops_ctx *ctx, const struct kmip_batch_item *item, struct ttlv_writer *w,
+	     struct ops_result *res);
+
+/* Name of an operation for logs ("Query"), or "Unknown". */
+const char *ops_name(uint32_t operation);
+
+#endif

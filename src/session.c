@@ -1,0 +1,318 @@
+#include "config.h"
+
+#include "session.h"
+
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kmip.h"
+#include "log.h"
+#include "ops.h"
+
+struct session {
+	const struct cfg *cfg;
+	bool trace;
+	struct tls_conn *tls;
+	struct ttlv_limits limits;
+	char client[160]; /* the identity of the current request's client, for audit */
+};
+
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void audit(const struct session *s, uint32_t operation, const struct ops_result *res, uint64_t latency_us)
+{
+	const char *result = res->reason ? kmip_enum_name(KMIP_TAG_RESULT_REASON, res->reason) : "Success";
+	char latency[24];
+	json_t *rec = json_pack("{s:s, s:s, s:s, s:I}", "client", s->client, "operation", ops_name(operation),
+				"result", result ? result : "Unknown", "latency_us", (json_int_t)latency_us);
+	char *text = rec ? json_dumps(rec, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+
+	snprintf(latency, sizeof(latency), "%" PRIu64, latency_us);
+	if (text) {
+		const struct log_field fields[] = {
+			{ "KMIP_CLIENT", s->client },
+			{ "KMIP_OPERATION", ops_name(operation) },
+			{ "KMIP_RESULT", result },
+			{ "KMIP_LATENCY_US", latency },
+		};
+
+		log_record(res->reason ? LOG_NOTICE : LOG_INFO, text, fields, sizeof(fields) / sizeof(fields[0]));
+	}
+	free(text);
+	json_decref(rec);
+}
+
+/* A response message that answers the whole request with one failed item. */
+static int whole_message_error(struct kmip_version v, enum kmip_reason r, const char *message, uint8_t **ret,
+			       size_t *ret_len)
+{
+	return kmip_encode_message_error(v, time(NULL), r, message, ret, ret_len);
+}
+
+static void set_client(struct session *s, const struct kmip_header *h)
+{
+	const struct tls_identity *id = tls_identity(s->tls);
+
+	if (id->has_certificate)
+		snprintf(s->client, sizeof(s->client), "sha256:%s", id->spki_sha256);
+	else if (h && h->username.ptr)
+		snprintf(s->client, sizeof(s->client), "user:%.*s", (int)(h->username.len > 64 ? 64 : h->username.len),
+			 h->username.ptr);
+	else
+		snprintf(s->client, sizeof(s->client), "anonymous");
+}
+
+/* Runs the batch items; each gets a response item with its payload or failure. */
+static void run_items(struct session *s, const struct kmip_message *req, struct kmip_version v,
+		     struct kmip_batch_item *out, size_t *ret_n, uint8_t **payloads, size_t *payload_lens)
+{
+	const struct ops_ctx ctx = { .cfg = s->cfg, .version = v };
+	bool stop_on_error = !(req->header.present & KMIP_FIELD(KMIP_H_BATCH_ERROR_OPTION)) ||
+			     req->header.batch_error_option == KMIP_BATCH_STOP;
+	size_t n = 0;
+
+	for (size_t i = 0; i < req->n_items; i++, n++) {
+		const struct kmip_batch_item *in = &req->items[i];
+		struct kmip_batch_item *o = &out[i];
+		struct ops_result res = { 0 };
+		struct ttlv_writer w;
+		uint64_t t0 = now_us();
+		int r;
+
+		*o = (struct kmip_batch_item){ .present = KMIP_FIELD(KMIP_I_RESULT_STATUS) };
+		if (in->present & KMIP_FIELD(KMIP_I_OPERATION)) {
+			o->present |= KMIP_FIELD(KMIP_I_OPERATION);
+			o->operation = in->operation;
+		}
+		if (in->present & KMIP_FIELD(KMIP_I_UNIQUE_BATCH_ITEM_ID)) {
+			o->present |= KMIP_FIELD(KMIP_I_UNIQUE_BATCH_ITEM_ID);
+			o->unique_batch_item_id = in->unique_batch_item_id;
+		}
+		ttlv_writer_init(&w, s->limits.max_size);
+		if (in->error)
+			res = (struct ops_result){ kmip_reason_for_error(in->error), kr_strerror(in->error) };
+		else
+			ops_run(&ctx, in, &w, &res);
+		if (!res.reason && w.len) {
+			r = ttlv_writer_finish(&w, &payloads[i], &payload_lens[i]);
+			if (r < 0)
+				res = (struct ops_result){ kmip_reason_for_error(r == KR_E_TTLV_TOO_BIG ? KR_E_KMIP_TOO_BIG : r),
+							   kr_strerror(r) };
+		}
+		ttlv_writer_clear(&w);
+		if (res.reason) {
+			o->result_status = KMIP_STATUS_OPERATION_FAILED;
+			o->result_reason = kmip_reason_for(res.reason, v);
+			o->present |= KMIP_FIELD(KMIP_I_RESULT_REASON);
+			if (res.message) {
+				o->result_message = (struct kmip_text){ res.message, strlen(res.message) };
+				o->present |= KMIP_FIELD(KMIP_I_RESULT_MESSAGE);
+			}
+		} else if (payloads[i]) {
+			o->payload.encoded = (struct kmip_bytes){ payloads[i], payload_lens[i] };
+			o->present |= KMIP_FIELD(KMIP_I_PAYLOAD);
+		}
+		audit(s, in->operation, &res, now_us() - t0);
+		if (res.reason && stop_on_error) {
+			n++;
+			break;
+		}
+	}
+	*ret_n = n;
+}
+
+static size_t response_limit(const struct session *s, const struct kmip_header *h)
+{
+	if ((h->present & KMIP_FIELD(KMIP_H_MAX_RESPONSE_SIZE)) && h->max_response_size > 0 &&
+	    (size_t)h->max_response_size < s->limits.max_size)
+		return (size_t)h->max_response_size;
+	return s->limits.max_size;
+}
+
+/* Turns one request into its response. */
+static int handle(struct session *s, const uint8_t *buf, size_t len, uint8_t **ret, size_t *ret_len)
+{
+	struct kmip_message *req = NULL;
+	struct kmip_version v;
+	struct kmip_batch_item *items = NULL;
+	uint8_t **payloads = NULL;
+	size_t *payload_lens = NULL, n = 0, limit;
+	int r;
+
+	r = kmip_decode_message(buf, len, &s->limits, &req);
+	if (r < 0) {
+		struct ttlv_item *tree = NULL;
+
+		/* Answer in the request's own version if that much can be read. */
+		v = (struct kmip_version){ 1, 0 };
+		if (ttlv_decode(buf, len, &s->limits, &tree) == 0) {
+			if (kmip_peek_version(tree, &v))
+				kmip_negotiate_version(v, &v);
+			ttlv_free(tree);
+		}
+		log_msg(LOG_NOTICE, "malformed request: %s", kr_strerror(r));
+		set_client(s, NULL);
+		return whole_message_error(v, kmip_reason_for_error(r), kr_strerror(r), ret, ret_len);
+	}
+	if (s->trace)
+		log_trace("request", req->tree);
+	set_client(s, &req->header);
+	if (req->response) {
+		r = whole_message_error(req->header.version, KMIP_REASON_INVALID_MESSAGE, "a server takes requests", ret,
+					ret_len);
+		goto out;
+	}
+	if (!kmip_negotiate_version(req->header.version, &v)) {
+		r = whole_message_error(v, KMIP_REASON_UNSUPPORTED_PROTOCOL_VERSION, "unsupported protocol version", ret,
+					ret_len);
+		goto out;
+	}
+	if (!tls_identity(s->tls)->has_certificate && !req->header.username.ptr) {
+		r = whole_message_error(v, KMIP_REASON_AUTHENTICATION_NOT_SUCCESSFUL,
+					"a client without a certificate must send a Username and Password credential",
+					ret, ret_len);
+		goto out;
+	}
+	if ((req->header.present & KMIP_FIELD(KMIP_H_BATCH_ERROR_OPTION)) &&
+	    req->header.batch_error_option == KMIP_BATCH_UNDO) {
+		r = whole_message_error(v, KMIP_REASON_FEATURE_NOT_SUPPORTED,
+					"Batch Error Continuation Option Undo: token operations cannot be undone", ret,
+					ret_len);
+		goto out;
+	}
+	items = calloc(req->n_items, sizeof(*items));
+	payloads = calloc(req->n_items, sizeof(*payloads));
+	payload_lens = calloc(req->n_items, sizeof(*payload_lens));
+	if (!items || !payloads || !payload_lens) {
+		r = KR_E_NOMEM;
+		goto out;
+	}
+	run_items(s, req, v, items, &n, payloads, payload_lens);
+	{
+		struct kmip_message resp = {
+			.response = true,
+			.header = { .present = KMIP_FIELD(KMIP_H_PROTOCOL_VERSION) | KMIP_FIELD(KMIP_H_TIME_STAMP) |
+					       KMIP_FIELD(KMIP_H_BATCH_COUNT),
+				    .version = v,
+				    .time_stamp = time(NULL),
+				    .batch_count = (int32_t)n },
+			.items = items,
+			.n_items = n,
+		};
+
+		limit = response_limit(s, &req->header);
+		r = kmip_encode_message(&resp, limit, ret, ret_len);
+		if (r == KR_E_KMIP_TOO_BIG) {
+			char msg[128];
+
+			snprintf(msg, sizeof(msg), "Response exceeds the Maximum Response Size of %zu bytes", limit);
+			r = whole_message_error(v, KMIP_REASON_RESPONSE_TOO_LARGE, msg, ret, ret_len);
+		}
+	}
+out:
+	for (size_t i = 0; payloads && i < req->n_items; i++)
+		ttlv_buf_free(payloads[i], payload_lens[i]);
+	free(payloads);
+	free(payload_lens);
+	free(items);
+	kmip_message_free(req);
+	return r;
+}
+
+static void trace_response(const struct session *s, const uint8_t *buf, size_t len)
+{
+	struct ttlv_item *tree = NULL;
+
+	if (s->trace && ttlv_decode(buf, len, &s->limits, &tree) == 0) {
+		log_trace("response", tree);
+		ttlv_free(tree);
+	}
+}
+
+static unsigned remaining_ms(uint64_t deadline_us)
+{
+	uint64_t now = now_us();
+
+	return now >= deadline_us ? 0 : (unsigned)((deadline_us - now) / 1000);
+}
+
+void session_run(const struct cfg *c, bool trace, struct tls_conn *t, struct session_stats *st)
+{
+	struct session s = {
+		.cfg = c,
+		.trace = trace,
+		.tls = t,
+		.limits = { .max_depth = TTLV_MAX_DEPTH, .max_size = c->limits.max_message_size,
+			    .max_items = TTLV_DEFAULT_MAX_ITEMS },
+	};
+	uint64_t deadline = now_us() + (uint64_t)c->timeouts.lifetime * 1000000u;
+	unsigned idle_ms = c->timeouts.idle * 1000u;
+
+	for (;;) {
+		uint8_t hdr[TTLV_HEADER_LEN], *req = NULL, *resp = NULL;
+		size_t total, resp_len = 0;
+		unsigned wait = remaining_ms(deadline);
+		int r;
+
+		if (wait == 0) {
+			st->end = "connection lifetime reached";
+			return;
+		}
+		r = tls_read_full(t, hdr, sizeof(hdr), wait < idle_ms ? wait : idle_ms);
+		if (r < 0) {
+			st->end = r == KR_E_TLS_TIMEOUT ? (remaining_ms(deadline) ? "idle timeout" : "connection lifetime reached")
+							 : kr_strerror(r);
+			return;
+		}
+		/* The size limit is checked before any of the body is read. */
+		r = ttlv_frame_length(hdr, &s.limits, &total);
+		if (r < 0) {
+			/* The framing is lost: answer, then close. */
+			set_client(&s, NULL);
+			st->end = r == KR_E_TTLV_TOO_BIG ? "request over the size limit" : "request framing invalid";
+			if (whole_message_error((struct kmip_version){ 1, 0 }, KMIP_REASON_INVALID_MESSAGE, kr_strerror(r),
+						&resp, &resp_len) == 0) {
+				if (tls_write_full(t, resp, resp_len) < 0)
+					st->end = "request over the size limit; the error response could not be sent";
+				ttlv_buf_free(resp, resp_len);
+			}
+			return;
+		}
+		req = malloc(total);
+		if (!req) {
+			st->end = kr_strerror(KR_E_NOMEM);
+			return;
+		}
+		memcpy(req, hdr, sizeof(hdr));
+		r = tls_read_full(t, req + TTLV_HEADER_LEN, total - TTLV_HEADER_LEN, idle_ms);
+		if (r < 0) {
+			ttlv_buf_free(req, total);
+			st->end = r == KR_E_TLS_CLOSED ? kr_strerror(KR_E_TLS_TRUNCATED) : kr_strerror(r);
+			return;
+		}
+		st->requests++;
+		r = handle(&s, req, total, &resp, &resp_len);
+		ttlv_buf_free(req, total); /* it may hold a password */
+		if (r < 0) {
+			st->end = kr_strerror(r);
+			return;
+		}
+		trace_response(&s, resp, resp_len);
+		r = tls_write_full(t, resp, resp_len);
+		ttlv_buf_free(resp, resp_len);
+		if (r < 0) {
+			st->end = kr_strerror(r);
+			return;
+		}
+	}
+}

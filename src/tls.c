@@ -1,0 +1,278 @@
+#include "config.h"
+
+#include "tls.h"
+
+#include <errno.h>
+#include <gnutls/crypto.h>
+#include <gnutls/x509.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+#define TICKET_KEY_SIZE 64 /* what gnutls_session_ticket_key_generate makes */
+
+struct tls_conn {
+	gnutls_certificate_credentials_t cred;
+	gnutls_priority_t prio;
+	gnutls_session_t s;
+	gnutls_datum_t ticket_key;
+	struct tls_identity id;
+	bool verify_clients;
+};
+
+void tls_conn_free(struct tls_conn *t)
+{
+	if (!t)
+		return;
+	if (t->s)
+		gnutls_deinit(t->s);
+	if (t->prio)
+		gnutls_priority_deinit(t->prio);
+	if (t->cred)
+		gnutls_certificate_free_credentials(t->cred);
+	if (t->ticket_key.data) {
+		gnutls_memset(t->ticket_key.data, 0, t->ticket_key.size);
+		gnutls_free(t->ticket_key.data);
+	}
+	free(t->id.dn);
+	free(t);
+}
+
+/* The server's certificate chain with a token-backed private key. */
+static int set_token_key(struct tls_conn *t, const char *cert_file, gnutls_privkey_t privkey)
+{
+	gnutls_pcert_st pcerts[16];
+	unsigned n = sizeof(pcerts) / sizeof(pcerts[0]);
+	int r;
+
+	r = gnutls_pcert_list_import_x509_file(pcerts, &n, cert_file, GNUTLS_X509_FMT_PEM, NULL, NULL, 0);
+	if (r < 0)
+		return r;
+	r = gnutls_certificate_set_key(t->cred, NULL, 0, pcerts, (int)n, privkey);
+	if (r < 0)
+		for (unsigned i = 0; i < n; i++)
+			gnutls_pcert_deinit(&pcerts[i]);
+	return r;
+}
+
+static int load_ticket_key(struct tls_conn *t, const char *file)
+{
+	int r = gnutls_load_file(file, &t->ticket_key);
+
+	if (r < 0)
+		return r;
+	return t->ticket_key.size == TICKET_KEY_SIZE ? 0 : GNUTLS_E_INVALID_REQUEST;
+}
+
+int tls_conn_new(const struct cfg *c, gnutls_privkey_t privkey, int fd, struct tls_conn **ret,
+		 const char **ret_why)
+{
+	struct timeval tv = { .tv_sec = c->timeouts.idle };
+	struct tls_conn *t = calloc(1, sizeof(*t));
+	const char *why = NULL;
+	int r;
+
+	if (!t)
+		return KR_E_NOMEM;
+	if ((r = gnutls_certificate_allocate_credentials(&t->cred)) < 0) {
+		why = "TLS credentials";
+		goto out;
+	}
+	if (privkey)
+		r = set_token_key(t, c->tls.certificate, privkey);
+	else
+		r = gnutls_certificate_set_x509_key_file2(t->cred, c->tls.certificate, c->tls.key,
+							  GNUTLS_X509_FMT_PEM, NULL, 0);
+	if (r < 0) {
+		why = "tls.certificate/tls.key: cannot load the certificate and key";
+		goto out;
+	}
+	privkey = NULL; /* the credentials own it now */
+	if (c->tls.client_ca) {
+		r = gnutls_certificate_set_x509_trust_file(t->cred, c->tls.client_ca, GNUTLS_X509_FMT_PEM);
+		if (r <= 0) {
+			why = "tls.client_ca: no usable CA certificate";
+			r = r < 0 ? r : GNUTLS_E_NO_CERTIFICATE_FOUND;
+			goto out;
+		}
+		t->verify_clients = true;
+	}
+	if ((r = gnutls_priority_init(&t->prio, c->tls.priority, NULL)) < 0) {
+		why = "tls.priority: not a valid GnuTLS priority string";
+		goto out;
+	}
+	if (c->tls.ticket_key && (r = load_ticket_key(t, c->tls.ticket_key)) < 0) {
+		why = "tls.ticket_key: must hold exactly 64 bytes";
+		goto out;
+	}
+	if ((r = gnutls_init(&t->s, GNUTLS_SERVER | GNUTLS_NO_SIGNAL)) < 0 ||
+	    (r = gnutls_priority_set(t->s, t->prio)) < 0 ||
+	    (r = gnutls_credentials_set(t->s, GNUTLS_CRD_CERTIFICATE, t->cred)) < 0) {
+		why = "TLS session";
+		goto out;
+	}
+	if (t->verify_clients) {
+		gnutls_certificate_server_set_request(t->s, c->tls.require_client_certificate ? GNUTLS_CERT_REQUIRE
+											: GNUTLS_CERT_REQUEST);
+		/* A certificate that is sent must verify, required or not. */
+		gnutls_session_set_verify_cert(t->s, NULL, 0);
+	}
+	if (t->ticket_key.data && (r = gnutls_session_ticket_enable_server(t->s, &t->ticket_key)) < 0) {
+		why = "tls.ticket_key: rejected by GnuTLS";
+		goto out;
+	}
+	gnutls_transport_set_int(t->s, fd);
+	/* A client that stops reading must not hold the process forever. */
+	if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0 && errno != ENOTSOCK) {
+		why = "cannot set the send timeout";
+		r = GNUTLS_E_INTERNAL_ERROR;
+		goto out;
+	}
+out:
+	if (r < 0) {
+		if (privkey)
+			gnutls_privkey_deinit(privkey);
+		tls_conn_free(t);
+		*ret_why = why;
+		return KR_E_CONFIG;
+	}
+	*ret = t;
+	return 0;
+}
+
+static int hex_sha256(const gnutls_datum_t *d, char out[65])
+{
+	uint8_t digest[32];
+	int r = gnutls_hash_fast(GNUTLS_DIG_SHA256, d->data, d->size, digest);
+
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < sizeof(digest); i++)
+		snprintf(out + 2 * i, 3, "%02x", digest[i]);
+	return 0;
+}
+
+static int read_identity(struct tls_conn *t)
+{
+	unsigned n = 0;
+	const gnutls_datum_t *certs = gnutls_certificate_get_peers(t->s, &n);
+	gnutls_x509_crt_t crt = NULL;
+	gnutls_pubkey_t pub = NULL;
+	gnutls_datum_t dn = { 0 }, spki = { 0 };
+	int r;
+
+	if (!certs || n == 0)
+		return 0;
+	if ((r = gnutls_x509_crt_init(&crt)) < 0 ||
+	    (r = gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER)) < 0 ||
+	    (r = gnutls_x509_crt_get_dn3(crt, &dn, 0)) < 0 || (r = gnutls_pubkey_init(&pub)) < 0 ||
+	    (r = gnutls_pubkey_import_x509(pub, crt, 0)) < 0 ||
+	    (r = gnutls_pubkey_export2(pub, GNUTLS_X509_FMT_DER, &spki)) < 0 ||
+	    (r = hex_sha256(&spki, t->id.spki_sha256)) < 0)
+		goto out;
+	t->id.dn = strndup((const char *)dn.data, dn.size);
+	if (!t->id.dn) {
+		r = GNUTLS_E_MEMORY_ERROR;
+		goto out;
+	}
+	t->id.has_certificate = true;
+out:
+	gnutls_free(dn.data);
+	gnutls_free(spki.data);
+	if (pub)
+		gnutls_pubkey_deinit(pub);
+	if (crt)
+		gnutls_x509_crt_deinit(crt);
+	return r;
+}
+
+int tls_handshake(struct tls_conn *t, unsigned timeout_ms, const char **ret_why)
+{
+	int r;
+
+	gnutls_handshake_set_timeout(t->s, timeout_ms);
+	do
+		r = gnutls_handshake(t->s);
+	while (r < 0 && !gnutls_error_is_fatal(r));
+	if (r < 0) {
+		*ret_why = gnutls_strerror(r);
+		return KR_E_TLS_HANDSHAKE;
+	}
+	if ((r = read_identity(t)) < 0) {
+		*ret_why = gnutls_strerror(r);
+		return KR_E_TLS_HANDSHAKE;
+	}
+	return 0;
+}
+
+const struct tls_identity *tls_identity(const struct tls_conn *t)
+{
+	return &t->id;
+}
+
+const char *tls_version_name(const struct tls_conn *t)
+{
+	const char *v = gnutls_protocol_get_name(gnutls_protocol_get_version(t->s));
+
+	return v ? v : "unknown";
+}
+
+const char *tls_cipher_name(const struct tls_conn *t)
+{
+	const char *c = gnutls_cipher_get_name(gnutls_cipher_get(t->s));
+
+	return c ? c : "unknown";
+}
+
+bool tls_resumed(const struct tls_conn *t)
+{
+	return gnutls_session_is_resumed(t->s) != 0;
+}
+
+int tls_read_full(struct tls_conn *t, void *buf, size_t len, unsigned timeout_ms)
+{
+	size_t got = 0;
+
+	gnutls_record_set_timeout(t->s, timeout_ms);
+	while (got < len) {
+		ssize_t r = gnutls_record_recv(t->s, (uint8_t *)buf + got, len - got);
+
+		if (r > 0) {
+			got += (size_t)r;
+			continue;
+		}
+		if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED)
+			continue;
+		if (r == GNUTLS_E_TIMEDOUT)
+			return KR_E_TLS_TIMEOUT;
+		if (r == 0 || r == GNUTLS_E_PREMATURE_TERMINATION)
+			return got == 0 ? KR_E_TLS_CLOSED : KR_E_TLS_TRUNCATED;
+		return KR_E_TLS_IO;
+	}
+	return 0;
+}
+
+int tls_write_full(struct tls_conn *t, const void *buf, size_t len)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t r = gnutls_record_send(t->s, (const uint8_t *)buf + done, len - done);
+
+		if (r > 0)
+			done += (size_t)r;
+		else if (r == GNUTLS_E_AGAIN) /* the socket's send timeout expired */
+			return KR_E_TLS_TIMEOUT;
+		else if (r != GNUTLS_E_INTERRUPTED)
+			return KR_E_TLS_IO;
+	}
+	return 0;
+}
+
+void tls_bye(struct tls_conn *t)
+{
+	gnutls_record_set_timeout(t->s, 1000);
+	(void)gnutls_bye(t->s, GNUTLS_SHUT_WR);
+}
