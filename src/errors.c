@@ -15,6 +15,11 @@ const char *kr_strerror(int err)
 	case KR_E_TLS_TRUNCATED: return "client closed the connection inside a message";
 	case KR_E_TLS_TIMEOUT: return "timed out";
 	case KR_E_TLS_IO: return "TLS error";
+	case KR_E_P11_MODULE: return "PKCS#11 module cannot be loaded";
+	case KR_E_P11_TOKEN: return "PKCS#11 token not found";
+	case KR_E_P11_PIN: return "PKCS#11 login failed";
+	case KR_E_P11_NOT_FOUND: return "PKCS#11 object not found";
+	case KR_E_P11_FAILED: return "PKCS#11 call failed";
 	case KR_E_TTLV_TRUNCATED: return "TTLV: input truncated";
 	case KR_E_TTLV_OVERRUN: return "TTLV: item length overruns its enclosing structure";
 	case KR_E_TTLV_TRAILING: return "TTLV: trailing bytes after the message";

@@ -16,7 +16,7 @@ enum kr_error {
 	KR_E_TTLV_LENGTH = -105,      /* length not allowed for the item's type */
 	KR_E_TTLV_PADDING = -106,     /* non-zero padding byte */
 	KR_E_TTLV_BOOLEAN = -107,     /* Boolean other than 0 or 1 */
-	KR_E_TTLV_UTF8 = -108,        /* Text String not valid UTF-8, or holding NUL */
+	KR_E_TTLV_UTF8 = -108,        /* Text String not valid UTF-8 */
 	KR_E_TTLV_BIGINT = -109,      /* Big Integer length not a non-zero multiple of 8 */
 	KR_E_TTLV_DEPTH = -110,       /* nesting deeper than the limit */
 	KR_E_TTLV_TOO_BIG = -111,     /* message longer than the size limit */
@@ -36,7 +36,13 @@ enum kr_error {
 	KR_E_TLS_CLOSED = -401,       /* the peer closed the connection between messages */
 	KR_E_TLS_TRUNCATED = -402,    /* the peer closed the connection inside a message */
 	KR_E_TLS_TIMEOUT = -403,      /* no data within the timeout */
-	KR_E_TLS_IO = -404,           /* a TLS or socket error */ /* a 1.x Attribute Name that is neither standard nor custom */ /* the top-level item is not a Request or Response Message */
+	KR_E_TLS_IO = -404,           /* a TLS or socket error */
+
+	KR_E_P11_MODULE = -500,       /* the PKCS#11 module cannot be loaded or initialised */
+	KR_E_P11_TOKEN = -501,        /* no token matches, or it cannot be opened */
+	KR_E_P11_PIN = -502,          /* the PIN is wrong, locked or unreadable */
+	KR_E_P11_NOT_FOUND = -503,    /* no object matches */
+	KR_E_P11_FAILED = -504,       /* a PKCS#11 call failed */ /* a 1.x Attribute Name that is neither standard nor custom */ /* the top-level item is not a Request or Response Message */
 	KR_E_KMIP_FIELD_TYPE = -202,  /* a known field with the wrong item type */
 	KR_E_KMIP_TOO_BIG = -203,     /* the response exceeds the allowed size */
 	KR_E_KMIP_BATCH_COUNT = -204, /* Batch Count differs from the batch items present */

@@ -93,6 +93,10 @@ int kmip_attrs_decode(const struct ttlv_item *container, struct kmip_version v,
 			/* e.g. a Template-Attribute's template Name: templates are not supported */
 			r = KR_E_KMIP_UNKNOWN_FIELD;
 			break;
+		} else if (c->tag == 0) {
+			/* no attribute's tag: the model reserves 0 for vendor attributes */
+			r = KR_E_KMIP_UNKNOWN_FIELD;
+			break;
 		} else {
 			attrs[i] = (struct kmip_attr){ .tag = c->tag, .value = c };
 		}

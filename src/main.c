@@ -11,6 +11,7 @@
 #include "activation.h"
 #include "cfg.h"
 #include "log.h"
+#include "p11.h"
 #include "session.h"
 #include "tls.h"
 
@@ -127,19 +128,53 @@ fail:
 	return r;
 }
 
+/* Opens the token and logs in, for a TLS key that lives in it. */
+static int open_token(const struct cfg *c, struct p11_token **ret, const char **ret_why)
+{
+	struct p11_token *tok = NULL;
+	char *pin = NULL;
+	size_t pin_len = 0;
+	int r;
+
+	r = p11_open(c->pkcs11.module, c->pkcs11.token, &tok, ret_why);
+	if (r == 0)
+		r = p11_read_pin(c->pkcs11.pin_file, c->pkcs11.pin_credential, &pin, &pin_len, ret_why);
+	if (r == 0)
+		r = p11_login(tok, pin, pin_len, ret_why);
+	p11_pin_free(pin, pin_len);
+	if (r < 0) {
+		p11_close(tok);
+		return r;
+	}
+	*ret = tok;
+	return 0;
+}
+
+static bool key_in_token(const struct cfg *c)
+{
+	return strncmp(c->tls.key, "pkcs11:", 7) == 0;
+}
+
 static int serve(const struct cfg *c, const struct activation *a, bool trace)
 {
 	struct session_stats st = { .end = "TLS setup failed" };
+	struct p11_token *tok = NULL;
+	gnutls_privkey_t privkey = NULL;
 	struct tls_conn *t = NULL;
 	struct timespec t0;
 	const char *why = NULL;
-	int r;
+	int r = 0;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	r = tls_conn_new(c, NULL, a->fd, &t, &why);
+	/* A TLS key in the token needs the module loaded before the handshake. */
+	if (key_in_token(c) && (r = open_token(c, &tok, &why)) == 0)
+		r = p11_tls_privkey(tok, c->tls.key, &privkey, &why);
+	if (r == 0)
+		r = tls_conn_new(c, privkey, a->fd, &t, &why);
 	if (r < 0) {
 		log_msg(LOG_ERR, "%s", why);
 		log_summary(a, NULL, &st, &t0);
+		p11_close(tok);
 		return r;
 	}
 	r = tls_handshake(t, c->timeouts.handshake * 1000u, &why);
@@ -148,12 +183,14 @@ static int serve(const struct cfg *c, const struct activation *a, bool trace)
 		st.end = "TLS handshake failed";
 		log_summary(a, NULL, &st, &t0);
 		tls_conn_free(t);
+		p11_close(tok);
 		return r;
 	}
 	session_run(c, trace, t, &st);
 	tls_bye(t);
 	log_summary(a, t, &st, &t0);
 	tls_conn_free(t);
+	p11_close(tok);
 	return 0;
 }
 

@@ -29,9 +29,10 @@ static void put_be32(uint8_t *p, uint32_t v)
 	p[3] = v;
 }
 
-static size_t padded(size_t len)
+/* In 64 bits: with a 32-bit size_t, a length near UINT32_MAX would wrap to 0. */
+static uint64_t padded(uint64_t len)
 {
-	return (len + 7) & ~(size_t)7;
+	return (len + 7) & ~(uint64_t)7;
 }
 
 const char *ttlv_type_name(enum ttlv_type type)
@@ -101,7 +102,7 @@ int ttlv_frame_length(const uint8_t hdr[TTLV_HEADER_LEN], const struct ttlv_limi
 {
 	uint32_t tag, len;
 	uint8_t type;
-	size_t total;
+	uint64_t total;
 	int r;
 
 	r = check_header(hdr, &tag, &type, &len);
@@ -110,7 +111,7 @@ int ttlv_frame_length(const uint8_t hdr[TTLV_HEADER_LEN], const struct ttlv_limi
 	total = TTLV_HEADER_LEN + padded(len);
 	if (total > lim->max_size)
 		return KR_E_TTLV_TOO_BIG;
-	*ret_total = total;
+	*ret_total = (size_t)total;
 	return 0;
 }
 
@@ -123,8 +124,6 @@ bool ttlv_utf8_valid(const uint8_t *s, size_t len)
 		uint32_t cp, min;
 		size_t n;
 
-		if (c == 0)
-			return false;
 		if (c < 0x80) {
 			i++;
 			continue;

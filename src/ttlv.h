@@ -73,7 +73,9 @@ bool ttlv_bool(const struct ttlv_item *it);
 const struct ttlv_item *ttlv_find(const struct ttlv_item *parent, uint32_t tag);
 size_t ttlv_count_children(const struct ttlv_item *parent);
 
-/* UTF-8 as KMIP Text Strings allow it: well-formed, shortest form, no NUL. */
+/* Well-formed UTF-8 in shortest form, no surrogates, nothing past U+10FFFF. U+0000
+ * is valid (a vector from a real server holds one): users needing a C string check
+ * for it. */
 bool ttlv_utf8_valid(const uint8_t *s, size_t len);
 
 /* The writer keeps a sticky error: after the first failure every call is a no-op,

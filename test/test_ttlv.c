@@ -12,7 +12,7 @@
 #include "ttlv.h"
 #include "ttlv_print.h"
 
-/* The vectors, listed once in main so that each gets its own loop iteration. */
+/* The vectors, listed once in main: the round trip runs one iteration per vector. */
 static char **vectors;
 static size_t n_vectors;
 
@@ -200,27 +200,9 @@ static int decode_nested(size_t n, const struct ttlv_limits *lim)
 
 /* 1. Round trip */
 
-/* Vectors that the reader refuses on purpose, and the code it must give. */
-static const struct {
-	const char *name;
-	int err;
-} refused_vectors[] = {
-	/* Its Text String is 00 01 02; ttlv.h refuses a NUL in a Text String. */
-	{ "test_deserialize_arbitrary_server_information.hex", KR_E_TTLV_UTF8 },
-};
-
-static int expected_decode(const char *name)
-{
-	for (size_t i = 0; i < sizeof(refused_vectors) / sizeof(refused_vectors[0]); i++)
-		if (strcmp(name, refused_vectors[i].name) == 0)
-			return refused_vectors[i].err;
-	return 0;
-}
-
 START_TEST(test_roundtrip_vector)
 {
 	const char *name = vectors[_i];
-	int want = expected_decode(name);
 	size_t len, total = 0;
 	uint8_t *buf = read_vector(name, &len);
 	int r;
@@ -229,16 +211,13 @@ START_TEST(test_roundtrip_vector)
 	r = ttlv_frame_length(buf, &ttlv_default_limits, &total);
 	ck_assert_msg(r == 0, "%s: frame length: %s", name, kr_strerror(r));
 	ck_assert_msg(total == len, "%s: frame length %zu, file %zu", name, total, len);
-	if (want == 0) {
+	{
 		struct ttlv_item *root = NULL;
 
 		r = ttlv_decode(buf, len, &ttlv_default_limits, &root);
 		ck_assert_msg(r == 0, "%s: decode: %s", name, kr_strerror(r));
 		check_reencodes(root, buf, len, name);
 		ttlv_free(root);
-	} else {
-		r = decode_buf(buf, len, &ttlv_default_limits);
-		ck_assert_msg(r == want, "%s: decode gave %d, expected %d", name, r, want);
 	}
 	free(buf);
 }
@@ -471,13 +450,11 @@ START_TEST(test_utf8_invalid)
 	ck_assert_int_eq(decode_hex("4200990700000002E282000000000000"), KR_E_TTLV_UTF8);
 	/* A 3-byte sequence cut by an ASCII byte: E2 82 41. */
 	ck_assert_int_eq(decode_hex("4200990700000003E282410000000000"), KR_E_TTLV_UTF8);
-	/* An embedded NUL: "a\0b". */
-	ck_assert_int_eq(decode_hex("42009907000000036100620000000000"), KR_E_TTLV_UTF8);
 	/* Bytes that never occur in UTF-8: FF and F8. */
 	ck_assert_int_eq(decode_hex("4200990700000001FF00000000000000"), KR_E_TTLV_UTF8);
 	ck_assert_int_eq(decode_hex("4200990700000001F800000000000000"), KR_E_TTLV_UTF8);
-	/* The direct check agrees, and also refuses a NUL alone. */
-	ck_assert(!ttlv_utf8_valid((const uint8_t *)"\0", 1));
+	/* The direct check agrees; U+0000 itself is valid UTF-8. */
+	ck_assert(ttlv_utf8_valid((const uint8_t *)"a\0b", 3));
 	ck_assert(!ttlv_utf8_valid((const uint8_t *)"\xC3", 1));
 	ck_assert(ttlv_utf8_valid((const uint8_t *)"", 0));
 }
@@ -601,10 +578,20 @@ START_TEST(test_length_2_31)
 	unlimited.max_size = SIZE_MAX;
 	ck_assert_int_eq(ttlv_frame_length(hdr, &unlimited, &total), 0);
 	ck_assert_uint_eq(total, 0x80000008u);
+	/* 2^32 - 1 pads to 2^32: a 64-bit size_t holds the total, a 32-bit one cannot. */
 	hdr[3] = TTLV_BYTE_STRING;
 	hdr[4] = hdr[5] = hdr[6] = hdr[7] = 0xFF;
-	ck_assert_int_eq(ttlv_frame_length(hdr, &unlimited, &total), 0);
-	ck_assert_uint_eq(total, (uint64_t)TTLV_HEADER_LEN + 0x100000000u);
+	if (SIZE_MAX > UINT32_MAX) {
+		ck_assert_int_eq(ttlv_frame_length(hdr, &unlimited, &total), 0);
+		ck_assert_uint_eq(total, (uint64_t)TTLV_HEADER_LEN + 0x100000000u);
+	} else {
+		ck_assert_int_eq(ttlv_frame_length(hdr, &unlimited, &total), KR_E_TTLV_TOO_BIG);
+	}
+	/* The same length nested, where padding it in 32 bits would give 0 and let a
+	 * Byte String of 4 GiB through on 32-bit hosts. */
+	ck_assert_int_eq(decode_hex_lim("420078010000000842001E08FFFFFFFF", &unlimited),
+			 KR_E_TTLV_OVERRUN);
+	ck_assert_int_eq(decode_hex("420078010000000842001E08FFFFFFF9"), KR_E_TTLV_OVERRUN);
 }
 END_TEST
 
@@ -668,13 +655,12 @@ END_TEST
 
 /* 3. Sweeps over every vector */
 
-START_TEST(test_sweep_truncate)
+/* Every proper prefix fails: the top-level header, when whole, promises more. */
+static void sweep_truncate(const char *name)
 {
-	const char *name = vectors[_i];
 	size_t len;
 	uint8_t *buf = read_vector(name, &len);
 
-	/* Every proper prefix: the top-level header (when whole) promises more. */
 	for (size_t cut = 0; cut < len; cut++) {
 		uint8_t *p = exact_copy(buf, cut);
 		int r = decode_buf(p, cut, &ttlv_default_limits);
@@ -685,12 +671,12 @@ START_TEST(test_sweep_truncate)
 	}
 	free(buf);
 }
-END_TEST
 
-START_TEST(test_sweep_bitflip)
+/* Every single-bit change either fails with a TTLV code, output untouched, or
+ * decodes to a tree that re-encodes to the changed bytes. Returns how many decoded. */
+static size_t sweep_bitflip(const char *name)
 {
-	const char *name = vectors[_i];
-	size_t len;
+	size_t len, accepted = 0;
 	uint8_t *buf = read_vector(name, &len);
 	uint8_t *p = exact_copy(buf, len);
 
@@ -704,6 +690,7 @@ START_TEST(test_sweep_bitflip)
 			if (r == 0) {
 				check_reencodes(root, p, len, name);
 				ttlv_free(root);
+				accepted++;
 			} else {
 				ck_assert_msg(r <= KR_E_TTLV_TRUNCATED && r >= KR_E_TTLV_TOO_MANY,
 					      "%s byte %zu bit %u: %d", name, i, bit, r);
@@ -715,6 +702,24 @@ START_TEST(test_sweep_bitflip)
 	ck_assert_mem_eq(p, buf, len);
 	free(p);
 	free(buf);
+	return accepted;
+}
+
+/* One test per sweep rather than one per vector: each forked test costs a
+ * LeakSanitizer pass at exit, which dominated the run time. */
+START_TEST(test_sweep_truncate)
+{
+	for (size_t i = 0; i < n_vectors; i++)
+		sweep_truncate(vectors[i]);
+}
+END_TEST
+
+START_TEST(test_sweep_bitflip)
+{
+	/* Each vector has values whose bits may change freely (integers, byte strings),
+	 * so each must also exercise the re-encoding branch. */
+	for (size_t i = 0; i < n_vectors; i++)
+		ck_assert_msg(sweep_bitflip(vectors[i]) > 0, "%s: no change decoded", vectors[i]);
 }
 END_TEST
 
@@ -844,6 +849,7 @@ START_TEST(test_bool_text_bytes)
 {
 	struct ttlv_writer w;
 	struct decoded d;
+	uint8_t *three = exact_copy((const uint8_t *)"\x01\x02\x03", 3);
 
 	ttlv_writer_init(&w, 1024);
 	/* The spec's Boolean True. */
@@ -867,6 +873,11 @@ START_TEST(test_bool_text_bytes)
 	written(&w, "42002008000000030102030000000000", &d);
 	ck_assert_uint_eq(d.root->len, 3);
 	decoded_free(&d);
+	/* From a buffer of exactly 3 bytes, so that ASan catches a read of the padding. */
+	ttlv_put_bytes(&w, 0x420020, three, 3);
+	written(&w, "42002008000000030102030000000000", &d);
+	decoded_free(&d);
+	free(three);
 	/* Empty Text and Byte Strings: a header and nothing else. */
 	ttlv_put_text(&w, 0x420020, "", 0);
 	written(&w, "4200200700000000", &d);
@@ -973,7 +984,8 @@ START_TEST(test_writer_unbalanced)
 	ttlv_begin(&w, 0x420077);
 	ttlv_end(&w);
 	finish_fails(&w, KR_E_TTLV_WRITER);
-	/* Nothing written at all. */
+	/* Nothing written at all, in a fresh writer. */
+	ttlv_writer_init(&w, 1024);
 	finish_fails(&w, KR_E_TTLV_WRITER);
 	/* One level deeper than the reader would accept. */
 	for (int i = 0; i <= TTLV_MAX_DEPTH; i++)
@@ -1118,7 +1130,7 @@ START_TEST(test_print_hex_names)
 				  "42005204000000080000000000000102"
 				  "42005C05000000040000001800000000"
 				  "42012006000000080000000000000001"
-				  "42009907000000066122625C63010000"
+				  "42009907000000086122625C63011F7F"
 				  "42001E08000000030102030000000000"
 				  "42004809000000080000000047DA67F8"
 				  "4200490A00000004000D2F0000000000"
@@ -1129,7 +1141,7 @@ START_TEST(test_print_hex_names)
 				       "  0x420052 (Big Integer) 0000000000000102\n"
 				       "  0x42005C (Enumeration) 0x00000018\n"
 				       "  0x420120 (Boolean) true\n"
-				       "  0x420099 (Text String) \"a\\\"b\\\\c\\x01\"\n"
+				       "  0x420099 (Text String) \"a\\\"b\\\\c\\x01\\x1F\\x7F\"\n"
 				       "  0x42001E (Byte String) 010203\n"
 				       "  0x420048 (Date-Time) 1205495800\n"
 				       "  0x420049 (Interval) 864000\n"
@@ -1204,10 +1216,10 @@ static Suite *ttlv_suite(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("sweep");
-	/* Per vector; generous for unoptimised sanitizer builds on slow runners. */
+	/* Generous for unoptimised sanitizer builds on slow runners. */
 	tcase_set_timeout(tc, 60);
-	tcase_add_loop_test(tc, test_sweep_truncate, 0, (int)n_vectors);
-	tcase_add_loop_test(tc, test_sweep_bitflip, 0, (int)n_vectors);
+	tcase_add_test(tc, test_sweep_truncate);
+	tcase_add_test(tc, test_sweep_bitflip);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("values");
