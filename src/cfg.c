@@ -66,6 +66,7 @@ static const struct key pkcs11_keys[] = {
 	K("token", KT_STRING, pkcs11.token),
 	K("pin_file", KT_PATH, pkcs11.pin_file),
 	K("pin_credential", KT_STRING, pkcs11.pin_credential),
+	K("lock_file", KT_STRING, pkcs11.lock_file),
 	{ 0 },
 };
 
@@ -273,5 +274,6 @@ void cfg_free(struct cfg *c)
 	free(c->pkcs11.token);
 	free(c->pkcs11.pin_file);
 	free(c->pkcs11.pin_credential);
+	free(c->pkcs11.lock_file);
 	free(c);
 }

@@ -32,6 +32,7 @@ struct cfg {
 		char *token;          /* pkcs11: URI selecting the token */
 		char *pin_file;       /* the user PIN, from this file... */
 		char *pin_credential; /* ...or from this systemd credential */
+		char *lock_file;      /* flock()ed around C_Initialize..C_Login */
 	} pkcs11;
 };
 

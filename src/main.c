@@ -134,13 +134,16 @@ static int open_token(const struct cfg *c, struct p11_token **ret, const char **
 	struct p11_token *tok = NULL;
 	char *pin = NULL;
 	size_t pin_len = 0;
-	int r;
+	int lock = -1, r;
 
-	r = p11_open(c->pkcs11.module, c->pkcs11.token, &tok, ret_why);
+	r = p11_read_pin(c->pkcs11.pin_file, c->pkcs11.pin_credential, &pin, &pin_len, ret_why);
 	if (r == 0)
-		r = p11_read_pin(c->pkcs11.pin_file, c->pkcs11.pin_credential, &pin, &pin_len, ret_why);
+		r = p11_lock(c->pkcs11.lock_file, &lock, ret_why);
+	if (r == 0)
+		r = p11_open(c->pkcs11.module, c->pkcs11.token, &tok, ret_why);
 	if (r == 0)
 		r = p11_login(tok, pin, pin_len, ret_why);
+	p11_unlock(lock);
 	p11_pin_free(pin, pin_len);
 	if (r < 0) {
 		p11_close(tok);

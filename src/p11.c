@@ -3,6 +3,10 @@
 #include "p11.h"
 
 #include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
 #include <gnutls/crypto.h>
 #include <stdbool.h>
 #include <p11-kit/uri.h>
@@ -128,6 +132,35 @@ out:
 	}
 	*ret = t;
 	return 0;
+}
+
+int p11_lock(const char *path, int *ret_fd, const char **ret_why)
+{
+	int fd;
+
+	*ret_fd = -1;
+	if (!path)
+		return 0;
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
+	if (fd < 0) {
+		*ret_why = "pkcs11.lock_file: cannot open the lock file";
+		return KR_E_SYSTEM;
+	}
+	while (flock(fd, LOCK_EX) < 0) {
+		if (errno != EINTR) {
+			close(fd);
+			*ret_why = "pkcs11.lock_file: cannot lock";
+			return KR_E_SYSTEM;
+		}
+	}
+	*ret_fd = fd;
+	return 0;
+}
+
+void p11_unlock(int fd)
+{
+	if (fd >= 0)
+		close(fd); /* closing releases the lock */
 }
 
 void p11_close(struct p11_token *t)

@@ -16,6 +16,13 @@ struct p11_token;
 /* dlopens module, initialises it and opens a session on the token that token_uri
  * selects. On failure *ret_why says what went wrong. */
 int p11_open(const char *module, const char *token_uri, struct p11_token **ret, const char **ret_why) KR_WUR;
+/* An exclusive flock() on path, held from before p11_open until after p11_login:
+ * SoftHSM rewrites its token file on every login, and another process reading it
+ * meanwhile finds no token. Returns the fd to pass to p11_unlock, or -1 with no
+ * path. */
+int p11_lock(const char *path, int *ret_fd, const char **ret_why) KR_WUR;
+void p11_unlock(int fd);
+
 /* C_Finalize and dlclose; accepts NULL. */
 void p11_close(struct p11_token *t);
 

@@ -139,6 +139,41 @@ static size_t response_limit(const struct session *s, const struct kmip_header *
 	return s->limits.max_size;
 }
 
+/* The version to answer a malformed request in: its own if the Protocol Version that
+ * opens its header can be read, however malformed the items after it; else 1.0. */
+static struct kmip_version malformed_version(const struct session *s, const uint8_t *buf, size_t len)
+{
+	const uint8_t *pv = buf + 2 * TTLV_HEADER_LEN; /* message header, Request Header header */
+	struct kmip_version v = { 1, 0 };
+	struct ttlv_item *tree = NULL;
+	size_t n;
+
+	if (len < 3 * TTLV_HEADER_LEN || ttlv_frame_length(pv, &s->limits, &n) < 0 ||
+	    n > len - 2 * TTLV_HEADER_LEN || ttlv_decode(pv, n, &s->limits, &tree) < 0)
+		return v;
+	if (tree->tag == KMIP_TAG_PROTOCOL_VERSION && tree->type == TTLV_STRUCTURE) {
+		const struct ttlv_item *major = ttlv_find(tree, KMIP_TAG_PROTOCOL_VERSION_MAJOR);
+		const struct ttlv_item *minor = ttlv_find(tree, KMIP_TAG_PROTOCOL_VERSION_MINOR);
+
+		if (major && minor && major->type == TTLV_INTEGER && minor->type == TTLV_INTEGER)
+			kmip_negotiate_version((struct kmip_version){ ttlv_int(major), ttlv_int(minor) }, &v);
+	}
+	ttlv_free(tree);
+	return v;
+}
+
+/* Refuses a whole request that was read: an audit record for each of its batch
+ * items, and one error response. */
+static int refuse(const struct session *s, const struct kmip_message *req, struct kmip_version v,
+		  enum kmip_reason reason, const char *message, uint8_t **ret, size_t *ret_len)
+{
+	const struct ops_result res = { reason, message };
+
+	for (size_t i = 0; i < req->n_items; i++)
+		audit(s, req->items[i].operation, &res, 0);
+	return whole_message_error(v, reason, message, ret, ret_len);
+}
+
 /* Turns one request into its response. */
 static int handle(struct session *s, const uint8_t *buf, size_t len, uint8_t **ret, size_t *ret_len)
 {
@@ -151,43 +186,33 @@ static int handle(struct session *s, const uint8_t *buf, size_t len, uint8_t **r
 
 	r = kmip_decode_message(buf, len, &s->limits, &req);
 	if (r < 0) {
-		struct ttlv_item *tree = NULL;
-
-		/* Answer in the request's own version if that much can be read. */
-		v = (struct kmip_version){ 1, 0 };
-		if (ttlv_decode(buf, len, &s->limits, &tree) == 0) {
-			if (kmip_peek_version(tree, &v))
-				kmip_negotiate_version(v, &v);
-			ttlv_free(tree);
-		}
 		log_msg(LOG_NOTICE, "malformed request: %s", kr_strerror(r));
 		set_client(s, NULL);
-		return whole_message_error(v, kmip_reason_for_error(r), kr_strerror(r), ret, ret_len);
+		return whole_message_error(malformed_version(s, buf, len), kmip_reason_for_error(r), kr_strerror(r),
+					   ret, ret_len);
 	}
 	if (s->trace)
 		log_trace("request", req->tree);
 	set_client(s, &req->header);
 	if (req->response) {
-		r = whole_message_error(req->header.version, KMIP_REASON_INVALID_MESSAGE, "a server takes requests", ret,
-					ret_len);
+		r = refuse(s, req, req->header.version, KMIP_REASON_INVALID_MESSAGE, "a server takes requests", ret,
+			   ret_len);
 		goto out;
 	}
 	if (!kmip_negotiate_version(req->header.version, &v)) {
-		r = whole_message_error(v, KMIP_REASON_UNSUPPORTED_PROTOCOL_VERSION, "unsupported protocol version", ret,
-					ret_len);
+		r = refuse(s, req, v, KMIP_REASON_UNSUPPORTED_PROTOCOL_VERSION, "unsupported protocol version", ret,
+			   ret_len);
 		goto out;
 	}
 	if (!tls_identity(s->tls)->has_certificate && !req->header.username.ptr) {
-		r = whole_message_error(v, KMIP_REASON_AUTHENTICATION_NOT_SUCCESSFUL,
-					"a client without a certificate must send a Username and Password credential",
-					ret, ret_len);
+		r = refuse(s, req, v, KMIP_REASON_AUTHENTICATION_NOT_SUCCESSFUL,
+			   "a client without a certificate must send a Username and Password credential", ret, ret_len);
 		goto out;
 	}
 	if ((req->header.present & KMIP_FIELD(KMIP_H_BATCH_ERROR_OPTION)) &&
 	    req->header.batch_error_option == KMIP_BATCH_UNDO) {
-		r = whole_message_error(v, KMIP_REASON_FEATURE_NOT_SUPPORTED,
-					"Batch Error Continuation Option Undo: token operations cannot be undone", ret,
-					ret_len);
+		r = refuse(s, req, v, KMIP_REASON_FEATURE_NOT_SUPPORTED,
+			   "Batch Error Continuation Option Undo: token operations cannot be undone", ret, ret_len);
 		goto out;
 	}
 	items = calloc(req->n_items, sizeof(*items));

@@ -66,6 +66,19 @@ static int load_ticket_key(struct tls_conn *t, const char *file)
 	return t->ticket_key.size == TICKET_KEY_SIZE ? 0 : GNUTLS_E_INVALID_REQUEST;
 }
 
+/* Lets in a client without a certificate; one that sends a certificate must chain
+ * to tls.client_ca. */
+static int verify_optional_client(gnutls_session_t s)
+{
+	unsigned n = 0, status = 0;
+
+	if (!gnutls_certificate_get_peers(s, &n) || n == 0)
+		return 0;
+	if (gnutls_certificate_verify_peers2(s, &status) < 0 || status != 0)
+		return GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR;
+	return 0;
+}
+
 int tls_conn_new(const struct cfg *c, gnutls_privkey_t privkey, int fd, struct tls_conn **ret,
 		 const char **ret_why)
 {
@@ -116,8 +129,13 @@ int tls_conn_new(const struct cfg *c, gnutls_privkey_t privkey, int fd, struct t
 	if (t->verify_clients) {
 		gnutls_certificate_server_set_request(t->s, c->tls.require_client_certificate ? GNUTLS_CERT_REQUIRE
 											: GNUTLS_CERT_REQUEST);
-		/* A certificate that is sent must verify, required or not. */
-		gnutls_session_set_verify_cert(t->s, NULL, 0);
+		/* A certificate that is sent must verify, required or not. GnuTLS's own
+		 * check also fails a client that sends none, so it only fits when one is
+		 * required. */
+		if (c->tls.require_client_certificate)
+			gnutls_session_set_verify_cert(t->s, NULL, 0);
+		else
+			gnutls_session_set_verify_function(t->s, verify_optional_client);
 	}
 	if (t->ticket_key.data && (r = gnutls_session_ticket_enable_server(t->s, &t->ticket_key)) < 0) {
 		why = "tls.ticket_key: rejected by GnuTLS";

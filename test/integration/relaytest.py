@@ -2,8 +2,10 @@
 behind systemd-socket-activate on 127.0.0.1, a raw TTLV client over real TLS, and
 log checks. Run with Debian's /usr/bin/python3."""
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -29,8 +31,34 @@ def free_port():
         return s.getsockname()[1]
 
 
+def wait_listening(port, timeout=10):
+    """Waits until something listens on 127.0.0.1:port, without connecting (a
+    connection would start a relay process)."""
+    want = "0100007F:%04X" % port
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with open("/proc/net/tcp") as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[1] == want and fields[3] == "0A":
+                    return
+        time.sleep(0.02)
+    raise TimeoutError("nothing listens on 127.0.0.1:%d" % port)
+
+
 def run(cmd, **kw):
     return subprocess.run(cmd, check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def spki_sha256(cert_pem):
+    """Hex SHA-256 of a certificate's SubjectPublicKeyInfo, as the relay logs it."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    with open(cert_pem, "rb") as f:
+        cert = x509.load_pem_x509_certificate(f.read())
+    der = cert.public_key().public_bytes(serialization.Encoding.DER,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()
 
 
 class PKI:
@@ -78,6 +106,41 @@ class PKI:
              ca or self.ca, "--load-ca-privkey", ca_key or self.ca_key, "--template", tmpl,
              "--outfile", pem])
         return pem, key
+
+
+SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+PASSED_ENV = ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "SOFTHSM2_CONF", "LD_PRELOAD")
+
+
+class Token:
+    """A SoftHSM2 token of its own in directory, with SOFTHSM2_CONF for it."""
+
+    def __init__(self, directory, label="kmip-relay", pin="1234", so_pin="123456"):
+        self.dir, self.label, self.pin = directory, label, pin
+        os.makedirs(os.path.join(directory, "tokens"), exist_ok=True)
+        self.conf = os.path.join(directory, "softhsm2.conf")
+        with open(self.conf, "w") as f:
+            f.write("directories.tokendir = %s/tokens\nobjectstore.backend = file\n"
+                    "log.level = ERROR\n" % directory)
+        self.pin_file = os.path.join(directory, "pin")
+        with open(self.pin_file, "w") as f:
+            f.write(pin + "\n")
+        os.chmod(self.pin_file, 0o600)
+        self.env = dict(os.environ, SOFTHSM2_CONF=self.conf)
+        run(["softhsm2-util", "--init-token", "--free", "--label", label, "--pin", pin,
+             "--so-pin", so_pin], env=self.env)
+
+    def tool(self, *args):
+        """pkcs11-tool on this token, logged in."""
+        return run(["pkcs11-tool", "--module", SOFTHSM_MODULE, "--token-label", self.label,
+                    "--login", "--pin", self.pin] + list(args), env=self.env)
+
+    def keypair(self, key_type, key_id, label):
+        """Generates a key pair; returns the public key as DER SubjectPublicKeyInfo."""
+        self.tool("--keypairgen", "--key-type", key_type, "--id", key_id, "--label", label)
+        der = os.path.join(self.dir, "pub-%s.der" % key_id)
+        self.tool("--read-object", "--type", "pubkey", "--id", key_id, "-o", der)
+        return der
 
 
 class RelayTestCase(unittest.TestCase):
@@ -145,35 +208,66 @@ class RelayTestCase(unittest.TestCase):
         """Serves the relay behind systemd-socket-activate --accept on a free port,
         in inetd mode (stdin) or fd-3 mode. Returns the port."""
         port = free_port()
+        env = env or self.env
         cmd = ["systemd-socket-activate", "--accept", "-l", "127.0.0.1:%d" % port]
         if inetd:
             cmd.append("--inetd")
+        # systemd-socket-activate passes on only the variables it is told to.
+        for name in sorted(env):
+            if name in PASSED_ENV or os.environ.get(name) != env[name]:
+                cmd += ["-E", "%s=%s" % (name, env[name])]
         cmd += [RELAY, "--config", config] + list(extra_args)
-        p = subprocess.Popen(cmd, env=env or self.env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+        p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.procs.append(p)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            self.fail("relay did not start listening")
-        # That probe connection made a relay process that saw no TLS; it has gone.
+        wait_listening(port)
         return port
 
-    def tls_context(self, cert=True, certfile=None, keyfile=None):
+    def tls_context(self, cert=True, certfile=None, keyfile=None, maximum_version=None):
         ctx = ssl.create_default_context(cafile=self.pki.ca)
         if cert:
             ctx.load_cert_chain(certfile or self.client_cert, keyfile or self.client_key)
+        if maximum_version is not None:
+            ctx.maximum_version = maximum_version
         return ctx
 
     def connect(self, port, ctx=None, session=None):
         ctx = ctx or self.tls_context()
         raw = socket.create_connection(("127.0.0.1", port), timeout=20)
         return ctx.wrap_socket(raw, server_hostname="localhost", session=session)
+
+    def refused(self, port, ctx=None, message=None):
+        """Connects and, if the handshake seems to pass (TLS 1.3 clients finish
+        before the server has checked their certificate), sends message. Asserts
+        that no KMIP response came back; returns the client's local port."""
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        local_port = raw.getsockname()[1]
+        try:
+            with (ctx or self.tls_context()).wrap_socket(raw, server_hostname="localhost") as s:
+                s.sendall(message or request(OP_QUERY, [item(T["QueryFunction"], ENUM, 1)]))
+                data = s.recv(8)
+            self.assertEqual(data, b"", "the relay answered a refused client")
+        except (ssl.SSLError, ConnectionError, EOFError):
+            pass
+        finally:
+            raw.close()
+        return local_port
+
+    def summary(self, local_port, timeout=10):
+        """The connection summary of the client whose local port this was, parsed
+        into a dict (values without quotes)."""
+        key = "connection peer=127.0.0.1:%d " % local_port
+        lines = [l for l in self.log_lines(wait_for=key, timeout=timeout) if key in l]
+        self.assertEqual(len(lines), 1, "one summary line for port %d" % local_port)
+        return parse_summary(lines[0])
+
+    def audit_records(self, lines=None):
+        """The JSON audit records in the log."""
+        records = []
+        for l in self.log_lines() if lines is None else lines:
+            _, sep, message = l.partition("]: ")
+            if sep and message.startswith("{"):
+                records.append(json.loads(message))
+        return records
 
     def log_lines(self, wait_for=None, timeout=10):
         """The log file's lines, waiting until one contains wait_for."""
@@ -186,6 +280,16 @@ class RelayTestCase(unittest.TestCase):
             if wait_for is None or any(wait_for in l for l in lines) or time.time() > deadline:
                 return lines
             time.sleep(0.05)
+
+
+SUMMARY_FIELD = re.compile(r'(\w+)=(?:"([^"]*)"|(\S+))')
+
+
+def parse_summary(line):
+    """A summary line's fields: 'connection peer=... end="..."' -> dict."""
+    _, sep, message = line.partition("]: connection ")
+    assert sep, "not a summary line: %r" % line
+    return {k: q if q or not u else u for k, q, u in SUMMARY_FIELD.findall(message)}
 
 
 def recv_exact(sock, n):
@@ -266,16 +370,30 @@ T = {  # the tags the tests use
     "QueryFunction": 0x420074, "TimeStamp": 0x420092, "Authentication": 0x42000C,
     "Credential": 0x420023, "CredentialType": 0x420024, "CredentialValue": 0x420025,
     "Username": 0x420099, "Password": 0x4200A1, "VendorIdentification": 0x42009D,
+    "BatchErrorContinuationOption": 0x42000E, "ObjectType": 0x420057,
 }
 
-OP_QUERY, OP_DISCOVER_VERSIONS = 0x18, 0x1E
+OP_QUERY, OP_DISCOVER_VERSIONS, OP_SIGN = 0x18, 0x1E, 0x21
 
 
-def request(operation, payload=(), version=(1, 2), username=None, password=None,
-            max_response_size=None, extra_items=()):
-    """A one-item request message (plus extra_items, already-encoded batch items)."""
-    header = [item(T["ProtocolVersion"], STRUCTURE, [item(T["Major"], INTEGER, version[0]),
-                                                    item(T["Minor"], INTEGER, version[1])])]
+def protocol_version(major, minor):
+    return item(T["ProtocolVersion"], STRUCTURE, [item(T["Major"], INTEGER, major),
+                                                  item(T["Minor"], INTEGER, minor)])
+
+
+def batch_item(operation, payload=(), unique_id=None):
+    """An encoded request Batch Item."""
+    fields = [item(T["Operation"], ENUM, operation)]
+    if unique_id is not None:
+        fields.append(item(T["UniqueBatchItemID"], BYTES, unique_id))
+    fields.append(item(T["RequestPayload"], STRUCTURE, list(payload)))
+    return item(T["BatchItem"], STRUCTURE, fields)
+
+
+def request_message(items, version=(1, 2), username=None, password=None, max_response_size=None,
+                    batch_error_option=None, batch_count=None):
+    """A request message of already-encoded batch items; batch_count False leaves it out."""
+    header = [protocol_version(*version)]
     if max_response_size is not None:
         header.append(item(T["MaxResponseSize"], INTEGER, max_response_size))
     if username is not None:
@@ -284,11 +402,33 @@ def request(operation, payload=(), version=(1, 2), username=None, password=None,
             value.append(item(T["Password"], TEXT, password))
         header.append(item(T["Authentication"], STRUCTURE, [item(T["Credential"], STRUCTURE, [
             item(T["CredentialType"], ENUM, 1), item(T["CredentialValue"], STRUCTURE, value)])]))
-    header.append(item(T["BatchCount"], INTEGER, 1 + len(extra_items)))
-    batch = item(T["BatchItem"], STRUCTURE, [item(T["Operation"], ENUM, operation),
-                                            item(T["RequestPayload"], STRUCTURE, list(payload))])
+    if batch_error_option is not None:
+        header.append(item(T["BatchErrorContinuationOption"], ENUM, batch_error_option))
+    if batch_count is not False:
+        header.append(item(T["BatchCount"], INTEGER,
+                           len(items) if batch_count is None else batch_count))
     return item(T["RequestMessage"], STRUCTURE,
-                [item(T["RequestHeader"], STRUCTURE, header), batch] + list(extra_items))
+                [item(T["RequestHeader"], STRUCTURE, header)] + list(items))
+
+
+def request(operation, payload=(), version=(1, 2), username=None, password=None,
+            max_response_size=None, extra_items=()):
+    """A one-item request message (plus extra_items, already-encoded batch items)."""
+    return request_message([batch_item(operation, payload)] + list(extra_items), version=version,
+                           username=username, password=password,
+                           max_response_size=max_response_size)
+
+
+def raw_children(data):
+    """The encoded children of the top-level structure in data, as (tag, bytes)."""
+    length = struct.unpack(">I", data[4:8])[0]
+    body, out = data[8:8 + length], []
+    while body:
+        n = 8 + struct.unpack(">I", body[4:8])[0]
+        n += -n % 8
+        out.append((struct.unpack(">I", body[:4])[0] >> 8, body[:n]))
+        body = body[n:]
+    return out
 
 
 def batch_items(response):
