@@ -18,6 +18,7 @@ enum key_type {
 	KT_STRING,
 	KT_PATH,      /* a string naming a file that must be readable */
 	KT_KEY,       /* a readable file, or a pkcs11: URI */
+	KT_TICKET,    /* a readable file of exactly TICKET_KEY_SIZE bytes */
 	KT_BOOL,
 	KT_SECONDS,   /* 1 .. 1 week */
 	KT_SIZE,      /* 4096 .. 64 MiB */
@@ -38,7 +39,7 @@ static const struct key tls_keys[] = {
 	K("key", KT_KEY, tls.key),
 	K("client_ca", KT_PATH, tls.client_ca),
 	K("priority", KT_STRING, tls.priority),
-	K("ticket_key", KT_PATH, tls.ticket_key),
+	K("ticket_key", KT_TICKET, tls.ticket_key),
 	K("require_client_certificate", KT_BOOL, tls.require_client_certificate),
 	{ 0 },
 };
@@ -113,14 +114,18 @@ static void add_error(struct errors *e, const char *path, const char *fmt, ...)
 	e->len += (size_t)n + 1;
 }
 
-static void check_readable(struct errors *e, const char *path, const char *file)
+/* A readable file; with want_size, also of exactly that size. */
+static void check_file(struct errors *e, const char *path, const char *file, long want_size)
 {
 	FILE *f = fopen(file, "r");
+	long size;
 
 	if (!f) {
 		add_error(e, path, "cannot read %s: %s", file, strerror(errno));
 		return;
 	}
+	if (want_size && (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) != want_size))
+		add_error(e, path, "must hold exactly %ld bytes", want_size);
 	fclose(f);
 }
 
@@ -132,12 +137,15 @@ static void load_key(struct cfg *c, const struct key *k, json_t *v, const char *
 	case KT_STRING:
 	case KT_PATH:
 	case KT_KEY:
+	case KT_TICKET:
 		if (!json_is_string(v)) {
 			add_error(e, path, "must be a string");
 			return;
 		}
 		if (k->type == KT_PATH || (k->type == KT_KEY && strncmp(json_string_value(v), "pkcs11:", 7) != 0))
-			check_readable(e, path, json_string_value(v));
+			check_file(e, path, json_string_value(v), 0);
+		else if (k->type == KT_TICKET)
+			check_file(e, path, json_string_value(v), CFG_TICKET_KEY_SIZE);
 		free(*(char **)dst);
 		*(char **)dst = strdup(json_string_value(v));
 		if (!*(char **)dst)

@@ -36,6 +36,9 @@ struct cfg {
 	} pkcs11;
 };
 
+/* What gnutls_session_ticket_key_generate makes. */
+#define CFG_TICKET_KEY_SIZE 64
+
 #define CFG_DEFAULT_PRIORITY "SECURE128:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-RSA:-VERS-DTLS-ALL:%SERVER_PRECEDENCE"
 
 /* Loads and validates path. On failure *ret_errors holds one line per problem

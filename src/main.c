@@ -66,14 +66,16 @@ static void log_summary(const struct activation *a, const struct tls_conn *t, co
 {
 	const struct tls_identity *id = t ? tls_identity(t) : NULL;
 	char message[1024], requests[16], duration[32];
-	const char *identity = id && id->has_certificate ? id->spki_sha256 : "-";
+	char identity[80] = "-";
 	const char *dn = id && id->has_certificate ? id->dn : "-";
 	const char *version = t ? tls_version_name(t) : "-", *cipher = t ? tls_cipher_name(t) : "-";
 
+	if (id && id->has_certificate)
+		snprintf(identity, sizeof(identity), "sha256:%s", id->spki_sha256);
 	snprintf(requests, sizeof(requests), "%u", st->requests);
 	snprintf(duration, sizeof(duration), "%.1f", elapsed_ms(t0));
 	snprintf(message, sizeof(message),
-		 "connection peer=%s client=sha256:%s dn=\"%s\" tls=%s cipher=%s resumed=%s requests=%s duration_ms=%s end=\"%s\"",
+		 "connection peer=%s client=%s dn=\"%s\" tls=%s cipher=%s resumed=%s requests=%s duration_ms=%s end=\"%s\"",
 		 a->peer, identity, dn, version, cipher, t && tls_resumed(t) ? "yes" : "no", requests, duration, st->end);
 	{
 		const struct log_field fields[] = {

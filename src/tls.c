@@ -11,7 +11,6 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 
-#define TICKET_KEY_SIZE 64 /* what gnutls_session_ticket_key_generate makes */
 
 struct tls_conn {
 	gnutls_certificate_credentials_t cred;
@@ -63,7 +62,7 @@ static int load_ticket_key(struct tls_conn *t, const char *file)
 
 	if (r < 0)
 		return r;
-	return t->ticket_key.size == TICKET_KEY_SIZE ? 0 : GNUTLS_E_INVALID_REQUEST;
+	return t->ticket_key.size == CFG_TICKET_KEY_SIZE ? 0 : GNUTLS_E_INVALID_REQUEST;
 }
 
 /* Lets in a client without a certificate; one that sends a certificate must chain

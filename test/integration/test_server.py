@@ -1,18 +1,64 @@
 """The one-connection server over real TLS on 127.0.0.1, behind
 systemd-socket-activate in inetd and fd-3 modes."""
 
-import sys
+import json
+import os
+import re
+import socket
+import ssl
+import struct
+import subprocess
+import time
 import unittest
+import warnings
 
-from relaytest import (OP_QUERY, RelayTestCase, T, ENUM, batch_items, exchange, item, request,
-                       response_version)
+from relaytest import (BYTES, DATETIME, ENUM, INTEGER, OP_DISCOVER_VERSIONS, OP_QUERY, OP_SIGN,
+                       PKI, RELAY, STRUCTURE, TEXT, RelayTestCase, T, batch_item, batch_items, decode,
+                       exchange, find, item, protocol_version, raw_children, request,
+                       request_message, response_version, spki_sha256, vector)
+
+# Result Status and Result Reason values (KMIP 1.0-2.1).
+SUCCESS, FAILED = 0, 1
+RESPONSE_TOO_LARGE, AUTHENTICATION_NOT_SUCCESSFUL, INVALID_MESSAGE = 2, 3, 4
+OPERATION_NOT_SUPPORTED, FEATURE_NOT_SUPPORTED, UNSUPPORTED_PROTOCOL_VERSION = 5, 8, 0x3F
+CONTINUE, STOP, UNDO = 1, 2, 3
+
+ALL_VERSIONS = [(2, 1), (2, 0), (1, 4), (1, 3), (1, 2), (1, 1), (1, 0)]
+QUERY_OPERATIONS = item(T["QueryFunction"], ENUM, 1)
+QUERY_SERVER_INFORMATION = item(T["QueryFunction"], ENUM, 3)
+QUERY_BOTH = [QUERY_OPERATIONS, QUERY_SERVER_INFORMATION]
+
+
+def versions_payload(versions):
+    return [protocol_version(*v) for v in versions]
+
+
+def response_item(operation, status, payload=None, unique_id=None):
+    """The encoded response Batch Item a successful operation gets."""
+    fields = [] if operation is None else [item(T["Operation"], ENUM, operation)]
+    if unique_id is not None:
+        fields.append(item(T["UniqueBatchItemID"], BYTES, unique_id))
+    fields.append(item(T["ResultStatus"], ENUM, status))
+    if payload is not None:
+        fields.append(item(T["ResponsePayload"], STRUCTURE, payload))
+    return item(T["BatchItem"], STRUCTURE, fields)
+
+
+def header_fields(response):
+    """The Response Header's children as (tag, type, value)."""
+    _, _, children, _ = decode(response)
+    return find(children, T["ResponseHeader"])[0]
+
+
+def failure(bi):
+    """(Result Status, Result Reason) of a decoded batch item."""
+    return bi[T["ResultStatus"]], bi.get(T["ResultReason"])
 
 
 class QueryTest(RelayTestCase):
     def query(self, port):
         with self.connect(port) as s:
-            resp = exchange(s, request(OP_QUERY, [item(T["QueryFunction"], ENUM, 1),
-                                                  item(T["QueryFunction"], ENUM, 3)]))
+            resp = exchange(s, request(OP_QUERY, QUERY_BOTH))
         self.assertEqual(response_version(resp), (1, 2))
         (bi,) = batch_items(resp)
         self.assertEqual(bi[T["ResultStatus"]], 0)
@@ -25,6 +71,647 @@ class QueryTest(RelayTestCase):
 
     def test_query_fd3_mode(self):
         self.query(self.start(self.config(), inetd=False))
+
+
+class MutualTLSTest(RelayTestCase):
+    """tls.require_client_certificate is true by default."""
+
+    def test_client_without_certificate_is_refused(self):
+        port = self.start(self.config())
+        for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+            with self.subTest(version=version):
+                # A credential does not stand in for the required certificate.
+                local = self.refused(port, self.tls_context(cert=False, maximum_version=version),
+                                     request(OP_QUERY, [QUERY_OPERATIONS], username="u", password="p"))
+                summary = self.summary(local)
+                self.assertEqual(summary["end"], "TLS handshake failed")
+                self.assertEqual((summary["client"], summary["dn"], summary["tls"], summary["requests"]),
+                                 ("-", "-", "-", "0"))
+        self.assertEqual(self.audit_records(), [])
+
+    def test_client_certificate_of_untrusted_ca_is_refused(self):
+        other = PKI(os.path.join(self.tmp, "other-pki"))
+        cert, key = other.issue("client", "kmip-client")
+        port = self.start(self.config())
+        for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+            with self.subTest(version=version):
+                local = self.refused(port, self.tls_context(certfile=cert, keyfile=key, maximum_version=version))
+                self.assertEqual(self.summary(local)["end"], "TLS handshake failed")
+                self.assertTrue(any("]: TLS handshake with 127.0.0.1:%d failed: " % local in l
+                                    for l in self.log_lines()))
+        self.assertEqual(self.audit_records(), [])
+
+
+class OptionalClientCertificateTest(RelayTestCase):
+    """tls.require_client_certificate false: a Username and Password stand in."""
+
+    def setUp(self):
+        super().setUp()
+        self.port = self.start(self.config(tls={"require_client_certificate": False}))
+
+    def test_password_credential_is_answered(self):
+        with self.connect(self.port, self.tls_context(cert=False)) as s:
+            local = s.getsockname()[1]
+            resp = exchange(s, request(OP_QUERY, [QUERY_SERVER_INFORMATION], username="token-1",
+                                       password="pin-1234"))
+        (bi,) = batch_items(resp)
+        self.assertEqual(failure(bi), (SUCCESS, None))
+        self.assertTrue(find(bi[T["ResponsePayload"]], T["VendorIdentification"])[0].startswith("kmip-relay"))
+        summary = self.summary(local)
+        self.assertEqual((summary["client"], summary["dn"], summary["requests"], summary["end"]),
+                         ("-", "-", "1", "client closed the connection"))
+        (rec,) = self.audit_records()
+        self.assertEqual((rec["client"], rec["operation"], rec["result"]), ("user:token-1", "Query", "Success"))
+
+    def test_no_credential_is_refused(self):
+        with self.connect(self.port, self.tls_context(cert=False)) as s:
+            local = s.getsockname()[1]
+            resp = exchange(s, request(OP_QUERY, [QUERY_OPERATIONS]))
+        self.assertEqual(response_version(resp), (1, 2))
+        (bi,) = batch_items(resp)
+        self.assertEqual(failure(bi), (FAILED, AUTHENTICATION_NOT_SUCCESSFUL))
+        self.assertNotIn(T["Operation"], bi)
+        self.assertNotIn(T["ResponsePayload"], bi)
+        self.assertEqual(bi[T["ResultMessage"]],
+                         "a client without a certificate must send a Username and Password credential")
+        summary = self.summary(local)
+        self.assertEqual((summary["client"], summary["requests"], summary["end"]),
+                         ("-", "1", "client closed the connection"))
+        (rec,) = self.audit_records()
+        self.assertEqual((rec["client"], rec["operation"], rec["result"]),
+                         ("anonymous", "Query", "Authentication Not Successful"))
+
+    def test_trusted_certificate_is_still_used(self):
+        with self.connect(self.port) as s:
+            local = s.getsockname()[1]
+            (bi,) = batch_items(exchange(s, request(OP_QUERY, [QUERY_OPERATIONS])))
+        self.assertEqual(failure(bi), (SUCCESS, None))
+        summary = self.summary(local)
+        self.assertEqual((summary["client"], summary["dn"]),
+                         ("sha256:" + spki_sha256(self.client_cert), "CN=kmip-client"))
+
+    def test_certificate_of_untrusted_ca_is_refused(self):
+        other = PKI(os.path.join(self.tmp, "other-pki"))
+        cert, key = other.issue("client", "kmip-client")
+        for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+            with self.subTest(version=version):
+                local = self.refused(self.port, self.tls_context(certfile=cert, keyfile=key,
+                                                                 maximum_version=version),
+                                     request(OP_QUERY, [QUERY_OPERATIONS], username="u", password="p"))
+                self.assertEqual(self.summary(local)["end"], "TLS handshake failed")
+        self.assertEqual(self.audit_records(), [])
+
+
+class TimeoutTest(RelayTestCase):
+    def test_idle_timeout_closes_the_connection(self):
+        port = self.start(self.config(timeouts={"idle": 1}))
+        with self.connect(port) as s:
+            local = s.getsockname()[1]
+            s.settimeout(10)
+            t0 = time.monotonic()
+            try:
+                data = s.recv(1)
+            except (ssl.SSLError, ConnectionError):
+                data = b""
+            elapsed = time.monotonic() - t0
+        self.assertEqual(data, b"")
+        self.assertGreater(elapsed, 0.5)
+        self.assertLess(elapsed, 6)
+        summary = self.summary(local)
+        self.assertEqual((summary["requests"], summary["end"]), ("0", "idle timeout"))
+
+
+class FramingTest(RelayTestCase):
+    def oversized(self, port, length):
+        with self.connect(port) as s:
+            local = s.getsockname()[1]
+            s.settimeout(5)  # the default idle timeout is 300 s: waiting for a body would fail here
+            t0 = time.monotonic()
+            resp = exchange(s, struct.pack(">II", T["RequestMessage"] << 8 | STRUCTURE, length))
+            self.assertLess(time.monotonic() - t0, 5)
+            self.assertEqual(s.recv(1), b"")  # and the relay closed the connection
+        return local, resp
+
+    def test_oversized_length_is_refused_before_the_body(self):
+        port = self.start(self.config(limits={"max_message_size": 4096}))
+        for length in (0x7FFFFFF8, 0x80000000, 0xFFFFFFF8, 4096 - 8 + 1):
+            with self.subTest(length=hex(length)):
+                local, resp = self.oversized(port, length)
+                self.assertEqual(response_version(resp), (1, 0))
+                (bi,) = batch_items(resp)
+                self.assertEqual(failure(bi), (FAILED, INVALID_MESSAGE))
+                self.assertEqual(bi[T["ResultMessage"]], "TTLV: message exceeds the size limit")
+                self.assertNotIn(T["Operation"], bi)
+                summary = self.summary(local)
+                self.assertEqual((summary["requests"], summary["end"]), ("0", "request over the size limit"))
+
+    def test_message_at_the_size_limit_is_read(self):
+        port = self.start(self.config(limits={"max_message_size": 4096}))
+
+        def query(filler):  # an extension tag: the Query fails, but only once read
+            return request(OP_QUERY, [QUERY_OPERATIONS, item(0x540000, TEXT, "x" * filler)])
+        msg = query(4096 - len(query(0)))
+        self.assertEqual(len(msg), 4096)
+        with self.connect(port) as s:
+            (bi,) = batch_items(exchange(s, msg))
+        self.assertEqual(bi[T["Operation"]], OP_QUERY)
+        self.assertEqual(failure(bi), (FAILED, 7))  # Invalid Field
+        self.assertEqual(bi[T["ResultMessage"]], "Query takes only Query Function items")
+
+    def test_disconnect_inside_a_message_leaves_the_next_connection_alone(self):
+        port = self.start(self.config())
+        msg = request(OP_QUERY, [QUERY_OPERATIONS])
+        locals_ = []
+        for cut in (8 + (len(msg) - 8) // 2, 4):
+            s = self.connect(port)
+            locals_.append(s.getsockname()[1])
+            s.sendall(msg[:cut])
+            s.close()  # no close_notify: the socket just goes
+        with self.connect(port) as s:
+            (bi,) = batch_items(exchange(s, msg))
+        self.assertEqual(failure(bi), (SUCCESS, None))
+        for local in locals_:
+            summary = self.summary(local)
+            self.assertEqual((summary["requests"], summary["end"]),
+                             ("0", "client closed the connection inside a message"))
+
+    def test_close_notify_inside_a_message(self):
+        port = self.start(self.config())
+        msg = request(OP_QUERY, [QUERY_OPERATIONS])
+        s = self.connect(port)
+        local = s.getsockname()[1]
+        s.sendall(msg[:len(msg) - 16])
+        s.unwrap().close()
+        self.assertEqual(self.summary(local)["end"], "client closed the connection inside a message")
+
+    def test_bad_padding_gets_invalid_message_in_the_request_version(self):
+        port = self.start(self.config())
+        text = struct.pack(">IIB", T["Username"] << 8 | TEXT, 1, ord("u"))
+        query = batch_item(OP_QUERY, [QUERY_OPERATIONS, item(0x540000, TEXT, "u")])
+        for version, where in (((1, 3), "header"), ((2, 0), "payload")):
+            with self.subTest(where=where):
+                msg = bytearray(request_message([query], version=version, username="u"))
+                # "u" is a one-byte Text String: seven zero padding bytes follow it.
+                at = bytes(msg).index(text) if where == "header" else bytes(msg).rindex(text[3:])
+                msg[at + 9 + 3] = 0x41
+                with self.connect(port) as s:
+                    resp = exchange(s, bytes(msg))
+                    self.assertEqual(response_version(resp), version)
+                    (bi,) = batch_items(resp)
+                    self.assertEqual(failure(bi), (FAILED, INVALID_MESSAGE))
+                    self.assertEqual(bi[T["ResultMessage"]], "TTLV: non-zero padding")
+                    self.assertNotIn(T["Operation"], bi)
+                    # The connection carries on.
+                    (bi,) = batch_items(exchange(s, request(OP_QUERY, [QUERY_OPERATIONS])))
+                    self.assertEqual(failure(bi), (SUCCESS, None))
+        self.assertEqual(len([l for l in self.log_lines() if l.endswith("]: malformed request: TTLV: non-zero padding")]), 2)
+
+    def test_unreadable_version_gets_invalid_message_in_1_0(self):
+        port = self.start(self.config())
+        pv = item(T["ProtocolVersion"], STRUCTURE, [item(T["Major"], ENUM, 1), item(T["Minor"], INTEGER, 2)])
+        msg = item(T["RequestMessage"], STRUCTURE, [
+            item(T["RequestHeader"], STRUCTURE, [pv, item(T["BatchCount"], INTEGER, 1)]),
+            batch_item(OP_QUERY, [QUERY_OPERATIONS])])
+        with self.connect(port) as s:
+            resp = exchange(s, msg)
+        self.assertEqual(response_version(resp), (1, 0))
+        (bi,) = batch_items(resp)
+        self.assertEqual(failure(bi), (FAILED, INVALID_MESSAGE))
+        self.assertEqual(bi[T["ResultMessage"]], "KMIP: field has the wrong item type")
+
+    def test_missing_batch_count_gets_invalid_message_in_the_request_version(self):
+        port = self.start(self.config())
+        for version in ((1, 2), (1, 0), (2, 0)):
+            with self.subTest(version=version):
+                with self.connect(port) as s:
+                    resp = exchange(s, request_message([batch_item(OP_QUERY, [QUERY_OPERATIONS])],
+                                                       version=version, batch_count=False))
+                self.assertEqual(response_version(resp), version)
+                (bi,) = batch_items(resp)
+                self.assertEqual(failure(bi), (FAILED, INVALID_MESSAGE))
+                self.assertEqual(bi[T["ResultMessage"]], "KMIP: required field missing")
+                self.assertNotIn(T["Operation"], bi)
+
+    def test_wrong_batch_count_gets_invalid_message(self):
+        port = self.start(self.config())
+        with self.connect(port) as s:
+            resp = exchange(s, request_message([batch_item(OP_QUERY, [QUERY_OPERATIONS])], batch_count=2))
+        (bi,) = batch_items(resp)
+        self.assertEqual(failure(bi), (FAILED, INVALID_MESSAGE))
+        self.assertEqual(bi[T["ResultMessage"]], "KMIP: Batch Count does not match the batch items")
+
+
+class ConfigTest(RelayTestCase):
+    def check_config(self, text):
+        path = os.path.join(self.tmp, "check.json")
+        with open(path, "w") as f:
+            f.write(text)
+        p = subprocess.run([RELAY, "--check-config", "-c", path], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, env=self.env, timeout=20, text=True)
+        return p.returncode, p.stdout, p.stderr, path
+
+    def good(self, **tls):
+        cfg = {"tls": {"certificate": self.pki.server, "key": self.pki.server_key,
+                       "client_ca": self.pki.ca}}
+        cfg["tls"].update(tls)
+        return cfg
+
+    def test_good_config_prints_ok(self):
+        self.assertEqual(self.check_config(json.dumps(self.good()))[:3], (0, "OK\n", ""))
+
+    def test_unreadable_file_names_the_key(self):
+        rc, out, err, _ = self.check_config(json.dumps(self.good(client_ca="/nonexistent/ca.pem")))
+        self.assertEqual((rc, out, err),
+                         (1, "", "tls.client_ca: cannot read /nonexistent/ca.pem: No such file or directory\n"))
+
+    def test_unknown_key(self):
+        rc, out, err, _ = self.check_config(json.dumps(self.good(bogus=1)))
+        self.assertEqual((rc, out, err), (1, "", "tls.bogus: unknown key\n"))
+
+    def test_wrong_type(self):
+        cfg = self.good()
+        cfg["timeouts"] = {"idle": "5"}
+        self.assertEqual(self.check_config(json.dumps(cfg))[:3], (1, "", "timeouts.idle: must be an integer\n"))
+        cfg["timeouts"] = {"idle": 0}
+        self.assertEqual(self.check_config(json.dumps(cfg))[:3],
+                         (1, "", "timeouts.idle: must be between 1 and 604800\n"))
+
+    def test_every_error_is_reported(self):
+        cfg = self.good(bogus=1, require_client_certificate="yes")
+        cfg["limits"] = {"max_message_size": 100}
+        rc, out, err, _ = self.check_config(json.dumps(cfg))
+        self.assertEqual((rc, out), (1, ""))
+        self.assertEqual(sorted(err.splitlines()), [
+            "limits.max_message_size: must be between 4096 and 67108864",
+            "tls.bogus: unknown key",
+            "tls.require_client_certificate: must be true or false",
+        ])
+
+    def test_invalid_json(self):
+        rc, out, err, path = self.check_config('{"tls": {"certificate": }')
+        self.assertEqual((rc, out), (1, ""))
+        self.assertRegex(err, r"\A%s: line 1 column \d+: .+\n\Z" % re.escape(path))
+
+    def test_missing_file(self):
+        path = os.path.join(self.tmp, "absent.json")
+        p = subprocess.run([RELAY, "--check-config", "-c", path], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, env=self.env, timeout=20, text=True)
+        self.assertEqual((p.returncode, p.stdout), (1, ""))
+        self.assertRegex(p.stderr, r"\A%s: .*No such file or directory.*\n\Z" % re.escape(path))
+
+    def test_bad_config_under_socket_activation_just_closes(self):
+        # The log file is named in the config, which is not loaded: the relay has
+        # nowhere in reach of the test to say why (it logs to syslog), so the
+        # client sees a closed connection and --check-config tells the reason.
+        cfg = self.good(client_ca="/nonexistent/ca.pem")
+        cfg["log"] = {"file": self.log}
+        path = os.path.join(self.tmp, "bad.json")
+        with open(path, "w") as f:
+            json.dump(cfg, f)
+        for inetd in (True, False):
+            with self.subTest(inetd=inetd):
+                port = self.start(path, inetd=inetd)
+                raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+                raw.sendall(b"\x16\x03\x01\x00\x00")  # any bytes: nothing reads them
+                self.assertIn(self.recv_all(raw), (b"", None))
+                raw.close()
+                self.refused(port)
+        self.assertFalse(os.path.exists(self.log))
+        rc, _, err, _ = self.check_config(json.dumps(cfg))
+        self.assertEqual((rc, err), (1, "tls.client_ca: cannot read /nonexistent/ca.pem: No such file or directory\n"))
+
+    @staticmethod
+    def recv_all(sock):
+        try:
+            return sock.recv(100)
+        except ConnectionResetError:
+            return None
+
+
+class DiscoverVersionsTest(RelayTestCase):
+    def check_against_vector(self, port, name, expected_versions):
+        req = vector(name + "_request.hex")
+        with self.connect(port) as s:
+            resp = exchange(s, req)
+        # The header: the request's version, a Date-Time stamp of now, Batch Count 1.
+        header = header_fields(resp)
+        self.assertEqual([(t, ty) for t, ty, _ in header],
+                         [(T["ProtocolVersion"], STRUCTURE), (T["TimeStamp"], DATETIME), (T["BatchCount"], INTEGER)])
+        self.assertEqual(response_version(resp), (1, 1))
+        self.assertLess(abs(find(header, T["TimeStamp"])[0] - time.time()), 60)
+        self.assertEqual(find(header, T["BatchCount"])[0], 1)
+        # The batch item, byte for byte.
+        ((tag, got),) = [c for c in raw_children(resp) if c[0] == T["BatchItem"]]
+        self.assertEqual(got.hex(), response_item(OP_DISCOVER_VERSIONS, SUCCESS,
+                                                  versions_payload(expected_versions)).hex())
+        return got
+
+    def both_modes(self, check):
+        for inetd in (True, False):
+            with self.subTest(inetd=inetd):
+                check(self.start(self.config(), inetd=inetd))
+
+    def test_no_versions_gives_all_newest_first(self):
+        def check(port):
+            name = "kmip_1_1_testcase_16_1_time_0_discover_versions_no_versions_provided"
+            got = self.check_against_vector(port, name, ALL_VERSIONS)
+            # The document's server had only 1.1 and 1.0: its answer ends ours.
+            doc = vector("kmip_1_1_testcase_16_1_time_0_discover_versions_v11_v10_response.hex")
+            ((_, doc_item),) = [c for c in raw_children(doc) if c[0] == T["BatchItem"]]
+            doc_payload = raw_children(doc_item)[-1][1]
+            self.assertTrue(raw_children(got)[-1][1].endswith(doc_payload[8:]))
+        self.both_modes(check)
+
+    def test_v10_gives_the_vector_response(self):
+        def check(port):
+            got = self.check_against_vector(port, "kmip_1_1_testcase_16_1_time_1_discover_versionswith_v10",
+                                            [(1, 0)])
+            doc = vector("kmip_1_1_testcase_16_1_time_1_discover_versions_v10_response.hex")
+            self.assertEqual(got, [c for c in raw_children(doc) if c[0] == T["BatchItem"]][0][1])
+        self.both_modes(check)
+
+    def test_only_supported_versions_in_client_order(self):
+        port = self.start(self.config())
+        with self.connect(port) as s:
+            resp = exchange(s, request(OP_DISCOVER_VERSIONS, versions_payload([(1, 1), (3, 0), (1, 0)]),
+                                       version=(1, 1)))
+        ((_, got),) = [c for c in raw_children(resp) if c[0] == T["BatchItem"]]
+        self.assertEqual(got, response_item(OP_DISCOVER_VERSIONS, SUCCESS, versions_payload([(1, 1), (1, 0)])))
+
+    def test_no_common_version_gives_an_empty_payload(self):
+        port = self.start(self.config())
+        with self.connect(port) as s:
+            resp = exchange(s, request(OP_DISCOVER_VERSIONS, versions_payload([(3, 0), (0, 9)]), version=(1, 1)))
+        ((_, got),) = [c for c in raw_children(resp) if c[0] == T["BatchItem"]]
+        self.assertEqual(got, response_item(OP_DISCOVER_VERSIONS, SUCCESS, []))
+
+
+class ResponseSizeTest(RelayTestCase):
+    NAME = "kmip_1_0_usecase_12_1_step_1_query_operations_objects_max_response_size_256_request.hex"
+
+    def query(self, port, max_size):
+        req = bytearray(vector(self.NAME))
+        at = bytes(req).index(struct.pack(">IIi", T["MaxResponseSize"] << 8 | INTEGER, 4, 256))
+        req[at + 8:at + 12] = struct.pack(">i", max_size)
+        with self.connect(port) as s:
+            return exchange(s, bytes(req))
+
+    def test_response_too_large(self):
+        port = self.start(self.config())
+        resp = self.query(port, 64)
+        self.assertEqual(response_version(resp), (1, 0))
+        (bi,) = batch_items(resp)
+        # As the use case's answer: no Operation, Result Reason Response Too Large.
+        self.assertEqual(sorted(bi), sorted([T["ResultStatus"], T["ResultReason"], T["ResultMessage"]]))
+        self.assertEqual(failure(bi), (FAILED, RESPONSE_TOO_LARGE))
+        self.assertEqual(bi[T["ResultMessage"]], "Response exceeds the Maximum Response Size of 64 bytes")
+        doc = batch_items(vector("kmip_1_0_usecase_12_1_step_1_query_operation_failed_response_too_large_response.hex"))
+        self.assertEqual(failure(doc[0]), failure(bi))
+
+    def test_large_enough(self):
+        port = self.start(self.config())
+        for max_size in (2048, 256):
+            with self.subTest(max_size=max_size):
+                resp = self.query(port, max_size)
+                self.assertLessEqual(len(resp), max_size)
+                ((_, got),) = [c for c in raw_children(resp) if c[0] == T["BatchItem"]]
+                # 1.0 has Query but not yet Discover Versions; no object types yet.
+                self.assertEqual(got, response_item(OP_QUERY, SUCCESS, [item(T["Operation"], ENUM, OP_QUERY)]))
+
+
+class VersionTest(RelayTestCase):
+    def setUp(self):
+        super().setUp()
+        self.port = self.start(self.config())
+
+    def send(self, msg):
+        with self.connect(self.port) as s:
+            return exchange(s, msg)
+
+    def test_unsupported_major_versions(self):
+        for version, answer, reason in (((3, 0), (2, 1), UNSUPPORTED_PROTOCOL_VERSION),
+                                        ((0, 5), (1, 0), INVALID_MESSAGE)):
+            with self.subTest(version=version):
+                resp = self.send(request(OP_QUERY, [QUERY_OPERATIONS], version=version))
+                self.assertEqual(response_version(resp), answer)
+                (bi,) = batch_items(resp)
+                self.assertNotIn(T["Operation"], bi)
+                self.assertEqual(failure(bi), (FAILED, reason))
+                self.assertEqual(bi[T["ResultMessage"]], "unsupported protocol version")
+        records = self.audit_records(self.log_lines(wait_for="connection peer=127.0.0.1", timeout=5))
+        self.assertEqual([(r["operation"], r["result"]) for r in records],
+                         [("Query", "Unsupported Protocol Version")] * 2)
+
+    def test_newer_minor_is_answered_in_the_newest_minor(self):
+        for version, answer in (((1, 7), (1, 4)), ((2, 9), (2, 1))):
+            with self.subTest(version=version):
+                resp = self.send(request(OP_QUERY, [QUERY_OPERATIONS], version=version))
+                self.assertEqual(response_version(resp), answer)
+                (bi,) = batch_items(resp)
+                self.assertEqual(failure(bi), (SUCCESS, None))
+                self.assertEqual(find(bi[T["ResponsePayload"]], T["Operation"]), [OP_QUERY, OP_DISCOVER_VERSIONS])
+
+    def test_operation_not_in_the_request_version(self):
+        resp = self.send(request(OP_DISCOVER_VERSIONS, version=(1, 0)))
+        self.assertEqual(response_version(resp), (1, 0))
+        (bi,) = batch_items(resp)
+        self.assertEqual(bi[T["Operation"]], OP_DISCOVER_VERSIONS)
+        self.assertEqual(failure(bi), (FAILED, OPERATION_NOT_SUPPORTED))
+        self.assertEqual(bi[T["ResultMessage"]], "operation not defined in this protocol version")
+
+    def test_unimplemented_operation(self):
+        resp = self.send(request(OP_SIGN, version=(1, 2)))
+        (bi,) = batch_items(resp)
+        self.assertEqual(bi[T["Operation"]], OP_SIGN)
+        self.assertEqual(failure(bi), (FAILED, OPERATION_NOT_SUPPORTED))
+        self.assertEqual(bi[T["ResultMessage"]], "operation not supported")
+        (rec,) = [r for r in self.audit_records(self.log_lines(wait_for='"operation":"Sign"'))
+                  if r["operation"] == "Sign"]
+        self.assertEqual(rec["result"], "Operation Not Supported")
+
+    def test_batch_echoes_unique_batch_item_ids(self):
+        resp = self.send(request_message([batch_item(OP_QUERY, [QUERY_OPERATIONS], b"\x01"),
+                                          batch_item(OP_DISCOVER_VERSIONS, [], b"item-2")]))
+        self.assertEqual(find(header_fields(resp), T["BatchCount"]), [2])
+        items = batch_items(resp)
+        self.assertEqual([(bi[T["Operation"]], bi[T["UniqueBatchItemID"]], failure(bi)) for bi in items],
+                         [(OP_QUERY, b"\x01", (SUCCESS, None)), (OP_DISCOVER_VERSIONS, b"item-2", (SUCCESS, None))])
+
+    def test_batch_item_without_id_in_a_batch_fails_alone(self):
+        resp = self.send(request_message([batch_item(OP_QUERY, [QUERY_OPERATIONS], b"\x01"),
+                                          batch_item(OP_QUERY, [QUERY_OPERATIONS])],
+                                         batch_error_option=CONTINUE))
+        items = batch_items(resp)
+        self.assertEqual([failure(bi) for bi in items], [(SUCCESS, None), (FAILED, INVALID_MESSAGE)])
+
+    def three(self, option):
+        return request_message([batch_item(OP_QUERY, [QUERY_OPERATIONS], b"a"), batch_item(OP_SIGN, [], b"b"),
+                                batch_item(OP_DISCOVER_VERSIONS, [], b"c")], batch_error_option=option)
+
+    def test_batch_stop_is_the_default(self):
+        for option in (None, STOP):
+            with self.subTest(option=option):
+                resp = self.send(self.three(option))
+                self.assertEqual(find(header_fields(resp), T["BatchCount"]), [2])
+                self.assertEqual([(bi[T["UniqueBatchItemID"]], bi[T["Operation"]], failure(bi))
+                                  for bi in batch_items(resp)],
+                                 [(b"a", OP_QUERY, (SUCCESS, None)), (b"b", OP_SIGN, (FAILED, OPERATION_NOT_SUPPORTED))])
+
+    def test_batch_continue_runs_all(self):
+        resp = self.send(self.three(CONTINUE))
+        self.assertEqual(find(header_fields(resp), T["BatchCount"]), [3])
+        self.assertEqual([(bi[T["UniqueBatchItemID"]], bi[T["Operation"]], failure(bi)) for bi in batch_items(resp)],
+                         [(b"a", OP_QUERY, (SUCCESS, None)), (b"b", OP_SIGN, (FAILED, OPERATION_NOT_SUPPORTED)),
+                          (b"c", OP_DISCOVER_VERSIONS, (SUCCESS, None))])
+
+    def test_batch_undo_is_refused(self):
+        resp = self.send(self.three(UNDO))
+        (bi,) = batch_items(resp)
+        self.assertEqual(failure(bi), (FAILED, FEATURE_NOT_SUPPORTED))
+        self.assertNotIn(T["Operation"], bi)
+        self.assertEqual(bi[T["ResultMessage"]],
+                         "Batch Error Continuation Option Undo: token operations cannot be undone")
+        records = self.audit_records(self.log_lines(wait_for='"operation":"Discover Versions"'))
+        self.assertEqual([(r["operation"], r["result"]) for r in records],
+                         [("Query", "Feature Not Supported"), ("Sign", "Feature Not Supported"),
+                          ("Discover Versions", "Feature Not Supported")])
+
+
+class ResumptionTest(RelayTestCase):
+    def key_file(self, size):
+        path = os.path.join(self.tmp, "ticket-%d.key" % size)
+        with open(path, "wb") as f:
+            f.write(os.urandom(size))
+        return path
+
+    def two_connections(self, port):
+        ctx = self.tls_context()
+        with self.connect(port, ctx) as first:
+            self.assertEqual(first.version(), "TLSv1.3")
+            first_local = first.getsockname()[1]
+            exchange(first, request(OP_QUERY, [QUERY_OPERATIONS]))  # the ticket comes after the handshake
+            session = first.session
+        with self.connect(port, ctx, session=session) as second:
+            second_local = second.getsockname()[1]
+            (bi,) = batch_items(exchange(second, request(OP_QUERY, [QUERY_OPERATIONS])))
+            self.assertEqual(failure(bi), (SUCCESS, None))
+            reused = second.session_reused
+        return reused, self.summary(first_local), self.summary(second_local)
+
+    def test_ticket_key_resumes_across_processes(self):
+        port = self.start(self.config(tls={"ticket_key": self.key_file(64)}))
+        reused, first, second = self.two_connections(port)
+        self.assertTrue(reused)
+        self.assertEqual(first["resumed"], "no")
+        self.assertEqual(second["resumed"], "yes")
+        self.assertEqual(second["requests"], "1")
+        # The resumed session keeps the client's identity.
+        self.assertEqual((second["client"], second["dn"]), (first["client"], "CN=kmip-client"))
+
+    def test_without_ticket_key_no_resumption(self):
+        port = self.start(self.config())
+        reused, first, second = self.two_connections(port)
+        self.assertFalse(reused)
+        self.assertEqual((first["resumed"], second["resumed"]), ("no", "no"))
+
+    def test_ticket_key_of_wrong_size(self):
+        # --check-config catches it; a relay started with it serves nobody.
+        config = self.config(tls={"ticket_key": self.key_file(32)})
+        p = subprocess.run([RELAY, "--check-config", "-c", config], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, timeout=30)
+        self.assertEqual((p.returncode, p.stdout, p.stderr),
+                         (1, "", "tls.ticket_key: must hold exactly 64 bytes\n"))
+        port = self.start(config)
+        with self.assertRaises((ssl.SSLError, ConnectionError, OSError)):
+            with self.connect(port) as s:
+                exchange(s, request(OP_QUERY, []))
+
+
+class PyKMIPTest(RelayTestCase):
+    def test_discover_versions_and_query(self):
+        port = self.start(self.config())
+        with warnings.catch_warnings():
+            # PyKMIP calls ssl.wrap_socket and uses SQLAlchemy 1.x APIs.
+            warnings.simplefilter("ignore")
+            from kmip.core import enums
+            from kmip.pie.client import ProxyKmipClient
+
+            client = ProxyKmipClient(hostname="127.0.0.1", port=port, cert=self.client_cert,
+                                     key=self.client_key, ca=self.pki.ca, config_file=os.devnull,
+                                     kmip_version=enums.KMIPVersion.KMIP_1_2)
+            client.open()
+            try:
+                versions = client.proxy.discover_versions()
+                query = client.proxy.query(query_functions=[enums.QueryFunction.QUERY_OPERATIONS,
+                                                            enums.QueryFunction.QUERY_SERVER_INFORMATION])
+            finally:
+                client.close()
+        self.assertEqual(versions.result_status.value, enums.ResultStatus.SUCCESS)
+        self.assertEqual([(v.major, v.minor) for v in versions.protocol_versions], ALL_VERSIONS)
+        self.assertEqual(query.result_status.value, enums.ResultStatus.SUCCESS)
+        self.assertEqual(list(query.operations), [enums.Operation.QUERY, enums.Operation.DISCOVER_VERSIONS])
+        self.assertTrue(query.vendor_identification.startswith("kmip-relay"))
+        records = self.audit_records(self.log_lines(wait_for="connection peer="))
+        self.assertEqual([(r["operation"], r["result"]) for r in records],
+                         [("Discover Versions", "Success"), ("Query", "Success")])
+
+
+class LogTest(RelayTestCase):
+    def one_query(self, port, ctx=None, **kw):
+        with self.connect(port, ctx) as s:
+            local = s.getsockname()[1]
+            resp = exchange(s, request(OP_QUERY, [QUERY_OPERATIONS], **kw))
+            exchange(s, request(OP_DISCOVER_VERSIONS, version=(1, 0)))
+            tls = s.version()
+        (bi,) = batch_items(resp)
+        self.assertEqual(failure(bi), (SUCCESS, None))
+        return local, tls
+
+    def check_summary(self, local, tls):
+        summary = self.summary(local)
+        self.assertEqual(list(summary), ["peer", "client", "dn", "tls", "cipher", "resumed", "requests",
+                                         "duration_ms", "end"])
+        self.assertEqual(summary["peer"], "127.0.0.1:%d" % local)
+        self.assertEqual(summary["client"], "sha256:" + spki_sha256(self.client_cert))
+        self.assertEqual(summary["dn"], "CN=kmip-client")
+        self.assertEqual(summary["tls"], tls)
+        self.assertRegex(summary["cipher"], r"\A(AES-(128|256)-GCM|CHACHA20-POLY1305|AES-(128|256)-CCM)\Z")
+        self.assertEqual((summary["resumed"], summary["requests"]), ("no", "2"))
+        self.assertGreater(float(summary["duration_ms"]), 0)
+        self.assertEqual(summary["end"], "client closed the connection")
+
+    def test_summary_and_audit_tls13(self):
+        port = self.start(self.config())
+        local, tls = self.one_query(port)
+        self.assertEqual(tls, "TLSv1.3")
+        self.check_summary(local, "TLS1.3")
+        records = self.audit_records()
+        self.assertEqual([sorted(r) for r in records], [["client", "latency_us", "operation", "result"]] * 2)
+        client = "sha256:" + spki_sha256(self.client_cert)
+        self.assertEqual([(r["client"], r["operation"], r["result"]) for r in records],
+                         [(client, "Query", "Success"), (client, "Discover Versions", "Operation Not Supported")])
+        self.assertTrue(all(isinstance(r["latency_us"], int) and r["latency_us"] >= 0 for r in records))
+
+    def test_summary_tls12(self):
+        port = self.start(self.config())
+        local, tls = self.one_query(port, self.tls_context(maximum_version=ssl.TLSVersion.TLSv1_2))
+        self.assertEqual(tls, "TLSv1.2")
+        self.check_summary(local, "TLS1.2")
+
+    def test_trace_redacts_the_password(self):
+        password = "Zebra-Quartz-8817-pin"
+        port = self.start(self.config(), extra_args=["--trace"])
+        local, _ = self.one_query(port, username="token-1", password=password)
+        self.summary(local)
+        with open(self.log) as f:
+            text = f.read()
+        self.assertNotIn(password, text)
+        self.assertNotIn(password.encode().hex().upper(), text)
+        self.assertIn("\n          Password (Text String) <redacted>\n", text)
+        self.assertIn('\n          Username (Text String) "token-1"\n', text)
+        self.assertIn("]: request\nRequest Message (Structure)\n", text)
+        self.assertIn("]: response\nResponse Message (Structure)\n", text)
+        self.assertIn("\n    Operation (Enumeration) Query\n", text)
 
 
 if __name__ == "__main__":
