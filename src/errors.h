@@ -26,9 +26,12 @@ enum kr_error {
 	/* KMIP message layer. */
 	KR_E_KMIP_MISSING = -200,     /* a required field is absent */
 	KR_E_KMIP_UNEXPECTED = -201,  /* a known field out of order or repeated */
+	KR_E_KMIP_FIELD_TYPE = -202,  /* a known field with the wrong item type */
+	KR_E_KMIP_TOO_BIG = -203,     /* the response exceeds the allowed size */
+	KR_E_KMIP_BATCH_COUNT = -204, /* Batch Count differs from the batch items present */
 	KR_E_KMIP_UNKNOWN_FIELD = -205, /* a field that the structure does not define */
-	KR_E_KMIP_NOT_MESSAGE = -206,
-	KR_E_KMIP_UNKNOWN_ATTRIBUTE = -207,
+	KR_E_KMIP_NOT_MESSAGE = -206, /* the top-level item is not a Request or Response Message */
+	KR_E_KMIP_UNKNOWN_ATTRIBUTE = -207, /* an attribute name or tag with no known counterpart */
 
 	KR_E_CONFIG = -300,           /* the configuration is invalid */
 
@@ -42,10 +45,7 @@ enum kr_error {
 	KR_E_P11_TOKEN = -501,        /* no token matches, or it cannot be opened */
 	KR_E_P11_PIN = -502,          /* the PIN is wrong, locked or unreadable */
 	KR_E_P11_NOT_FOUND = -503,    /* no object matches */
-	KR_E_P11_FAILED = -504,       /* a PKCS#11 call failed */ /* a 1.x Attribute Name that is neither standard nor custom */ /* the top-level item is not a Request or Response Message */
-	KR_E_KMIP_FIELD_TYPE = -202,  /* a known field with the wrong item type */
-	KR_E_KMIP_TOO_BIG = -203,     /* the response exceeds the allowed size */
-	KR_E_KMIP_BATCH_COUNT = -204, /* Batch Count differs from the batch items present */
+	KR_E_P11_FAILED = -504,       /* a PKCS#11 call failed */
 };
 
 /* Static text for a code; never NULL. */

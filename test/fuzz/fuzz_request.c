@@ -195,6 +195,8 @@ static void check_items(const struct kmip_message *m, struct kmip_version answer
 
 		if (it->present & KMIP_FIELD(KMIP_I_OPERATION))
 			(void)kmip_operation_defined(it->operation, m->header.version);
+		if (it->present & KMIP_FIELD(KMIP_I_RESULT_REASON))
+			(void)reason_in((enum kmip_reason)it->result_reason, answer);
 		if (it->error) {
 			(void)reason_in(kmip_reason_for_error(it->error), answer);
 			continue;

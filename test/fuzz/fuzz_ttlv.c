@@ -83,6 +83,20 @@ static void check_round_trip(const uint8_t *data, size_t size, const struct ttlv
 	ttlv_buf_free(buf, len);
 }
 
+/* Truncated and trailing input is what the frame length says it is, and nothing else
+ * is reported as either. */
+static void check_framing(const uint8_t *data, size_t size, int err)
+{
+	size_t total = 0;
+	int fr = size < TTLV_HEADER_LEN ? KR_E_TTLV_TRUNCATED
+					: ttlv_frame_length(data, &ttlv_default_limits, &total);
+
+	if ((err == KR_E_TTLV_TRUNCATED) != (fr == KR_E_TTLV_TRUNCATED || (fr == 0 && total > size)))
+		abort();
+	if ((err == KR_E_TTLV_TRAILING) != (fr == 0 && total < size))
+		abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct ttlv_item *root = NULL, *tight = NULL;
@@ -97,6 +111,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		/* Lower limits cannot make a rejected input acceptable. */
 		if (rt == 0)
 			abort();
+		check_framing(data, size, r);
 		return 0;
 	}
 

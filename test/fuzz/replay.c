@@ -103,7 +103,8 @@ int main(void)
 		fprintf(stderr, "%s: out of memory\n", dir);
 		goto out;
 	}
-	qsort(names, n, sizeof(*names), cmp_names);
+	if (n > 1)
+		qsort(names, n, sizeof(*names), cmp_names);
 
 	for (size_t i = 0; i < n; i++) {
 		char *path = join(dir, names[i]);
