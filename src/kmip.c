@@ -456,20 +456,21 @@ static int decode_authentication(const struct kmip_raw *auth, bool skip_unknown,
 	return found ? 0 : KR_E_KMIP_MISSING;
 }
 
-bool kmip_peek_version(const struct ttlv_item *root, struct kmip_version *ret)
+bool kmip_peek_version(const uint8_t *buf, size_t len, struct kmip_version *ret)
 {
-	const struct ttlv_item *pv, *major, *minor;
+	/* Message and header item headers, then Protocol Version { Major, Minor }. */
+	static const uint8_t layout[] = {
+		0x42, 0x00, 0x69, TTLV_STRUCTURE, 0, 0, 0, 0x20,
+		0x42, 0x00, 0x6A, TTLV_INTEGER, 0, 0, 0, 4,
+	};
+	const uint8_t *pv = buf + 2 * TTLV_HEADER_LEN, *minor = pv + 3 * TTLV_HEADER_LEN;
+	struct ttlv_item major_it = { .value = pv + 2 * TTLV_HEADER_LEN };
+	struct ttlv_item minor_it = { .value = minor + TTLV_HEADER_LEN };
 
-	if (root->type != TTLV_STRUCTURE || !root->child || root->child->type != TTLV_STRUCTURE)
+	if (len < 2 * TTLV_HEADER_LEN + 0x28 || memcmp(pv, layout, sizeof(layout)) != 0 ||
+	    memcmp(minor, "\x42\x00\x6B\x02\x00\x00\x00\x04", TTLV_HEADER_LEN) != 0)
 		return false;
-	pv = ttlv_find(root->child, KMIP_TAG_PROTOCOL_VERSION);
-	if (!pv || pv->type != TTLV_STRUCTURE)
-		return false;
-	major = ttlv_find(pv, KMIP_TAG_PROTOCOL_VERSION_MAJOR);
-	minor = ttlv_find(pv, KMIP_TAG_PROTOCOL_VERSION_MINOR);
-	if (!major || !minor || major->type != TTLV_INTEGER || minor->type != TTLV_INTEGER)
-		return false;
-	*ret = (struct kmip_version){ ttlv_int(major), ttlv_int(minor) };
+	*ret = (struct kmip_version){ ttlv_int(&major_it), ttlv_int(&minor_it) };
 	return true;
 }
 
@@ -482,8 +483,8 @@ void kmip_message_free(struct kmip_message *m)
 	free(m);
 }
 
-/* Decodes header and items of a message whose tree m->tree holds. */
-static int decode_body(struct kmip_message *m)
+/* Decodes header and items of the message buf, whose tree m->tree holds. */
+static int decode_body(struct kmip_message *m, const uint8_t *buf, size_t len)
 {
 	const struct ttlv_item *root = m->tree, *hdr = root->child;
 	const struct schema *item_schema;
@@ -500,7 +501,7 @@ static int decode_body(struct kmip_message *m)
 	    hdr->tag != (m->response ? KMIP_TAG_RESPONSE_HEADER : KMIP_TAG_REQUEST_HEADER))
 		return KR_E_KMIP_MISSING;
 	/* Fields this code does not know are skipped only in a newer minor version. */
-	skip_unknown = kmip_peek_version(root, &v) && kmip_negotiate_version(v, &negotiated) &&
+	skip_unknown = kmip_peek_version(buf, len, &v) && kmip_negotiate_version(v, &negotiated) &&
 		       kmip_version_cmp(v, negotiated) > 0;
 	r = decode_fields(hdr, m->response ? &response_header_schema : &request_header_schema,
 			  &m->header, skip_unknown, &m->header.present);
@@ -548,7 +549,7 @@ int kmip_decode_message(const uint8_t *buf, size_t len, const struct ttlv_limits
 		return KR_E_NOMEM;
 	r = ttlv_decode(buf, len, lim, &m->tree);
 	if (r == 0)
-		r = decode_body(m);
+		r = decode_body(m, buf, len);
 	if (r < 0) {
 		kmip_message_free(m);
 		return r;

@@ -255,9 +255,9 @@ void kmip_message_free(struct kmip_message *m);
 int kmip_encode_message(const struct kmip_message *m, size_t max, uint8_t **ret_buf,
 			size_t *ret_len) KR_WUR;
 
-/* Best effort: the protocol version of a message whose header may be malformed, for
- * answering it in its own version. */
-bool kmip_peek_version(const struct ttlv_item *root, struct kmip_version *ret);
+/* The Protocol Version that opens a message's header, read from the bytes alone, so
+ * that a message malformed further on can be answered in its own version. */
+bool kmip_peek_version(const uint8_t *buf, size_t len, struct kmip_version *ret);
 
 /* The answer to a message that cannot be processed at all: a header and a single
  * batch item with no Operation, failed with reason r. */

@@ -141,24 +141,12 @@ static size_t response_limit(const struct session *s, const struct kmip_header *
 
 /* The version to answer a malformed request in: its own if the Protocol Version that
  * opens its header can be read, however malformed the items after it; else 1.0. */
-static struct kmip_version malformed_version(const struct session *s, const uint8_t *buf, size_t len)
+static struct kmip_version malformed_version(const uint8_t *buf, size_t len)
 {
-	const uint8_t *pv = buf + 2 * TTLV_HEADER_LEN; /* message header, Request Header header */
 	struct kmip_version v = { 1, 0 };
-	struct ttlv_item *tree = NULL;
-	size_t n;
 
-	if (len < 3 * TTLV_HEADER_LEN || ttlv_frame_length(pv, &s->limits, &n) < 0 ||
-	    n > len - 2 * TTLV_HEADER_LEN || ttlv_decode(pv, n, &s->limits, &tree) < 0)
-		return v;
-	if (tree->tag == KMIP_TAG_PROTOCOL_VERSION && tree->type == TTLV_STRUCTURE) {
-		const struct ttlv_item *major = ttlv_find(tree, KMIP_TAG_PROTOCOL_VERSION_MAJOR);
-		const struct ttlv_item *minor = ttlv_find(tree, KMIP_TAG_PROTOCOL_VERSION_MINOR);
-
-		if (major && minor && major->type == TTLV_INTEGER && minor->type == TTLV_INTEGER)
-			kmip_negotiate_version((struct kmip_version){ ttlv_int(major), ttlv_int(minor) }, &v);
-	}
-	ttlv_free(tree);
+	if (kmip_peek_version(buf, len, &v))
+		kmip_negotiate_version(v, &v);
 	return v;
 }
 
@@ -188,7 +176,7 @@ static int handle(struct session *s, const uint8_t *buf, size_t len, uint8_t **r
 	if (r < 0) {
 		log_msg(LOG_NOTICE, "malformed request: %s", kr_strerror(r));
 		set_client(s, NULL);
-		return whole_message_error(malformed_version(s, buf, len), kmip_reason_for_error(r), kr_strerror(r),
+		return whole_message_error(malformed_version(buf, len), kmip_reason_for_error(r), kr_strerror(r),
 					   ret, ret_len);
 	}
 	if (s->trace)

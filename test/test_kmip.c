@@ -99,6 +99,30 @@ START_TEST(test_cascade_query)
 }
 END_TEST
 
+START_TEST(test_peek_version)
+{
+	size_t len;
+	uint8_t *buf = load_vector("cascade_query_captured.hex", &len);
+	struct kmip_version v = { 9, 9 };
+
+	ck_assert(kmip_peek_version(buf, len, &v));
+	ck_assert_int_eq(v.major, 1);
+	ck_assert_int_eq(v.minor, 2);
+	/* Malformed further on (a padding byte of the Username): still readable. */
+	buf[len - 1] = 0xFF;
+	ck_assert_int_eq(kmip_decode_message(buf, len, &ttlv_default_limits, &(struct kmip_message *){ NULL }),
+			 KR_E_TTLV_PADDING);
+	ck_assert(kmip_peek_version(buf, len, &v) && v.major == 1 && v.minor == 2);
+	/* Too short, or a Protocol Version of another shape: not readable. */
+	v = (struct kmip_version){ 9, 9 };
+	ck_assert(!kmip_peek_version(buf, 40, &v));
+	buf[2 * 8 + 11] = TTLV_LONG_INTEGER; /* Protocol Version Major's type */
+	ck_assert(!kmip_peek_version(buf, len, &v));
+	ck_assert_int_eq(v.major, 9);
+	free(buf);
+}
+END_TEST
+
 START_TEST(test_header_fields)
 {
 	size_t len;
@@ -624,6 +648,7 @@ static Suite *kmip_suite(void)
 
 	tcase_add_test(tc, test_vectors_model_round_trip);
 	tcase_add_test(tc, test_cascade_query);
+	tcase_add_test(tc, test_peek_version);
 	tcase_add_test(tc, test_header_fields);
 	tcase_add_test(tc, test_every_version_decodes);
 	tcase_add_test(tc, test_header_errors);

@@ -247,12 +247,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct kmip_version peeked = { 1, 0 }, answer;
 	struct kmip_message *m = NULL;
-	struct ttlv_item *root = NULL;
 	int r;
 
-	if (ttlv_decode(data, size, &ttlv_default_limits, &root) == 0)
-		(void)kmip_peek_version(root, &peeked);
-	ttlv_free(root);
+	(void)kmip_peek_version(data, size, &peeked);
 	answer = negotiate(peeked);
 
 	r = kmip_decode_message(data, size, &ttlv_default_limits, &m);
