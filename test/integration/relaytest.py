@@ -3,6 +3,7 @@ behind systemd-socket-activate on 127.0.0.1, a raw TTLV client over real TLS, an
 log checks. Run with Debian's /usr/bin/python3."""
 
 import hashlib
+import atexit
 import json
 import os
 import re
@@ -154,6 +155,7 @@ class RelayTestCase(unittest.TestCase):
         self.tmp = tempfile.mkdtemp(prefix="kmip-relay-test-")
         if RelayTestCase.pki_cache is None:
             RelayTestCase.pki_cache = tempfile.mkdtemp(prefix="kmip-relay-pki-")
+            atexit.register(shutil.rmtree, RelayTestCase.pki_cache, True)
             PKI(RelayTestCase.pki_cache)
         self.pki = PKI.__new__(PKI)
         self.pki.dir = RelayTestCase.pki_cache

@@ -1,0 +1,173 @@
+"""scripts/quickstart, with the built relay (KMIP_RELAY) and a temporary state dir:
+it serves on the given port, its env file names working credentials (PyKMIP's
+client does Discover Versions and Query with the client certificate; a
+Cascade-style client without one sends Username and Password), the client command
+it prints works, SIGINT stops it cleanly, and a second run on the same state dir
+keeps the token, the PIN and the certificates."""
+
+import hashlib
+import logging
+import os
+import shlex
+import signal
+import ssl
+import subprocess
+import time
+import unittest
+import warnings
+
+from kmip.core import enums
+from kmip.services.kmip_client import KMIPProxy
+
+from relaytest import (ENUM, OP_QUERY, RELAY, SRCDIR, T, RelayTestCase, batch_items, exchange,
+                       free_port, item, request)
+from test_units import listening
+
+QUICKSTART = os.path.join(SRCDIR, "scripts", "quickstart")
+KEPT = ["pin", "so-pin", "ca.pem", "ca.key", "server.pem", "server.key", "client.pem",
+        "client.key", "ticket.key", "softhsm2.conf"]
+RESULT_OPERATION_FAILED, REASON_AUTHENTICATION_NOT_SUCCESSFUL = 1, 3
+
+
+class QuickstartTest(RelayTestCase):
+    def setUp(self):
+        super().setUp()
+        logging.disable(logging.WARNING)  # PyKMIP's complaints about its config file
+        self.state = os.path.join(self.tmp, "state")
+
+    def quickstart(self, port):
+        """Starts scripts/quickstart; returns the process once it listens."""
+        env = dict(self.env, KMIP_RELAY=RELAY)
+        out = open(os.path.join(self.tmp, "quickstart-%d.out" % port), "w+")
+        self.addCleanup(out.close)
+        # SIGINT as at a terminal, even if this test runs with it ignored (started in
+        # the background): a shell cannot trap a signal ignored when it started.
+        p = subprocess.Popen([QUICKSTART, "--port", str(port), "--state-dir", self.state],
+                             env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        self.procs.append(p)
+        p.out = out
+        deadline = time.time() + 120  # the first run makes a token and a PKI
+        while not listening(port, timeout=0.2):
+            if p.poll() is not None or time.time() > deadline:
+                out.seek(0)
+                self.fail("quickstart did not start listening:\n" + out.read())
+        return p
+
+    def output(self, p):
+        p.out.seek(0)
+        return p.out.read()
+
+    def stop(self, p, port):
+        p.send_signal(signal.SIGINT)
+        rc = p.wait(timeout=20)
+        self.assertEqual(rc, 0, self.output(p))
+        self.assertIn("quickstart: stopped", self.output(p))
+        self.assertFalse(listening(port, timeout=0), "still listening after SIGINT")
+
+    def env_file(self):
+        env = {}
+        with open(os.path.join(self.state, "env")) as f:
+            for line in f:
+                words = shlex.split(line, comments=True)
+                if words:
+                    self.assertEqual(words[0], "export", line)
+                    key, _, value = words[1].partition("=")
+                    env[key] = value
+        return env
+
+    def kept_files(self):
+        digests = {}
+        for name in KEPT:
+            with open(os.path.join(self.state, name), "rb") as f:
+                digests[name] = hashlib.sha256(f.read()).hexdigest()
+        digests["tokens"] = sorted(os.listdir(os.path.join(self.state, "tokens")))
+        return digests
+
+    def pykmip(self, env):
+        with warnings.catch_warnings():  # PyKMIP 0.10 uses ssl.wrap_socket()
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self._pykmip(env)
+
+    def _pykmip(self, env):
+        c = KMIPProxy(host=env["KMIP_HOST"], port=int(env["KMIP_PORT"]),
+                      certfile=env["KMIP_CLIENT_CERT"], keyfile=env["KMIP_CLIENT_KEY"],
+                      ca_certs=env["KMIP_CA"])
+        c.open()
+        try:
+            dv = c.discover_versions()
+            self.assertEqual(dv.result_status.value, enums.ResultStatus.SUCCESS)
+            self.assertIn((1, 2), [(v.major, v.minor) for v in dv.protocol_versions])
+            q = c.query(query_functions=[enums.QueryFunction.QUERY_OPERATIONS])
+            self.assertEqual(q.result_status.value, enums.ResultStatus.SUCCESS)
+            ops = [o.value for o in q.operations]
+            self.assertIn(enums.Operation.QUERY.value, ops)
+            self.assertIn(enums.Operation.DISCOVER_VERSIONS.value, ops)
+        finally:
+            c.close()
+
+    def cascade_query(self, env, **credential):
+        """A Query from a client without a certificate; returns its batch item."""
+        ctx = ssl.create_default_context(cafile=env["KMIP_CA"])
+        with self.connect(int(env["KMIP_PORT"]), ctx=ctx) as s:
+            resp = exchange(s, request(OP_QUERY, [item(T["QueryFunction"], ENUM, 1)], **credential))
+        (bi,) = batch_items(resp)
+        return bi
+
+    def test_quickstart(self):
+        port = free_port()
+        p = self.quickstart(port)
+        env = self.env_file()
+        for key in ("KMIP_HOST", "KMIP_PORT", "KMIP_CA", "KMIP_CLIENT_CERT", "KMIP_CLIENT_KEY",
+                    "KMIP_TOKEN", "KMIP_PIN", "KMIP_CONFIG", "SOFTHSM2_CONF"):
+            self.assertTrue(env.get(key), key)
+        self.assertEqual((env["KMIP_HOST"], env["KMIP_PORT"], env["KMIP_TOKEN"]),
+                         ("127.0.0.1", str(port), "kmip-relay"))
+        with open(os.path.join(self.state, "pin")) as f:
+            self.assertEqual(f.read().strip(), env["KMIP_PIN"])
+        for name in ("pin", "so-pin", "env", "ca.key", "client.key", "server.key", "ticket.key"):
+            self.assertEqual(os.stat(os.path.join(self.state, name)).st_mode & 0o077, 0, name)
+        slots = subprocess.run(["softhsm2-util", "--show-slots"], env=dict(os.environ, SOFTHSM2_CONF=env["SOFTHSM2_CONF"]),
+                               stdout=subprocess.PIPE, universal_newlines=True, timeout=30, check=True).stdout
+        self.assertRegex(slots, r"Label:\s+kmip-relay\s")
+
+        # PyKMIP with the client certificate.
+        self.pykmip(env)
+        # Cascade: no certificate, Username = the token label, Password = the PIN.
+        bi = self.cascade_query(env, username=env["KMIP_TOKEN"], password=env["KMIP_PIN"])
+        self.assertEqual((bi[T["Operation"]], bi[T["ResultStatus"]]), (OP_QUERY, 0))
+        # Without a certificate and without credentials: refused.
+        bi = self.cascade_query(env)
+        self.assertEqual((bi[T["ResultStatus"]], bi[T["ResultReason"]]),
+                         (RESULT_OPERATION_FAILED, REASON_AUTHENTICATION_NOT_SUCCESSFUL))
+        # The client command that quickstart prints.
+        (command,) = [l for l in self.output(p).splitlines() if l.startswith(". ")]
+        r = subprocess.run(["bash", "-c", command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           universal_newlines=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout)
+        self.assertIn("versions:", r.stdout)
+        self.assertIn("'1.2'", r.stdout)
+
+        self.log = os.path.join(self.state, "relay.log")
+        lines = self.log_lines(wait_for="user:kmip-relay")
+        self.assertTrue(any('"client":"user:kmip-relay"' in l and '"operation":"Query"' in l
+                            and '"result":"Success"' in l for l in lines), lines)
+        self.assertFalse([l for l in lines if env["KMIP_PIN"] in l], "the PIN is in the log")
+        self.stop(p, port)
+        first = self.kept_files()
+
+        # Again on the same state dir, another port: same token, PIN and PKI.
+        port2 = free_port()
+        p2 = self.quickstart(port2)
+        self.assertNotIn("creating", self.output(p2))
+        env2 = self.env_file()
+        self.assertEqual(self.kept_files(), first)
+        self.assertEqual(env2["KMIP_PIN"], env["KMIP_PIN"])
+        self.assertEqual(env2["KMIP_PORT"], str(port2))
+        bi = self.cascade_query(env2, username=env2["KMIP_TOKEN"], password=env2["KMIP_PIN"])
+        self.assertEqual(bi[T["ResultStatus"]], 0)
+        self.stop(p2, port2)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
