@@ -20,6 +20,13 @@ const char *kr_strerror(int err)
 	case KR_E_P11_PIN: return "PKCS#11 login failed";
 	case KR_E_P11_NOT_FOUND: return "PKCS#11 object not found";
 	case KR_E_P11_FAILED: return "PKCS#11 call failed";
+	case KR_E_P11_NOT_PERMITTED: return "the key's attributes do not permit this";
+	case KR_E_P11_SENSITIVE: return "the key is sensitive or not extractable";
+	case KR_E_P11_MECHANISM: return "the token does not support this mechanism";
+	case KR_E_P11_TEMPLATE: return "the token refused the key's attributes";
+	case KR_E_P11_DATA: return "the token refused the data";
+	case KR_E_P11_SIGNATURE: return "the signature does not verify";
+	case KR_E_P11_DEVICE: return "the token is not available";
 	case KR_E_TTLV_TRUNCATED: return "TTLV: input truncated";
 	case KR_E_TTLV_OVERRUN: return "TTLV: item length overruns its enclosing structure";
 	case KR_E_TTLV_TRAILING: return "TTLV: trailing bytes after the message";

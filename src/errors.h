@@ -46,6 +46,13 @@ enum kr_error {
 	KR_E_P11_PIN = -502,          /* the PIN is wrong, locked or unreadable */
 	KR_E_P11_NOT_FOUND = -503,    /* no object matches */
 	KR_E_P11_FAILED = -504,       /* a PKCS#11 call failed */
+	KR_E_P11_NOT_PERMITTED = -505, /* the object's attributes forbid the function */
+	KR_E_P11_SENSITIVE = -506,    /* the value is sensitive or the key unextractable */
+	KR_E_P11_MECHANISM = -507,    /* the token does not support the mechanism or function */
+	KR_E_P11_TEMPLATE = -508,     /* the token refused the attributes or arguments */
+	KR_E_P11_DATA = -509,         /* the token refused the data */
+	KR_E_P11_SIGNATURE = -510,    /* the signature does not verify */
+	KR_E_P11_DEVICE = -511,       /* the token or its session is gone */
 };
 
 /* Static text for a code; never NULL. */

@@ -12,6 +12,7 @@
 #include "cfg.h"
 #include "log.h"
 #include "p11.h"
+#include "p11_tlskey.h"
 #include "session.h"
 #include "tls.h"
 

@@ -7,7 +7,6 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <unistd.h>
-#include <gnutls/crypto.h>
 #include <stdbool.h>
 #include <p11-kit/uri.h>
 #include <stdio.h>
@@ -21,6 +20,7 @@ struct p11_token {
 	CK_SLOT_ID slot;
 	CK_SESSION_HANDLE session;
 	bool has_session;
+	CK_RV last_rv;
 };
 
 /* PKCS#11 3.0's C_GetInterface; p11-kit 0.24's header is 2.40. A 3.0 function list
@@ -241,195 +241,170 @@ int p11_read_pin(const char *file, const char *credential, char **ret_pin, size_
 	return 0;
 }
 
-/* A private key used through GnuTLS's external key interface. */
-struct tls_key {
-	struct p11_token *t;
-	CK_OBJECT_HANDLE handle;
-	CK_KEY_TYPE type;
-	unsigned bits;
+/* Object primitives. Each maps its CKR_ code to a project error through one table
+ * and keeps the code for p11_last_rv. */
+
+static const struct {
+	CK_RV rv;
+	int err;
+	const char *name;
+} rv_table[] = {
+#define RV(rv, err) { rv, err, #rv }
+	RV(CKR_OK, 0),
+	RV(CKR_HOST_MEMORY, KR_E_NOMEM),
+	RV(CKR_OBJECT_HANDLE_INVALID, KR_E_P11_NOT_FOUND),
+	RV(CKR_KEY_HANDLE_INVALID, KR_E_P11_NOT_FOUND),
+	RV(CKR_KEY_FUNCTION_NOT_PERMITTED, KR_E_P11_NOT_PERMITTED),
+	RV(CKR_ACTION_PROHIBITED, KR_E_P11_NOT_PERMITTED),
+	RV(CKR_ATTRIBUTE_READ_ONLY, KR_E_P11_NOT_PERMITTED),
+	RV(CKR_KEY_NOT_WRAPPABLE, KR_E_P11_NOT_PERMITTED),
+	RV(CKR_ATTRIBUTE_SENSITIVE, KR_E_P11_SENSITIVE),
+	RV(CKR_KEY_UNEXTRACTABLE, KR_E_P11_SENSITIVE),
+	RV(CKR_MECHANISM_INVALID, KR_E_P11_MECHANISM),
+	RV(CKR_MECHANISM_PARAM_INVALID, KR_E_P11_MECHANISM),
+	RV(CKR_FUNCTION_NOT_SUPPORTED, KR_E_P11_MECHANISM),
+	RV(CKR_KEY_TYPE_INCONSISTENT, KR_E_P11_MECHANISM),
+	RV(CKR_CURVE_NOT_SUPPORTED, KR_E_P11_MECHANISM),
+	RV(CKR_TEMPLATE_INCONSISTENT, KR_E_P11_TEMPLATE),
+	RV(CKR_TEMPLATE_INCOMPLETE, KR_E_P11_TEMPLATE),
+	RV(CKR_ATTRIBUTE_VALUE_INVALID, KR_E_P11_TEMPLATE),
+	RV(CKR_ATTRIBUTE_TYPE_INVALID, KR_E_P11_TEMPLATE),
+	RV(CKR_KEY_SIZE_RANGE, KR_E_P11_TEMPLATE),
+	RV(CKR_DOMAIN_PARAMS_INVALID, KR_E_P11_TEMPLATE),
+	RV(CKR_ARGUMENTS_BAD, KR_E_P11_TEMPLATE),
+	RV(CKR_PIN_INCORRECT, KR_E_P11_PIN),
+	RV(CKR_PIN_INVALID, KR_E_P11_PIN),
+	RV(CKR_PIN_LEN_RANGE, KR_E_P11_PIN),
+	RV(CKR_PIN_LOCKED, KR_E_P11_PIN),
+	RV(CKR_PIN_EXPIRED, KR_E_P11_PIN),
+	RV(CKR_USER_NOT_LOGGED_IN, KR_E_P11_PIN),
+	RV(CKR_USER_PIN_NOT_INITIALIZED, KR_E_P11_PIN),
+	RV(CKR_DATA_INVALID, KR_E_P11_DATA),
+	RV(CKR_DATA_LEN_RANGE, KR_E_P11_DATA),
+	RV(CKR_ENCRYPTED_DATA_INVALID, KR_E_P11_DATA),
+	RV(CKR_ENCRYPTED_DATA_LEN_RANGE, KR_E_P11_DATA),
+	RV(CKR_SIGNATURE_INVALID, KR_E_P11_SIGNATURE),
+	RV(CKR_SIGNATURE_LEN_RANGE, KR_E_P11_SIGNATURE),
+	RV(CKR_DEVICE_ERROR, KR_E_P11_DEVICE),
+	RV(CKR_DEVICE_MEMORY, KR_E_P11_DEVICE),
+	RV(CKR_DEVICE_REMOVED, KR_E_P11_DEVICE),
+	RV(CKR_TOKEN_NOT_PRESENT, KR_E_P11_DEVICE),
+	RV(CKR_SESSION_CLOSED, KR_E_P11_DEVICE),
+	RV(CKR_SESSION_HANDLE_INVALID, KR_E_P11_DEVICE),
+	RV(CKR_GENERAL_ERROR, KR_E_P11_FAILED),
+	RV(CKR_FUNCTION_FAILED, KR_E_P11_FAILED),
+	RV(CKR_BUFFER_TOO_SMALL, KR_E_P11_FAILED),
+	RV(CKR_RANDOM_NO_RNG, KR_E_P11_MECHANISM),
+#undef RV
 };
 
-static int find_private_key(struct p11_token *t, const char *key_uri, CK_OBJECT_HANDLE *ret, const char **ret_why)
+static int check(struct p11_token *t, CK_RV rv)
 {
-	CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
-	CK_ATTRIBUTE tmpl[3] = { { CKA_CLASS, &cls, sizeof(cls) } };
-	CK_ULONG n_tmpl = 1, found = 0;
-	CK_OBJECT_HANDLE handles[2];
-	P11KitUri *uri = p11_kit_uri_new();
-	CK_ATTRIBUTE *a;
-	int r = KR_E_P11_NOT_FOUND;
-
-	if (!uri)
-		return KR_E_NOMEM;
-	if (p11_kit_uri_parse(key_uri, P11_KIT_URI_FOR_OBJECT, uri) != P11_KIT_URI_OK) {
-		*ret_why = "tls.key: not a valid PKCS#11 URI";
-		r = KR_E_CONFIG;
-		goto out;
-	}
-	if ((a = p11_kit_uri_get_attribute(uri, CKA_ID)))
-		tmpl[n_tmpl++] = *a;
-	if ((a = p11_kit_uri_get_attribute(uri, CKA_LABEL)))
-		tmpl[n_tmpl++] = *a;
-	if (n_tmpl == 1) {
-		*ret_why = "tls.key: the URI must name the key by id= or object=";
-		r = KR_E_CONFIG;
-		goto out;
-	}
-	if (t->f->C_FindObjectsInit(t->session, tmpl, n_tmpl) != CKR_OK) {
-		*ret_why = "tls.key: cannot search the token";
-		r = KR_E_P11_FAILED;
-		goto out;
-	}
-	if (t->f->C_FindObjects(t->session, handles, 2, &found) != CKR_OK)
-		found = 0;
-	t->f->C_FindObjectsFinal(t->session);
-	if (found != 1) {
-		*ret_why = found ? "tls.key: the URI matches more than one private key"
-				 : "tls.key: no private key in the token matches the URI";
-		goto out;
-	}
-	*ret = handles[0];
-	r = 0;
-out:
-	p11_kit_uri_free(uri);
-	return r;
+	t->last_rv = rv;
+	for (size_t i = 0; i < sizeof(rv_table) / sizeof(rv_table[0]); i++)
+		if (rv_table[i].rv == rv)
+			return rv_table[i].err;
+	return KR_E_P11_FAILED;
 }
 
-static int key_info(gnutls_privkey_t pkey, unsigned flags, void *userdata)
+CK_RV p11_last_rv(const struct p11_token *t)
 {
-	const struct tls_key *k = userdata;
-	gnutls_pk_algorithm_t pk = k->type == CKK_RSA ? GNUTLS_PK_RSA : GNUTLS_PK_ECDSA;
-
-	(void)pkey;
-	if (flags & GNUTLS_PRIVKEY_INFO_PK_ALGO)
-		return pk;
-	if (flags & GNUTLS_PRIVKEY_INFO_PK_ALGO_BITS)
-		return (int)k->bits;
-	if (flags & GNUTLS_PRIVKEY_INFO_HAVE_SIGN_ALGO) {
-		gnutls_sign_algorithm_t algo = GNUTLS_FLAGS_TO_SIGN_ALGO(flags);
-		gnutls_pk_algorithm_t spk = gnutls_sign_get_pk_algorithm(algo);
-
-		return spk == pk || (pk == GNUTLS_PK_RSA && spk == GNUTLS_PK_RSA_PSS);
-	}
-	return GNUTLS_E_UNKNOWN_ALGORITHM;
+	return t->last_rv;
 }
 
-static bool is_pss(gnutls_sign_algorithm_t algo)
+const char *p11_rv_name(CK_RV rv)
 {
-	switch (algo) {
-	case GNUTLS_SIGN_RSA_PSS_SHA256:
-	case GNUTLS_SIGN_RSA_PSS_SHA384:
-	case GNUTLS_SIGN_RSA_PSS_SHA512:
-	case GNUTLS_SIGN_RSA_PSS_RSAE_SHA256:
-	case GNUTLS_SIGN_RSA_PSS_RSAE_SHA384:
-	case GNUTLS_SIGN_RSA_PSS_RSAE_SHA512:
-		return true;
-	default:
-		return false;
-	}
+	for (size_t i = 0; i < sizeof(rv_table) / sizeof(rv_table[0]); i++)
+		if (rv_table[i].rv == rv)
+			return rv_table[i].name;
+	return "CKR_(other)";
 }
 
-/* RSA-PSS parameters for the hash of a signature algorithm. */
-static int pss_params(gnutls_sign_algorithm_t algo, CK_RSA_PKCS_PSS_PARAMS *p)
+int p11_find(struct p11_token *t, const CK_ATTRIBUTE *tmpl, size_t n, CK_OBJECT_HANDLE *out, size_t max,
+	     size_t *ret_count)
 {
-	switch (gnutls_sign_get_hash_algorithm(algo)) {
-	case GNUTLS_DIG_SHA256:
-		*p = (CK_RSA_PKCS_PSS_PARAMS){ CKM_SHA256, CKG_MGF1_SHA256, 32 };
-		return 0;
-	case GNUTLS_DIG_SHA384:
-		*p = (CK_RSA_PKCS_PSS_PARAMS){ CKM_SHA384, CKG_MGF1_SHA384, 48 };
-		return 0;
-	case GNUTLS_DIG_SHA512:
-		*p = (CK_RSA_PKCS_PSS_PARAMS){ CKM_SHA512, CKG_MGF1_SHA512, 64 };
-		return 0;
-	default:
-		return GNUTLS_E_UNKNOWN_ALGORITHM;
-	}
-}
-
-/* GnuTLS hands over the hash (ECDSA, RSA-PSS) or the DigestInfo (RSA PKCS#1 v1.5). */
-static int key_sign_hash(gnutls_privkey_t pkey, gnutls_sign_algorithm_t algo, void *userdata, unsigned flags,
-			 const gnutls_datum_t *hash, gnutls_datum_t *signature)
-{
-	const struct tls_key *k = userdata;
-	CK_FUNCTION_LIST *f = k->t->f;
-	CK_RSA_PKCS_PSS_PARAMS pss;
-	CK_MECHANISM mech = { k->type == CKK_RSA ? CKM_RSA_PKCS : CKM_ECDSA, NULL, 0 };
-	CK_ULONG len = 0;
-	uint8_t *raw = NULL;
-	int r = GNUTLS_E_PK_SIGN_FAILED;
-
-	(void)pkey;
-	if (k->type == CKK_RSA && ((flags & GNUTLS_PRIVKEY_SIGN_FLAG_RSA_PSS) || is_pss(algo))) {
-		if (pss_params(algo, &pss) < 0)
-			return GNUTLS_E_UNKNOWN_ALGORITHM;
-		mech = (CK_MECHANISM){ CKM_RSA_PKCS_PSS, &pss, sizeof(pss) };
-	}
-	if (f->C_SignInit(k->t->session, &mech, k->handle) != CKR_OK)
-		return r;
-	if (f->C_Sign(k->t->session, hash->data, hash->size, NULL, &len) != CKR_OK || len == 0 ||
-	    !(raw = gnutls_malloc(len)) || f->C_Sign(k->t->session, hash->data, hash->size, raw, &len) != CKR_OK)
-		goto out;
-	if (k->type == CKK_RSA) {
-		*signature = (gnutls_datum_t){ raw, (unsigned)len };
-		return 0;
-	}
-	{ /* PKCS#11 gives r || s; TLS wants DER SEQUENCE { r, s } */
-		gnutls_datum_t rd = { raw, (unsigned)len / 2 }, sd = { raw + len / 2, (unsigned)len / 2 };
-
-		r = gnutls_encode_rs_value(signature, &rd, &sd);
-	}
-out:
-	gnutls_free(raw);
-	return r;
-}
-
-static void key_deinit(gnutls_privkey_t pkey, void *userdata)
-{
-	(void)pkey;
-	free(userdata);
-}
-
-int p11_tls_privkey(struct p11_token *t, const char *key_uri, gnutls_privkey_t *ret, const char **ret_why)
-{
-	struct tls_key *k = calloc(1, sizeof(*k));
-	CK_ATTRIBUTE attrs[] = { { CKA_KEY_TYPE, NULL, sizeof(CK_KEY_TYPE) }, { CKA_MODULUS, NULL, 0 } };
-	gnutls_privkey_t pkey = NULL;
+	CK_ULONG found = 0;
 	int r;
 
-	if (!k)
-		return KR_E_NOMEM;
-	k->t = t;
-	attrs[0].pValue = &k->type;
-	if ((r = find_private_key(t, key_uri, &k->handle, ret_why)) < 0)
-		goto fail;
-	/* The modulus length (unavailable for EC keys) gives an RSA key's size. */
-	if (t->f->C_GetAttributeValue(t->session, k->handle, attrs, 2) != CKR_OK &&
-	    t->f->C_GetAttributeValue(t->session, k->handle, attrs, 1) != CKR_OK) {
-		*ret_why = "tls.key: cannot read the key type";
-		r = KR_E_P11_FAILED;
-		goto fail;
-	}
-	if (k->type != CKK_RSA && k->type != CKK_EC) {
-		*ret_why = "tls.key: only RSA and EC keys can serve TLS";
-		r = KR_E_CONFIG;
-		goto fail;
-	}
-	k->bits = k->type == CKK_RSA && attrs[1].ulValueLen != CK_UNAVAILABLE_INFORMATION
-			  ? (unsigned)attrs[1].ulValueLen * 8
-			  : 0;
-	if (gnutls_privkey_init(&pkey) < 0 ||
-	    gnutls_privkey_import_ext4(pkey, k, NULL, key_sign_hash, NULL, key_deinit, key_info,
-				       GNUTLS_PRIVKEY_IMPORT_AUTO_RELEASE) < 0) {
-		*ret_why = "tls.key: GnuTLS refused the token key";
-		r = KR_E_P11_FAILED;
-		if (pkey)
-			gnutls_privkey_deinit(pkey);
-		goto fail;
-	}
-	*ret = pkey;
+	r = check(t, t->f->C_FindObjectsInit(t->session, (CK_ATTRIBUTE *)tmpl, n));
+	if (r < 0)
+		return r;
+	r = check(t, t->f->C_FindObjects(t->session, out, max, &found));
+	t->f->C_FindObjectsFinal(t->session);
+	if (r < 0)
+		return r;
+	*ret_count = found;
 	return 0;
-fail:
-	free(k);
+}
+
+int p11_get_attrs(struct p11_token *t, CK_OBJECT_HANDLE h, CK_ATTRIBUTE *tmpl, size_t n)
+{
+	return check(t, t->f->C_GetAttributeValue(t->session, h, tmpl, n));
+}
+
+int p11_get_attr_alloc(struct p11_token *t, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type, uint8_t **ret,
+		       size_t *ret_len)
+{
+	CK_ATTRIBUTE a = { type, NULL, 0 };
+	int r = p11_get_attrs(t, h, &a, 1);
+
+	if (r < 0)
+		return r;
+	if (a.ulValueLen == CK_UNAVAILABLE_INFORMATION)
+		return check(t, CKR_ATTRIBUTE_TYPE_INVALID);
+	a.pValue = malloc(a.ulValueLen ? a.ulValueLen : 1);
+	if (!a.pValue)
+		return KR_E_NOMEM;
+	r = p11_get_attrs(t, h, &a, 1);
+	if (r < 0) {
+		free(a.pValue);
+		return r;
+	}
+	*ret = a.pValue;
+	*ret_len = a.ulValueLen;
+	return 0;
+}
+
+int p11_set_attrs(struct p11_token *t, CK_OBJECT_HANDLE h, CK_ATTRIBUTE *tmpl, size_t n)
+{
+	return check(t, t->f->C_SetAttributeValue(t->session, h, tmpl, n));
+}
+
+int p11_create(struct p11_token *t, CK_ATTRIBUTE *tmpl, size_t n, CK_OBJECT_HANDLE *ret)
+{
+	return check(t, t->f->C_CreateObject(t->session, tmpl, n, ret));
+}
+
+int p11_destroy(struct p11_token *t, CK_OBJECT_HANDLE h)
+{
+	return check(t, t->f->C_DestroyObject(t->session, h));
+}
+
+int p11_generate_key(struct p11_token *t, CK_MECHANISM *m, CK_ATTRIBUTE *tmpl, size_t n, CK_OBJECT_HANDLE *ret)
+{
+	return check(t, t->f->C_GenerateKey(t->session, m, tmpl, n, ret));
+}
+
+int p11_generate_key_pair(struct p11_token *t, CK_MECHANISM *m, CK_ATTRIBUTE *pub, size_t n_pub,
+			  CK_ATTRIBUTE *priv, size_t n_priv, CK_OBJECT_HANDLE *ret_pub, CK_OBJECT_HANDLE *ret_priv)
+{
+	return check(t, t->f->C_GenerateKeyPair(t->session, m, pub, n_pub, priv, n_priv, ret_pub, ret_priv));
+}
+
+int p11_sign(struct p11_token *t, CK_MECHANISM *m, CK_OBJECT_HANDLE key, const uint8_t *in, size_t in_len,
+	     uint8_t *out, size_t *inout_len)
+{
+	CK_ULONG len = *inout_len;
+	int r = check(t, t->f->C_SignInit(t->session, m, key));
+
+	if (r == 0)
+		r = check(t, t->f->C_Sign(t->session, (CK_BYTE *)in, in_len, out, &len));
+	if (r == 0)
+		*inout_len = len;
 	return r;
+}
+
+int p11_random(struct p11_token *t, uint8_t *out, size_t len)
+{
+	return check(t, t->f->C_GenerateRandom(t->session, out, len));
 }

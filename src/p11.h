@@ -4,7 +4,6 @@
 #ifndef KR_P11_H
 #define KR_P11_H
 
-#include <gnutls/abstract.h>
 #include <p11-kit/pkcs11.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -36,8 +35,29 @@ int p11_read_pin(const char *file, const char *credential, char **ret_pin, size_
 		 const char **ret_why) KR_WUR;
 void p11_pin_free(char *pin, size_t len);
 
-/* A gnutls_privkey_t whose signatures are made by the private key that key_uri
- * (id= or object= of a pkcs11: URI) names in the token; the token must outlive it. */
-int p11_tls_privkey(struct p11_token *t, const char *key_uri, gnutls_privkey_t *ret, const char **ret_why) KR_WUR;
+/* The last failing call's CKR_ code, and the name of a code ("CKR_KEY_SIZE_RANGE"). */
+CK_RV p11_last_rv(const struct p11_token *t);
+const char *p11_rv_name(CK_RV rv);
+
+/* Object primitives; each returns 0 or the project error for the token's CKR_. */
+int p11_find(struct p11_token *t, const CK_ATTRIBUTE *tmpl, size_t n, CK_OBJECT_HANDLE *out, size_t max,
+	     size_t *ret_count) KR_WUR;
+int p11_get_attrs(struct p11_token *t, CK_OBJECT_HANDLE h, CK_ATTRIBUTE *tmpl, size_t n) KR_WUR;
+/* One attribute's value in a new buffer (free it). */
+int p11_get_attr_alloc(struct p11_token *t, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type, uint8_t **ret,
+		       size_t *ret_len) KR_WUR;
+int p11_set_attrs(struct p11_token *t, CK_OBJECT_HANDLE h, CK_ATTRIBUTE *tmpl, size_t n) KR_WUR;
+int p11_create(struct p11_token *t, CK_ATTRIBUTE *tmpl, size_t n, CK_OBJECT_HANDLE *ret) KR_WUR;
+int p11_destroy(struct p11_token *t, CK_OBJECT_HANDLE h) KR_WUR;
+int p11_generate_key(struct p11_token *t, CK_MECHANISM *m, CK_ATTRIBUTE *tmpl, size_t n,
+		     CK_OBJECT_HANDLE *ret) KR_WUR;
+int p11_generate_key_pair(struct p11_token *t, CK_MECHANISM *m, CK_ATTRIBUTE *pub, size_t n_pub,
+			  CK_ATTRIBUTE *priv, size_t n_priv, CK_OBJECT_HANDLE *ret_pub,
+			  CK_OBJECT_HANDLE *ret_priv) KR_WUR;
+/* C_SignInit and C_Sign into out, *inout_len bytes long; on return the signature's
+ * length. */
+int p11_sign(struct p11_token *t, CK_MECHANISM *m, CK_OBJECT_HANDLE key, const uint8_t *in, size_t in_len,
+	     uint8_t *out, size_t *inout_len) KR_WUR;
+int p11_random(struct p11_token *t, uint8_t *out, size_t len) KR_WUR;
 
 #endif
