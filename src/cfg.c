@@ -62,12 +62,19 @@ static const struct key log_keys[] = {
 	{ 0 },
 };
 
+static const struct key key_keys[] = {
+	K("extractable", KT_BOOL, keys.extractable),
+	K("destroy_revokes_for_credential_clients", KT_BOOL, keys.destroy_revokes_for_credential_clients),
+	{ 0 },
+};
+
 static const struct key pkcs11_keys[] = {
 	K("module", KT_PATH, pkcs11.module),
 	K("token", KT_STRING, pkcs11.token),
 	K("pin_file", KT_PATH, pkcs11.pin_file),
 	K("pin_credential", KT_STRING, pkcs11.pin_credential),
 	K("lock_file", KT_STRING, pkcs11.lock_file),
+	K("login_with_credentials", KT_BOOL, pkcs11.login_with_credentials),
 	{ 0 },
 };
 
@@ -77,6 +84,7 @@ static const struct key top_keys[] = {
 	{ "limits", KT_SECTION, 0, limit_keys },
 	{ "log", KT_SECTION, 0, log_keys },
 	{ "pkcs11", KT_SECTION, 0, pkcs11_keys },
+	{ "keys", KT_SECTION, 0, key_keys },
 	{ 0 },
 };
 #undef K

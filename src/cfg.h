@@ -28,11 +28,16 @@ struct cfg {
 		bool trace;   /* log each request and response as a redacted TTLV tree */
 	} log;
 	struct {
+		bool extractable; /* new private and secret keys may leave the token */
+		bool destroy_revokes_for_credential_clients; /* Destroy revokes an active key first */
+	} keys;
+	struct {
 		char *module;         /* PKCS#11 module path */
 		char *token;          /* pkcs11: URI selecting the token */
 		char *pin_file;       /* the user PIN, from this file... */
 		char *pin_credential; /* ...or from this systemd credential */
 		char *lock_file;      /* flock()ed around C_Initialize..C_Login */
+		bool login_with_credentials; /* Username picks the token, Password is the PIN */
 	} pkcs11;
 };
 

@@ -44,6 +44,7 @@ const char *kr_strerror(int err)
 	case KR_E_KMIP_UNEXPECTED: return "KMIP: field out of order or repeated";
 	case KR_E_KMIP_UNKNOWN_FIELD: return "KMIP: field not defined in this structure";
 	case KR_E_KMIP_UNKNOWN_ATTRIBUTE: return "KMIP: unknown attribute name";
+	case KR_E_KMIP_FORMAT: return "KMIP: key format not supported for this object";
 	case KR_E_KMIP_NOT_MESSAGE: return "KMIP: not a Request Message or Response Message";
 	case KR_E_KMIP_FIELD_TYPE: return "KMIP: field has the wrong item type";
 	case KR_E_KMIP_TOO_BIG: return "KMIP: response exceeds the maximum response size";

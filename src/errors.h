@@ -32,6 +32,7 @@ enum kr_error {
 	KR_E_KMIP_UNKNOWN_FIELD = -205, /* a field that the structure does not define */
 	KR_E_KMIP_NOT_MESSAGE = -206, /* the top-level item is not a Request or Response Message */
 	KR_E_KMIP_UNKNOWN_ATTRIBUTE = -207, /* an attribute name or tag with no known counterpart */
+	KR_E_KMIP_FORMAT = -208,      /* the object cannot be given in the requested format */
 
 	KR_E_CONFIG = -300,           /* the configuration is invalid */
 

@@ -11,7 +11,7 @@
 #include "activation.h"
 #include "cfg.h"
 #include "log.h"
-#include "p11.h"
+#include "token.h"
 #include "p11_tlskey.h"
 #include "session.h"
 #include "tls.h"
@@ -131,31 +131,6 @@ fail:
 	return r;
 }
 
-/* Opens the token and logs in, for a TLS key that lives in it. */
-static int open_token(const struct cfg *c, struct p11_token **ret, const char **ret_why)
-{
-	struct p11_token *tok = NULL;
-	char *pin = NULL;
-	size_t pin_len = 0;
-	int lock = -1, r;
-
-	r = p11_read_pin(c->pkcs11.pin_file, c->pkcs11.pin_credential, &pin, &pin_len, ret_why);
-	if (r == 0)
-		r = p11_lock(c->pkcs11.lock_file, &lock, ret_why);
-	if (r == 0)
-		r = p11_open(c->pkcs11.module, c->pkcs11.token, &tok, ret_why);
-	if (r == 0)
-		r = p11_login(tok, pin, pin_len, ret_why);
-	p11_unlock(lock);
-	p11_pin_free(pin, pin_len);
-	if (r < 0) {
-		p11_close(tok);
-		return r;
-	}
-	*ret = tok;
-	return 0;
-}
-
 static bool key_in_token(const struct cfg *c)
 {
 	return strncmp(c->tls.key, "pkcs11:", 7) == 0;
@@ -164,7 +139,7 @@ static bool key_in_token(const struct cfg *c)
 static int serve(const struct cfg *c, const struct activation *a, bool trace)
 {
 	struct session_stats st = { .end = "TLS setup failed" };
-	struct p11_token *tok = NULL;
+	struct conn_token ct;
 	gnutls_privkey_t privkey = NULL;
 	struct tls_conn *t = NULL;
 	struct timespec t0;
@@ -172,15 +147,20 @@ static int serve(const struct cfg *c, const struct activation *a, bool trace)
 	int r = 0;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
+	token_init(&ct, c);
 	/* A TLS key in the token needs the module loaded before the handshake. */
-	if (key_in_token(c) && (r = open_token(c, &tok, &why)) == 0)
-		r = p11_tls_privkey(tok, c->tls.key, &privkey, &why);
+	if (key_in_token(c)) {
+		r = token_open_configured(&ct);
+		why = ct.why;
+		if (r == 0)
+			r = p11_tls_privkey(ct.tok, c->tls.key, &privkey, &why);
+	}
 	if (r == 0)
 		r = tls_conn_new(c, privkey, a->fd, &t, &why);
 	if (r < 0) {
 		log_msg(LOG_ERR, "%s", why);
 		log_summary(a, NULL, &st, &t0);
-		p11_close(tok);
+		token_close(&ct);
 		return r;
 	}
 	r = tls_handshake(t, c->timeouts.handshake * 1000u, &why);
@@ -189,14 +169,14 @@ static int serve(const struct cfg *c, const struct activation *a, bool trace)
 		st.end = "TLS handshake failed";
 		log_summary(a, NULL, &st, &t0);
 		tls_conn_free(t);
-		p11_close(tok);
+		token_close(&ct);
 		return r;
 	}
-	session_run(c, trace, t, &st);
+	session_run(c, trace, t, &ct, &st);
 	tls_bye(t);
 	log_summary(a, t, &st, &t0);
 	tls_conn_free(t);
-	p11_close(tok);
+	token_close(&ct);
 	return 0;
 }
 

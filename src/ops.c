@@ -1,21 +1,28 @@
 #include "config.h"
 
-#include "ops.h"
+#include "ops_internal.h"
 
 #include <string.h>
 
-typedef void (*ops_handler)(const struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
-			    struct ops_result *res);
-
-static void op_discover_versions(const struct ops_ctx *ctx, const struct ttlv_item *payload,
-				 struct ttlv_writer *w, struct ops_result *res);
-static void op_query(const struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
+static void op_discover_versions(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
+				 struct ops_result *res);
+static void op_query(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
 		     struct ops_result *res);
 
 static const struct {
 	uint32_t operation;
 	ops_handler run;
 } ops_table[] = {
+	{ KMIP_OP_CREATE, op_create },
+	{ KMIP_OP_CREATE_KEY_PAIR, op_create_key_pair },
+	{ KMIP_OP_LOCATE, op_locate },
+	{ KMIP_OP_GET, op_get },
+	{ KMIP_OP_GET_ATTRIBUTES, op_get_attributes },
+	{ KMIP_OP_GET_ATTRIBUTE_LIST, op_get_attribute_list },
+	{ KMIP_OP_MODIFY_ATTRIBUTE, op_modify_attribute },
+	{ KMIP_OP_ACTIVATE, op_activate },
+	{ KMIP_OP_REVOKE, op_revoke },
+	{ KMIP_OP_DESTROY, op_destroy },
 	{ KMIP_OP_QUERY, op_query },
 	{ KMIP_OP_DISCOVER_VERSIONS, op_discover_versions },
 };
@@ -29,10 +36,38 @@ const char *ops_name(uint32_t operation)
 	return name ? name : "Unknown";
 }
 
-static void fail(struct ops_result *res, enum kmip_reason reason, const char *message)
+void ops_fail(struct ops_result *res, enum kmip_reason reason, const char *message)
 {
 	res->reason = reason;
 	res->message = message;
+}
+
+void ops_fail_err(struct ops_result *res, int err)
+{
+	static const struct {
+		int err;
+		enum kmip_reason reason;
+	} table[] = {
+		{ KR_E_P11_NOT_FOUND, KMIP_REASON_ITEM_NOT_FOUND },
+		{ KR_E_P11_PIN, KMIP_REASON_AUTHENTICATION_NOT_SUCCESSFUL },
+		{ KR_E_P11_TOKEN, KMIP_REASON_AUTHENTICATION_NOT_SUCCESSFUL },
+		{ KR_E_P11_NOT_PERMITTED, KMIP_REASON_PERMISSION_DENIED },
+		{ KR_E_P11_SENSITIVE, KMIP_REASON_PERMISSION_DENIED },
+		{ KR_E_P11_MECHANISM, KMIP_REASON_UNSUPPORTED_CRYPTOGRAPHIC_PARAMETERS },
+		{ KR_E_P11_TEMPLATE, KMIP_REASON_INVALID_ATTRIBUTE_VALUE },
+		{ KR_E_P11_DATA, KMIP_REASON_CRYPTOGRAPHIC_FAILURE },
+		{ KR_E_P11_SIGNATURE, KMIP_REASON_CRYPTOGRAPHIC_FAILURE },
+	};
+
+	for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
+		if (table[i].err == err) {
+			ops_fail(res, table[i].reason, kr_strerror(err));
+			return;
+		}
+	if (err <= -200 && err > -300) /* the KMIP layer's own decoding errors */
+		ops_fail(res, kmip_reason_for_error(err), kr_strerror(err));
+	else
+		ops_fail(res, KMIP_REASON_GENERAL_FAILURE, kr_strerror(err));
 }
 
 static void put_version(struct ttlv_writer *w, struct kmip_version v)
@@ -53,7 +88,7 @@ static bool supported(struct kmip_version v)
 
 /* The client's versions that are also ours, in the client's order; all of ours,
  * newest first, if the client named none. */
-static void op_discover_versions(const struct ops_ctx *ctx, const struct ttlv_item *payload,
+static void op_discover_versions(struct ops_ctx *ctx, const struct ttlv_item *payload,
 				 struct ttlv_writer *w, struct ops_result *res)
 {
 	bool any = false;
@@ -63,7 +98,7 @@ static void op_discover_versions(const struct ops_ctx *ctx, const struct ttlv_it
 		const struct ttlv_item *major, *minor;
 
 		if (c->tag != KMIP_TAG_PROTOCOL_VERSION || c->type != TTLV_STRUCTURE) {
-			fail(res, KMIP_REASON_INVALID_FIELD, "Discover Versions takes only Protocol Version items");
+			ops_fail(res, KMIP_REASON_INVALID_FIELD, "Discover Versions takes only Protocol Version items");
 			return;
 		}
 		major = c->child;
@@ -71,7 +106,7 @@ static void op_discover_versions(const struct ops_ctx *ctx, const struct ttlv_it
 		if (!major || !minor || minor->next || major->tag != KMIP_TAG_PROTOCOL_VERSION_MAJOR ||
 		    minor->tag != KMIP_TAG_PROTOCOL_VERSION_MINOR || major->type != TTLV_INTEGER ||
 		    minor->type != TTLV_INTEGER) {
-			fail(res, KMIP_REASON_INVALID_MESSAGE, "malformed Protocol Version");
+			ops_fail(res, KMIP_REASON_INVALID_MESSAGE, "malformed Protocol Version");
 			return;
 		}
 		any = true;
@@ -94,7 +129,7 @@ enum query_function {
 	QUERY_SERVER_INFORMATION = 3,
 };
 
-static void op_query(const struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
+static void op_query(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
 		     struct ops_result *res)
 {
 	bool want[4] = { false };
@@ -102,7 +137,7 @@ static void op_query(const struct ops_ctx *ctx, const struct ttlv_item *payload,
 
 	for (const struct ttlv_item *c = payload->child; c; c = c->next) {
 		if (c->tag != KMIP_TAG_QUERY_FUNCTION || c->type != TTLV_ENUMERATION) {
-			fail(res, KMIP_REASON_INVALID_FIELD, "Query takes only Query Function items");
+			ops_fail(res, KMIP_REASON_INVALID_FIELD, "Query takes only Query Function items");
 			return;
 		}
 		/* Functions this server has nothing to report for are answered empty. */
@@ -120,12 +155,12 @@ static void op_query(const struct ops_ctx *ctx, const struct ttlv_item *payload,
 	ttlv_end(w);
 }
 
-void ops_run(const struct ops_ctx *ctx, const struct kmip_batch_item *item, struct ttlv_writer *w,
+void ops_run(struct ops_ctx *ctx, const struct kmip_batch_item *item, struct ttlv_writer *w,
 	     struct ops_result *res)
 {
 	*res = (struct ops_result){ 0 };
 	if (!kmip_operation_defined(item->operation, ctx->version)) {
-		fail(res, KMIP_REASON_OPERATION_NOT_SUPPORTED, "operation not defined in this protocol version");
+		ops_fail(res, KMIP_REASON_OPERATION_NOT_SUPPORTED, "operation not defined in this protocol version");
 		return;
 	}
 	for (size_t i = 0; i < N_OPS; i++)
@@ -133,5 +168,5 @@ void ops_run(const struct ops_ctx *ctx, const struct kmip_batch_item *item, stru
 			ops_table[i].run(ctx, item->payload.first, w, res);
 			return;
 		}
-	fail(res, KMIP_REASON_OPERATION_NOT_SUPPORTED, "operation not supported");
+	ops_fail(res, KMIP_REASON_OPERATION_NOT_SUPPORTED, "operation not supported");
 }

@@ -5,12 +5,18 @@
 #define KR_OPS_H
 
 #include "cfg.h"
+#include "token.h"
 #include "kmip.h"
 #include "ttlv.h"
 
 struct ops_ctx {
 	const struct cfg *cfg;
-	struct kmip_version version; /* the version the response is written in */
+	struct kmip_version version;      /* the version the response is written in */
+	const struct kmip_header *header; /* the request's */
+	struct conn_token *token;         /* opened by the first operation that needs it */
+	bool credential_client;           /* no certificate: a Username/Password client */
+	char uid[STORE_MAX_UID + 1];      /* the object this batch item acted on, for audit */
+	char placeholder[STORE_MAX_UID + 1]; /* the ID Placeholder: the last object of the batch */
 };
 
 /* What an operation did, for the response and the audit record. */
@@ -21,7 +27,7 @@ struct ops_result {
 
 /* Runs one batch item. On success the Response Payload is in w (which may be left
  * empty for operations without one); on failure res says why. */
-void ops_run(const struct ops_ctx *ctx, const struct kmip_batch_item *item, struct ttlv_writer *w,
+void ops_run(struct ops_ctx *ctx, const struct kmip_batch_item *item, struct ttlv_writer *w,
 	     struct ops_result *res);
 
 /* Name of an operation for logs ("Query"), or "Unknown". */

@@ -68,13 +68,43 @@ static int load_functions(struct p11_token *t, const char *module, const char **
 	return 0;
 }
 
-static int find_slot(struct p11_token *t, P11KitUri *uri, const char **ret_why)
+/* The token's label without its blank padding. */
+static size_t label_len(const CK_TOKEN_INFO *ti)
 {
-	CK_SLOT_ID *slots = NULL, want = p11_kit_uri_get_slot_id(uri);
+	size_t n = sizeof(ti->label);
+
+	while (n > 0 && ti->label[n - 1] == ' ')
+		n--;
+	return n;
+}
+
+/* A whole non-negative decimal number, or -1. */
+static long decimal(const char *s, size_t len)
+{
+	long v = 0;
+
+	if (len == 0 || len > 9)
+		return -1;
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		v = v * 10 + (s[i] - '0');
+	}
+	return v;
+}
+
+/* Picks the slot by URI, or by a client's username: the token label, then the slot
+ * ID, then the slot index, as the Cascade bridge does. */
+static int find_slot(struct p11_token *t, P11KitUri *uri, const char *username, size_t username_len,
+		     const char **ret_why)
+{
+	CK_SLOT_ID *slots = NULL, want = uri ? p11_kit_uri_get_slot_id(uri) : (CK_SLOT_ID)-1;
+	long number = username ? decimal(username, username_len) : -1;
 	CK_ULONG n = 0;
 	int r = KR_E_P11_TOKEN;
 
-	*ret_why = "pkcs11.token: no token matches the URI";
+	*ret_why = username ? "no token has this username as label, slot ID or slot index"
+			    : "pkcs11.token: no token matches the URI";
 	if (t->f->C_GetSlotList(CK_TRUE, NULL, &n) != CKR_OK || n == 0)
 		return r;
 	slots = calloc(n, sizeof(*slots));
@@ -82,40 +112,60 @@ static int find_slot(struct p11_token *t, P11KitUri *uri, const char **ret_why)
 		return KR_E_NOMEM;
 	if (t->f->C_GetSlotList(CK_TRUE, slots, &n) != CKR_OK)
 		n = 0;
-	for (CK_ULONG i = 0; i < n; i++) {
-		CK_SLOT_INFO si;
-		CK_TOKEN_INFO ti;
+	for (int pass = 0; pass < (username ? 3 : 1) && r < 0; pass++) {
+		for (CK_ULONG i = 0; i < n; i++) {
+			CK_SLOT_INFO si;
+			CK_TOKEN_INFO ti;
+			bool match;
 
-		if (want != (CK_SLOT_ID)-1 && slots[i] != want)
-			continue;
-		if (t->f->C_GetSlotInfo(slots[i], &si) != CKR_OK || !p11_kit_uri_match_slot_info(uri, &si) ||
-		    t->f->C_GetTokenInfo(slots[i], &ti) != CKR_OK || !p11_kit_uri_match_token_info(uri, &ti))
-			continue;
-		t->slot = slots[i];
-		r = 0;
-		break;
+			if (t->f->C_GetSlotInfo(slots[i], &si) != CKR_OK || t->f->C_GetTokenInfo(slots[i], &ti) != CKR_OK)
+				continue;
+			if (!username)
+				match = (want == (CK_SLOT_ID)-1 || slots[i] == want) && p11_kit_uri_match_slot_info(uri, &si) &&
+					p11_kit_uri_match_token_info(uri, &ti);
+			else if (pass == 0)
+				match = label_len(&ti) == username_len && memcmp(ti.label, username, username_len) == 0;
+			else if (pass == 1)
+				match = number >= 0 && slots[i] == (CK_SLOT_ID)number;
+			else
+				match = number >= 0 && i == (CK_ULONG)number;
+			if (match) {
+				t->slot = slots[i];
+				r = 0;
+				break;
+			}
+		}
 	}
 	free(slots);
 	return r;
 }
 
-int p11_open(const char *module, const char *token_uri, struct p11_token **ret, const char **ret_why)
+int p11_open(const char *module, const char *token_uri, const char *username, size_t username_len,
+	     struct p11_token **ret, const char **ret_why)
 {
 	struct p11_token *t = calloc(1, sizeof(*t));
-	P11KitUri *uri = p11_kit_uri_new();
-	int r;
+	P11KitUri *uri = NULL;
+	int r = 0;
 
-	if (!t || !uri) {
+	if (!t) {
 		r = KR_E_NOMEM;
 		goto out;
 	}
-	if (p11_kit_uri_parse(token_uri ? token_uri : "pkcs11:", P11_KIT_URI_FOR_TOKEN | P11_KIT_URI_FOR_SLOT, uri) !=
-	    P11_KIT_URI_OK) {
-		*ret_why = "pkcs11.token: not a valid PKCS#11 URI";
-		r = KR_E_CONFIG;
-		goto out;
+	if (!username) {
+		uri = p11_kit_uri_new();
+		if (!uri) {
+			r = KR_E_NOMEM;
+			goto out;
+		}
+		if (p11_kit_uri_parse(token_uri ? token_uri : "pkcs11:", P11_KIT_URI_FOR_TOKEN | P11_KIT_URI_FOR_SLOT,
+				      uri) != P11_KIT_URI_OK) {
+			*ret_why = "pkcs11.token: not a valid PKCS#11 URI";
+			r = KR_E_CONFIG;
+			goto out;
+		}
 	}
-	if ((r = load_functions(t, module, ret_why)) < 0 || (r = find_slot(t, uri, ret_why)) < 0)
+	if ((r = load_functions(t, module, ret_why)) < 0 ||
+	    (r = find_slot(t, uri, username, username_len, ret_why)) < 0)
 		goto out;
 	if (t->f->C_OpenSession(t->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &t->session) != CKR_OK) {
 		*ret_why = "pkcs11.token: cannot open a session";

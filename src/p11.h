@@ -13,8 +13,10 @@
 struct p11_token;
 
 /* dlopens module, initialises it and opens a session on the token that token_uri
- * selects. On failure *ret_why says what went wrong. */
-int p11_open(const char *module, const char *token_uri, struct p11_token **ret, const char **ret_why) KR_WUR;
+ * selects, or, with a username, the token whose label, slot ID or slot index it is.
+ * On failure *ret_why says what went wrong. */
+int p11_open(const char *module, const char *token_uri, const char *username, size_t username_len,
+	     struct p11_token **ret, const char **ret_why) KR_WUR;
 /* An exclusive flock() on path, held from before p11_open until after p11_login:
  * SoftHSM rewrites its token file on every login, and another process reading it
  * meanwhile finds no token. Returns the fd to pass to p11_unlock, or -1 with no

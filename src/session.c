@@ -17,6 +17,7 @@ struct session {
 	const struct cfg *cfg;
 	bool trace;
 	struct tls_conn *tls;
+	struct conn_token *token;
 	struct ttlv_limits limits;
 	char client[160]; /* the identity of the current request's client, for audit */
 };
@@ -29,12 +30,16 @@ static uint64_t now_us(void)
 	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
-static void audit(const struct session *s, uint32_t operation, const struct ops_result *res, uint64_t latency_us)
+static void audit(const struct session *s, uint32_t operation, const char *uid, const struct ops_result *res,
+		  uint64_t latency_us)
 {
 	const char *result = res->reason ? kmip_enum_name(KMIP_TAG_RESULT_REASON, res->reason) : "Success";
 	char latency[24];
 	json_t *rec = json_pack("{s:s, s:s, s:s, s:I}", "client", s->client, "operation", ops_name(operation),
 				"result", result ? result : "Unknown", "latency_us", (json_int_t)latency_us);
+
+	if (rec && uid && uid[0])
+		json_object_set_new(rec, "uid", json_string(uid));
 	char *text = rec ? json_dumps(rec, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
 
 	snprintf(latency, sizeof(latency), "%" PRIu64, latency_us);
@@ -44,6 +49,7 @@ static void audit(const struct session *s, uint32_t operation, const struct ops_
 			{ "KMIP_OPERATION", ops_name(operation) },
 			{ "KMIP_RESULT", result },
 			{ "KMIP_LATENCY_US", latency },
+			{ "KMIP_UID", uid ? uid : "" },
 		};
 
 		log_record(res->reason ? LOG_NOTICE : LOG_INFO, text, fields, sizeof(fields) / sizeof(fields[0]));
@@ -76,7 +82,8 @@ static void set_client(struct session *s, const struct kmip_header *h)
 static void run_items(struct session *s, const struct kmip_message *req, struct kmip_version v,
 		     struct kmip_batch_item *out, size_t *ret_n, uint8_t **payloads, size_t *payload_lens)
 {
-	const struct ops_ctx ctx = { .cfg = s->cfg, .version = v };
+	struct ops_ctx ctx = { .cfg = s->cfg, .version = v, .header = &req->header, .token = s->token,
+			       .credential_client = !tls_identity(s->tls)->has_certificate };
 	bool stop_on_error = !(req->header.present & KMIP_FIELD(KMIP_H_BATCH_ERROR_OPTION)) ||
 			     req->header.batch_error_option == KMIP_BATCH_STOP;
 	size_t n = 0;
@@ -99,6 +106,7 @@ static void run_items(struct session *s, const struct kmip_message *req, struct 
 			o->unique_batch_item_id = in->unique_batch_item_id;
 		}
 		ttlv_writer_init(&w, s->limits.max_size);
+		ctx.uid[0] = '\0';
 		if (in->error)
 			res = (struct ops_result){ kmip_reason_for_error(in->error), kr_strerror(in->error) };
 		else
@@ -122,7 +130,7 @@ static void run_items(struct session *s, const struct kmip_message *req, struct 
 			o->payload.encoded = (struct kmip_bytes){ payloads[i], payload_lens[i] };
 			o->present |= KMIP_FIELD(KMIP_I_PAYLOAD);
 		}
-		audit(s, in->operation, &res, now_us() - t0);
+		audit(s, in->operation, ctx.uid, &res, now_us() - t0);
 		if (res.reason && stop_on_error) {
 			n++;
 			break;
@@ -158,7 +166,7 @@ static int refuse(const struct session *s, const struct kmip_message *req, struc
 	const struct ops_result res = { reason, message };
 
 	for (size_t i = 0; i < req->n_items; i++)
-		audit(s, req->items[i].operation, &res, 0);
+		audit(s, req->items[i].operation, NULL, &res, 0);
 	return whole_message_error(v, reason, message, ret, ret_len);
 }
 
@@ -259,12 +267,14 @@ static unsigned remaining_ms(uint64_t deadline_us)
 	return now >= deadline_us ? 0 : (unsigned)((deadline_us - now) / 1000);
 }
 
-void session_run(const struct cfg *c, bool trace, struct tls_conn *t, struct session_stats *st)
+void session_run(const struct cfg *c, bool trace, struct tls_conn *t, struct conn_token *ct,
+		 struct session_stats *st)
 {
 	struct session s = {
 		.cfg = c,
 		.trace = trace,
 		.tls = t,
+		.token = ct,
 		.limits = { .max_depth = TTLV_MAX_DEPTH, .max_size = c->limits.max_message_size,
 			    .max_items = TTLV_DEFAULT_MAX_ITEMS },
 	};

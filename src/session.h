@@ -8,12 +8,14 @@
 
 #include "cfg.h"
 #include "tls.h"
+#include "token.h"
 
 struct session_stats {
 	unsigned requests;
 	const char *end; /* why the connection ended */
 };
 
-void session_run(const struct cfg *c, bool trace, struct tls_conn *t, struct session_stats *st);
+void session_run(const struct cfg *c, bool trace, struct tls_conn *t, struct conn_token *ct,
+		 struct session_stats *st);
 
 #endif

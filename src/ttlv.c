@@ -472,6 +472,33 @@ void ttlv_put_interval(struct ttlv_writer *w, uint32_t tag, uint32_t v)
 	put_u32(w, tag, TTLV_INTERVAL, v);
 }
 
+void ttlv_put_bigint(struct ttlv_writer *w, uint32_t tag, const uint8_t *magnitude, size_t len)
+{
+	size_t total, pad;
+	uint8_t *p;
+
+	while (len > 0 && magnitude[0] == 0) {
+		magnitude++;
+		len--;
+	}
+	/* Room for a zero byte that keeps the number positive. */
+	total = len == 0 || (magnitude[0] & 0x80) ? len + 1 : len;
+	total = padded(total);
+	if (total > UINT32_MAX) {
+		if (!w->err)
+			w->err = KR_E_TTLV_TOO_BIG;
+		return;
+	}
+	p = reserve(w, TTLV_HEADER_LEN + (size_t)total);
+	if (!p)
+		return;
+	put_header(p, tag, TTLV_BIG_INTEGER, (uint32_t)total);
+	pad = (size_t)total - len;
+	memset(p + TTLV_HEADER_LEN, 0, pad);
+	if (len)
+		memcpy(p + TTLV_HEADER_LEN + pad, magnitude, len);
+}
+
 void ttlv_put_item(struct ttlv_writer *w, uint32_t tag, const struct ttlv_item *it)
 {
 	if (it->type != TTLV_STRUCTURE) {

@@ -100,6 +100,9 @@ void ttlv_put_text(struct ttlv_writer *w, uint32_t tag, const char *s, size_t le
 void ttlv_put_bytes(struct ttlv_writer *w, uint32_t tag, const void *p, size_t len);
 void ttlv_put_datetime(struct ttlv_writer *w, uint32_t tag, int64_t t);
 void ttlv_put_interval(struct ttlv_writer *w, uint32_t tag, uint32_t v);
+/* An unsigned big-endian magnitude as a Big Integer: sign-extended (a leading zero
+ * byte where the top bit is set) to a multiple of 8 bytes. */
+void ttlv_put_bigint(struct ttlv_writer *w, uint32_t tag, const uint8_t *magnitude, size_t len);
 /* A decoded item and its children, written under a new tag (or its own). */
 void ttlv_put_item(struct ttlv_writer *w, uint32_t tag, const struct ttlv_item *it);
 void ttlv_put_items(struct ttlv_writer *w, const struct ttlv_item *first, size_t count);

@@ -328,11 +328,12 @@ START_TEST(test_reasons_by_version)
 {
 	static const struct kmip_version v1[] = { { 1, 0 }, { 1, 1 }, { 1, 2 }, { 1, 3 }, { 1, 4 } };
 
-	/* Wrong Key Lifecycle State exists only in 2.x; 1.x says Illegal Operation. */
+	/* Wrong Key Lifecycle State exists only in 2.x; 1.x's error tables say Permission
+	 * Denied for an object in the wrong state (Activate, Destroy). */
 	ck_assert_uint_eq(kmip_reason_for(KMIP_REASON_WRONG_KEY_LIFECYCLE_STATE, V(2, 0)), 0x43);
-	ck_assert_uint_eq(kmip_reason_for(KMIP_REASON_WRONG_KEY_LIFECYCLE_STATE, V(1, 2)), 0x0B);
-	/* 2.x reserves Illegal Operation and Index Out of Bounds. */
-	ck_assert_uint_eq(kmip_reason_for(KMIP_REASON_ILLEGAL_OPERATION, V(2, 1)), 0x43);
+	ck_assert_uint_eq(kmip_reason_for(KMIP_REASON_WRONG_KEY_LIFECYCLE_STATE, V(1, 2)), 0x0C);
+	/* 2.x reserves Illegal Operation (1.x's wrong object type) and Index Out of Bounds. */
+	ck_assert_uint_eq(kmip_reason_for(KMIP_REASON_ILLEGAL_OPERATION, V(2, 1)), 0x28);
 	ck_assert_uint_eq(kmip_reason_for(KMIP_REASON_INDEX_OUT_OF_BOUNDS, V(2, 1)), 0x20);
 	ck_assert_uint_eq(kmip_reason_for(KMIP_REASON_INDEX_OUT_OF_BOUNDS, V(1, 4)), 0x0E);
 	/* 1.4's Not Extractable is Permission Denied before 1.4. */
@@ -429,7 +430,7 @@ START_TEST(test_error_response_time_stamp_is_date_time)
 	ck_assert_int_eq(kmip_encode_message_error(V(1, 2), 0, KMIP_REASON_WRONG_KEY_LIFECYCLE_STATE, NULL, &buf, &len),
 			 0);
 	ck_assert_int_eq(kmip_decode_message(buf, len, &ttlv_default_limits, &m), 0);
-	ck_assert_uint_eq(m->items[0].result_reason, KMIP_REASON_ILLEGAL_OPERATION);
+	ck_assert_uint_eq(m->items[0].result_reason, KMIP_REASON_PERMISSION_DENIED);
 	kmip_message_free(m);
 	ttlv_buf_free(buf, len);
 }

@@ -1,0 +1,32 @@
+/* Shared by the operation modules; not part of the ops interface. */
+#ifndef KR_OPS_INTERNAL_H
+#define KR_OPS_INTERNAL_H
+
+#include "ops.h"
+
+typedef void (*ops_handler)(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
+			    struct ops_result *res);
+
+void ops_fail(struct ops_result *res, enum kmip_reason reason, const char *message);
+/* A project error as the Result Reason that says it best. */
+void ops_fail_err(struct ops_result *res, int err);
+
+/* Managed objects (ops_objects.c). */
+void op_create(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res);
+void op_create_key_pair(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
+			struct ops_result *res);
+void op_get(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res);
+void op_get_attributes(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
+		       struct ops_result *res);
+void op_get_attribute_list(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
+			   struct ops_result *res);
+void op_modify_attribute(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
+			 struct ops_result *res);
+void op_activate(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
+		 struct ops_result *res);
+void op_revoke(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res);
+void op_destroy(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
+		struct ops_result *res);
+void op_locate(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res);
+
+#endif

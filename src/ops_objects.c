@@ -1,0 +1,1493 @@
+#include "config.h"
+
+#include <gnutls/abstract.h>
+#include <gnutls/crypto.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ops_internal.h"
+#include "store.h"
+
+/* KMIP enumerations and masks this module speaks. */
+enum {
+	ALG_AES = 0x03, ALG_RSA = 0x04, ALG_ECDSA = 0x06, ALG_HMAC_SHA1 = 0x07, ALG_HMAC_SHA224 = 0x08,
+	ALG_HMAC_SHA256 = 0x09, ALG_HMAC_SHA384 = 0x0A, ALG_HMAC_SHA512 = 0x0B, ALG_EC = 0x1A, ALG_ED25519 = 0x37,
+};
+enum { CURVE_P256 = 0x07, CURVE_P384 = 0x0A, CURVE_P521 = 0x0D, CURVE_ED25519 = 0x44 };
+enum { OBJ_SYMMETRIC_KEY = 2, OBJ_PUBLIC_KEY = 3, OBJ_PRIVATE_KEY = 4 };
+enum { STATE_PRE_ACTIVE = 1, STATE_ACTIVE = 2, STATE_DEACTIVATED = 3, STATE_COMPROMISED = 4, STATE_DESTROYED = 5 };
+enum { FMT_RAW = 1, FMT_PKCS1 = 3, FMT_PKCS8 = 4, FMT_X509 = 5, FMT_TRANSPARENT_SYMMETRIC = 7,
+       FMT_TRANSPARENT_RSA_PUBLIC = 0x0B };
+enum { LINK_PUBLIC_KEY = 0x102, LINK_PRIVATE_KEY = 0x103 };
+enum { NAME_UNINTERPRETED = 1 };
+enum { REVOKE_KEY_COMPROMISE = 2, REVOKE_CA_COMPROMISE = 3 };
+enum {
+	USE_SIGN = 0x1, USE_VERIFY = 0x2, USE_ENCRYPT = 0x4, USE_DECRYPT = 0x8, USE_WRAP = 0x10, USE_UNWRAP = 0x20,
+	USE_MAC_GENERATE = 0x80, USE_MAC_VERIFY = 0x100,
+};
+
+/* DER ECParameters (namedCurve OIDs) for CKA_EC_PARAMS. */
+static const struct {
+	uint32_t curve;
+	int32_t bits;
+	const uint8_t *der;
+	size_t len;
+	gnutls_ecc_curve_t gnutls;
+} curves[] = {
+	{ CURVE_P256, 256, (const uint8_t *)"\x06\x08\x2a\x86\x48\xce\x3d\x03\x01\x07", 10, GNUTLS_ECC_CURVE_SECP256R1 },
+	{ CURVE_P384, 384, (const uint8_t *)"\x06\x05\x2b\x81\x04\x00\x22", 7, GNUTLS_ECC_CURVE_SECP384R1 },
+	{ CURVE_P521, 521, (const uint8_t *)"\x06\x05\x2b\x81\x04\x00\x23", 7, GNUTLS_ECC_CURVE_SECP521R1 },
+	{ CURVE_ED25519, 255, (const uint8_t *)"\x06\x03\x2b\x65\x70", 5, GNUTLS_ECC_CURVE_ED25519 },
+};
+#define N_CURVES (sizeof(curves) / sizeof(curves[0]))
+
+/* Which PKCS#11 usage flag each usage-mask bit sets, on which kind of object, and
+ * whether it only processes (verify, decrypt), which a Deactivated or Compromised key
+ * still may. The token enforces the lifecycle through these flags. */
+static const struct {
+	uint32_t bit;
+	enum store_kind kind;
+	CK_ATTRIBUTE_TYPE flag;
+	bool process;
+} usage_flags[] = {
+	{ USE_SIGN, STORE_PRIVATE, CKA_SIGN, false },
+	{ USE_DECRYPT, STORE_PRIVATE, CKA_DECRYPT, true },
+	{ USE_UNWRAP, STORE_PRIVATE, CKA_UNWRAP, true },
+	{ USE_VERIFY, STORE_PUBLIC, CKA_VERIFY, true },
+	{ USE_ENCRYPT, STORE_PUBLIC, CKA_ENCRYPT, false },
+	{ USE_WRAP, STORE_PUBLIC, CKA_WRAP, false },
+	{ USE_ENCRYPT, STORE_SECRET, CKA_ENCRYPT, false },
+	{ USE_DECRYPT, STORE_SECRET, CKA_DECRYPT, true },
+	{ USE_MAC_GENERATE, STORE_SECRET, CKA_SIGN, false },
+	{ USE_MAC_VERIFY, STORE_SECRET, CKA_VERIFY, true },
+	{ USE_WRAP, STORE_SECRET, CKA_WRAP, false },
+	{ USE_UNWRAP, STORE_SECRET, CKA_UNWRAP, true },
+};
+#define N_USAGE_FLAGS (sizeof(usage_flags) / sizeof(usage_flags[0]))
+#define MAX_FLAGS 4 /* per kind */
+
+static bool flag_allowed(unsigned i, uint32_t mask, uint32_t state)
+{
+	if (!(mask & usage_flags[i].bit))
+		return false;
+	return state == STATE_ACTIVE ||
+	       (usage_flags[i].process && (state == STATE_DEACTIVATED || state == STATE_COMPROMISED));
+}
+
+/* The usage flags of a kind of object in a state, as a template. */
+static size_t usage_template(enum store_kind kind, uint32_t mask, uint32_t state, CK_BBOOL *values,
+			     CK_ATTRIBUTE *out)
+{
+	size_t n = 0;
+
+	for (unsigned i = 0; i < N_USAGE_FLAGS && n < MAX_FLAGS; i++) {
+		if (usage_flags[i].kind != kind)
+			continue;
+		values[n] = flag_allowed(i, mask, state) ? CK_TRUE : CK_FALSE;
+		out[n] = (CK_ATTRIBUTE){ usage_flags[i].flag, &values[n], sizeof(CK_BBOOL) };
+		n++;
+	}
+	return n;
+}
+
+static struct store *need_store(struct ops_ctx *ctx, struct ops_result *res)
+{
+	struct store *st = NULL;
+	int r = token_store(ctx->token, ctx->header, &st);
+
+	if (r < 0) {
+		ops_fail_err(res, r);
+		if (ctx->token->why)
+			res->message = ctx->token->why;
+		return NULL;
+	}
+	return st;
+}
+
+static int64_t now(void)
+{
+	return (int64_t)time(NULL);
+}
+
+/* Records the object for the audit record and as the batch's ID Placeholder. */
+static void acted_on(struct ops_ctx *ctx, const struct store_obj *o)
+{
+	memcpy(ctx->uid, o->uid, sizeof(ctx->uid));
+	memcpy(ctx->placeholder, o->uid, sizeof(ctx->placeholder));
+}
+
+/* The object a request names by Unique Identifier, or, without one, the object the
+ * previous batch item acted on (the ID Placeholder). */
+static bool find_object(struct ops_ctx *ctx, struct store *st, const struct ttlv_item *payload,
+			struct store_obj *ret, struct ops_result *res)
+{
+	const struct ttlv_item *uid = ttlv_find(payload, KMIP_TAG_UNIQUE_IDENTIFIER);
+	int r;
+
+	if (uid && uid->type != TTLV_TEXT_STRING) {
+		ops_fail(res, KMIP_REASON_INVALID_FIELD, "Unique Identifier must be a Text String");
+		return false;
+	}
+	if (!uid && !ctx->placeholder[0]) {
+		ops_fail(res, KMIP_REASON_MISSING_DATA, "no Unique Identifier");
+		return false;
+	}
+	r = uid ? store_find(st, (const char *)uid->value, uid->len, ret)
+		: store_find(st, ctx->placeholder, strlen(ctx->placeholder), ret);
+	if (r < 0) {
+		ops_fail_err(res, r);
+		return false;
+	}
+	acted_on(ctx, ret);
+	return true;
+}
+
+/* Metadata helpers: the attributes the token has no place for. */
+
+static const struct kmip_attr *meta_attr(const struct store_meta *m, uint32_t tag)
+{
+	for (size_t i = 0; i < m->attrs.n; i++)
+		if (m->attrs.v[i].tag == tag)
+			return &m->attrs.v[i];
+	return NULL;
+}
+
+static uint32_t meta_enum(const struct store_meta *m, uint32_t tag, uint32_t dflt)
+{
+	const struct kmip_attr *a = meta_attr(m, tag);
+
+	return a && (a->value->type == TTLV_ENUMERATION || a->value->type == TTLV_INTEGER) ? ttlv_enum(a->value) : dflt;
+}
+
+/* Keys that carry no relay metadata (made elsewhere) count as Active. */
+static uint32_t meta_state(const struct store_meta *m)
+{
+	return meta_enum(m, KMIP_TAG_STATE, STATE_ACTIVE);
+}
+
+/* A new metadata generation: the old attributes minus those in replace[], then what
+ * add() writes. */
+typedef void (*meta_add_fn)(struct ttlv_writer *w, const void *arg);
+
+static int meta_rewrite(struct store *st, const struct store_obj *o, const struct store_meta *old,
+			const uint32_t *replace, size_t n_replace, meta_add_fn add, const void *arg)
+{
+	struct ttlv_writer w;
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	int r;
+
+	ttlv_writer_init(&w, TTLV_DEFAULT_MAX_SIZE);
+	ttlv_begin(&w, KMIP_TAG_ATTRIBUTES);
+	for (size_t i = 0; old && i < old->attrs.n; i++) {
+		const struct kmip_attr *a = &old->attrs.v[i];
+		bool replaced = false;
+
+		for (size_t k = 0; k < n_replace; k++)
+			replaced |= a->tag == replace[k];
+		if (!replaced)
+			ttlv_put_item(&w, a->value->tag, a->value);
+	}
+	add(&w, arg);
+	ttlv_put_datetime(&w, KMIP_TAG_LAST_CHANGE_DATE, now());
+	ttlv_end(&w);
+	r = ttlv_writer_finish(&w, &buf, &len);
+	if (r == 0)
+		r = store_meta_write(st, o, buf, len);
+	ttlv_buf_free(buf, len);
+	return r;
+}
+
+/* What a request asks of a new key. */
+struct key_request {
+	uint32_t algorithm;
+	int32_t length;
+	uint32_t curve;
+	uint32_t usage;
+	bool has_usage, has_activation;
+	int64_t activation;
+	struct kmip_text name;
+	int sensitive, extractable; /* -1: not given */
+	struct kmip_attr kept[32]; /* attributes the token has no place for; they borrow
+				    * from the request */
+	size_t n_kept;
+};
+
+static void key_request_init(struct key_request *k)
+{
+	*k = (struct key_request){ .sensitive = -1, .extractable = -1 };
+}
+
+/* Reads one attribute of a creation template into k. */
+static bool read_key_attr(const struct kmip_attr *a, struct key_request *k, struct ops_result *res)
+{
+	const struct ttlv_item *v = a->value;
+
+	switch (a->tag) {
+	case KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM:
+		if (v->type != TTLV_ENUMERATION)
+			break;
+		k->algorithm = ttlv_enum(v);
+		return true;
+	case KMIP_TAG_CRYPTOGRAPHIC_LENGTH:
+		if (v->type != TTLV_INTEGER)
+			break;
+		k->length = ttlv_int(v);
+		return true;
+	case KMIP_TAG_CRYPTOGRAPHIC_USAGE_MASK:
+		if (v->type != TTLV_INTEGER)
+			break;
+		k->usage = (uint32_t)ttlv_int(v);
+		k->has_usage = true;
+		return true;
+	case KMIP_TAG_CRYPTOGRAPHIC_DOMAIN_PARAMETERS: {
+		const struct ttlv_item *c = v->type == TTLV_STRUCTURE ? ttlv_find(v, KMIP_TAG_RECOMMENDED_CURVE) : NULL;
+
+		if (v->type != TTLV_STRUCTURE)
+			break;
+		if (c && c->type == TTLV_ENUMERATION)
+			k->curve = ttlv_enum(c);
+		return true;
+	}
+	case KMIP_TAG_NAME: {
+		const struct ttlv_item *nv = v->type == TTLV_STRUCTURE ? ttlv_find(v, KMIP_TAG_NAME_VALUE) : NULL;
+
+		if (!nv || nv->type != TTLV_TEXT_STRING)
+			break;
+		k->name = (struct kmip_text){ (const char *)nv->value, nv->len };
+		return true;
+	}
+	case KMIP_TAG_ACTIVATION_DATE:
+		if (v->type != TTLV_DATE_TIME)
+			break;
+		k->activation = ttlv_long(v);
+		k->has_activation = true;
+		return true;
+	case KMIP_TAG_SENSITIVE:
+	case KMIP_TAG_EXTRACTABLE:
+		if (v->type != TTLV_BOOLEAN)
+			break;
+		*(a->tag == KMIP_TAG_SENSITIVE ? &k->sensitive : &k->extractable) = ttlv_bool(v);
+		return true;
+	case KMIP_TAG_UNIQUE_IDENTIFIER:
+	case KMIP_TAG_OBJECT_TYPE:
+	case KMIP_TAG_STATE:
+	case KMIP_TAG_INITIAL_DATE:
+	case KMIP_TAG_LAST_CHANGE_DATE:
+	case KMIP_TAG_LINK:
+		ops_fail(res, KMIP_REASON_ATTRIBUTE_READ_ONLY, "the server sets this attribute");
+		return false;
+	default:
+		if (k->n_kept == sizeof(k->kept) / sizeof(k->kept[0])) {
+			ops_fail(res, KMIP_REASON_SERVER_LIMIT_EXCEEDED, "too many attributes");
+			return false;
+		}
+		k->kept[k->n_kept++] = *a;
+		return true;
+	}
+	ops_fail(res, KMIP_REASON_INVALID_ATTRIBUTE_VALUE, "attribute value of the wrong type");
+	return false;
+}
+
+/* Reads the template containers (1.x or 2.x tags) under payload into k. */
+static bool read_templates(const struct ops_ctx *ctx, const struct ttlv_item *payload, const uint32_t *tags,
+			   size_t n_tags, struct key_request *k, struct ops_result *res)
+{
+	for (size_t t = 0; t < n_tags; t++) {
+		const struct ttlv_item *c = ttlv_find(payload, tags[t]);
+		struct kmip_attrs attrs = { 0 };
+		bool ok = true;
+		int r;
+
+		if (!c)
+			continue;
+		r = kmip_attrs_decode(c, ctx->version, &attrs);
+		if (r < 0) {
+			ops_fail_err(res, r);
+			return false;
+		}
+		for (size_t i = 0; ok && i < attrs.n; i++)
+			ok = read_key_attr(&attrs.v[i], k, res);
+		kmip_attrs_clear(&attrs);
+		if (!ok)
+			return false;
+	}
+	return true;
+}
+
+/* The first metadata generation of a new object. */
+struct new_meta {
+	const struct key_request *k;
+	uint32_t state, usage;
+	const char *link_uid;
+	uint32_t link_type;
+};
+
+static void put_link(struct ttlv_writer *w, uint32_t type, const char *uid)
+{
+	ttlv_begin(w, KMIP_TAG_LINK);
+	ttlv_put_enum(w, KMIP_TAG_LINK_TYPE, type);
+	ttlv_put_text(w, KMIP_TAG_LINKED_OBJECT_IDENTIFIER, uid, strlen(uid));
+	ttlv_end(w);
+}
+
+static const struct kmip_version meta_version = { 2, 1 };
+
+static void put_new_meta(struct ttlv_writer *w, const void *arg)
+{
+	const struct new_meta *m = arg;
+	const struct kmip_attrs kept = { (struct kmip_attr *)m->k->kept, m->k->n_kept };
+
+	ttlv_put_enum(w, KMIP_TAG_STATE, m->state);
+	ttlv_put_datetime(w, KMIP_TAG_INITIAL_DATE, now());
+	if (m->k->has_activation)
+		ttlv_put_datetime(w, KMIP_TAG_ACTIVATION_DATE, m->k->activation);
+	ttlv_put_enum(w, KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM, m->k->algorithm);
+	ttlv_put_int(w, KMIP_TAG_CRYPTOGRAPHIC_LENGTH, m->k->length);
+	ttlv_put_int(w, KMIP_TAG_CRYPTOGRAPHIC_USAGE_MASK, (int32_t)m->usage);
+	if (m->link_uid)
+		put_link(w, m->link_type, m->link_uid);
+	kmip_attrs_encode(w, 0, &kept, meta_version);
+}
+
+static uint32_t initial_state(const struct key_request *k)
+{
+	return k->has_activation && k->activation <= now() ? STATE_ACTIVE : STATE_PRE_ACTIVE;
+}
+
+static void put_uid(struct ttlv_writer *w, uint32_t tag, const char *uid)
+{
+	ttlv_put_text(w, tag, uid, strlen(uid));
+}
+
+/* Common attributes of every new key object. */
+struct key_template {
+	CK_ATTRIBUTE a[16];
+	size_t n;
+	CK_BBOOL yes, no, sensitive, extractable;
+	CK_BBOOL flags[MAX_FLAGS];
+};
+
+static void tmpl_add(struct key_template *t, CK_ATTRIBUTE_TYPE type, const void *value, size_t len)
+{
+	t->a[t->n++] = (CK_ATTRIBUTE){ type, (void *)value, len };
+}
+
+static void tmpl_init(struct key_template *t, const struct ops_ctx *ctx, enum store_kind kind,
+		      const struct key_request *k, const uint8_t *id, uint32_t usage)
+{
+	t->n = 0;
+	t->yes = CK_TRUE;
+	t->no = CK_FALSE;
+	tmpl_add(t, CKA_TOKEN, &t->yes, sizeof(CK_BBOOL));
+	tmpl_add(t, CKA_ID, id, STORE_ID_LEN);
+	if (k->name.ptr)
+		tmpl_add(t, CKA_LABEL, k->name.ptr, k->name.len);
+	if (kind != STORE_PUBLIC) {
+		/* Sensitive and not extractable unless asked, or allowed by the config. */
+		t->sensitive = k->sensitive >= 0 ? (CK_BBOOL)k->sensitive : !ctx->cfg->keys.extractable;
+		t->extractable = k->extractable >= 0 ? (CK_BBOOL)k->extractable : ctx->cfg->keys.extractable;
+		tmpl_add(t, CKA_PRIVATE, &t->yes, sizeof(CK_BBOOL));
+		tmpl_add(t, CKA_SENSITIVE, &t->sensitive, sizeof(CK_BBOOL));
+		tmpl_add(t, CKA_EXTRACTABLE, &t->extractable, sizeof(CK_BBOOL));
+	}
+	t->n += usage_template(kind, usage, initial_state(k), t->flags, t->a + t->n);
+}
+
+static bool put_first_meta(struct store *st, const struct store_obj *o, const struct new_meta *m,
+			   struct ops_result *res)
+{
+	int r = meta_rewrite(st, o, NULL, NULL, 0, put_new_meta, m);
+
+	if (r < 0)
+		ops_fail_err(res, r);
+	return r == 0;
+}
+
+static bool curve_of(struct key_request *k, size_t *ret)
+{
+	for (size_t i = 0; i < N_CURVES; i++)
+		if (k->curve ? curves[i].curve == k->curve : curves[i].bits == k->length) {
+			*ret = i;
+			k->curve = curves[i].curve;
+			k->length = curves[i].bits;
+			return true;
+		}
+	return false;
+}
+
+static const uint32_t pair_common[] = { KMIP_TAG_COMMON_TEMPLATE_ATTRIBUTE, KMIP_TAG_COMMON_ATTRIBUTES };
+static const uint32_t pair_private[] = { KMIP_TAG_PRIVATE_KEY_TEMPLATE_ATTRIBUTE, KMIP_TAG_PRIVATE_KEY_ATTRIBUTES };
+static const uint32_t pair_public[] = { KMIP_TAG_PUBLIC_KEY_TEMPLATE_ATTRIBUTE, KMIP_TAG_PUBLIC_KEY_ATTRIBUTES };
+
+void op_create_key_pair(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
+			struct ops_result *res)
+{
+	struct key_request kpriv, kpub;
+	struct key_template tpriv, tpub;
+	struct store_obj opriv = { .kind = STORE_PRIVATE }, opub = { .kind = STORE_PUBLIC };
+	CK_MECHANISM mech = { CKM_RSA_PKCS_KEY_PAIR_GEN, NULL, 0 };
+	static const uint8_t f4[] = { 0x01, 0x00, 0x01 };
+	CK_ULONG bits;
+	uint32_t upriv, upub;
+	uint8_t id[STORE_ID_LEN];
+	struct store *st;
+	size_t curve = 0;
+	int r;
+
+	key_request_init(&kpriv);
+	key_request_init(&kpub);
+	if (!read_templates(ctx, payload, pair_common, 2, &kpriv, res) ||
+	    !read_templates(ctx, payload, pair_common, 2, &kpub, res) ||
+	    !read_templates(ctx, payload, pair_private, 2, &kpriv, res) ||
+	    !read_templates(ctx, payload, pair_public, 2, &kpub, res))
+		return;
+	if (!kpriv.algorithm)
+		kpriv.algorithm = kpub.algorithm;
+	if (!kpriv.length)
+		kpriv.length = kpub.length;
+	if (!kpriv.curve)
+		kpriv.curve = kpub.curve;
+	switch (kpriv.algorithm) {
+	case ALG_RSA:
+		if (kpriv.length < 1024 || kpriv.length > 8192) {
+			ops_fail(res, KMIP_REASON_INVALID_ATTRIBUTE_VALUE, "RSA keys are 1024 to 8192 bits");
+			return;
+		}
+		upriv = USE_SIGN | USE_DECRYPT;
+		upub = USE_VERIFY | USE_ENCRYPT;
+		break;
+	case ALG_EC:
+	case ALG_ECDSA:
+	case ALG_ED25519:
+		if (kpriv.algorithm == ALG_ED25519)
+			kpriv.curve = CURVE_ED25519;
+		if (!curve_of(&kpriv, &curve) || (curves[curve].curve == CURVE_ED25519) != (kpriv.algorithm == ALG_ED25519)) {
+			ops_fail(res, KMIP_REASON_INVALID_ATTRIBUTE_VALUE, "supported curves: P-256, P-384, P-521, Ed25519");
+			return;
+		}
+		mech.mechanism = kpriv.algorithm == ALG_ED25519 ? CKM_EC_EDWARDS_KEY_PAIR_GEN : CKM_EC_KEY_PAIR_GEN;
+		upriv = USE_SIGN;
+		upub = USE_VERIFY;
+		break;
+	case 0:
+		ops_fail(res, KMIP_REASON_MISSING_DATA, "Cryptographic Algorithm is required");
+		return;
+	default:
+		ops_fail(res, KMIP_REASON_INVALID_ATTRIBUTE_VALUE, "key pairs: RSA, EC, ECDSA or Ed25519");
+		return;
+	}
+	kpub.algorithm = kpriv.algorithm;
+	kpub.length = kpriv.length;
+	if (kpriv.has_usage)
+		upriv = kpriv.usage;
+	if (kpub.has_usage)
+		upub = kpub.usage;
+	if (!(st = need_store(ctx, res)))
+		return;
+	if ((r = store_new_id(st, id)) < 0) {
+		ops_fail_err(res, r);
+		return;
+	}
+	tmpl_init(&tpriv, ctx, STORE_PRIVATE, &kpriv, id, upriv);
+	tmpl_init(&tpub, ctx, STORE_PUBLIC, &kpub, id, upub);
+	bits = (CK_ULONG)kpriv.length;
+	if (mech.mechanism == CKM_RSA_PKCS_KEY_PAIR_GEN) {
+		tmpl_add(&tpub, CKA_MODULUS_BITS, &bits, sizeof(bits));
+		tmpl_add(&tpub, CKA_PUBLIC_EXPONENT, f4, sizeof(f4));
+	} else {
+		tmpl_add(&tpub, CKA_EC_PARAMS, curves[curve].der, curves[curve].len);
+	}
+	r = p11_generate_key_pair(st->tok, &mech, tpub.a, tpub.n, tpriv.a, tpriv.n, &opub.handle, &opriv.handle);
+	if (r < 0) {
+		ops_fail_err(res, r);
+		return;
+	}
+	memcpy(opriv.id, id, STORE_ID_LEN);
+	memcpy(opub.id, id, STORE_ID_LEN);
+	opriv.id_len = opub.id_len = STORE_ID_LEN;
+	store_uid(STORE_PRIVATE, id, STORE_ID_LEN, opriv.uid);
+	store_uid(STORE_PUBLIC, id, STORE_ID_LEN, opub.uid);
+	{
+		const struct new_meta mpriv = { &kpriv, initial_state(&kpriv), upriv, opub.uid, LINK_PUBLIC_KEY };
+		const struct new_meta mpub = { &kpub, initial_state(&kpub), upub, opriv.uid, LINK_PRIVATE_KEY };
+
+		if (!put_first_meta(st, &opriv, &mpriv, res) || !put_first_meta(st, &opub, &mpub, res)) {
+			/* No half-made pair is left behind. */
+			if (store_meta_destroy(st, &opriv) < 0 || p11_destroy(st->tok, opriv.handle) < 0 ||
+			    p11_destroy(st->tok, opub.handle) < 0)
+				res->message = "the key pair could not be fully removed after a failure";
+			return;
+		}
+	}
+	store_remember(st, &opriv);
+	store_remember(st, &opub);
+	acted_on(ctx, &opriv);
+	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
+	put_uid(w, KMIP_TAG_PRIVATE_KEY_UNIQUE_IDENTIFIER, opriv.uid);
+	put_uid(w, KMIP_TAG_PUBLIC_KEY_UNIQUE_IDENTIFIER, opub.uid);
+	ttlv_end(w);
+}
+
+static const uint32_t create_tags[] = { KMIP_TAG_TEMPLATE_ATTRIBUTE, KMIP_TAG_ATTRIBUTES };
+
+/* HMAC keys are generic secrets, by default as long as the hash. */
+static int32_t hmac_length(uint32_t algorithm)
+{
+	switch (algorithm) {
+	case ALG_HMAC_SHA1: return 160;
+	case ALG_HMAC_SHA224: return 224;
+	case ALG_HMAC_SHA256: return 256;
+	case ALG_HMAC_SHA384: return 384;
+	case ALG_HMAC_SHA512: return 512;
+	default: return 0;
+	}
+}
+
+void op_create(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res)
+{
+	const struct ttlv_item *type = ttlv_find(payload, KMIP_TAG_OBJECT_TYPE);
+	struct key_request k;
+	struct key_template t;
+	struct store_obj o = { .kind = STORE_SECRET, .id_len = STORE_ID_LEN };
+	CK_MECHANISM mech = { CKM_AES_KEY_GEN, NULL, 0 };
+	CK_KEY_TYPE key_type = CKK_AES;
+	CK_ULONG value_len;
+	struct store *st;
+	int r;
+
+	key_request_init(&k);
+	if (!type || type->type != TTLV_ENUMERATION) {
+		ops_fail(res, KMIP_REASON_MISSING_DATA, "Object Type is required");
+		return;
+	}
+	if (ttlv_enum(type) != OBJ_SYMMETRIC_KEY) {
+		ops_fail(res, KMIP_REASON_INVALID_OBJECT_TYPE, "Create makes symmetric keys");
+		return;
+	}
+	if (!read_templates(ctx, payload, create_tags, 2, &k, res))
+		return;
+	if (k.algorithm == ALG_AES) {
+		if (k.length != 128 && k.length != 192 && k.length != 256) {
+			ops_fail(res, KMIP_REASON_INVALID_ATTRIBUTE_VALUE, "AES keys are 128, 192 or 256 bits");
+			return;
+		}
+		if (!k.has_usage)
+			k.usage = USE_ENCRYPT | USE_DECRYPT;
+	} else if (hmac_length(k.algorithm)) {
+		if (!k.length)
+			k.length = hmac_length(k.algorithm);
+		if (k.length % 8 != 0 || k.length < 8) {
+			ops_fail(res, KMIP_REASON_INVALID_ATTRIBUTE_VALUE, "HMAC key length must be whole bytes");
+			return;
+		}
+		mech.mechanism = CKM_GENERIC_SECRET_KEY_GEN;
+		key_type = CKK_GENERIC_SECRET;
+		if (!k.has_usage)
+			k.usage = USE_MAC_GENERATE | USE_MAC_VERIFY;
+	} else {
+		ops_fail(res, k.algorithm ? KMIP_REASON_INVALID_ATTRIBUTE_VALUE : KMIP_REASON_MISSING_DATA,
+			 "Create makes AES and HMAC keys");
+		return;
+	}
+	if (!(st = need_store(ctx, res)))
+		return;
+	if ((r = store_new_id(st, o.id)) < 0) {
+		ops_fail_err(res, r);
+		return;
+	}
+	tmpl_init(&t, ctx, STORE_SECRET, &k, o.id, k.usage);
+	value_len = (CK_ULONG)k.length / 8;
+	tmpl_add(&t, CKA_VALUE_LEN, &value_len, sizeof(value_len));
+	tmpl_add(&t, CKA_KEY_TYPE, &key_type, sizeof(key_type));
+	r = p11_generate_key(st->tok, &mech, t.a, t.n, &o.handle);
+	if (r < 0) {
+		ops_fail_err(res, r);
+		return;
+	}
+	store_uid(STORE_SECRET, o.id, o.id_len, o.uid);
+	{
+		const struct new_meta m = { &k, initial_state(&k), k.usage, NULL, 0 };
+
+		if (!put_first_meta(st, &o, &m, res)) {
+			if (p11_destroy(st->tok, o.handle) < 0)
+				res->message = "the key could not be removed after a failure";
+			return;
+		}
+	}
+	store_remember(st, &o);
+	acted_on(ctx, &o);
+	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
+	ttlv_put_enum(w, KMIP_TAG_OBJECT_TYPE, OBJ_SYMMETRIC_KEY);
+	put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, o.uid);
+	ttlv_end(w);
+}
+
+/* The usage a key may be put to: its metadata's mask, or for a key made elsewhere,
+ * what its token flags allow now. */
+static uint32_t usage_of(struct store *st, const struct store_obj *o, const struct store_meta *m)
+{
+	const struct kmip_attr *a = meta_attr(m, KMIP_TAG_CRYPTOGRAPHIC_USAGE_MASK);
+	uint32_t mask = 0;
+
+	if (a && a->value->type == TTLV_INTEGER)
+		return (uint32_t)ttlv_int(a->value);
+	for (unsigned i = 0; i < N_USAGE_FLAGS; i++) {
+		CK_BBOOL v = CK_FALSE;
+		CK_ATTRIBUTE attr = { usage_flags[i].flag, &v, sizeof(v) };
+
+		if (usage_flags[i].kind == o->kind && p11_get_attrs(st->tok, o->handle, &attr, 1) == 0 && v)
+			mask |= usage_flags[i].bit;
+	}
+	return mask;
+}
+
+/* A state change: the token's usage flags first (so that the token enforces it),
+ * then the metadata, with the state and the dates that go with it. */
+struct state_change {
+	uint32_t state;
+	uint32_t usage;
+	uint32_t date_tags[2];
+	size_t n_dates;
+	const struct ttlv_item *revocation_reason;
+};
+
+static void put_state_change(struct ttlv_writer *w, const void *arg)
+{
+	const struct state_change *c = arg;
+
+	ttlv_put_enum(w, KMIP_TAG_STATE, c->state);
+	ttlv_put_int(w, KMIP_TAG_CRYPTOGRAPHIC_USAGE_MASK, (int32_t)c->usage);
+	for (size_t i = 0; i < c->n_dates; i++)
+		ttlv_put_datetime(w, c->date_tags[i], now());
+	if (c->revocation_reason)
+		ttlv_put_item(w, KMIP_TAG_REVOCATION_REASON, c->revocation_reason);
+}
+
+static int change_state(struct store *st, const struct store_obj *o, const struct store_meta *m,
+			const struct state_change *c)
+{
+	static const uint32_t replaced[] = {
+		KMIP_TAG_STATE, KMIP_TAG_CRYPTOGRAPHIC_USAGE_MASK, KMIP_TAG_LAST_CHANGE_DATE, KMIP_TAG_REVOCATION_REASON,
+	};
+	CK_ATTRIBUTE flags[MAX_FLAGS];
+	CK_BBOOL values[MAX_FLAGS];
+	size_t n = usage_template(o->kind, c->usage, c->state, values, flags);
+	int r = n ? p11_set_attrs(st->tok, o->handle, flags, n) : 0;
+
+	if (r == 0)
+		r = meta_rewrite(st, o, m, replaced, sizeof(replaced) / sizeof(replaced[0]), put_state_change, c);
+	return r;
+}
+
+/* The common start of a lifecycle operation: the lock, the object, its metadata. */
+struct locked_object {
+	struct store *st;
+	struct store_obj o;
+	struct store_meta meta;
+	int lock;
+};
+
+static bool lock_object(struct ops_ctx *ctx, const struct ttlv_item *payload, struct locked_object *lo,
+			struct ops_result *res)
+{
+	int r;
+
+	*lo = (struct locked_object){ .lock = -1 };
+	if (!(lo->st = need_store(ctx, res)) || !find_object(ctx, lo->st, payload, &lo->o, res))
+		return false;
+	if ((r = store_lock(lo->st, &lo->lock)) < 0 || (r = store_meta_read(lo->st, &lo->o, &lo->meta)) < 0) {
+		store_unlock(lo->lock);
+		ops_fail_err(res, r);
+		return false;
+	}
+	return true;
+}
+
+static void unlock_object(struct locked_object *lo)
+{
+	store_meta_clear(&lo->meta);
+	store_unlock(lo->lock);
+}
+
+static void put_uid_payload(struct ttlv_writer *w, const struct store_obj *o)
+{
+	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
+	put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, o->uid);
+	ttlv_end(w);
+}
+
+void op_activate(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
+		 struct ops_result *res)
+{
+	struct locked_object lo;
+	int r;
+
+	if (!lock_object(ctx, payload, &lo, res))
+		return;
+	if (meta_state(&lo.meta) != STATE_PRE_ACTIVE) {
+		ops_fail(res, KMIP_REASON_WRONG_KEY_LIFECYCLE_STATE, "the object is not Pre-Active");
+	} else {
+		const struct state_change c = { STATE_ACTIVE, usage_of(lo.st, &lo.o, &lo.meta),
+						{ KMIP_TAG_ACTIVATION_DATE }, 1, NULL };
+
+		if ((r = change_state(lo.st, &lo.o, &lo.meta, &c)) < 0)
+			ops_fail_err(res, r);
+		else
+			put_uid_payload(w, &lo.o);
+	}
+	unlock_object(&lo);
+}
+
+void op_revoke(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res)
+{
+	const struct ttlv_item *reason = ttlv_find(payload, KMIP_TAG_REVOCATION_REASON);
+	const struct ttlv_item *code = reason && reason->type == TTLV_STRUCTURE
+					       ? ttlv_find(reason, KMIP_TAG_REVOCATION_REASON_CODE)
+					       : NULL;
+	struct locked_object lo;
+	uint32_t state;
+	bool compromised;
+	int r;
+
+	if (!code || code->type != TTLV_ENUMERATION) {
+		ops_fail(res, KMIP_REASON_MISSING_DATA, "Revocation Reason with its code is required");
+		return;
+	}
+	if (!kmip_enum_name(KMIP_TAG_REVOCATION_REASON_CODE, ttlv_enum(code))) {
+		ops_fail(res, KMIP_REASON_INVALID_FIELD, "unknown Revocation Reason Code");
+		return;
+	}
+	compromised = ttlv_enum(code) == REVOKE_KEY_COMPROMISE || ttlv_enum(code) == REVOKE_CA_COMPROMISE;
+	if (!lock_object(ctx, payload, &lo, res))
+		return;
+	state = meta_state(&lo.meta);
+	if (state == STATE_DESTROYED || (state == STATE_COMPROMISED && !compromised)) {
+		ops_fail(res, KMIP_REASON_WRONG_KEY_LIFECYCLE_STATE, "the object cannot be revoked in its state");
+	} else {
+		const struct state_change c = {
+			compromised ? STATE_COMPROMISED : STATE_DEACTIVATED,
+			usage_of(lo.st, &lo.o, &lo.meta),
+			{ compromised ? KMIP_TAG_COMPROMISE_DATE : KMIP_TAG_DEACTIVATION_DATE },
+			1,
+			reason,
+		};
+
+		if ((r = change_state(lo.st, &lo.o, &lo.meta, &c)) < 0)
+			ops_fail_err(res, r);
+		else
+			put_uid_payload(w, &lo.o);
+	}
+	unlock_object(&lo);
+}
+
+void op_destroy(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
+		struct ops_result *res)
+{
+	struct locked_object lo;
+	int r;
+
+	if (!lock_object(ctx, payload, &lo, res))
+		return;
+	/* The spec keeps an Active key from being destroyed; Cascade destroys without
+	 * revoking, so the config may let its clients through. */
+	if (meta_state(&lo.meta) == STATE_ACTIVE &&
+	    !(ctx->credential_client && ctx->cfg->keys.destroy_revokes_for_credential_clients)) {
+		ops_fail(res, KMIP_REASON_WRONG_KEY_LIFECYCLE_STATE, "an Active object must be revoked first");
+	} else if ((r = p11_destroy(lo.st->tok, lo.o.handle)) < 0 || (r = store_meta_destroy(lo.st, &lo.o)) < 0) {
+		ops_fail_err(res, r);
+	} else {
+		store_forget(lo.st, &lo.o);
+		put_uid_payload(w, &lo.o);
+	}
+	unlock_object(&lo);
+}
+
+/* What the token says about a key, with the metadata's word where it has one. */
+struct key_info {
+	uint32_t object_type, algorithm;
+	int32_t length;
+	CK_KEY_TYPE key_type;
+	size_t curve; /* index into curves[] for EC and EdDSA keys */
+	struct kmip_text label;
+	uint8_t *label_buf;
+};
+
+static const uint32_t object_types[STORE_N_KINDS] = {
+	[STORE_PUBLIC] = OBJ_PUBLIC_KEY, [STORE_PRIVATE] = OBJ_PRIVATE_KEY, [STORE_SECRET] = OBJ_SYMMETRIC_KEY,
+	[STORE_CERT] = 1,
+};
+
+static bool find_curve(const uint8_t *der, size_t len, size_t *ret)
+{
+	for (size_t i = 0; i < N_CURVES; i++)
+		if (curves[i].len == len && memcmp(curves[i].der, der, len) == 0) {
+			*ret = i;
+			return true;
+		}
+	return false;
+}
+
+static int read_key_info(struct store *st, const struct store_obj *o, const struct store_meta *m, struct key_info *ki)
+{
+	CK_ATTRIBUTE type = { CKA_KEY_TYPE, &ki->key_type, sizeof(ki->key_type) };
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	int r;
+
+	*ki = (struct key_info){ .object_type = object_types[o->kind] };
+	if (p11_get_attr_alloc(st->tok, o->handle, CKA_LABEL, &ki->label_buf, &len) == 0)
+		ki->label = (struct kmip_text){ (const char *)ki->label_buf, len };
+	if (o->kind == STORE_CERT)
+		return 0;
+	if ((r = p11_get_attrs(st->tok, o->handle, &type, 1)) < 0)
+		return r;
+	switch (ki->key_type) {
+	case CKK_RSA:
+		ki->algorithm = ALG_RSA;
+		if ((r = p11_get_attr_alloc(st->tok, o->handle, CKA_MODULUS, &buf, &len)) == 0)
+			ki->length = (int32_t)len * 8;
+		break;
+	case CKK_EC:
+	case CKK_EC_EDWARDS:
+		ki->algorithm = ki->key_type == CKK_EC ? ALG_ECDSA : ALG_ED25519;
+		if ((r = p11_get_attr_alloc(st->tok, o->handle, CKA_EC_PARAMS, &buf, &len)) == 0 &&
+		    find_curve(buf, len, &ki->curve))
+			ki->length = curves[ki->curve].bits;
+		break;
+	case CKK_AES:
+	case CKK_GENERIC_SECRET: {
+		CK_ULONG vlen = 0;
+		CK_ATTRIBUTE a = { CKA_VALUE_LEN, &vlen, sizeof(vlen) };
+
+		ki->algorithm = ki->key_type == CKK_AES ? ALG_AES : ALG_HMAC_SHA256;
+		if ((r = p11_get_attrs(st->tok, o->handle, &a, 1)) == 0)
+			ki->length = (int32_t)vlen * 8;
+		break;
+	}
+	default:
+		break;
+	}
+	free(buf);
+	/* The algorithm the client named (EC or ECDSA, which HMAC) is in the metadata. */
+	ki->algorithm = meta_enum(m, KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM, ki->algorithm);
+	return r;
+}
+
+static void key_info_clear(struct key_info *ki)
+{
+	free(ki->label_buf);
+	ki->label_buf = NULL;
+}
+
+/* Every attribute of an object as one KMIP 2.x Attributes structure: what the token
+ * holds, then the metadata. */
+static int all_attributes(struct store *st, const struct store_obj *o, const struct store_meta *m, uint8_t **ret,
+			  size_t *ret_len)
+{
+	static const uint32_t computed[] = {
+		KMIP_TAG_UNIQUE_IDENTIFIER, KMIP_TAG_OBJECT_TYPE, KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM,
+		KMIP_TAG_CRYPTOGRAPHIC_LENGTH, KMIP_TAG_NAME, KMIP_TAG_STATE,
+	};
+	struct key_info ki;
+	struct ttlv_writer w;
+	int r = read_key_info(st, o, m, &ki);
+
+	if (r < 0) {
+		key_info_clear(&ki);
+		return r;
+	}
+	ttlv_writer_init(&w, TTLV_DEFAULT_MAX_SIZE);
+	ttlv_begin(&w, KMIP_TAG_ATTRIBUTES);
+	put_uid(&w, KMIP_TAG_UNIQUE_IDENTIFIER, o->uid);
+	ttlv_put_enum(&w, KMIP_TAG_OBJECT_TYPE, ki.object_type);
+	if (ki.algorithm)
+		ttlv_put_enum(&w, KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM, ki.algorithm);
+	if (ki.length)
+		ttlv_put_int(&w, KMIP_TAG_CRYPTOGRAPHIC_LENGTH, ki.length);
+	if (ki.label.len) {
+		ttlv_begin(&w, KMIP_TAG_NAME);
+		ttlv_put_text(&w, KMIP_TAG_NAME_VALUE, ki.label.ptr, ki.label.len);
+		ttlv_put_enum(&w, KMIP_TAG_NAME_TYPE, NAME_UNINTERPRETED);
+		ttlv_end(&w);
+	}
+	ttlv_put_enum(&w, KMIP_TAG_STATE, meta_state(m));
+	for (size_t i = 0; i < m->attrs.n; i++) {
+		const struct kmip_attr *a = &m->attrs.v[i];
+		bool skip = false;
+
+		for (size_t k = 0; k < sizeof(computed) / sizeof(computed[0]); k++)
+			skip |= a->tag == computed[k];
+		if (!skip)
+			ttlv_put_item(&w, a->value->tag, a->value);
+	}
+	ttlv_end(&w);
+	key_info_clear(&ki);
+	return ttlv_writer_finish(&w, ret, ret_len);
+}
+
+/* The object's attributes decoded into the model, for filtering and re-encoding. */
+struct object_attrs {
+	uint8_t *buf;
+	size_t len;
+	struct ttlv_item *tree;
+	struct kmip_attrs attrs;
+};
+
+static int load_attrs(struct store *st, const struct store_obj *o, struct object_attrs *oa)
+{
+	struct store_meta m = { 0 };
+	int r;
+
+	*oa = (struct object_attrs){ 0 };
+	if ((r = store_meta_read(st, o, &m)) == 0 && (r = all_attributes(st, o, &m, &oa->buf, &oa->len)) == 0 &&
+	    (r = ttlv_decode(oa->buf, oa->len, &ttlv_default_limits, &oa->tree)) == 0)
+		r = kmip_attrs_decode(oa->tree, meta_version, &oa->attrs);
+	store_meta_clear(&m);
+	return r;
+}
+
+static void object_attrs_clear(struct object_attrs *oa)
+{
+	kmip_attrs_clear(&oa->attrs);
+	ttlv_free(oa->tree);
+	ttlv_buf_free(oa->buf, oa->len);
+}
+
+/* Whether a request asks for an attribute: by 1.x Attribute Name or 2.x Attribute
+ * Reference; asking for none means all. */
+static bool wanted(const struct ttlv_item *payload, const struct kmip_attr *a, bool *any_request)
+{
+	*any_request = false;
+	for (const struct ttlv_item *c = payload->child; c; c = c->next) {
+		if (c->tag == KMIP_TAG_ATTRIBUTE_NAME && c->type == TTLV_TEXT_STRING) {
+			*any_request = true;
+			if (a->tag && kmip_tag_by_name((const char *)c->value, c->len) == a->tag)
+				return true;
+		} else if (c->tag == KMIP_TAG_ATTRIBUTE_REFERENCE && c->type == TTLV_ENUMERATION) {
+			*any_request = true;
+			if (ttlv_enum(c) == a->tag)
+				return true;
+		}
+	}
+	return !*any_request;
+}
+
+void op_get_attributes(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
+		       struct ops_result *res)
+{
+	struct store *st = need_store(ctx, res);
+	struct object_attrs oa;
+	struct kmip_attr chosen[64];
+	struct kmip_attrs out = { chosen, 0 };
+	struct store_obj o;
+	bool any;
+	int r;
+
+	if (!st || !find_object(ctx, st, payload, &o, res))
+		return;
+	if ((r = load_attrs(st, &o, &oa)) < 0) {
+		ops_fail_err(res, r);
+		object_attrs_clear(&oa);
+		return;
+	}
+	for (size_t i = 0; i < oa.attrs.n && out.n < 64; i++)
+		if (wanted(payload, &oa.attrs.v[i], &any))
+			chosen[out.n++] = oa.attrs.v[i];
+	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
+	put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, o.uid);
+	kmip_attrs_encode(w, ctx->version.major >= 2 ? KMIP_TAG_ATTRIBUTES : 0, &out, ctx->version);
+	ttlv_end(w);
+	object_attrs_clear(&oa);
+}
+
+void op_get_attribute_list(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
+			   struct ops_result *res)
+{
+	struct store *st = need_store(ctx, res);
+	struct object_attrs oa;
+	struct store_obj o;
+	int r;
+
+	if (!st || !find_object(ctx, st, payload, &o, res))
+		return;
+	if ((r = load_attrs(st, &o, &oa)) < 0) {
+		ops_fail_err(res, r);
+		object_attrs_clear(&oa);
+		return;
+	}
+	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
+	put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, o.uid);
+	for (size_t i = 0; i < oa.attrs.n; i++) {
+		const struct kmip_attr *a = &oa.attrs.v[i];
+		const char *name = a->tag ? kmip_tag_name(a->tag) : NULL;
+
+		if (ctx->version.major >= 2 && a->tag)
+			ttlv_put_enum(w, KMIP_TAG_ATTRIBUTE_REFERENCE, a->tag);
+		else if (name)
+			ttlv_put_text(w, KMIP_TAG_ATTRIBUTE_NAME, name, strlen(name));
+	}
+	ttlv_end(w);
+	object_attrs_clear(&oa);
+}
+
+/* Key material of a public key in the requested format. */
+static int public_key_material(struct store *st, const struct store_obj *o, const struct key_info *ki,
+			       uint32_t format, struct ttlv_writer *w)
+{
+	gnutls_datum_t params = { 0 }, point = { 0 }, der = { 0 };
+	gnutls_pubkey_t pub = NULL;
+	uint8_t *a = NULL, *b = NULL;
+	size_t alen = 0, blen = 0;
+	int r;
+
+	if (ki->key_type == CKK_RSA) {
+		if ((r = p11_get_attr_alloc(st->tok, o->handle, CKA_MODULUS, &a, &alen)) < 0 ||
+		    (r = p11_get_attr_alloc(st->tok, o->handle, CKA_PUBLIC_EXPONENT, &b, &blen)) < 0)
+			goto out;
+		params = (gnutls_datum_t){ a, (unsigned)alen };
+		point = (gnutls_datum_t){ b, (unsigned)blen };
+		if (format == FMT_TRANSPARENT_RSA_PUBLIC) {
+			ttlv_begin(w, KMIP_TAG_KEY_MATERIAL);
+			ttlv_put_bigint(w, KMIP_TAG_MODULUS, a, alen);
+			ttlv_put_bigint(w, KMIP_TAG_PUBLIC_EXPONENT, b, blen);
+			ttlv_end(w);
+			goto out;
+		}
+		/* RSAPublicKey is SEQUENCE { INTEGER n, INTEGER e }: the same shape GnuTLS
+		 * writes for a DSA/ECDSA signature value. */
+		if (format == FMT_PKCS1) {
+			r = gnutls_encode_rs_value(&der, &params, &point) < 0 ? KR_E_NOMEM : 0;
+			goto put;
+		}
+		if (format != FMT_X509) {
+			r = KR_E_KMIP_FORMAT;
+			goto out;
+		}
+		r = gnutls_pubkey_init(&pub) < 0 || gnutls_pubkey_import_rsa_raw(pub, &params, &point) < 0 ? KR_E_P11_FAILED : 0;
+	} else if (ki->key_type == CKK_EC || ki->key_type == CKK_EC_EDWARDS) {
+		if (format != FMT_RAW && format != FMT_X509) {
+			r = KR_E_KMIP_FORMAT;
+			goto out;
+		}
+		if ((r = p11_get_attr_alloc(st->tok, o->handle, CKA_EC_POINT, &b, &blen)) < 0)
+			goto out;
+		if (ki->key_type == CKK_EC) {
+			if ((r = p11_get_attr_alloc(st->tok, o->handle, CKA_EC_PARAMS, &a, &alen)) < 0)
+				goto out;
+			params = (gnutls_datum_t){ a, (unsigned)alen };
+			point = (gnutls_datum_t){ b, (unsigned)blen };
+			r = gnutls_pubkey_init(&pub) < 0 || gnutls_pubkey_import_ecc_x962(pub, &params, &point) < 0
+				    ? KR_E_P11_FAILED
+				    : 0;
+		} else {
+			/* CKA_EC_POINT of an Edwards key: the 32 bytes, DER OCTET STRING wrapped or not */
+			point = blen == 34 && b[0] == 0x04 && b[1] == 32 ? (gnutls_datum_t){ b + 2, 32 }
+									 : (gnutls_datum_t){ b, (unsigned)blen };
+			r = gnutls_pubkey_init(&pub) < 0 ||
+				    gnutls_pubkey_import_ecc_raw(pub, GNUTLS_ECC_CURVE_ED25519, &point, NULL) < 0
+				    ? KR_E_P11_FAILED
+				    : 0;
+		}
+	} else {
+		r = KR_E_KMIP_FORMAT;
+		goto out;
+	}
+	if (r == 0 && gnutls_pubkey_export2(pub, GNUTLS_X509_FMT_DER, &der) < 0)
+		r = KR_E_P11_FAILED;
+put:
+	if (r == 0)
+		ttlv_put_bytes(w, KMIP_TAG_KEY_MATERIAL, der.data, der.size);
+out:
+	gnutls_free(der.data);
+	if (pub)
+		gnutls_pubkey_deinit(pub);
+	free(a);
+	free(b);
+	return r;
+}
+
+/* A symmetric key's bytes, if the token lets them out. */
+static int secret_key_material(struct store *st, const struct store_obj *o, uint32_t format, struct ttlv_writer *w)
+{
+	uint8_t *value = NULL;
+	size_t len = 0;
+	int r;
+
+	if (format != FMT_RAW && format != FMT_TRANSPARENT_SYMMETRIC)
+		return KR_E_KMIP_FORMAT;
+	if ((r = p11_get_attr_alloc(st->tok, o->handle, CKA_VALUE, &value, &len)) < 0)
+		return r;
+	if (format == FMT_RAW) {
+		ttlv_put_bytes(w, KMIP_TAG_KEY_MATERIAL, value, len);
+	} else {
+		ttlv_begin(w, KMIP_TAG_KEY_MATERIAL);
+		ttlv_put_bytes(w, KMIP_TAG_KEY, value, len);
+		ttlv_end(w);
+	}
+	explicit_bzero(value, len);
+	free(value);
+	return 0;
+}
+
+/* With no format asked for: PKCS#1 for RSA (which Cascade, Krill and PyKMIP all
+ * read), Raw holding a SubjectPublicKeyInfo for EC (all Cascade reads), Raw for
+ * symmetric keys. */
+static uint32_t default_format(const struct key_info *ki)
+{
+	return ki->key_type == CKK_RSA ? FMT_PKCS1 : FMT_RAW;
+}
+
+static const uint32_t object_tags[STORE_N_KINDS] = {
+	[STORE_PUBLIC] = KMIP_TAG_PUBLIC_KEY, [STORE_PRIVATE] = KMIP_TAG_PRIVATE_KEY,
+	[STORE_SECRET] = KMIP_TAG_SYMMETRIC_KEY, [STORE_CERT] = KMIP_TAG_CERTIFICATE,
+};
+
+void op_get(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res)
+{
+	const struct ttlv_item *fmt = ttlv_find(payload, KMIP_TAG_KEY_FORMAT_TYPE);
+	struct store *st = need_store(ctx, res);
+	struct store_meta m = { 0 };
+	struct key_info ki = { 0 };
+	struct store_obj o;
+	uint32_t format;
+	int r;
+
+	if (!st || !find_object(ctx, st, payload, &o, res))
+		return;
+	if (ttlv_find(payload, KMIP_TAG_KEY_WRAPPING_SPECIFICATION)) {
+		ops_fail(res, KMIP_REASON_FEATURE_NOT_SUPPORTED, "key wrapping is not supported");
+		return;
+	}
+	if ((r = store_meta_read(st, &o, &m)) < 0 || (r = read_key_info(st, &o, &m, &ki)) < 0) {
+		ops_fail_err(res, r);
+		goto out;
+	}
+	format = fmt && fmt->type == TTLV_ENUMERATION ? ttlv_enum(fmt) : default_format(&ki);
+	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
+	ttlv_put_enum(w, KMIP_TAG_OBJECT_TYPE, ki.object_type);
+	put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, o.uid);
+	ttlv_begin(w, object_tags[o.kind]);
+	ttlv_begin(w, KMIP_TAG_KEY_BLOCK);
+	ttlv_put_enum(w, KMIP_TAG_KEY_FORMAT_TYPE, format);
+	ttlv_begin(w, KMIP_TAG_KEY_VALUE);
+	switch (o.kind) {
+	case STORE_PUBLIC:
+		r = public_key_material(st, &o, &ki, format, w);
+		break;
+	case STORE_SECRET:
+		r = secret_key_material(st, &o, format, w);
+		break;
+	default:
+		/* Private keys and certificates leave the token only in a later version. */
+		r = KR_E_P11_SENSITIVE;
+		break;
+	}
+	ttlv_end(w);
+	ttlv_put_enum(w, KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM, ki.algorithm);
+	ttlv_put_int(w, KMIP_TAG_CRYPTOGRAPHIC_LENGTH, ki.length);
+	ttlv_end(w);
+	ttlv_end(w);
+	ttlv_end(w);
+	if (r == KR_E_KMIP_FORMAT)
+		ops_fail(res, KMIP_REASON_KEY_FORMAT_TYPE_NOT_SUPPORTED, "this key cannot be given in that format");
+	else if (r < 0)
+		ops_fail_err(res, r);
+out:
+	key_info_clear(&ki);
+	store_meta_clear(&m);
+}
+
+/* The attribute a Modify Attribute request carries: 1.x Attribute, 2.x New Attribute. */
+static bool modified_attr(const struct ops_ctx *ctx, const struct ttlv_item *payload, struct kmip_attrs *ret,
+			  struct ops_result *res)
+{
+	const struct ttlv_item *c = ttlv_find(payload, ctx->version.major >= 2 ? KMIP_TAG_NEW_ATTRIBUTE
+									     : KMIP_TAG_ATTRIBUTE);
+	struct ttlv_item holder;
+	int r;
+
+	if (!c || c->type != TTLV_STRUCTURE) {
+		ops_fail(res, KMIP_REASON_MISSING_DATA, "no attribute to modify");
+		return false;
+	}
+	/* 1.x: decode the Attribute structure as the only child of a container. */
+	holder = (struct ttlv_item){ .type = TTLV_STRUCTURE, .child = c };
+	if (ctx->version.major < 2)
+		c = &holder;
+	if ((r = kmip_attrs_decode(c, ctx->version, ret)) < 0 || ret->n != 1) {
+		if (r == 0)
+			kmip_attrs_clear(ret);
+		ops_fail_err(res, r < 0 ? r : KR_E_KMIP_MISSING);
+		return false;
+	}
+	return true;
+}
+
+static bool read_only(uint32_t tag)
+{
+	switch (tag) {
+	case KMIP_TAG_UNIQUE_IDENTIFIER:
+	case KMIP_TAG_OBJECT_TYPE:
+	case KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM:
+	case KMIP_TAG_CRYPTOGRAPHIC_LENGTH:
+	case KMIP_TAG_STATE:
+	case KMIP_TAG_INITIAL_DATE:
+	case KMIP_TAG_LAST_CHANGE_DATE:
+	case KMIP_TAG_ACTIVATION_DATE:
+	case KMIP_TAG_DEACTIVATION_DATE:
+	case KMIP_TAG_COMPROMISE_DATE:
+	case KMIP_TAG_DESTROY_DATE:
+	case KMIP_TAG_REVOCATION_REASON:
+	case KMIP_TAG_CRYPTOGRAPHIC_USAGE_MASK:
+		return true;
+	default:
+		return false;
+	}
+}
+
+struct one_attr {
+	const struct kmip_attr *a;
+};
+
+static void put_one_attr(struct ttlv_writer *w, const void *arg)
+{
+	const struct one_attr *o = arg;
+	const struct kmip_attrs one = { (struct kmip_attr *)o->a, 1 };
+
+	kmip_attrs_encode(w, 0, &one, meta_version);
+}
+
+void op_modify_attribute(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
+			 struct ops_result *res)
+{
+	struct kmip_attrs attrs = { 0 };
+	struct locked_object lo;
+	const struct kmip_attr *a;
+	int r = 0;
+
+	if (!modified_attr(ctx, payload, &attrs, res))
+		return;
+	a = &attrs.v[0];
+	if (a->tag && read_only(a->tag)) {
+		ops_fail(res, KMIP_REASON_ATTRIBUTE_READ_ONLY, "the server keeps this attribute");
+		kmip_attrs_clear(&attrs);
+		return;
+	}
+	if (!lock_object(ctx, payload, &lo, res)) {
+		kmip_attrs_clear(&attrs);
+		return;
+	}
+	if (a->tag == KMIP_TAG_NAME) {
+		/* A Name is the object's CKA_LABEL, where other PKCS#11 software sees it. */
+		const struct ttlv_item *nv = a->value->type == TTLV_STRUCTURE ? ttlv_find(a->value, KMIP_TAG_NAME_VALUE) : NULL;
+		CK_ATTRIBUTE label = { CKA_LABEL, NULL, 0 };
+
+		if (!nv || nv->type != TTLV_TEXT_STRING) {
+			ops_fail(res, KMIP_REASON_INVALID_ATTRIBUTE_VALUE, "a Name needs a Name Value");
+			goto out;
+		}
+		label.pValue = (void *)nv->value;
+		label.ulValueLen = nv->len;
+		r = p11_set_attrs(lo.st->tok, lo.o.handle, &label, 1);
+	} else if (a->tag && !meta_attr(&lo.meta, a->tag)) {
+		ops_fail(res, KMIP_REASON_ATTRIBUTE_NOT_FOUND, "the object has no such attribute to modify");
+		goto out;
+	} else {
+		const struct one_attr one = { a };
+		const uint32_t replace[] = { a->tag };
+
+		r = meta_rewrite(lo.st, &lo.o, &lo.meta, replace, a->tag ? 1 : 0, put_one_attr, &one);
+	}
+	if (r < 0) {
+		ops_fail_err(res, r);
+		goto out;
+	}
+	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
+	put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, lo.o.uid);
+	if (ctx->version.major < 2)
+		kmip_attrs_encode(w, 0, &attrs, ctx->version);
+	ttlv_end(w);
+out:
+	unlock_object(&lo);
+	kmip_attrs_clear(&attrs);
+}
+
+/* Locate: the token filters what a template can say (class, label, key type); the
+ * relay filters the rest, over a bounded number of candidates. */
+#define LOCATE_MAX_CANDIDATES 1024
+
+struct locate_query {
+	int kind;            /* -1: any key */
+	struct kmip_text name;
+	bool has_algorithm, has_length, has_state;
+	uint32_t algorithm, state;
+	int32_t length;
+};
+
+static bool read_locate_attr(const struct kmip_attr *a, struct locate_query *q, struct ops_result *res)
+{
+	const struct ttlv_item *v = a->value;
+
+	switch (a->tag) {
+	case KMIP_TAG_OBJECT_TYPE:
+		q->kind = -2; /* a type this store does not hold */
+		for (int k = 0; k < STORE_N_KINDS; k++)
+			if (v->type == TTLV_ENUMERATION && object_types[k] == ttlv_enum(v))
+				q->kind = k;
+		return true;
+	case KMIP_TAG_NAME: {
+		const struct ttlv_item *nv = v->type == TTLV_STRUCTURE ? ttlv_find(v, KMIP_TAG_NAME_VALUE) : NULL;
+
+		if (nv && nv->type == TTLV_TEXT_STRING) {
+			q->name = (struct kmip_text){ (const char *)nv->value, nv->len };
+			return true;
+		}
+		break;
+	}
+	case KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM:
+		q->has_algorithm = v->type == TTLV_ENUMERATION;
+		q->algorithm = q->has_algorithm ? ttlv_enum(v) : 0;
+		return q->has_algorithm || (ops_fail(res, KMIP_REASON_INVALID_FIELD, "bad algorithm"), false);
+	case KMIP_TAG_CRYPTOGRAPHIC_LENGTH:
+		q->has_length = v->type == TTLV_INTEGER;
+		q->length = q->has_length ? ttlv_int(v) : 0;
+		return q->has_length || (ops_fail(res, KMIP_REASON_INVALID_FIELD, "bad length"), false);
+	case KMIP_TAG_STATE:
+		q->has_state = v->type == TTLV_ENUMERATION;
+		q->state = q->has_state ? ttlv_enum(v) : 0;
+		return q->has_state || (ops_fail(res, KMIP_REASON_INVALID_FIELD, "bad state"), false);
+	default:
+		ops_fail(res, KMIP_REASON_FEATURE_NOT_SUPPORTED, "Locate filters by Object Type, Name, Cryptographic "
+								  "Algorithm, Cryptographic Length and State");
+		return false;
+	}
+	ops_fail(res, KMIP_REASON_INVALID_FIELD, "malformed Name");
+	return false;
+}
+
+static bool algorithm_matches(uint32_t want, uint32_t have)
+{
+	/* EC and ECDSA name the same keys. */
+	if ((want == ALG_EC || want == ALG_ECDSA) && (have == ALG_EC || have == ALG_ECDSA))
+		return true;
+	return want == have;
+}
+
+static bool locate_matches(struct store *st, const struct store_obj *o, const struct locate_query *q)
+{
+	struct store_meta m = { 0 };
+	struct key_info ki = { 0 };
+	bool ok = store_meta_read(st, o, &m) == 0 && read_key_info(st, o, &m, &ki) == 0;
+
+	if (ok && q->has_algorithm)
+		ok = algorithm_matches(q->algorithm, ki.algorithm);
+	if (ok && q->has_length)
+		ok = q->length == ki.length;
+	if (ok && q->has_state)
+		ok = q->state == meta_state(&m);
+	key_info_clear(&ki);
+	store_meta_clear(&m);
+	return ok;
+}
+
+void op_locate(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res)
+{
+	const struct ttlv_item *max_items = ttlv_find(payload, KMIP_TAG_MAXIMUM_ITEMS);
+	const struct ttlv_item *offset = ttlv_find(payload, KMIP_TAG_OFFSET_ITEMS);
+	struct locate_query q = { .kind = -1 };
+	struct kmip_attrs attrs = { 0 };
+	struct ttlv_item holder = { .type = TTLV_STRUCTURE };
+	CK_OBJECT_HANDLE *handles = NULL;
+	char uids[64][STORE_MAX_UID + 1];
+	size_t n_found = 0, skip = 0, limit = 64, matched = 0;
+	struct store *st;
+	int r;
+
+	/* 1.x puts Attribute items in the payload; 2.x an Attributes structure. */
+	if (ctx->version.major >= 2) {
+		const struct ttlv_item *c = ttlv_find(payload, KMIP_TAG_ATTRIBUTES);
+
+		holder.child = c ? c->child : NULL;
+	} else {
+		holder.child = ttlv_find(payload, KMIP_TAG_ATTRIBUTE);
+	}
+	{
+		/* Only the Attribute items count in 1.x; copy them into a container. */
+		struct ttlv_item items[64];
+		size_t n = 0;
+
+		for (const struct ttlv_item *c = holder.child; c && n < 64; c = c->next)
+			if (ctx->version.major >= 2 || c->tag == KMIP_TAG_ATTRIBUTE) {
+				items[n] = *c;
+				items[n].next = NULL;
+				if (n)
+					items[n - 1].next = &items[n];
+				n++;
+			}
+		holder.child = n ? &items[0] : NULL;
+		if ((r = kmip_attrs_decode(&holder, ctx->version, &attrs)) < 0) {
+			ops_fail_err(res, r);
+			return;
+		}
+	}
+	for (size_t i = 0; i < attrs.n; i++)
+		if (!read_locate_attr(&attrs.v[i], &q, res)) {
+			kmip_attrs_clear(&attrs);
+			return;
+		}
+	if (max_items && max_items->type == TTLV_INTEGER && ttlv_int(max_items) >= 0 && ttlv_int(max_items) < 64)
+		limit = (size_t)ttlv_int(max_items);
+	if (offset && offset->type == TTLV_INTEGER && ttlv_int(offset) > 0)
+		skip = (size_t)ttlv_int(offset);
+	if (!(st = need_store(ctx, res)) || !(handles = calloc(LOCATE_MAX_CANDIDATES, sizeof(*handles)))) {
+		if (st)
+			ops_fail_err(res, KR_E_NOMEM);
+		kmip_attrs_clear(&attrs);
+		return;
+	}
+	for (int k = 0; k < STORE_N_KINDS && matched < limit; k++) {
+		CK_OBJECT_CLASS cls = store_class((enum store_kind)k);
+		CK_ATTRIBUTE tmpl[2] = { { CKA_CLASS, &cls, sizeof(cls) } };
+		size_t n_tmpl = 1;
+
+		if (q.kind == -2 || (q.kind >= 0 && q.kind != k))
+			continue;
+		if (q.name.ptr)
+			tmpl[n_tmpl++] = (CK_ATTRIBUTE){ CKA_LABEL, (void *)q.name.ptr, q.name.len };
+		if ((r = p11_find(st->tok, tmpl, n_tmpl, handles, LOCATE_MAX_CANDIDATES, &n_found)) < 0)
+			break;
+		for (size_t i = 0; i < n_found && matched < limit; i++) {
+			uint8_t id[STORE_MAX_ID];
+			CK_ATTRIBUTE ida = { CKA_ID, id, sizeof(id) };
+			struct store_obj o = { .kind = (enum store_kind)k, .handle = handles[i] };
+
+			if (p11_get_attrs(st->tok, handles[i], &ida, 1) < 0 || ida.ulValueLen == 0 ||
+			    ida.ulValueLen > STORE_MAX_ID)
+				continue;
+			o.id_len = ida.ulValueLen;
+			memcpy(o.id, id, o.id_len);
+			store_uid(o.kind, o.id, o.id_len, o.uid);
+			if (!locate_matches(st, &o, &q))
+				continue;
+			if (skip) {
+				skip--;
+				continue;
+			}
+			memcpy(uids[matched++], o.uid, sizeof(o.uid));
+		}
+	}
+	free(handles);
+	kmip_attrs_clear(&attrs);
+	if (r < 0) {
+		ops_fail_err(res, r);
+		return;
+	}
+	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
+	if (ctx->version.major >= 2 || (ctx->version.major == 1 && ctx->version.minor >= 3))
+		ttlv_put_int(w, KMIP_TAG_LOCATED_ITEMS, (int32_t)matched);
+	for (size_t i = 0; i < matched; i++)
+		put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, uids[i]);
+	ttlv_end(w);
+}

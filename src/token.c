@@ -1,0 +1,81 @@
+#include "config.h"
+
+#include "token.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+void token_init(struct conn_token *ct, const struct cfg *c)
+{
+	*ct = (struct conn_token){ .cfg = c };
+}
+
+void token_close(struct conn_token *ct)
+{
+	p11_close(ct->tok);
+	ct->tok = NULL;
+}
+
+/* Module loading and login, serialised between processes by the lock file. */
+static int open_and_login(struct conn_token *ct, const char *username, size_t username_len, const char *pin,
+			  size_t pin_len)
+{
+	const struct cfg *c = ct->cfg;
+	int lock = -1, r;
+
+	r = p11_lock(c->pkcs11.lock_file, &lock, &ct->why);
+	if (r == 0)
+		r = p11_open(c->pkcs11.module, username ? NULL : c->pkcs11.token, username, username_len, &ct->tok,
+			     &ct->why);
+	if (r == 0)
+		r = p11_login(ct->tok, pin, pin_len, &ct->why);
+	p11_unlock(lock);
+	if (r < 0) {
+		token_close(ct);
+		ct->error = r;
+		return r;
+	}
+	ct->store = (struct store){ .tok = ct->tok, .lock_file = c->pkcs11.lock_file };
+	return 0;
+}
+
+int token_open_configured(struct conn_token *ct)
+{
+	char *pin = NULL;
+	size_t pin_len = 0;
+	int r;
+
+	r = p11_read_pin(ct->cfg->pkcs11.pin_file, ct->cfg->pkcs11.pin_credential, &pin, &pin_len, &ct->why);
+	if (r == 0)
+		r = open_and_login(ct, NULL, 0, pin, pin_len);
+	else
+		ct->error = r;
+	p11_pin_free(pin, pin_len);
+	return r;
+}
+
+int token_store(struct conn_token *ct, const struct kmip_header *h, struct store **ret)
+{
+	int r;
+
+	if (ct->error)
+		return ct->error;
+	if (!ct->tok) {
+		if (!ct->cfg->pkcs11.module) {
+			ct->why = "no PKCS#11 module configured (pkcs11.module)";
+			return ct->error = KR_E_P11_MODULE;
+		}
+		if (ct->cfg->pkcs11.login_with_credentials && h->username.ptr)
+			r = open_and_login(ct, h->username.ptr, h->username.len, h->password.ptr, h->password.len);
+		else
+			r = token_open_configured(ct);
+		if (r < 0) {
+			log_msg(LOG_NOTICE, "token: %s", ct->why);
+			return r;
+		}
+	}
+	*ret = &ct->store;
+	return 0;
+}

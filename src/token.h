@@ -1,0 +1,30 @@
+/* The connection's token: opened when the first operation needs it (a connection
+ * that only discovers versions never loads the module), or before the handshake
+ * when the TLS key lives in it. Certificate clients use the configured token and
+ * PIN; with pkcs11.login_with_credentials, a client's KMIP Username picks the token
+ * (label, then slot ID, then slot index) and its Password is the PIN. */
+#ifndef KR_TOKEN_H
+#define KR_TOKEN_H
+
+#include <stdbool.h>
+
+#include "cfg.h"
+#include "kmip.h"
+#include "store.h"
+
+struct conn_token {
+	const struct cfg *cfg;
+	struct p11_token *tok;
+	struct store store;
+	int error;              /* a failed open or login, repeated to every later request */
+	const char *why;
+};
+
+void token_init(struct conn_token *ct, const struct cfg *c);
+void token_close(struct conn_token *ct);
+/* Opens the configured token and logs in with the configured PIN. */
+int token_open_configured(struct conn_token *ct) KR_WUR;
+/* The store, opening the token first if needed; h is the request's header. */
+int token_store(struct conn_token *ct, const struct kmip_header *h, struct store **ret) KR_WUR;
+
+#endif
