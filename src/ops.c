@@ -23,6 +23,7 @@ static const struct {
 	{ KMIP_OP_ACTIVATE, op_activate },
 	{ KMIP_OP_REVOKE, op_revoke },
 	{ KMIP_OP_DESTROY, op_destroy },
+	{ KMIP_OP_SIGN, op_sign },
 	{ KMIP_OP_QUERY, op_query },
 	{ KMIP_OP_DISCOVER_VERSIONS, op_discover_versions },
 };

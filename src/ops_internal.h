@@ -3,6 +3,7 @@
 #define KR_OPS_INTERNAL_H
 
 #include "ops.h"
+#include "store.h"
 
 typedef void (*ops_handler)(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
 			    struct ops_result *res);
@@ -10,6 +11,17 @@ typedef void (*ops_handler)(struct ops_ctx *ctx, const struct ttlv_item *payload
 void ops_fail(struct ops_result *res, enum kmip_reason reason, const char *message);
 /* A project error as the Result Reason that says it best. */
 void ops_fail_err(struct ops_result *res, int err);
+
+/* The connection's store, opening the token if needed; NULL with res set. */
+struct store *ops_store(struct ops_ctx *ctx, struct ops_result *res);
+/* The object the payload's Unique Identifier (or the ID Placeholder) names. */
+bool ops_find_object(struct ops_ctx *ctx, struct store *st, const struct ttlv_item *payload, struct store_obj *ret,
+		     struct ops_result *res);
+/* Why the token refused to use a key: its lifecycle state, else its usage mask. */
+void ops_explain_refusal(struct store *st, const struct store_obj *o, struct ops_result *res);
+
+/* Cryptographic operations (ops_crypto.c). */
+void op_sign(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res);
 
 /* Managed objects (ops_objects.c). */
 void op_create(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res);

@@ -91,7 +91,7 @@ static size_t usage_template(enum store_kind kind, uint32_t mask, uint32_t state
 	return n;
 }
 
-static struct store *need_store(struct ops_ctx *ctx, struct ops_result *res)
+struct store *ops_store(struct ops_ctx *ctx, struct ops_result *res)
 {
 	struct store *st = NULL;
 	int r = token_store(ctx->token, ctx->header, &st);
@@ -119,8 +119,8 @@ static void acted_on(struct ops_ctx *ctx, const struct store_obj *o)
 
 /* The object a request names by Unique Identifier, or, without one, the object the
  * previous batch item acted on (the ID Placeholder). */
-static bool find_object(struct ops_ctx *ctx, struct store *st, const struct ttlv_item *payload,
-			struct store_obj *ret, struct ops_result *res)
+bool ops_find_object(struct ops_ctx *ctx, struct store *st, const struct ttlv_item *payload, struct store_obj *ret,
+		     struct ops_result *res)
 {
 	const struct ttlv_item *uid = ttlv_find(payload, KMIP_TAG_UNIQUE_IDENTIFIER);
 	int r;
@@ -484,7 +484,7 @@ void op_create_key_pair(struct ops_ctx *ctx, const struct ttlv_item *payload, st
 		upriv = kpriv.usage;
 	if (kpub.has_usage)
 		upub = kpub.usage;
-	if (!(st = need_store(ctx, res)))
+	if (!(st = ops_store(ctx, res)))
 		return;
 	if ((r = store_new_id(st, id)) < 0) {
 		ops_fail_err(res, r);
@@ -504,6 +504,9 @@ void op_create_key_pair(struct ops_ctx *ctx, const struct ttlv_item *payload, st
 		ops_fail_err(res, r);
 		return;
 	}
+	opriv.key_type = opub.key_type = mech.mechanism == CKM_RSA_PKCS_KEY_PAIR_GEN ? CKK_RSA
+					 : mech.mechanism == CKM_EC_KEY_PAIR_GEN  ? CKK_EC
+										  : CKK_EC_EDWARDS;
 	memcpy(opriv.id, id, STORE_ID_LEN);
 	memcpy(opub.id, id, STORE_ID_LEN);
 	opriv.id_len = opub.id_len = STORE_ID_LEN;
@@ -591,7 +594,7 @@ void op_create(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv
 			 "Create makes AES and HMAC keys");
 		return;
 	}
-	if (!(st = need_store(ctx, res)))
+	if (!(st = ops_store(ctx, res)))
 		return;
 	if ((r = store_new_id(st, o.id)) < 0) {
 		ops_fail_err(res, r);
@@ -607,6 +610,7 @@ void op_create(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv
 		return;
 	}
 	store_uid(STORE_SECRET, o.id, o.id_len, o.uid);
+	o.key_type = key_type;
 	{
 		const struct new_meta m = { &k, initial_state(&k), k.usage, NULL, 0 };
 
@@ -695,7 +699,7 @@ static bool lock_object(struct ops_ctx *ctx, const struct ttlv_item *payload, st
 	int r;
 
 	*lo = (struct locked_object){ .lock = -1 };
-	if (!(lo->st = need_store(ctx, res)) || !find_object(ctx, lo->st, payload, &lo->o, res))
+	if (!(lo->st = ops_store(ctx, res)) || !ops_find_object(ctx, lo->st, payload, &lo->o, res))
 		return false;
 	if ((r = store_lock(lo->st, &lo->lock)) < 0 || (r = store_meta_read(lo->st, &lo->o, &lo->meta)) < 0) {
 		store_unlock(lo->lock);
@@ -977,7 +981,7 @@ static bool wanted(const struct ttlv_item *payload, const struct kmip_attr *a, b
 void op_get_attributes(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
 		       struct ops_result *res)
 {
-	struct store *st = need_store(ctx, res);
+	struct store *st = ops_store(ctx, res);
 	struct object_attrs oa;
 	struct kmip_attr chosen[64];
 	struct kmip_attrs out = { chosen, 0 };
@@ -985,7 +989,7 @@ void op_get_attributes(struct ops_ctx *ctx, const struct ttlv_item *payload, str
 	bool any;
 	int r;
 
-	if (!st || !find_object(ctx, st, payload, &o, res))
+	if (!st || !ops_find_object(ctx, st, payload, &o, res))
 		return;
 	if ((r = load_attrs(st, &o, &oa)) < 0) {
 		ops_fail_err(res, r);
@@ -1005,12 +1009,12 @@ void op_get_attributes(struct ops_ctx *ctx, const struct ttlv_item *payload, str
 void op_get_attribute_list(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
 			   struct ops_result *res)
 {
-	struct store *st = need_store(ctx, res);
+	struct store *st = ops_store(ctx, res);
 	struct object_attrs oa;
 	struct store_obj o;
 	int r;
 
-	if (!st || !find_object(ctx, st, payload, &o, res))
+	if (!st || !ops_find_object(ctx, st, payload, &o, res))
 		return;
 	if ((r = load_attrs(st, &o, &oa)) < 0) {
 		ops_fail_err(res, r);
@@ -1147,14 +1151,14 @@ static const uint32_t object_tags[STORE_N_KINDS] = {
 void op_get(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res)
 {
 	const struct ttlv_item *fmt = ttlv_find(payload, KMIP_TAG_KEY_FORMAT_TYPE);
-	struct store *st = need_store(ctx, res);
+	struct store *st = ops_store(ctx, res);
 	struct store_meta m = { 0 };
 	struct key_info ki = { 0 };
 	struct store_obj o;
 	uint32_t format;
 	int r;
 
-	if (!st || !find_object(ctx, st, payload, &o, res))
+	if (!st || !ops_find_object(ctx, st, payload, &o, res))
 		return;
 	if (ttlv_find(payload, KMIP_TAG_KEY_WRAPPING_SPECIFICATION)) {
 		ops_fail(res, KMIP_REASON_FEATURE_NOT_SUPPORTED, "key wrapping is not supported");
@@ -1441,7 +1445,7 @@ void op_locate(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv
 		limit = (size_t)ttlv_int(max_items);
 	if (offset && offset->type == TTLV_INTEGER && ttlv_int(offset) > 0)
 		skip = (size_t)ttlv_int(offset);
-	if (!(st = need_store(ctx, res)) || !(handles = calloc(LOCATE_MAX_CANDIDATES, sizeof(*handles)))) {
+	if (!(st = ops_store(ctx, res)) || !(handles = calloc(LOCATE_MAX_CANDIDATES, sizeof(*handles)))) {
 		if (st)
 			ops_fail_err(res, KR_E_NOMEM);
 		kmip_attrs_clear(&attrs);
@@ -1490,4 +1494,18 @@ void op_locate(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv
 	for (size_t i = 0; i < matched; i++)
 		put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, uids[i]);
 	ttlv_end(w);
+}
+
+void ops_explain_refusal(struct store *st, const struct store_obj *o, struct ops_result *res)
+{
+	struct store_meta m = { 0 };
+	uint32_t state = STATE_ACTIVE;
+
+	if (store_meta_read(st, o, &m) == 0)
+		state = meta_state(&m);
+	store_meta_clear(&m);
+	if (state != STATE_ACTIVE)
+		ops_fail(res, KMIP_REASON_WRONG_KEY_LIFECYCLE_STATE, "the key is not Active");
+	else
+		ops_fail(res, KMIP_REASON_INCOMPATIBLE_CRYPTOGRAPHIC_USAGE_MASK, "the key's usage mask does not allow this");
 }

@@ -132,7 +132,13 @@ int store_find_kind(struct store *s, enum store_kind kind, const uint8_t *id, si
 	/* Two objects of one class with one CKA_ID: the UID would be ambiguous. */
 	if (n != 1)
 		return KR_E_P11_NOT_FOUND;
-	*ret = (struct store_obj){ .kind = kind, .handle = h[0], .id_len = id_len };
+	*ret = (struct store_obj){ .kind = kind, .handle = h[0], .id_len = id_len, .key_type = CK_UNAVAILABLE_INFORMATION };
+	if (kind != STORE_CERT) {
+		CK_ATTRIBUTE type = { CKA_KEY_TYPE, &ret->key_type, sizeof(ret->key_type) };
+
+		if ((r = p11_get_attrs(s->tok, h[0], &type, 1)) < 0)
+			return r;
+	}
 	memcpy(ret->id, id, id_len);
 	store_uid(kind, id, id_len, ret->uid);
 	store_remember(s, ret);

@@ -28,6 +28,7 @@ enum store_kind {
 struct store_obj {
 	enum store_kind kind;
 	CK_OBJECT_HANDLE handle;
+	CK_KEY_TYPE key_type; /* read with the handle, once per connection */
 	uint8_t id[STORE_MAX_ID];
 	size_t id_len;
 	char uid[STORE_MAX_UID + 1];

@@ -4,6 +4,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -18,7 +19,10 @@ void token_close(struct conn_token *ct)
 	ct->tok = NULL;
 }
 
-/* Module loading and login, serialised between processes by the lock file. */
+/* Module loading and login, serialised between processes by the lock file. A
+ * module that hangs while this process holds the lock would stall every other
+ * connection's login, so the lock is held for timeouts.handshake seconds at most:
+ * then SIGALRM ends this process, and the kernel releases the lock. */
 static int open_and_login(struct conn_token *ct, const char *username, size_t username_len, const char *pin,
 			  size_t pin_len)
 {
@@ -26,11 +30,15 @@ static int open_and_login(struct conn_token *ct, const char *username, size_t us
 	int lock = -1, r;
 
 	r = p11_lock(c->pkcs11.lock_file, &lock, &ct->why);
+	if (lock >= 0)
+		alarm(c->timeouts.handshake);
 	if (r == 0)
 		r = p11_open(c->pkcs11.module, username ? NULL : c->pkcs11.token, username, username_len, &ct->tok,
 			     &ct->why);
 	if (r == 0)
 		r = p11_login(ct->tok, pin, pin_len, &ct->why);
+	if (lock >= 0)
+		alarm(0);
 	p11_unlock(lock);
 	if (r < 0) {
 		token_close(ct);
