@@ -9,6 +9,7 @@ static void op_discover_versions(struct ops_ctx *ctx, const struct ttlv_item *pa
 static void op_query(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
 		     struct ops_result *res);
 
+/* In code order: Query lists them so. */
 static const struct {
 	uint32_t operation;
 	ops_handler run;
@@ -19,13 +20,15 @@ static const struct {
 	{ KMIP_OP_GET, op_get },
 	{ KMIP_OP_GET_ATTRIBUTES, op_get_attributes },
 	{ KMIP_OP_GET_ATTRIBUTE_LIST, op_get_attribute_list },
+	{ KMIP_OP_ADD_ATTRIBUTE, op_add_attribute },
 	{ KMIP_OP_MODIFY_ATTRIBUTE, op_modify_attribute },
+	{ KMIP_OP_DELETE_ATTRIBUTE, op_delete_attribute },
 	{ KMIP_OP_ACTIVATE, op_activate },
 	{ KMIP_OP_REVOKE, op_revoke },
 	{ KMIP_OP_DESTROY, op_destroy },
-	{ KMIP_OP_SIGN, op_sign },
 	{ KMIP_OP_QUERY, op_query },
 	{ KMIP_OP_DISCOVER_VERSIONS, op_discover_versions },
+	{ KMIP_OP_SIGN, op_sign },
 };
 
 #define N_OPS (sizeof(ops_table) / sizeof(ops_table[0]))
@@ -130,11 +133,35 @@ enum query_function {
 	QUERY_SERVER_INFORMATION = 3,
 };
 
+/* "kmip-relay 0.1.0 (module libsofthsm2.so, token pkcs11:token=x)": named from the
+ * config, so that a Query never loads the module. */
+static void put_vendor_identification(const struct ops_ctx *ctx, struct ttlv_writer *w)
+{
+	const char *module = ctx->cfg->pkcs11.module, *slash = module ? strrchr(module, '/') : NULL;
+	const char *module_name = slash ? slash + 1 : module ? module : "none";
+	char text[512];
+	int n;
+
+	if (ctx->cfg->pkcs11.login_with_credentials && ctx->header->username.ptr)
+		n = snprintf(text, sizeof(text), "%s (module %s, token %.*s)", PACKAGE_STRING, module_name,
+			     (int)ctx->header->username.len, ctx->header->username.ptr);
+	else
+		n = snprintf(text, sizeof(text), "%s (module %s, token %s)", PACKAGE_STRING, module_name,
+			     ctx->cfg->pkcs11.token ? ctx->cfg->pkcs11.token : "the first");
+	/* The username came from the client: only well-formed text goes back. */
+	if (n > 0 && (size_t)n < sizeof(text) && ttlv_utf8_valid((const uint8_t *)text, (size_t)n))
+		ttlv_put_text(w, KMIP_TAG_VENDOR_IDENTIFICATION, text, (size_t)n);
+	else
+		ttlv_put_text(w, KMIP_TAG_VENDOR_IDENTIFICATION, PACKAGE_STRING, strlen(PACKAGE_STRING));
+}
+
+/* The object types this relay manages. */
+static const uint32_t query_objects[] = { 2 /* Symmetric Key */, 3 /* Public Key */, 4 /* Private Key */ };
+
 static void op_query(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
 		     struct ops_result *res)
 {
 	bool want[4] = { false };
-	static const char vendor[] = PACKAGE_NAME " " PACKAGE_VERSION;
 
 	for (const struct ttlv_item *c = payload->child; c; c = c->next) {
 		if (c->tag != KMIP_TAG_QUERY_FUNCTION || c->type != TTLV_ENUMERATION) {
@@ -150,9 +177,11 @@ static void op_query(struct ops_ctx *ctx, const struct ttlv_item *payload, struc
 		for (size_t i = 0; i < N_OPS; i++)
 			if (kmip_operation_defined(ops_table[i].operation, ctx->version))
 				ttlv_put_enum(w, KMIP_TAG_OPERATION, ops_table[i].operation);
-	/* Objects: none until the PKCS#11 backend manages any. */
+	if (want[QUERY_OBJECTS])
+		for (size_t i = 0; i < sizeof(query_objects) / sizeof(query_objects[0]); i++)
+			ttlv_put_enum(w, KMIP_TAG_OBJECT_TYPE, query_objects[i]);
 	if (want[QUERY_SERVER_INFORMATION])
-		ttlv_put_text(w, KMIP_TAG_VENDOR_IDENTIFICATION, vendor, strlen(vendor));
+		put_vendor_identification(ctx, w);
 	ttlv_end(w);
 }
 

@@ -32,6 +32,10 @@ void op_get_attributes(struct ops_ctx *ctx, const struct ttlv_item *payload, str
 		       struct ops_result *res);
 void op_get_attribute_list(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
 			   struct ops_result *res);
+void op_add_attribute(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
+		      struct ops_result *res);
+void op_delete_attribute(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
+			 struct ops_result *res);
 void op_modify_attribute(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
 			 struct ops_result *res);
 void op_activate(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,

@@ -167,7 +167,7 @@ static uint32_t meta_state(const struct store_meta *m)
 }
 
 /* A new metadata generation: the old attributes minus those in replace[], then what
- * add() writes. */
+ * add() writes, and a new Last Change Date. */
 typedef void (*meta_add_fn)(struct ttlv_writer *w, const void *arg);
 
 static int meta_rewrite(struct store *st, const struct store_obj *o, const struct store_meta *old,
@@ -182,7 +182,7 @@ static int meta_rewrite(struct store *st, const struct store_obj *o, const struc
 	ttlv_begin(&w, KMIP_TAG_ATTRIBUTES);
 	for (size_t i = 0; old && i < old->attrs.n; i++) {
 		const struct kmip_attr *a = &old->attrs.v[i];
-		bool replaced = false;
+		bool replaced = a->tag == KMIP_TAG_LAST_CHANGE_DATE;
 
 		for (size_t k = 0; k < n_replace; k++)
 			replaced |= a->tag == replace[k];
@@ -672,16 +672,17 @@ static void put_state_change(struct ttlv_writer *w, const void *arg)
 static int change_state(struct store *st, const struct store_obj *o, const struct store_meta *m,
 			const struct state_change *c)
 {
-	static const uint32_t replaced[] = {
-		KMIP_TAG_STATE, KMIP_TAG_CRYPTOGRAPHIC_USAGE_MASK, KMIP_TAG_LAST_CHANGE_DATE, KMIP_TAG_REVOCATION_REASON,
-	};
+	uint32_t replaced[5] = { KMIP_TAG_STATE, KMIP_TAG_CRYPTOGRAPHIC_USAGE_MASK, KMIP_TAG_REVOCATION_REASON };
+	size_t n_replaced = 3;
 	CK_ATTRIBUTE flags[MAX_FLAGS];
 	CK_BBOOL values[MAX_FLAGS];
 	size_t n = usage_template(o->kind, c->usage, c->state, values, flags);
 	int r = n ? p11_set_attrs(st->tok, o->handle, flags, n) : 0;
 
+	for (size_t i = 0; i < c->n_dates; i++)
+		replaced[n_replaced++] = c->date_tags[i];
 	if (r == 0)
-		r = meta_rewrite(st, o, m, replaced, sizeof(replaced) / sizeof(replaced[0]), put_state_change, c);
+		r = meta_rewrite(st, o, m, replaced, n_replaced, put_state_change, c);
 	return r;
 }
 
@@ -1508,4 +1509,153 @@ void ops_explain_refusal(struct store *st, const struct store_obj *o, struct ops
 		ops_fail(res, KMIP_REASON_WRONG_KEY_LIFECYCLE_STATE, "the key is not Active");
 	else
 		ops_fail(res, KMIP_REASON_INCOMPATIBLE_CRYPTOGRAPHIC_USAGE_MASK, "the key's usage mask does not allow this");
+}
+
+/* Add Attribute and Delete Attribute change only the metadata: Name, which is the
+ * token's CKA_LABEL, is changed with Modify Attribute. */
+void op_add_attribute(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
+		      struct ops_result *res)
+{
+	struct kmip_attrs attrs = { 0 };
+	struct locked_object lo;
+	const struct kmip_attr *a;
+	int r;
+
+	if (!modified_attr(ctx, payload, &attrs, res))
+		return;
+	a = &attrs.v[0];
+	if (a->tag && (read_only(a->tag) || a->tag == KMIP_TAG_NAME)) {
+		ops_fail(res, a->tag == KMIP_TAG_NAME ? KMIP_REASON_ATTRIBUTE_SINGLE_VALUED : KMIP_REASON_ATTRIBUTE_READ_ONLY,
+			 a->tag == KMIP_TAG_NAME ? "an object has one Name: modify it" : "the server keeps this attribute");
+		kmip_attrs_clear(&attrs);
+		return;
+	}
+	if (!lock_object(ctx, payload, &lo, res)) {
+		kmip_attrs_clear(&attrs);
+		return;
+	}
+	if (a->tag && meta_attr(&lo.meta, a->tag)) {
+		ops_fail(res, KMIP_REASON_ATTRIBUTE_SINGLE_VALUED, "the object has this attribute already");
+	} else {
+		const struct one_attr one = { a };
+
+		if ((r = meta_rewrite(lo.st, &lo.o, &lo.meta, NULL, 0, put_one_attr, &one)) < 0) {
+			ops_fail_err(res, r);
+		} else {
+			ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
+			put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, lo.o.uid);
+			if (ctx->version.major < 2)
+				kmip_attrs_encode(w, 0, &attrs, ctx->version);
+			ttlv_end(w);
+		}
+	}
+	unlock_object(&lo);
+	kmip_attrs_clear(&attrs);
+}
+
+/* The attribute a Delete Attribute request names: a 1.x Attribute Name, a 2.x
+ * Attribute Reference (a tag) or Current Attribute. Vendor attributes go by name. */
+struct attr_ref {
+	uint32_t tag;
+	struct kmip_text vendor, name;
+};
+
+static bool deleted_attr(const struct ops_ctx *ctx, const struct ttlv_item *payload, struct attr_ref *ref,
+			 struct ops_result *res)
+{
+	const struct ttlv_item *name = ttlv_find(payload, KMIP_TAG_ATTRIBUTE_NAME);
+	const struct ttlv_item *tag = ttlv_find(payload, KMIP_TAG_ATTRIBUTE_REFERENCE);
+	const struct ttlv_item *cur = ttlv_find(payload, KMIP_TAG_CURRENT_ATTRIBUTE);
+
+	*ref = (struct attr_ref){ 0 };
+	if (ctx->version.major < 2 && name && name->type == TTLV_TEXT_STRING) {
+		ref->tag = kmip_tag_by_name((const char *)name->value, name->len);
+		if (!ref->tag && name->len > 2 && name->value[1] == '-') {
+			ref->vendor = (struct kmip_text){ (const char *)name->value, 1 };
+			ref->name = (struct kmip_text){ (const char *)name->value + 2, name->len - 2 };
+		}
+	} else if (tag && tag->type == TTLV_ENUMERATION) {
+		ref->tag = ttlv_enum(tag);
+	} else if (cur && cur->type == TTLV_STRUCTURE && cur->child) {
+		const struct ttlv_item *a = cur->child;
+
+		if (a->tag == KMIP_TAG_ATTRIBUTE && a->type == TTLV_STRUCTURE && a->child && a->child->next) {
+			ref->vendor = (struct kmip_text){ (const char *)a->child->value, a->child->len };
+			ref->name = (struct kmip_text){ (const char *)a->child->next->value, a->child->next->len };
+		} else {
+			ref->tag = a->tag;
+		}
+	}
+	if (!ref->tag && !ref->name.ptr) {
+		ops_fail(res, KMIP_REASON_MISSING_DATA, "no attribute to delete");
+		return false;
+	}
+	return true;
+}
+
+static bool same_attr(const struct kmip_attr *a, const struct attr_ref *ref)
+{
+	if (ref->tag)
+		return a->tag == ref->tag;
+	return !a->tag && a->vendor.len == ref->vendor.len && a->name.len == ref->name.len &&
+	       memcmp(a->vendor.ptr, ref->vendor.ptr, a->vendor.len) == 0 &&
+	       memcmp(a->name.ptr, ref->name.ptr, a->name.len) == 0;
+}
+
+/* Writes the metadata without the deleted attribute. */
+struct kept_attrs {
+	const struct store_meta *meta;
+	const struct attr_ref *drop;
+};
+
+static void put_kept_attrs(struct ttlv_writer *w, const void *arg)
+{
+	const struct kept_attrs *k = arg;
+
+	for (size_t i = 0; i < k->meta->attrs.n; i++) {
+		const struct kmip_attr *a = &k->meta->attrs.v[i];
+		const struct kmip_attrs one = { (struct kmip_attr *)a, 1 };
+
+		if (!same_attr(a, k->drop) && a->tag != KMIP_TAG_LAST_CHANGE_DATE)
+			kmip_attrs_encode(w, 0, &one, meta_version);
+	}
+}
+
+void op_delete_attribute(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
+			 struct ops_result *res)
+{
+	struct attr_ref ref;
+	struct locked_object lo;
+	const struct kmip_attr *found = NULL;
+	int r;
+
+	if (!deleted_attr(ctx, payload, &ref, res))
+		return;
+	if (ref.tag && (read_only(ref.tag) || ref.tag == KMIP_TAG_NAME)) {
+		ops_fail(res, KMIP_REASON_ATTRIBUTE_READ_ONLY, "this attribute cannot be deleted");
+		return;
+	}
+	if (!lock_object(ctx, payload, &lo, res))
+		return;
+	for (size_t i = 0; i < lo.meta.attrs.n && !found; i++)
+		if (same_attr(&lo.meta.attrs.v[i], &ref))
+			found = &lo.meta.attrs.v[i];
+	if (!found) {
+		ops_fail(res, KMIP_REASON_ATTRIBUTE_NOT_FOUND, "the object has no such attribute");
+	} else {
+		const struct kept_attrs k = { &lo.meta, &ref };
+
+		if ((r = meta_rewrite(lo.st, &lo.o, NULL, NULL, 0, put_kept_attrs, &k)) < 0) {
+			ops_fail_err(res, r);
+		} else {
+			const struct kmip_attrs one = { (struct kmip_attr *)found, 1 };
+
+			ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
+			put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, lo.o.uid);
+			if (ctx->version.major < 2)
+				kmip_attrs_encode(w, 0, &one, ctx->version);
+			ttlv_end(w);
+		}
+	}
+	unlock_object(&lo);
 }

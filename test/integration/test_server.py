@@ -12,7 +12,8 @@ import time
 import unittest
 import warnings
 
-from relaytest import (BYTES, DATETIME, ENUM, INTEGER, OP_DISCOVER_VERSIONS, OP_QUERY, OP_SIGN,
+from relaytest import (BYTES, DATETIME, ENUM, INTEGER, OP_DISCOVER_VERSIONS, OP_QUERY, OP_ARCHIVE,
+                       OPERATIONS_1_0, OPERATIONS_1_2,
                        PKI, RELAY, STRUCTURE, TEXT, RelayTestCase, T, batch_item, batch_items, decode,
                        exchange, find, item, protocol_version, raw_children, request,
                        request_message, response_version, spki_sha256, vector)
@@ -470,13 +471,16 @@ class ResponseSizeTest(RelayTestCase):
 
     def test_large_enough(self):
         port = self.start(self.config())
-        for max_size in (2048, 256):
-            with self.subTest(max_size=max_size):
-                resp = self.query(port, max_size)
-                self.assertLessEqual(len(resp), max_size)
-                ((_, got),) = [c for c in raw_children(resp) if c[0] == T["BatchItem"]]
-                # 1.0 has Query but not yet Discover Versions; no object types yet.
-                self.assertEqual(got, response_item(OP_QUERY, SUCCESS, [item(T["Operation"], ENUM, OP_QUERY)]))
+        resp = self.query(port, 2048)
+        self.assertLessEqual(len(resp), 2048)
+        ((_, got),) = [c for c in raw_children(resp) if c[0] == T["BatchItem"]]
+        # 1.0 has neither Discover Versions nor Sign.
+        self.assertEqual(got, response_item(OP_QUERY, SUCCESS, [item(T["Operation"], ENUM, op)
+                                                                for op in OPERATIONS_1_0] +
+                                            [item(T["ObjectType"], ENUM, t) for t in (2, 3, 4)]))
+        # The use case's limit of 256 is too small for this many operations.
+        (bi,) = batch_items(self.query(port, 256))
+        self.assertEqual(failure(bi), (FAILED, RESPONSE_TOO_LARGE))
 
 
 class VersionTest(RelayTestCase):
@@ -509,7 +513,7 @@ class VersionTest(RelayTestCase):
                 self.assertEqual(response_version(resp), answer)
                 (bi,) = batch_items(resp)
                 self.assertEqual(failure(bi), (SUCCESS, None))
-                self.assertEqual(find(bi[T["ResponsePayload"]], T["Operation"]), [OP_QUERY, OP_DISCOVER_VERSIONS])
+                self.assertEqual(find(bi[T["ResponsePayload"]], T["Operation"]), OPERATIONS_1_2)
 
     def test_operation_not_in_the_request_version(self):
         resp = self.send(request(OP_DISCOVER_VERSIONS, version=(1, 0)))
@@ -520,13 +524,13 @@ class VersionTest(RelayTestCase):
         self.assertEqual(bi[T["ResultMessage"]], "operation not defined in this protocol version")
 
     def test_unimplemented_operation(self):
-        resp = self.send(request(OP_SIGN, version=(1, 2)))
+        resp = self.send(request(OP_ARCHIVE, version=(1, 2)))
         (bi,) = batch_items(resp)
-        self.assertEqual(bi[T["Operation"]], OP_SIGN)
+        self.assertEqual(bi[T["Operation"]], OP_ARCHIVE)
         self.assertEqual(failure(bi), (FAILED, OPERATION_NOT_SUPPORTED))
         self.assertEqual(bi[T["ResultMessage"]], "operation not supported")
-        (rec,) = [r for r in self.audit_records(self.log_lines(wait_for='"operation":"Sign"'))
-                  if r["operation"] == "Sign"]
+        (rec,) = [r for r in self.audit_records(self.log_lines(wait_for='"operation":"Archive"'))
+                  if r["operation"] == "Archive"]
         self.assertEqual(rec["result"], "Operation Not Supported")
 
     def test_batch_echoes_unique_batch_item_ids(self):
@@ -545,7 +549,7 @@ class VersionTest(RelayTestCase):
         self.assertEqual([failure(bi) for bi in items], [(SUCCESS, None), (FAILED, INVALID_MESSAGE)])
 
     def three(self, option):
-        return request_message([batch_item(OP_QUERY, [QUERY_OPERATIONS], b"a"), batch_item(OP_SIGN, [], b"b"),
+        return request_message([batch_item(OP_QUERY, [QUERY_OPERATIONS], b"a"), batch_item(OP_ARCHIVE, [], b"b"),
                                 batch_item(OP_DISCOVER_VERSIONS, [], b"c")], batch_error_option=option)
 
     def test_batch_stop_is_the_default(self):
@@ -555,13 +559,13 @@ class VersionTest(RelayTestCase):
                 self.assertEqual(find(header_fields(resp), T["BatchCount"]), [2])
                 self.assertEqual([(bi[T["UniqueBatchItemID"]], bi[T["Operation"]], failure(bi))
                                   for bi in batch_items(resp)],
-                                 [(b"a", OP_QUERY, (SUCCESS, None)), (b"b", OP_SIGN, (FAILED, OPERATION_NOT_SUPPORTED))])
+                                 [(b"a", OP_QUERY, (SUCCESS, None)), (b"b", OP_ARCHIVE, (FAILED, OPERATION_NOT_SUPPORTED))])
 
     def test_batch_continue_runs_all(self):
         resp = self.send(self.three(CONTINUE))
         self.assertEqual(find(header_fields(resp), T["BatchCount"]), [3])
         self.assertEqual([(bi[T["UniqueBatchItemID"]], bi[T["Operation"]], failure(bi)) for bi in batch_items(resp)],
-                         [(b"a", OP_QUERY, (SUCCESS, None)), (b"b", OP_SIGN, (FAILED, OPERATION_NOT_SUPPORTED)),
+                         [(b"a", OP_QUERY, (SUCCESS, None)), (b"b", OP_ARCHIVE, (FAILED, OPERATION_NOT_SUPPORTED)),
                           (b"c", OP_DISCOVER_VERSIONS, (SUCCESS, None))])
 
     def test_batch_undo_is_refused(self):
@@ -573,7 +577,7 @@ class VersionTest(RelayTestCase):
                          "Batch Error Continuation Option Undo: token operations cannot be undone")
         records = self.audit_records(self.log_lines(wait_for='"operation":"Discover Versions"'))
         self.assertEqual([(r["operation"], r["result"]) for r in records],
-                         [("Query", "Feature Not Supported"), ("Sign", "Feature Not Supported"),
+                         [("Query", "Feature Not Supported"), ("Archive", "Feature Not Supported"),
                           ("Discover Versions", "Feature Not Supported")])
 
 
@@ -649,7 +653,7 @@ class PyKMIPTest(RelayTestCase):
         self.assertEqual(versions.result_status.value, enums.ResultStatus.SUCCESS)
         self.assertEqual([(v.major, v.minor) for v in versions.protocol_versions], ALL_VERSIONS)
         self.assertEqual(query.result_status.value, enums.ResultStatus.SUCCESS)
-        self.assertEqual(list(query.operations), [enums.Operation.QUERY, enums.Operation.DISCOVER_VERSIONS])
+        self.assertEqual([op.value for op in query.operations], OPERATIONS_1_2)
         self.assertTrue(query.vendor_identification.startswith("kmip-relay"))
         records = self.audit_records(self.log_lines(wait_for="connection peer="))
         self.assertEqual([(r["operation"], r["result"]) for r in records],
