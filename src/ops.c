@@ -16,6 +16,7 @@ static const struct {
 } ops_table[] = {
 	{ KMIP_OP_CREATE, op_create },
 	{ KMIP_OP_CREATE_KEY_PAIR, op_create_key_pair },
+	{ KMIP_OP_REGISTER, op_register },
 	{ KMIP_OP_LOCATE, op_locate },
 	{ KMIP_OP_GET, op_get },
 	{ KMIP_OP_GET_ATTRIBUTES, op_get_attributes },

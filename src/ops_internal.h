@@ -27,6 +27,8 @@ void op_sign(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_w
 void op_create(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res);
 void op_create_key_pair(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
 			struct ops_result *res);
+void op_register(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
+		 struct ops_result *res);
 void op_get(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res);
 void op_get_attributes(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
 		       struct ops_result *res);

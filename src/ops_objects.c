@@ -2,6 +2,7 @@
 
 #include <gnutls/abstract.h>
 #include <gnutls/crypto.h>
+#include <gnutls/x509.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -363,7 +364,7 @@ static void put_uid(struct ttlv_writer *w, uint32_t tag, const char *uid)
 
 /* Common attributes of every new key object. */
 struct key_template {
-	CK_ATTRIBUTE a[16];
+	CK_ATTRIBUTE a[24];
 	size_t n;
 	CK_BBOOL yes, no, sensitive, extractable;
 	CK_BBOOL flags[MAX_FLAGS];
@@ -1658,4 +1659,321 @@ void op_delete_attribute(struct ops_ctx *ctx, const struct ttlv_item *payload, s
 		}
 	}
 	unlock_object(&lo);
+}
+
+/* Register: objects made elsewhere become token objects, parsed with GnuTLS. */
+
+/* A key block's Key Material and the Key Format Type that says how to read it. */
+struct key_block {
+	uint32_t format, algorithm;
+	int32_t length;
+	const struct ttlv_item *material;
+};
+
+static bool read_key_block(const struct ttlv_item *obj, struct key_block *kb, struct ops_result *res)
+{
+	const struct ttlv_item *block = obj && obj->type == TTLV_STRUCTURE ? ttlv_find(obj, KMIP_TAG_KEY_BLOCK) : NULL;
+	const struct ttlv_item *fmt, *value, *alg, *len;
+
+	*kb = (struct key_block){ 0 };
+	if (!block || block->type != TTLV_STRUCTURE || !(fmt = ttlv_find(block, KMIP_TAG_KEY_FORMAT_TYPE)) ||
+	    fmt->type != TTLV_ENUMERATION || !(value = ttlv_find(block, KMIP_TAG_KEY_VALUE))) {
+		ops_fail(res, KMIP_REASON_MISSING_DATA, "Register needs the object with its Key Block");
+		return false;
+	}
+	kb->format = ttlv_enum(fmt);
+	/* A Key Value is a structure holding Key Material (or, wrapped, a Byte String). */
+	kb->material = value->type == TTLV_STRUCTURE ? ttlv_find(value, KMIP_TAG_KEY_MATERIAL) : NULL;
+	if (!kb->material) {
+		ops_fail(res, KMIP_REASON_FEATURE_NOT_SUPPORTED, "wrapped keys cannot be registered");
+		return false;
+	}
+	if ((alg = ttlv_find(block, KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM)) && alg->type == TTLV_ENUMERATION)
+		kb->algorithm = ttlv_enum(alg);
+	if ((len = ttlv_find(block, KMIP_TAG_CRYPTOGRAPHIC_LENGTH)) && len->type == TTLV_INTEGER)
+		kb->length = ttlv_int(len);
+	return true;
+}
+
+static gnutls_datum_t item_datum(const struct ttlv_item *it)
+{
+	return (gnutls_datum_t){ (uint8_t *)it->value, it->len };
+}
+
+/* The Byte String inside a Transparent key's Key Material, or NULL. */
+static const struct ttlv_item *material_field(const struct ttlv_item *material, uint32_t tag)
+{
+	const struct ttlv_item *f = material->type == TTLV_STRUCTURE ? ttlv_find(material, tag) : NULL;
+
+	return f && (f->type == TTLV_BYTE_STRING || f->type == TTLV_BIG_INTEGER) ? f : NULL;
+}
+
+/* Holds the values a new token object's template points at, wiped afterwards. */
+struct values {
+	gnutls_datum_t d[8];
+	size_t n;
+};
+
+static void values_clear(struct values *v)
+{
+	for (size_t i = 0; i < v->n; i++) {
+		if (v->d[i].data)
+			gnutls_memset(v->d[i].data, 0, v->d[i].size);
+		gnutls_free(v->d[i].data);
+	}
+	v->n = 0;
+}
+
+static void tmpl_value(struct key_template *t, struct values *v, CK_ATTRIBUTE_TYPE type, gnutls_datum_t d)
+{
+	v->d[v->n++] = d;
+	tmpl_add(t, type, d.data, d.size);
+}
+
+static int curve_der(gnutls_ecc_curve_t c, size_t *ret)
+{
+	for (size_t i = 0; i < N_CURVES; i++)
+		if (curves[i].gnutls == c) {
+			*ret = i;
+			return 0;
+		}
+	return KR_E_KMIP_FORMAT;
+}
+
+/* A public key from PKCS#1, X.509 (SubjectPublicKeyInfo, also as Raw for EC) or
+ * Transparent RSA. */
+static int public_template(const struct key_block *kb, struct key_template *t, struct values *v, struct key_request *k)
+{
+	gnutls_pubkey_t pub = NULL;
+	gnutls_datum_t der = kb->material->type == TTLV_BYTE_STRING ? item_datum(kb->material) : (gnutls_datum_t){ 0 };
+	gnutls_datum_t a = { 0 }, b = { 0 };
+	static CK_KEY_TYPE rsa = CKK_RSA, ec = CKK_EC, ed = CKK_EC_EDWARDS;
+	size_t curve;
+	int r = KR_E_KMIP_FORMAT;
+
+	if (kb->format == FMT_PKCS1 && der.data) {
+		if (gnutls_decode_rs_value(&der, &a, &b) < 0)
+			return KR_E_KMIP_FORMAT;
+		tmpl_add(t, CKA_KEY_TYPE, &rsa, sizeof(rsa));
+		tmpl_value(t, v, CKA_MODULUS, a);
+		tmpl_value(t, v, CKA_PUBLIC_EXPONENT, b);
+		k->algorithm = ALG_RSA;
+		k->length = (int32_t)(a.size - (a.size && !a.data[0])) * 8;
+		return 0;
+	}
+	if (kb->format == FMT_TRANSPARENT_RSA_PUBLIC) {
+		const struct ttlv_item *n = material_field(kb->material, KMIP_TAG_MODULUS);
+		const struct ttlv_item *e = material_field(kb->material, KMIP_TAG_PUBLIC_EXPONENT);
+
+		if (!n || !e)
+			return KR_E_KMIP_FORMAT;
+		tmpl_add(t, CKA_KEY_TYPE, &rsa, sizeof(rsa));
+		tmpl_add(t, CKA_MODULUS, n->value, n->len);
+		tmpl_add(t, CKA_PUBLIC_EXPONENT, e->value, e->len);
+		k->algorithm = ALG_RSA;
+		return 0;
+	}
+	if ((kb->format != FMT_X509 && kb->format != FMT_RAW) || !der.data || gnutls_pubkey_init(&pub) < 0)
+		return KR_E_KMIP_FORMAT;
+	if (gnutls_pubkey_import(pub, &der, GNUTLS_X509_FMT_DER) < 0)
+		goto out;
+	switch (gnutls_pubkey_get_pk_algorithm(pub, NULL)) {
+	case GNUTLS_PK_RSA:
+		if (gnutls_pubkey_export_rsa_raw2(pub, &a, &b, 0) < 0)
+			goto out;
+		tmpl_add(t, CKA_KEY_TYPE, &rsa, sizeof(rsa));
+		tmpl_value(t, v, CKA_MODULUS, a);
+		tmpl_value(t, v, CKA_PUBLIC_EXPONENT, b);
+		k->algorithm = ALG_RSA;
+		r = 0;
+		break;
+	case GNUTLS_PK_ECDSA:
+		if (gnutls_pubkey_export_ecc_x962(pub, &a, &b) < 0)
+			goto out;
+		tmpl_add(t, CKA_KEY_TYPE, &ec, sizeof(ec));
+		tmpl_value(t, v, CKA_EC_PARAMS, a);
+		tmpl_value(t, v, CKA_EC_POINT, b);
+		k->algorithm = ALG_ECDSA;
+		r = find_curve(a.data, a.size, &curve) ? 0 : KR_E_KMIP_FORMAT;
+		if (r == 0)
+			k->length = curves[curve].bits;
+		break;
+	case GNUTLS_PK_EDDSA_ED25519: {
+		gnutls_ecc_curve_t c;
+
+		if (gnutls_pubkey_export_ecc_raw2(pub, &c, &a, NULL, 0) < 0 || curve_der(c, &curve) < 0)
+			goto out;
+		tmpl_add(t, CKA_KEY_TYPE, &ed, sizeof(ed));
+		tmpl_add(t, CKA_EC_PARAMS, curves[curve].der, curves[curve].len);
+		tmpl_value(t, v, CKA_EC_POINT, a);
+		k->algorithm = ALG_ED25519;
+		k->length = curves[curve].bits;
+		r = 0;
+		break;
+	}
+	default:
+		break;
+	}
+out:
+	gnutls_pubkey_deinit(pub);
+	return r;
+}
+
+/* A private key from PKCS#8, PKCS#1 or ECPrivateKey DER: GnuTLS parses, the token
+ * gets the components. */
+static int private_template(const struct key_block *kb, struct key_template *t, struct values *v, struct key_request *k)
+{
+	gnutls_x509_privkey_t key = NULL;
+	gnutls_datum_t der;
+	static CK_KEY_TYPE rsa = CKK_RSA, ec = CKK_EC;
+	gnutls_datum_t c[8] = { { 0 } };
+	gnutls_ecc_curve_t curve_id;
+	size_t curve;
+	int r = KR_E_KMIP_FORMAT;
+
+	if (kb->material->type != TTLV_BYTE_STRING ||
+	    (kb->format != FMT_PKCS8 && kb->format != FMT_PKCS1 && kb->format != 6 /* ECPrivateKey */))
+		return KR_E_KMIP_FORMAT;
+	der = item_datum(kb->material);
+	if (gnutls_x509_privkey_init(&key) < 0)
+		return KR_E_NOMEM;
+	if (gnutls_x509_privkey_import2(key, &der, GNUTLS_X509_FMT_DER, NULL, GNUTLS_PKCS_PLAIN) < 0)
+		goto out;
+	switch (gnutls_x509_privkey_get_pk_algorithm(key)) {
+	case GNUTLS_PK_RSA: {
+		static const CK_ATTRIBUTE_TYPE types[] = {
+			CKA_MODULUS, CKA_PUBLIC_EXPONENT, CKA_PRIVATE_EXPONENT, CKA_PRIME_1,
+			CKA_PRIME_2, CKA_COEFFICIENT, CKA_EXPONENT_1, CKA_EXPONENT_2,
+		};
+
+		if (gnutls_x509_privkey_export_rsa_raw2(key, &c[0], &c[1], &c[2], &c[3], &c[4], &c[5], &c[6], &c[7]) < 0)
+			goto out;
+		tmpl_add(t, CKA_KEY_TYPE, &rsa, sizeof(rsa));
+		for (size_t i = 0; i < 8; i++)
+			tmpl_value(t, v, types[i], c[i]);
+		k->algorithm = ALG_RSA;
+		k->length = (int32_t)(c[0].size - (c[0].size && !c[0].data[0])) * 8;
+		r = 0;
+		break;
+	}
+	case GNUTLS_PK_ECDSA:
+		if (gnutls_x509_privkey_export_ecc_raw(key, &curve_id, &c[0], &c[1], &c[2]) < 0)
+			goto out;
+		gnutls_free(c[0].data);
+		gnutls_free(c[1].data);
+		if (curve_der(curve_id, &curve) < 0) {
+			gnutls_memset(c[2].data, 0, c[2].size);
+			gnutls_free(c[2].data);
+			goto out;
+		}
+		tmpl_add(t, CKA_KEY_TYPE, &ec, sizeof(ec));
+		tmpl_add(t, CKA_EC_PARAMS, curves[curve].der, curves[curve].len);
+		tmpl_value(t, v, CKA_VALUE, c[2]);
+		k->algorithm = ALG_ECDSA;
+		k->length = curves[curve].bits;
+		r = 0;
+		break;
+	default:
+		break;
+	}
+out:
+	gnutls_x509_privkey_deinit(key);
+	return r;
+}
+
+static int symmetric_template(const struct key_block *kb, struct key_template *t, struct key_request *k)
+{
+	static CK_KEY_TYPE aes = CKK_AES, generic = CKK_GENERIC_SECRET;
+	const struct ttlv_item *key = kb->format == FMT_RAW && kb->material->type == TTLV_BYTE_STRING ? kb->material
+				      : kb->format == FMT_TRANSPARENT_SYMMETRIC ? material_field(kb->material, KMIP_TAG_KEY)
+										  : NULL;
+
+	if (!key)
+		return KR_E_KMIP_FORMAT;
+	k->algorithm = kb->algorithm ? kb->algorithm : k->algorithm;
+	if (k->algorithm != ALG_AES && !hmac_length(k->algorithm))
+		return KR_E_P11_TEMPLATE;
+	tmpl_add(t, CKA_KEY_TYPE, k->algorithm == ALG_AES ? &aes : &generic, sizeof(CK_KEY_TYPE));
+	tmpl_add(t, CKA_VALUE, key->value, key->len);
+	k->length = (int32_t)key->len * 8;
+	return 0;
+}
+
+static const enum store_kind register_kinds[] = {
+	[OBJ_SYMMETRIC_KEY] = STORE_SECRET, [OBJ_PUBLIC_KEY] = STORE_PUBLIC, [OBJ_PRIVATE_KEY] = STORE_PRIVATE,
+};
+
+void op_register(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
+		 struct ops_result *res)
+{
+	const struct ttlv_item *type = ttlv_find(payload, KMIP_TAG_OBJECT_TYPE);
+	struct key_request k;
+	struct key_template t;
+	struct values v = { .n = 0 };
+	struct key_block kb;
+	struct store_obj o = { .id_len = STORE_ID_LEN };
+	CK_OBJECT_CLASS cls;
+	uint32_t obj_type;
+	struct store *st;
+	int r;
+
+	key_request_init(&k);
+	if (!type || type->type != TTLV_ENUMERATION) {
+		ops_fail(res, KMIP_REASON_MISSING_DATA, "Object Type is required");
+		return;
+	}
+	obj_type = ttlv_enum(type);
+	if (obj_type != OBJ_SYMMETRIC_KEY && obj_type != OBJ_PUBLIC_KEY && obj_type != OBJ_PRIVATE_KEY) {
+		ops_fail(res, KMIP_REASON_INVALID_OBJECT_TYPE, "Register takes symmetric, public and private keys");
+		return;
+	}
+	o.kind = register_kinds[obj_type];
+	if (!read_templates(ctx, payload, create_tags, 2, &k, res) ||
+	    !read_key_block(ttlv_find(payload, object_tags[o.kind]), &kb, res) || !(st = ops_store(ctx, res)))
+		return;
+	if ((r = store_new_id(st, o.id)) < 0) {
+		ops_fail_err(res, r);
+		return;
+	}
+	if (!k.has_usage)
+		k.usage = o.kind == STORE_PUBLIC    ? USE_VERIFY | USE_ENCRYPT
+			  : o.kind == STORE_PRIVATE ? USE_SIGN | USE_DECRYPT
+						    : USE_ENCRYPT | USE_DECRYPT;
+	tmpl_init(&t, ctx, o.kind, &k, o.id, k.usage);
+	cls = store_class(o.kind);
+	tmpl_add(&t, CKA_CLASS, &cls, sizeof(cls));
+	r = o.kind == STORE_PUBLIC    ? public_template(&kb, &t, &v, &k)
+	    : o.kind == STORE_PRIVATE ? private_template(&kb, &t, &v, &k)
+				      : symmetric_template(&kb, &t, &k);
+	if (r == 0)
+		r = p11_create(st->tok, t.a, t.n, &o.handle);
+	values_clear(&v);
+	if (r == KR_E_KMIP_FORMAT) {
+		ops_fail(res, KMIP_REASON_KEY_FORMAT_TYPE_NOT_SUPPORTED, "the key material cannot be read in that format");
+		return;
+	}
+	if (r < 0) {
+		ops_fail_err(res, r);
+		return;
+	}
+	store_uid(o.kind, o.id, o.id_len, o.uid);
+	{
+		const struct new_meta m = { &k, initial_state(&k), k.usage, NULL, 0 };
+
+		if (!put_first_meta(st, &o, &m, res)) {
+			if (p11_destroy(st->tok, o.handle) < 0)
+				res->message = "the object could not be removed after a failure";
+			return;
+		}
+	}
+	{
+		CK_ATTRIBUTE kt = { CKA_KEY_TYPE, &o.key_type, sizeof(o.key_type) };
+
+		if (p11_get_attrs(st->tok, o.handle, &kt, 1) == 0)
+			store_remember(st, &o);
+	}
+	acted_on(ctx, &o);
+	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
+	put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, o.uid);
+	ttlv_end(w);
 }
