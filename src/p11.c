@@ -78,19 +78,20 @@ static size_t label_len(const CK_TOKEN_INFO *ti)
 	return n;
 }
 
-/* A whole non-negative decimal number, or -1. */
-static long decimal(const char *s, size_t len)
+/* A whole non-negative decimal number that a slot ID can hold, or -1. SoftHSM's
+ * slot IDs are 32-bit and most have 10 digits. */
+static long long decimal(const char *s, size_t len)
 {
-	long v = 0;
+	long long v = 0;
 
-	if (len == 0 || len > 9)
+	if (len == 0 || len > 18)
 		return -1;
 	for (size_t i = 0; i < len; i++) {
 		if (s[i] < '0' || s[i] > '9')
 			return -1;
 		v = v * 10 + (s[i] - '0');
 	}
-	return v;
+	return (long long)(CK_SLOT_ID)v == v ? v : -1;
 }
 
 /* Picks the slot by URI, or by a client's username: the token label, then the slot
@@ -99,7 +100,7 @@ static int find_slot(struct p11_token *t, P11KitUri *uri, const char *username, 
 		     const char **ret_why)
 {
 	CK_SLOT_ID *slots = NULL, want = uri ? p11_kit_uri_get_slot_id(uri) : (CK_SLOT_ID)-1;
-	long number = username ? decimal(username, username_len) : -1;
+	long long number = username ? decimal(username, username_len) : -1;
 	CK_ULONG n = 0;
 	int r = KR_E_P11_TOKEN;
 
@@ -184,7 +185,7 @@ out:
 	return 0;
 }
 
-int p11_lock(const char *path, int *ret_fd, const char **ret_why)
+int p11_lock(const char *path, unsigned max_seconds, int *ret_fd, const char **ret_why)
 {
 	int fd;
 
@@ -203,14 +204,17 @@ int p11_lock(const char *path, int *ret_fd, const char **ret_why)
 			return KR_E_SYSTEM;
 		}
 	}
+	alarm(max_seconds);
 	*ret_fd = fd;
 	return 0;
 }
 
 void p11_unlock(int fd)
 {
-	if (fd >= 0)
-		close(fd); /* closing releases the lock */
+	if (fd < 0)
+		return;
+	alarm(0);
+	close(fd); /* closing releases the lock */
 }
 
 void p11_close(struct p11_token *t)

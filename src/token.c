@@ -4,7 +4,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "log.h"
 
@@ -29,23 +28,20 @@ static int open_and_login(struct conn_token *ct, const char *username, size_t us
 	const struct cfg *c = ct->cfg;
 	int lock = -1, r;
 
-	r = p11_lock(c->pkcs11.lock_file, &lock, &ct->why);
-	if (lock >= 0)
-		alarm(c->timeouts.handshake);
+	r = p11_lock(c->pkcs11.lock_file, c->timeouts.handshake, &lock, &ct->why);
 	if (r == 0)
 		r = p11_open(c->pkcs11.module, username ? NULL : c->pkcs11.token, username, username_len, &ct->tok,
 			     &ct->why);
 	if (r == 0)
 		r = p11_login(ct->tok, pin, pin_len, &ct->why);
-	if (lock >= 0)
-		alarm(0);
 	p11_unlock(lock);
 	if (r < 0) {
 		token_close(ct);
 		ct->error = r;
 		return r;
 	}
-	ct->store = (struct store){ .tok = ct->tok, .lock_file = c->pkcs11.lock_file };
+	ct->store = (struct store){ .tok = ct->tok, .lock_file = c->pkcs11.lock_file,
+				    .lock_seconds = c->timeouts.handshake };
 	return 0;
 }
 

@@ -2,8 +2,9 @@
 behind systemd-socket-activate on 127.0.0.1, a raw TTLV client over real TLS, and
 log checks. Run with Debian's /usr/bin/python3."""
 
-import hashlib
 import atexit
+import contextlib
+import hashlib
 import json
 import os
 import re
@@ -15,6 +16,7 @@ import subprocess
 import tempfile
 import time
 import unittest
+import warnings
 
 RELAY = os.environ.get("RELAY", os.path.abspath("kmip-relay"))
 SRCDIR = os.environ.get("SRCDIR", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
@@ -110,7 +112,10 @@ class PKI:
 
 
 SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
-PASSED_ENV = ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "SOFTHSM2_CONF", "LD_PRELOAD")
+PASSED_ENV = ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "SOFTHSM2_CONF", "LD_PRELOAD",
+              # test/faulty_p11.c
+              "FAULTY_P11_TARGET", "FAULTY_P11_FAULT", "FAULTY_P11_FAULT_FILE",
+              "FAULTY_P11_HANG_SECONDS", "FAULTY_P11_LOG")
 
 
 class Token:
@@ -142,6 +147,34 @@ class Token:
         der = os.path.join(self.dir, "pub-%s.der" % key_id)
         self.tool("--read-object", "--type", "pubkey", "--id", key_id, "-o", der)
         return der
+
+    def add_token(self, label, pin, so_pin="123456"):
+        """Another token in the same SoftHSM configuration."""
+        run(["softhsm2-util", "--init-token", "--free", "--label", label, "--pin", pin,
+             "--so-pin", so_pin], env=self.env)
+
+    def private_key_only(self, key_type, key_id, label):
+        """A private key with no public key beside it (as OpenDNSSEC may leave)."""
+        self.keypair(key_type, key_id, label)
+        self.tool("--delete-object", "--type", "pubkey", "--id", key_id)
+
+    def objects(self, object_type=None):
+        """pkcs11-tool --list-objects output (of one --type if given)."""
+        args = ["--list-objects"] + (["--type", object_type] if object_type else [])
+        return self.tool(*args).stdout.decode()
+
+    def slots(self):
+        """[(slot ID, token label)] of the slots with a token, in the module's order
+        (that of C_GetSlotList(CK_TRUE)); an uninitialised token has label ''."""
+        out = run(["softhsm2-util", "--show-slots"], env=self.env).stdout.decode()
+        slots = []
+        for block in re.split(r"^Slot (?=\d+$)", out, flags=re.M)[1:]:
+            slot_id = int(block.split("\n", 1)[0])
+            present = re.search(r"Token present:\s*(\S+)", block)
+            label = re.search(r"Label:[ \t]*(.*)$", block, flags=re.M)
+            if present and present.group(1) == "yes":
+                slots.append((slot_id, label.group(1).strip() if label else ""))
+        return slots
 
 
 class RelayTestCase(unittest.TestCase):
@@ -206,9 +239,10 @@ class RelayTestCase(unittest.TestCase):
             json.dump(cfg, f)
         return path
 
-    def start(self, config, inetd=True, extra_args=(), env=None):
+    def start(self, config, inetd=True, extra_args=(), env=None, wrapper=()):
         """Serves the relay behind systemd-socket-activate --accept on a free port,
-        in inetd mode (stdin) or fd-3 mode. Returns the port."""
+        in inetd mode (stdin) or fd-3 mode, run through wrapper (a command prefix)
+        if given. Returns the port."""
         port = free_port()
         env = env or self.env
         cmd = ["systemd-socket-activate", "--accept", "-l", "127.0.0.1:%d" % port]
@@ -218,11 +252,23 @@ class RelayTestCase(unittest.TestCase):
         for name in sorted(env):
             if name in PASSED_ENV or os.environ.get(name) != env[name]:
                 cmd += ["-E", "%s=%s" % (name, env[name])]
-        cmd += [RELAY, "--config", config] + list(extra_args)
+        cmd += list(wrapper) + [RELAY, "--config", config] + list(extra_args)
         p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.procs.append(p)
         wait_listening(port)
         return port
+
+    def server_cert_for(self, token, key_type, key_id):
+        """A server certificate, signed by the test CA, for a key pair made in token
+        (a Token) with CKA_ID key_id (hex) and label tls-<key_id>."""
+        der = token.keypair(key_type, key_id, "tls-" + key_id)
+        pem = der[:-4] + ".pem"
+        run(["certtool", "--load-pubkey", der, "--pubkey-info", "--inder", "--outfile", pem])
+        cert = os.path.join(self.tmp, "server-%s.pem" % key_id)
+        run(["certtool", "--generate-certificate", "--load-pubkey", pem, "--load-ca-certificate",
+             self.pki.ca, "--load-ca-privkey", self.pki.ca_key, "--template",
+             os.path.join(self.pki.dir, "server.tmpl"), "--outfile", cert])
+        return cert
 
     def tls_context(self, cert=True, certfile=None, keyfile=None, maximum_version=None):
         ctx = ssl.create_default_context(cafile=self.pki.ca)
@@ -236,6 +282,10 @@ class RelayTestCase(unittest.TestCase):
         ctx = ctx or self.tls_context()
         raw = socket.create_connection(("127.0.0.1", port), timeout=20)
         return ctx.wrap_socket(raw, server_hostname="localhost", session=session)
+
+    def kmip(self, port, cert=True, username=None, password=None, version=(1, 2)):
+        """A KmipClient on a new connection, with the client certificate or without."""
+        return KmipClient(self.connect(port, self.tls_context(cert=cert)), username, password, version)
 
     def refused(self, port, ctx=None, message=None):
         """Connects and, if the handshake seems to pass (TLS 1.3 clients finish
@@ -282,6 +332,34 @@ class RelayTestCase(unittest.TestCase):
             if wait_for is None or any(wait_for in l for l in lines) or time.time() > deadline:
                 return lines
             time.sleep(0.05)
+
+    def softhsm_config(self, token, pkcs11=None, **sections):
+        """A config whose pkcs11 section is token's (a Token: the SoftHSM module, its
+        label, its PIN file, a lock file in the test's directory), updated with
+        pkcs11; the relay gets the token's SOFTHSM2_CONF. Returns the config's path."""
+        values = {"module": SOFTHSM_MODULE, "token": "pkcs11:token=" + token.label,
+                  "pin_file": token.pin_file, "lock_file": os.path.join(self.tmp, "p11.lock")}
+        values.update(pkcs11 or {})
+        self.env["SOFTHSM2_CONF"] = token.conf
+        return self.config(pkcs11=values, **sections)
+
+    @contextlib.contextmanager
+    def pykmip(self, port, version="KMIP_1_2"):
+        """An open PyKMIP ProxyKmipClient on port with the test client certificate,
+        speaking the KMIPVersion named (PyKMIP's warnings about its own use of
+        ssl.wrap_socket and SQLAlchemy are silenced)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from kmip.core import enums
+            from kmip.pie.client import ProxyKmipClient
+            client = ProxyKmipClient(hostname="127.0.0.1", port=port, cert=self.client_cert,
+                                     key=self.client_key, ca=self.pki.ca, config_file=os.devnull,
+                                     kmip_version=getattr(enums.KMIPVersion, version))
+            client.open()
+            try:
+                yield client
+            finally:
+                client.close()
 
 
 SUMMARY_FIELD = re.compile(r'(\w+)=(?:"([^"]*)"|(\S+))')
@@ -375,7 +453,11 @@ T = {  # the tags the tests use
     "BatchErrorContinuationOption": 0x42000E, "ObjectType": 0x420057,
 }
 
-OP_QUERY, OP_DISCOVER_VERSIONS, OP_SIGN = 0x18, 0x1E, 0x21
+OP_QUERY, OP_DISCOVER_VERSIONS, OP_SIGN, OP_ARCHIVE = 0x18, 0x1E, 0x21, 0x15
+# What Query lists, by the version that defines each (1.1 adds Discover Versions,
+# 1.2 Sign).
+OPERATIONS_1_0 = [0x01, 0x02, 0x03, 0x08, 0x0A, 0x0B, 0x0C, 0x0D, 0x0E, 0x0F, 0x12, 0x13, 0x14, 0x18]
+OPERATIONS_1_2 = OPERATIONS_1_0 + [0x1E, 0x21]
 
 
 def protocol_version(major, minor):
@@ -451,3 +533,307 @@ def response_version(response):
     header = find(children, T["ResponseHeader"])[0]
     pv = find(header, T["ProtocolVersion"])[0]
     return find(pv, T["Major"])[0], find(pv, T["Minor"])[0]
+
+
+# Key management over raw TTLV: more tags, operations and enumerations, request
+# payload builders for the 1.x attribute encoding that Cascade and Krill send, and a
+# small client that keeps its credential and checks each response's header.
+T.update({
+    "UniqueIdentifier": 0x420094, "Attribute": 0x420008, "AttributeName": 0x42000A,
+    "AttributeIndex": 0x420009, "AttributeValue": 0x42000B, "TemplateAttribute": 0x420091,
+    "CommonTemplateAttribute": 0x42001F, "PrivateKeyTemplateAttribute": 0x420065,
+    "PublicKeyTemplateAttribute": 0x42006E, "PrivateKeyUniqueIdentifier": 0x420066,
+    "PublicKeyUniqueIdentifier": 0x42006F, "Name": 0x420053, "NameValue": 0x420055,
+    "NameType": 0x420054, "KeyFormatType": 0x420042, "KeyBlock": 0x420040, "KeyValue": 0x420045,
+    "KeyMaterial": 0x420043, "PublicKey": 0x42006D, "PrivateKey": 0x420064, "Modulus": 0x420052,
+    "PublicExponent": 0x42006C, "RevocationReason": 0x420081, "RevocationReasonCode": 0x420082,
+    "State": 0x42008D, "Link": 0x42004A, "LinkType": 0x42004B, "LinkedObjectIdentifier": 0x42004C,
+    "CryptographicAlgorithm": 0x420028, "CryptographicLength": 0x42002A,
+    "CryptographicUsageMask": 0x42002C, "CryptographicParameters": 0x42002B,
+    "PaddingMethod": 0x42005F, "HashingAlgorithm": 0x420038, "Data": 0x4200C2,
+    "SignatureData": 0x4200C3, "AttributeReference": 0x42013B,
+})
+
+(OP_CREATE, OP_CREATE_KEY_PAIR, OP_REGISTER, OP_LOCATE, OP_GET, OP_GET_ATTRIBUTES,
+ OP_GET_ATTRIBUTE_LIST, OP_ADD_ATTRIBUTE, OP_MODIFY_ATTRIBUTE, OP_DELETE_ATTRIBUTE, OP_ACTIVATE,
+ OP_REVOKE, OP_DESTROY) = 0x01, 0x02, 0x03, 0x08, 0x0A, 0x0B, 0x0C, 0x0D, 0x0E, 0x0F, 0x12, 0x13, 0x14
+
+# Result Reasons
+(ITEM_NOT_FOUND, AUTHENTICATION_NOT_SUCCESSFUL, PERMISSION_DENIED,
+ WRONG_KEY_LIFECYCLE_STATE) = 0x01, 0x03, 0x0C, 0x43
+# Object Types, States, Key Format Types, Link Types, algorithms
+OBJ_PUBLIC_KEY, OBJ_PRIVATE_KEY = 3, 4
+PRE_ACTIVE, ACTIVE, DEACTIVATED, COMPROMISED = 1, 2, 3, 4
+FMT_RAW, FMT_PKCS1, FMT_TRANSPARENT_RSA_PUBLIC = 0x01, 0x03, 0x0B
+LINK_PUBLIC_KEY, LINK_PRIVATE_KEY = 0x102, 0x103
+ALG_RSA, ALG_ECDSA = 4, 6
+CESSATION_OF_OPERATION = 6
+
+
+def attribute(name, typ, value):
+    """A 1.x Attribute: Attribute Name (text) and Attribute Value."""
+    return item(T["Attribute"], STRUCTURE, [item(T["AttributeName"], TEXT, name),
+                                             item(T["AttributeValue"], typ, value)])
+
+
+def name_value(name):
+    """The value of a Name attribute: Name Value, Uninterpreted Text String."""
+    return [item(T["NameValue"], TEXT, name), item(T["NameType"], ENUM, 1)]
+
+
+def name_attribute(name):
+    return attribute("Name", STRUCTURE, name_value(name))
+
+
+def uid_item(uid):
+    return item(T["UniqueIdentifier"], TEXT, uid)
+
+
+def key_pair_payload(algorithm, length, private_name, public_name, private_usage=1,
+                     public_usage=2, private_extra=(), public_extra=()):
+    """A 1.x Create Key Pair payload as Cascade and Krill send it: algorithm and
+    length in the common template, a Name and a Usage Mask in each half's."""
+    return [
+        item(T["CommonTemplateAttribute"], STRUCTURE, [
+            attribute("Cryptographic Algorithm", ENUM, algorithm),
+            attribute("Cryptographic Length", INTEGER, length)]),
+        item(T["PrivateKeyTemplateAttribute"], STRUCTURE, [
+            name_attribute(private_name),
+            attribute("Cryptographic Usage Mask", INTEGER, private_usage)] + list(private_extra)),
+        item(T["PublicKeyTemplateAttribute"], STRUCTURE, [
+            name_attribute(public_name),
+            attribute("Cryptographic Usage Mask", INTEGER, public_usage)] + list(public_extra)),
+    ]
+
+
+def revoke_payload(uid, code):
+    return [uid_item(uid), item(T["RevocationReason"], STRUCTURE,
+                                [item(T["RevocationReasonCode"], ENUM, code)])]
+
+
+def sign_payload(uid, algorithm, data, padding=None, hashing=6):
+    params = []
+    if padding is not None:
+        params.append(item(T["PaddingMethod"], ENUM, padding))
+    params += [item(T["HashingAlgorithm"], ENUM, hashing),
+               item(T["CryptographicAlgorithm"], ENUM, algorithm)]
+    return [uid_item(uid), item(T["CryptographicParameters"], STRUCTURE, params),
+            item(T["Data"], BYTES, data)]
+
+
+def attributes_by_name(payload):
+    """A 1.x Get Attributes payload's attributes: {Attribute Name: [decoded values]}."""
+    out = {}
+    for attr in find(payload, T["Attribute"]):
+        out.setdefault(find(attr, T["AttributeName"])[0], []).append(
+            find(attr, T["AttributeValue"])[0])
+    return out
+
+
+def key_material(get_payload):
+    """(Key Format Type, Key Material) of a Get response payload's key object."""
+    for tag, _, obj in get_payload:
+        if tag in (T["PublicKey"], T["PrivateKey"], T["SymmetricKey"]):
+            block = find(obj, T["KeyBlock"])[0]
+            value = find(block, T["KeyValue"])[0]
+            return find(block, T["KeyFormatType"])[0], find(value, T["KeyMaterial"])[0]
+    raise AssertionError("no key object in the Get response")
+
+
+class KmipError(Exception):
+    def __init__(self, operation, reason, message):
+        super().__init__("operation 0x%02X failed: reason 0x%X %r" % (operation, reason or 0, message))
+        self.operation, self.reason, self.message = operation, reason, message
+
+
+class KmipClient:
+    """One TLS connection that sends one-item requests, each with the client's
+    Username and Password if it has them, in the version given per call. Each
+    response's header is checked (the request's version, a Date-Time Time Stamp,
+    Batch Count 1); every batch item received is kept in .items."""
+
+    def __init__(self, sock, username=None, password=None, version=(1, 2)):
+        self.sock, self.username, self.password, self.version = sock, username, password, version
+        self.items = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.sock.close()
+
+    def close(self):
+        self.sock.close()
+
+    def call(self, operation, payload=(), version=None, username=None, password=None):
+        """The response batch item (a dict) of one request."""
+        version = version or self.version
+        resp = exchange(self.sock, request(operation, payload, version=version,
+                                           username=username or self.username,
+                                           password=password or self.password))
+        _, _, children, _ = decode(resp)
+        header = find(children, T["ResponseHeader"])[0]
+        pv = find(header, T["ProtocolVersion"])[0]
+        got = (find(pv, T["Major"])[0], find(pv, T["Minor"])[0])
+        if got != tuple(version):
+            raise AssertionError("response version %r to a %r request" % (got, tuple(version)))
+        stamps = [ty for t, ty, _ in header if t == T["TimeStamp"]]
+        if stamps != [DATETIME]:
+            raise AssertionError("response Time Stamp types %r" % stamps)
+        if find(header, T["BatchCount"]) != [1]:
+            raise AssertionError("response Batch Count %r" % find(header, T["BatchCount"]))
+        (bi,) = batch_items(resp)
+        if T["UniqueBatchItemID"] in bi:
+            raise AssertionError("a Unique Batch Item ID the request did not have")
+        self.items.append(bi)
+        return bi
+
+    def ok(self, operation, payload=(), version=None, **kw):
+        """The response payload's children; raises KmipError on failure."""
+        bi = self.call(operation, payload, version, **kw)
+        if bi[T["ResultStatus"]] != 0:
+            raise KmipError(operation, bi.get(T["ResultReason"]), bi.get(T["ResultMessage"]))
+        if bi.get(T["Operation"]) != operation:
+            raise AssertionError("response Operation %r" % bi.get(T["Operation"]))
+        return bi.get(T["ResponsePayload"], [])
+
+    def fails(self, operation, payload=(), version=None, **kw):
+        """The Result Reason of a request that must fail."""
+        bi = self.call(operation, payload, version, **kw)
+        if bi[T["ResultStatus"]] != 1:
+            raise AssertionError("operation 0x%02X succeeded; it should fail" % operation)
+        return bi.get(T["ResultReason"])
+
+    def get_attributes(self, uid, names=(), version=None):
+        """{Attribute Name: [values]} of an object, through a 1.x Get Attributes."""
+        payload = self.ok(OP_GET_ATTRIBUTES, [uid_item(uid)] + [
+            item(T["AttributeName"], TEXT, n) for n in names], version or (1, 0))
+        return attributes_by_name(payload)
+
+
+# Both attribute encodings: KMIP 1.x Attribute structures (Attribute Name / Value) in
+# Template-Attribute containers, KMIP 2.x items under their own tags in Attributes
+# containers (custom "x-" attributes as 2.x vendor Attribute structures).
+T.update({
+    "Attributes": 0x420125, "CommonAttributes": 0x420126, "PrivateKeyAttributes": 0x420127,
+    "PublicKeyAttributes": 0x420128, "NewAttribute": 0x42013D, "SymmetricKey": 0x42008F,
+    "Key": 0x42003F, "CryptographicDomainParameters": 0x420029, "RecommendedCurve": 0x420075,
+    "KeyWrappingSpecification": 0x420047, "WrappingMethod": 0x42009E, "MaximumItems": 0x42004F,
+    "OffsetItems": 0x4200D4, "LocatedItems": 0x4200D5, "ContactInformation": 0x420022,
+    "ActivationDate": 0x420001, "InitialDate": 0x420039, "LastChangeDate": 0x420048,
+    "DeactivationDate": 0x42002F, "CompromiseDate": 0x420020, "Sensitive": 0x420120,
+    "Extractable": 0x420122,
+})
+
+ATTRIBUTE_TAGS = {  # KMIP attribute name -> its 2.x tag
+    "Unique Identifier": T["UniqueIdentifier"], "Name": T["Name"], "Object Type": T["ObjectType"],
+    "Cryptographic Algorithm": T["CryptographicAlgorithm"],
+    "Cryptographic Length": T["CryptographicLength"],
+    "Cryptographic Usage Mask": T["CryptographicUsageMask"],
+    "Cryptographic Domain Parameters": T["CryptographicDomainParameters"],
+    "State": T["State"], "Link": T["Link"], "Contact Information": T["ContactInformation"],
+    "Activation Date": T["ActivationDate"], "Initial Date": T["InitialDate"],
+    "Last Change Date": T["LastChangeDate"], "Deactivation Date": T["DeactivationDate"],
+    "Compromise Date": T["CompromiseDate"], "Revocation Reason": T["RevocationReason"],
+    "Sensitive": T["Sensitive"], "Extractable": T["Extractable"],
+}
+ATTRIBUTE_NAMES = {tag: name for name, tag in ATTRIBUTE_TAGS.items()}
+
+CONTAINERS = {  # kind -> (1.x tag, 2.x tag)
+    "template": (T["TemplateAttribute"], T["Attributes"]),
+    "common": (T["CommonTemplateAttribute"], T["CommonAttributes"]),
+    "private": (T["PrivateKeyTemplateAttribute"], T["PrivateKeyAttributes"]),
+    "public": (T["PublicKeyTemplateAttribute"], T["PublicKeyAttributes"]),
+}
+
+
+def attr(version, name, typ, value):
+    """One attribute in the encoding of version: a 1.x Attribute, a 2.x item under the
+    attribute's tag, or for "x-..." custom names a 2.x vendor Attribute ("x", name)."""
+    if version[0] < 2:
+        return attribute(name, typ, value)
+    if name in ATTRIBUTE_TAGS:
+        return item(ATTRIBUTE_TAGS[name], typ, value)
+    vendor, _, rest = name.partition("-")
+    return item(T["Attribute"], STRUCTURE, [item(T["VendorIdentification"], TEXT, vendor),
+                                             item(T["AttributeName"], TEXT, rest),
+                                             item(T["AttributeValue"], typ, value)])
+
+
+def name_attr(version, name):
+    return attr(version, "Name", STRUCTURE, name_value(name))
+
+
+def container(version, kind, attrs):
+    """A template container ("template", "common", "private", "public") of encoded
+    attributes, under its 1.x or 2.x tag."""
+    return item(CONTAINERS[kind][0 if version[0] < 2 else 1], STRUCTURE, list(attrs))
+
+
+def attribute_refs(version, names):
+    """Get Attributes selectors: 1.x Attribute Names, 2.x Attribute References."""
+    if version[0] < 2:
+        return [item(T["AttributeName"], TEXT, n) for n in names]
+    return [item(T["AttributeReference"], ENUM, ATTRIBUTE_TAGS[n]) for n in names]
+
+
+def returned_attributes(payload, version):
+    """A Get Attributes payload's attributes as {name: [values]}, in either encoding
+    (2.x vendor attributes as "vendor-name")."""
+    if version[0] < 2:
+        return attributes_by_name(payload)
+    out = {}
+    for tag, _, value in find(payload, T["Attributes"])[0] if find(payload, T["Attributes"]) else []:
+        key = ATTRIBUTE_NAMES.get(tag, "0x%06X" % tag)
+        if tag == T["Attribute"]:
+            key = "%s-%s" % (find(value, T["VendorIdentification"])[0],
+                             find(value, T["AttributeName"])[0])
+            value = find(value, T["AttributeValue"])[0]
+        out.setdefault(key, []).append(value)
+    return out
+
+
+def der_tlv(data):
+    """One DER element at the start of data: (tag, content, rest). Lengths must be
+    definite and minimal; raises ValueError otherwise."""
+    if len(data) < 2:
+        raise ValueError("DER element truncated")
+    tag, n, off = data[0], data[1], 2
+    if n & 0x80:
+        k = n & 0x7F
+        if k == 0 or k > 4 or len(data) < 2 + k or data[2] == 0:
+            raise ValueError("DER length not definite and minimal")
+        n, off = int.from_bytes(data[2:2 + k], "big"), 2 + k
+        if n < 0x80:
+            raise ValueError("DER long-form length under 128")
+    if len(data) < off + n:
+        raise ValueError("DER content truncated")
+    return tag, data[off:off + n], data[off + n:]
+
+
+def der_integer_sequence(data):
+    """The integers of data, which must be exactly one DER SEQUENCE of minimally
+    encoded INTEGERs (an RSAPublicKey, an ECDSA-Sig-Value); raises ValueError."""
+    tag, body, rest = der_tlv(data)
+    if tag != 0x30 or rest:
+        raise ValueError("not exactly one SEQUENCE")
+    out = []
+    while body:
+        tag, v, body = der_tlv(body)
+        if tag != 0x02 or not v:
+            raise ValueError("not an INTEGER")
+        if len(v) > 1 and ((v[0] == 0 and v[1] < 0x80) or (v[0] == 0xFF and v[1] >= 0x80)):
+            raise ValueError("INTEGER not minimally encoded")
+        out.append(int.from_bytes(v, "big", signed=True))
+    return out
+
+
+def bigint_value(data):
+    """A TTLV Big Integer's value (two's complement, big-endian); raises ValueError
+    unless its length is a multiple of 8 padded with the fewest sign bytes."""
+    if not data or len(data) % 8:
+        raise ValueError("Big Integer length %d" % len(data))
+    value = int.from_bytes(data, "big", signed=True)
+    if len(data) > 8 and data[:8] in (b"\0" * 8, b"\xff" * 8) and (data[8] & 0x80) == (data[0] & 0x80):
+        raise ValueError("Big Integer padded with more sign bytes than needed")
+    return value

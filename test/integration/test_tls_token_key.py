@@ -8,7 +8,7 @@ import subprocess
 import unittest
 
 from relaytest import (ENUM, OP_QUERY, SOFTHSM_MODULE, RelayTestCase, T, Token, batch_items,
-                       exchange, item, request, run)
+                       exchange, item, request)
 
 
 class TokenKeyTest(RelayTestCase):
@@ -16,17 +16,6 @@ class TokenKeyTest(RelayTestCase):
         super().setUp()
         self.token = Token(os.path.join(self.tmp, "hsm"))
         self.env["SOFTHSM2_CONF"] = self.token.conf
-
-    def server_cert_for(self, key_type, key_id):
-        """A server certificate, signed by the test CA, for a key pair made in the token."""
-        der = self.token.keypair(key_type, key_id, "tls-" + key_id)
-        pem = der[:-4] + ".pem"
-        run(["certtool", "--load-pubkey", der, "--pubkey-info", "--inder", "--outfile", pem])
-        cert = os.path.join(self.tmp, "server-%s.pem" % key_id)
-        run(["certtool", "--generate-certificate", "--load-pubkey", pem, "--load-ca-certificate",
-             self.pki.ca, "--load-ca-privkey", self.pki.ca_key, "--template",
-             os.path.join(self.pki.dir, "server.tmpl"), "--outfile", cert])
-        return cert
 
     def token_config(self, cert, key_uri, pin_file=None):
         return self.config(tls={"certificate": cert, "key": key_uri},
@@ -45,7 +34,7 @@ class TokenKeyTest(RelayTestCase):
         self.assertEqual(bi[T["ResultStatus"]], 0)
 
     def check_key(self, key_type, key_id):
-        cert = self.server_cert_for(key_type, key_id)
+        cert = self.server_cert_for(self.token, key_type, key_id)
         port = self.start(self.token_config(cert, "pkcs11:id=%" + key_id))
         for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
             self.query(port, version)
@@ -59,7 +48,7 @@ class TokenKeyTest(RelayTestCase):
 
     def test_rsa_pkcs1_v15_in_tls12(self):
         # Python's ssl cannot restrict signature schemes; gnutls-cli can.
-        cert = self.server_cert_for("rsa:2048", "03")
+        cert = self.server_cert_for(self.token, "rsa:2048", "03")
         port = self.start(self.token_config(cert, "pkcs11:object=tls-03"))
         out = subprocess.run(
             ["gnutls-cli", "--priority", "NORMAL:-VERS-ALL:+VERS-TLS1.2:-SIGN-ALL:+SIGN-RSA-SHA256:+SIGN-ECDSA-SHA256",
@@ -71,7 +60,7 @@ class TokenKeyTest(RelayTestCase):
         self.assertIn("(TLS1.2-X.509)-(ECDHE-SECP256R1)-(RSA-SHA256)", out)
 
     def test_wrong_pin_refuses_connection(self):
-        cert = self.server_cert_for("EC:prime256v1", "04")
+        cert = self.server_cert_for(self.token, "EC:prime256v1", "04")
         bad_pin = os.path.join(self.tmp, "bad-pin")
         with open(bad_pin, "w") as f:
             f.write("9999\n")
@@ -83,7 +72,7 @@ class TokenKeyTest(RelayTestCase):
                             for l in self.log_lines(wait_for="wrong PIN")))
 
     def test_missing_key_is_named(self):
-        cert = self.server_cert_for("EC:prime256v1", "05")
+        cert = self.server_cert_for(self.token, "EC:prime256v1", "05")
         port = self.start(self.token_config(cert, "pkcs11:id=%77"))
         with self.assertRaises((ssl.SSLError, ConnectionError, OSError)):
             with self.connect(port) as s:

@@ -1,0 +1,265 @@
+/* A PKCS#11 module for the tests that misbehaves on command. It wraps a real
+ * module (SoftHSM2 by default) and forwards every call to it, except that one
+ * function can be told to fail in one way:
+ *
+ *   FAULTY_P11_FAULT="<function>:<action>", e.g. "C_Login:segv", where action is
+ *     segv     a real write through a NULL pointer (SIGSEGV)
+ *     abort    abort() (SIGABRT)
+ *     garbage  "GARBAGE\n" lines written to fd 1 and fd 2, then the call is
+ *              forwarded as usual
+ *     hang     sleep FAULTY_P11_HANG_SECONDS (default 30), then forward
+ *   FAULTY_P11_FAULT_FILE=path   the fault is read from this file (first line) on
+ *              every call instead, so that a test can change it between
+ *              connections; a missing or empty file means no fault
+ *   FAULTY_P11_TARGET=path       the wrapped module
+ *              (default /usr/lib/softhsm/libsofthsm2.so)
+ *   FAULTY_P11_LOG=path          each fault, as it fires, appends a line
+ *              "<pid> <function> <action>" here
+ *
+ * It is built without sanitizers, so that it loads into any program.
+ * Build: cc -shared -fPIC $(pkg-config --cflags p11-kit-1) -o faulty_p11.so faulty_p11.c */
+#define _POSIX_C_SOURCE 200809L
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <p11-kit/pkcs11.h>
+
+#define DEFAULT_TARGET "/usr/lib/softhsm/libsofthsm2.so"
+#define DEFAULT_HANG_SECONDS 30
+
+static void *target_dl;
+static CK_FUNCTION_LIST *target;
+
+/* The fault in force now, as "<function>:<action>", into buf; "" for none. */
+static void current_fault(char *buf, size_t size)
+{
+	const char *file = getenv("FAULTY_P11_FAULT_FILE"), *env = getenv("FAULTY_P11_FAULT");
+	ssize_t n = 0;
+
+	buf[0] = '\0';
+	if (file) {
+		int fd = open(file, O_RDONLY | O_CLOEXEC);
+
+		if (fd < 0)
+			return;
+		n = read(fd, buf, size - 1);
+		close(fd);
+		buf[n > 0 ? n : 0] = '\0';
+	} else if (env) {
+		snprintf(buf, size, "%s", env);
+	}
+	buf[strcspn(buf, "\r\n")] = '\0';
+}
+
+static void note(const char *function, const char *action)
+{
+	const char *path = getenv("FAULTY_P11_LOG");
+	char line[128];
+	int fd, n;
+
+	if (!path || (fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600)) < 0)
+		return;
+	n = snprintf(line, sizeof(line), "%ld %s %s\n", (long)getpid(), function, action);
+	if (n > 0 && write(fd, line, (size_t)n) < 0)
+		(void)0; /* nothing to do about it */
+	close(fd);
+}
+
+static void hang(void)
+{
+	const char *env = getenv("FAULTY_P11_HANG_SECONDS");
+	struct timespec ts = { env && *env ? atol(env) : DEFAULT_HANG_SECONDS, 0 };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+static void garbage(void)
+{
+	static const char line[] = "GARBAGE\nGARBAGE\nGARBAGE\n";
+
+	/* Errors (a closed fd, a reset socket) are ignored, as a module's would be. */
+	if (write(STDOUT_FILENO, line, sizeof(line) - 1) < 0 || write(STDERR_FILENO, line, sizeof(line) - 1) < 0)
+		(void)0;
+}
+
+/* Called on entry to every function: misbehaves if the fault names this one. */
+static void maybe_fault(const char *function)
+{
+	char fault[128];
+	size_t len = strlen(function);
+	const char *action;
+
+	current_fault(fault, sizeof(fault));
+	if (strncmp(fault, function, len) != 0 || fault[len] != ':')
+		return;
+	action = fault + len + 1;
+	note(function, action);
+	if (strcmp(action, "segv") == 0) {
+		volatile int *volatile p = NULL; /* neither the load nor the store can go */
+
+		*p = 42;
+	} else if (strcmp(action, "abort") == 0) {
+		abort();
+	} else if (strcmp(action, "garbage") == 0) {
+		garbage();
+	} else if (strcmp(action, "hang") == 0) {
+		hang();
+	}
+}
+
+/* Every function of the 2.40 list but C_GetFunctionList: its name, its
+ * parameters and the arguments that forward them. */
+#define P11_FUNCTIONS(X) \
+	X(C_Initialize, (void *a), (a)) \
+	X(C_Finalize, (void *a), (a)) \
+	X(C_GetInfo, (CK_INFO_PTR a), (a)) \
+	X(C_GetSlotList, (CK_BBOOL a, CK_SLOT_ID_PTR b, CK_ULONG_PTR c), (a, b, c)) \
+	X(C_GetSlotInfo, (CK_SLOT_ID a, CK_SLOT_INFO_PTR b), (a, b)) \
+	X(C_GetTokenInfo, (CK_SLOT_ID a, CK_TOKEN_INFO_PTR b), (a, b)) \
+	X(C_GetMechanismList, (CK_SLOT_ID a, CK_MECHANISM_TYPE_PTR b, CK_ULONG_PTR c), (a, b, c)) \
+	X(C_GetMechanismInfo, (CK_SLOT_ID a, CK_MECHANISM_TYPE b, CK_MECHANISM_INFO_PTR c), (a, b, c)) \
+	X(C_InitToken, (CK_SLOT_ID a, CK_UTF8CHAR_PTR b, CK_ULONG c, CK_UTF8CHAR_PTR d), (a, b, c, d)) \
+	X(C_InitPIN, (CK_SESSION_HANDLE a, CK_UTF8CHAR_PTR b, CK_ULONG c), (a, b, c)) \
+	X(C_SetPIN, (CK_SESSION_HANDLE a, CK_UTF8CHAR_PTR b, CK_ULONG c, CK_UTF8CHAR_PTR d, CK_ULONG e), \
+	  (a, b, c, d, e)) \
+	X(C_OpenSession, (CK_SLOT_ID a, CK_FLAGS b, void *c, CK_NOTIFY d, CK_SESSION_HANDLE_PTR e), \
+	  (a, b, c, d, e)) \
+	X(C_CloseSession, (CK_SESSION_HANDLE a), (a)) \
+	X(C_CloseAllSessions, (CK_SLOT_ID a), (a)) \
+	X(C_GetSessionInfo, (CK_SESSION_HANDLE a, CK_SESSION_INFO_PTR b), (a, b)) \
+	X(C_GetOperationState, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG_PTR c), (a, b, c)) \
+	X(C_SetOperationState, \
+	  (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_OBJECT_HANDLE d, CK_OBJECT_HANDLE e), \
+	  (a, b, c, d, e)) \
+	X(C_Login, (CK_SESSION_HANDLE a, CK_USER_TYPE b, CK_UTF8CHAR_PTR c, CK_ULONG d), (a, b, c, d)) \
+	X(C_Logout, (CK_SESSION_HANDLE a), (a)) \
+	X(C_CreateObject, (CK_SESSION_HANDLE a, CK_ATTRIBUTE_PTR b, CK_ULONG c, CK_OBJECT_HANDLE_PTR d), \
+	  (a, b, c, d)) \
+	X(C_CopyObject, \
+	  (CK_SESSION_HANDLE a, CK_OBJECT_HANDLE b, CK_ATTRIBUTE_PTR c, CK_ULONG d, CK_OBJECT_HANDLE_PTR e), \
+	  (a, b, c, d, e)) \
+	X(C_DestroyObject, (CK_SESSION_HANDLE a, CK_OBJECT_HANDLE b), (a, b)) \
+	X(C_GetObjectSize, (CK_SESSION_HANDLE a, CK_OBJECT_HANDLE b, CK_ULONG_PTR c), (a, b, c)) \
+	X(C_GetAttributeValue, (CK_SESSION_HANDLE a, CK_OBJECT_HANDLE b, CK_ATTRIBUTE_PTR c, CK_ULONG d), \
+	  (a, b, c, d)) \
+	X(C_SetAttributeValue, (CK_SESSION_HANDLE a, CK_OBJECT_HANDLE b, CK_ATTRIBUTE_PTR c, CK_ULONG d), \
+	  (a, b, c, d)) \
+	X(C_FindObjectsInit, (CK_SESSION_HANDLE a, CK_ATTRIBUTE_PTR b, CK_ULONG c), (a, b, c)) \
+	X(C_FindObjects, (CK_SESSION_HANDLE a, CK_OBJECT_HANDLE_PTR b, CK_ULONG c, CK_ULONG_PTR d), \
+	  (a, b, c, d)) \
+	X(C_FindObjectsFinal, (CK_SESSION_HANDLE a), (a)) \
+	X(C_EncryptInit, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_OBJECT_HANDLE c), (a, b, c)) \
+	X(C_Encrypt, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e), \
+	  (a, b, c, d, e)) \
+	X(C_EncryptUpdate, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e), \
+	  (a, b, c, d, e)) \
+	X(C_EncryptFinal, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG_PTR c), (a, b, c)) \
+	X(C_DecryptInit, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_OBJECT_HANDLE c), (a, b, c)) \
+	X(C_Decrypt, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e), \
+	  (a, b, c, d, e)) \
+	X(C_DecryptUpdate, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e), \
+	  (a, b, c, d, e)) \
+	X(C_DecryptFinal, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG_PTR c), (a, b, c)) \
+	X(C_DigestInit, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b), (a, b)) \
+	X(C_Digest, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e), \
+	  (a, b, c, d, e)) \
+	X(C_DigestUpdate, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c), (a, b, c)) \
+	X(C_DigestKey, (CK_SESSION_HANDLE a, CK_OBJECT_HANDLE b), (a, b)) \
+	X(C_DigestFinal, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG_PTR c), (a, b, c)) \
+	X(C_SignInit, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_OBJECT_HANDLE c), (a, b, c)) \
+	X(C_Sign, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e), \
+	  (a, b, c, d, e)) \
+	X(C_SignUpdate, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c), (a, b, c)) \
+	X(C_SignFinal, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG_PTR c), (a, b, c)) \
+	X(C_SignRecoverInit, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_OBJECT_HANDLE c), (a, b, c)) \
+	X(C_SignRecover, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e), \
+	  (a, b, c, d, e)) \
+	X(C_VerifyInit, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_OBJECT_HANDLE c), (a, b, c)) \
+	X(C_Verify, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG e), \
+	  (a, b, c, d, e)) \
+	X(C_VerifyUpdate, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c), (a, b, c)) \
+	X(C_VerifyFinal, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c), (a, b, c)) \
+	X(C_VerifyRecoverInit, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_OBJECT_HANDLE c), (a, b, c)) \
+	X(C_VerifyRecover, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e), \
+	  (a, b, c, d, e)) \
+	X(C_DigestEncryptUpdate, \
+	  (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e), (a, b, c, d, e)) \
+	X(C_DecryptDigestUpdate, \
+	  (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e), (a, b, c, d, e)) \
+	X(C_SignEncryptUpdate, \
+	  (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e), (a, b, c, d, e)) \
+	X(C_DecryptVerifyUpdate, \
+	  (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e), (a, b, c, d, e)) \
+	X(C_GenerateKey, \
+	  (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_ATTRIBUTE_PTR c, CK_ULONG d, CK_OBJECT_HANDLE_PTR e), \
+	  (a, b, c, d, e)) \
+	X(C_GenerateKeyPair, \
+	  (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_ATTRIBUTE_PTR c, CK_ULONG d, CK_ATTRIBUTE_PTR e, \
+	   CK_ULONG f, CK_OBJECT_HANDLE_PTR g, CK_OBJECT_HANDLE_PTR h), \
+	  (a, b, c, d, e, f, g, h)) \
+	X(C_WrapKey, \
+	  (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_OBJECT_HANDLE c, CK_OBJECT_HANDLE d, CK_BYTE_PTR e, \
+	   CK_ULONG_PTR f), \
+	  (a, b, c, d, e, f)) \
+	X(C_UnwrapKey, \
+	  (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_OBJECT_HANDLE c, CK_BYTE_PTR d, CK_ULONG e, \
+	   CK_ATTRIBUTE_PTR f, CK_ULONG g, CK_OBJECT_HANDLE_PTR h), \
+	  (a, b, c, d, e, f, g, h)) \
+	X(C_DeriveKey, \
+	  (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_OBJECT_HANDLE c, CK_ATTRIBUTE_PTR d, CK_ULONG e, \
+	   CK_OBJECT_HANDLE_PTR f), \
+	  (a, b, c, d, e, f)) \
+	X(C_SeedRandom, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c), (a, b, c)) \
+	X(C_GenerateRandom, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c), (a, b, c)) \
+	X(C_GetFunctionStatus, (CK_SESSION_HANDLE a), (a)) \
+	X(C_CancelFunction, (CK_SESSION_HANDLE a), (a)) \
+	X(C_WaitForSlotEvent, (CK_FLAGS a, CK_SLOT_ID_PTR b, void *c), (a, b, c))
+
+/* The forwarders: faulty_C_Login and so on. */
+#define FORWARD(name, params, args) \
+	static CK_RV faulty_##name params \
+	{ \
+		maybe_fault(#name); \
+		return target->name args; \
+	}
+P11_FUNCTIONS(FORWARD)
+
+static CK_FUNCTION_LIST functions = {
+	.version = { CRYPTOKI_VERSION_MAJOR, CRYPTOKI_VERSION_MINOR },
+	.C_GetFunctionList = C_GetFunctionList,
+#define ENTRY(name, params, args) .name = faulty_##name,
+	P11_FUNCTIONS(ENTRY)
+};
+
+CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list)
+{
+	const char *path = getenv("FAULTY_P11_TARGET");
+	CK_C_GetFunctionList get_list;
+
+	maybe_fault("C_GetFunctionList");
+	if (!list)
+		return CKR_ARGUMENTS_BAD;
+	if (!target) {
+		if (!target_dl && !(target_dl = dlopen(path && *path ? path : DEFAULT_TARGET, RTLD_NOW | RTLD_LOCAL)))
+			return CKR_GENERAL_ERROR;
+		get_list = (CK_C_GetFunctionList)dlsym(target_dl, "C_GetFunctionList");
+		if (!get_list || get_list(&target) != CKR_OK || !target)
+			return CKR_GENERAL_ERROR;
+	}
+	*list = &functions;
+	return CKR_OK;
+}
+
+__attribute__((destructor)) static void faulty_unload(void)
+{
+	if (target_dl)
+		dlclose(target_dl);
+}

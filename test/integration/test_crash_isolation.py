@@ -1,0 +1,365 @@
+"""Crash isolation: a PKCS#11 module that segfaults, aborts, hangs or prints
+garbage harms its own connection only (DESIGN.md, "one connection, one process").
+
+The module is test/faulty_p11.so (from the build: $FAULTY_P11), which wraps
+SoftHSM and misbehaves in the function the fault file names. Each test switches
+the fault on for one connection, checks that the client sees a clean end (a
+closed connection or a KMIP error, never a hang and never bytes that are not
+TLS), then switches it off and checks that the next connection to the same
+listener is served normally.
+
+- HandshakeFaultTest: the relay's TLS key lives in the token, so the module is
+  loaded, logged into and used before and during the handshake.
+- OperationFaultTest: the fault hits a KMIP Get of a public key in the token.
+
+A hung module holds its own process for as long as it hangs (nothing in the relay
+bounds a module call), except while that process holds pkcs11.lock_file, which
+every login takes: then it is ended after timeouts.handshake seconds. Hung
+processes are killed by pid at the end of each test.
+
+A crash under AddressSanitizer leaves a SEGV report; the tests accept exactly the
+reports of the processes the module made crash, and nothing else."""
+
+import glob
+import os
+import signal
+import socket
+import ssl
+import time
+import unittest
+
+from relaytest import (BYTES, ENUM, OP_QUERY, OP_SIGN, RELAY, TEXT, RelayTestCase, T, Token,
+                       batch_items, exchange, find, item, request)
+
+FAULTY_P11 = os.environ.get("FAULTY_P11") or os.path.join(os.path.dirname(os.path.abspath(RELAY)),
+                                                          "test", "faulty_p11.so")
+# Long enough to outlast the test, bounded in case the cleanup misses it.
+HANG_SECONDS = 40
+# How long the client waits for anything from the relay.
+CLIENT_TIMEOUT = 10
+QUERY_SERVER_INFORMATION = 3
+OP_GET = 0x0A
+UNIQUE_IDENTIFIER, PUBLIC_KEY, OBJECT_TYPE_PUBLIC_KEY = 0x420094, 0x42006D, 3
+DATA, SIGNATURE_DATA = 0x4200C2, 0x4200C3
+
+
+def children(pid):
+    """The pids of a process's children, from /proc/PID/task/*/children."""
+    pids = []
+    for path in glob.glob("/proc/%d/task/*/children" % pid):
+        try:
+            with open(path) as f:
+                pids += [int(p) for p in f.read().split()]
+        except FileNotFoundError:
+            pass
+    return pids
+
+
+def alive(pid):
+    """True while pid exists and is not a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_gone(pids, timeout=10):
+    deadline = time.time() + timeout
+    while any(alive(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.02)
+    return [p for p in pids if alive(p)]
+
+
+class FaultTestCase(RelayTestCase):
+    """A token, the faulty module over it and the fault file; the tests' config has
+    the TLS key in the token (self.cfg)."""
+
+    def setUp(self):
+        super().setUp()
+        if not os.path.exists(FAULTY_P11):
+            self.fail("%s is missing: make check builds it (make test/faulty_p11.so)" % FAULTY_P11)
+        self.token = Token(os.path.join(self.tmp, "hsm"))
+        self.fault_file = os.path.join(self.tmp, "fault")
+        self.fault_log = os.path.join(self.tmp, "faults")
+        self.env.update(SOFTHSM2_CONF=self.token.conf, FAULTY_P11_FAULT_FILE=self.fault_file,
+                        FAULTY_P11_LOG=self.fault_log, FAULTY_P11_HANG_SECONDS=str(HANG_SECONDS))
+        cert = self.server_cert_for(self.token, "EC:prime256v1", "01")
+        self.pkcs11 = {"module": FAULTY_P11, "token": "pkcs11:token=kmip-relay",
+                       "pin_file": self.token.pin_file,
+                       "lock_file": os.path.join(self.tmp, "p11.lock")}
+        self.cfg = self.config(tls={"certificate": cert, "key": "pkcs11:id=%01"},
+                               pkcs11=self.pkcs11)
+
+    def tearDown(self):
+        # Hung relays are killed by pid, as children of this test's
+        # systemd-socket-activate; the others are waited for, so that their
+        # sanitizer reports are all written before they are read.
+        relays = [c for p in self.procs for c in children(p.pid)]
+        hung = {pid for pid, _, action in self.fired() if action == "hang"}
+        for pid in relays:
+            if pid in hung and alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        still = wait_gone(relays)
+        crashed = {pid for pid, _, action in self.fired() if action == "segv"}
+        for path in glob.glob(self.sanitizer_prefix + ".*"):
+            pid = int(path.rpartition(".")[2])
+            if pid in crashed:
+                with open(path) as f:
+                    report = f.read()
+                if "SEGV" in report and "faulty_p11" in report:
+                    os.unlink(path)
+        super().tearDown()
+        self.assertEqual(still, [], "relay processes still running at the end")
+
+    # The fault and what it did.
+
+    def set_fault(self, fault):
+        """Names the fault ("C_Login:segv"), or none (""), for the next module calls."""
+        tmp = self.fault_file + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(fault + "\n")
+        os.replace(tmp, self.fault_file)
+
+    def fired(self):
+        """The faults that fired so far: [(pid, function, action)]."""
+        if not os.path.exists(self.fault_log):
+            return []
+        with open(self.fault_log) as f:
+            return [(int(p), fn, a) for p, fn, a in (l.split() for l in f if l.strip())]
+
+    def wait_fired(self, function, action, timeout=10):
+        """Waits until the fault has fired; returns the pid of the (last) process
+        it fired in."""
+        deadline = time.time() + timeout
+        while True:
+            pids = [p for p, fn, a in self.fired() if (fn, a) == (function, action)]
+            if pids:
+                return pids[-1]
+            if time.time() > deadline:
+                self.fail("%s:%s never fired (%r)" % (function, action, self.fired()))
+            time.sleep(0.02)
+
+    # What the client sees.
+
+    def assert_served(self, port):
+        """A TLS session with a Query answered normally."""
+        with self.connect(port) as s:
+            s.settimeout(CLIENT_TIMEOUT)
+            resp = exchange(s, request(OP_QUERY, [item(T["QueryFunction"], ENUM,
+                                                       QUERY_SERVER_INFORMATION)]))
+        (bi,) = batch_items(resp)
+        self.assertEqual(bi[T["ResultStatus"]], 0)
+        payload = bi[T["ResponsePayload"]]
+        self.assertTrue(find(payload, T["VendorIdentification"])[0].startswith("kmip-relay"))
+
+    def operation(self, port, operation, payload):
+        """Sends one request; returns its batch item, or None if the connection
+        ended (cleanly: an EOF or a reset, never bytes that are not TLS)."""
+        with self.connect(port) as s:
+            s.settimeout(CLIENT_TIMEOUT)
+            try:
+                resp = exchange(s, request(operation, payload))
+            except (EOFError, ConnectionError, ssl.SSLEOFError):
+                return None
+        (bi,) = batch_items(resp)
+        return bi
+
+    def assert_handshake_fails_cleanly(self, port):
+        """The handshake ends with the connection closed, soon; not with a hang and
+        not with bytes that are not TLS."""
+        start = time.monotonic()
+        raw = socket.create_connection(("127.0.0.1", port), timeout=CLIENT_TIMEOUT)
+        try:
+            with self.assertRaises((ssl.SSLError, ConnectionError)) as cm:
+                with self.tls_context().wrap_socket(raw, server_hostname="localhost") as s:
+                    s.sendall(request(OP_QUERY, []))
+                    s.recv(8)
+        finally:
+            raw.close()
+        # Garbage instead of TLS records would be "wrong version number" or the like.
+        if isinstance(cm.exception, ssl.SSLError) and not isinstance(cm.exception, ssl.SSLEOFError):
+            self.assertIn("EOF", str(cm.exception))
+        self.assertLess(time.monotonic() - start, CLIENT_TIMEOUT - 1, "the client waited too long")
+
+
+class HandshakeFaultTest(FaultTestCase):
+    """Faults while the relay opens the token for its TLS key, before and during
+    the handshake."""
+
+    def check_crash(self, function, action):
+        port = self.start(self.cfg)
+        self.set_fault("%s:%s" % (function, action))
+        self.assert_handshake_fails_cleanly(port)
+        pid = self.wait_fired(function, action)
+        self.assertEqual(wait_gone([pid]), [], "the crashed relay is still running")
+        # No summary line: the process died in the module.
+        self.assertFalse(any("connection peer=" in l for l in self.log_lines()))
+        self.set_fault("")
+        self.assert_served(port)
+        self.assertEqual(len(self.fired()), 1)
+
+    def test_segv_in_login(self):
+        self.check_crash("C_Login", "segv")
+
+    def test_abort_in_login(self):
+        self.check_crash("C_Login", "abort")
+
+    def test_segv_in_handshake_signature(self):
+        # C_Sign runs in the middle of the handshake, after the Server Hello.
+        self.check_crash("C_Sign", "segv")
+
+    def test_garbage_never_reaches_the_client(self):
+        # As under xinetd, stderr is the socket as well as stdin and stdout.
+        port = self.start(self.cfg, wrapper=["/bin/sh", "-c", 'exec "$0" "$@" 2>&1'])
+        for function in ("C_Login", "C_Sign"):
+            with self.subTest(function=function):
+                self.set_fault(function + ":garbage")
+                self.assert_served(port)
+                self.wait_fired(function, "garbage")
+
+    def test_hang_in_login_holding_the_lock(self):
+        # C_Login runs under pkcs11.lock_file, which every connection's login takes:
+        # a process may hold it for timeouts.handshake seconds, then it is ended.
+        self.cfg = self.config(tls={"certificate": self.server_cert_for(self.token, "EC:prime256v1",
+                                                                        "02"),
+                                    "key": "pkcs11:id=%02"},
+                               timeouts={"handshake": 2}, pkcs11=self.pkcs11)
+        port = self.start(self.cfg)
+        self.set_fault("C_Login:hang")
+        hung_client = socket.create_connection(("127.0.0.1", port), timeout=CLIENT_TIMEOUT)
+        try:
+            pid = self.wait_fired("C_Login", "hang")
+            self.set_fault("")
+            start = time.monotonic()
+            self.assert_served(port)  # waits for the lock, then is served
+            self.assertLess(time.monotonic() - start, 5)
+            self.assertEqual(wait_gone([pid]), [], "the hung relay was not ended")
+            try:
+                self.assertEqual(hung_client.recv(1), b"")
+            except ConnectionResetError:
+                pass
+        finally:
+            hung_client.close()
+
+    def test_hang_holds_only_its_connection(self):
+        # C_GetAttributeValue runs after C_Login, outside the lock file, before the
+        # handshake. Nothing in the relay bounds a module call: the hung process
+        # keeps its connection until it is killed, but only that one.
+        port = self.start(self.cfg)
+        self.set_fault("C_GetAttributeValue:hang")
+        hung_client = socket.create_connection(("127.0.0.1", port), timeout=CLIENT_TIMEOUT)
+        try:
+            pid = self.wait_fired("C_GetAttributeValue", "hang")
+            self.assertIn(pid, children(self.procs[-1].pid))
+            self.set_fault("")
+            self.assert_served(port)
+            self.assert_served(port)
+            self.assertTrue(alive(pid), "the hung relay is gone")
+            hung_client.settimeout(0.2)
+            with self.assertRaises(socket.timeout):
+                hung_client.recv(1)
+            os.kill(pid, signal.SIGKILL)
+            self.assertEqual(wait_gone([pid]), [])
+            hung_client.settimeout(CLIENT_TIMEOUT)
+            try:
+                self.assertEqual(hung_client.recv(1), b"")
+            except ConnectionResetError:
+                pass
+        finally:
+            hung_client.close()
+
+
+class OperationFaultTest(FaultTestCase):
+    """Faults in KMIP operations on a key pair made outside the relay: Get of the
+    public key, Sign with the private key. The TLS key is a file here, so the
+    module is loaded by the operation."""
+
+    def setUp(self):
+        super().setUp()
+        self.token.keypair("EC:prime256v1", "a1b2c3", "fault-key")
+        self.uid = "A1B2C3_pub"
+        self.cfg = self.config(pkcs11=self.pkcs11)
+
+    def get(self, port):
+        return self.operation(port, OP_GET, [item(UNIQUE_IDENTIFIER, TEXT, self.uid)])
+
+    def sign(self, port):
+        return self.operation(port, OP_SIGN, [item(UNIQUE_IDENTIFIER, TEXT, "A1B2C3_priv"),
+                                              item(DATA, BYTES, b"crash isolation")])
+
+    def assert_ok(self, bi):
+        self.assertIsNotNone(bi, "the connection ended")
+        self.assertEqual(bi[T["ResultStatus"]], 0, bi.get(T["ResultMessage"]))
+        return bi[T["ResponsePayload"]]
+
+    def assert_get_served(self, port):
+        payload = self.assert_ok(self.get(port))
+        self.assertEqual(find(payload, T["ObjectType"]), [OBJECT_TYPE_PUBLIC_KEY])
+        self.assertEqual(find(payload, UNIQUE_IDENTIFIER), [self.uid])
+        self.assertEqual(len(find(payload, PUBLIC_KEY)), 1)
+
+    def assert_sign_served(self, port):
+        payload = self.assert_ok(self.sign(port))
+        (sig,) = find(payload, SIGNATURE_DATA)
+        self.assertEqual(sig[0], 0x30)  # DER SEQUENCE { r, s }
+
+    def check_crash(self, function, action, send=None, served=None):
+        send, served = send or self.get, served or self.assert_get_served
+        port = self.start(self.cfg)
+        served(port)
+        self.set_fault("%s:%s" % (function, action))
+        bi = send(port)
+        if bi is not None:  # a KMIP error is fine too; a success is not
+            self.assertNotEqual(bi[T["ResultStatus"]], 0)
+        pid = self.wait_fired(function, action)
+        self.assertEqual(wait_gone([pid]), [], "the crashed relay is still running")
+        self.set_fault("")
+        served(port)
+        self.assert_served(port)
+        self.assertEqual(len(self.fired()), 1)
+
+    def test_get_segv_in_find(self):
+        self.check_crash("C_FindObjectsInit", "segv")
+
+    def test_get_segv_in_get_attribute_value(self):
+        self.check_crash("C_GetAttributeValue", "segv")
+
+    def test_get_abort_in_find(self):
+        self.check_crash("C_FindObjectsInit", "abort")
+
+    def test_sign_segv_in_sign(self):
+        self.check_crash("C_Sign", "segv", self.sign, self.assert_sign_served)
+
+    def test_sign_abort_in_sign_init(self):
+        self.check_crash("C_SignInit", "abort", self.sign, self.assert_sign_served)
+
+    def test_garbage_never_reaches_the_client(self):
+        port = self.start(self.cfg, wrapper=["/bin/sh", "-c", 'exec "$0" "$@" 2>&1'])
+        for function in ("C_Login", "C_FindObjectsInit", "C_GetAttributeValue", "C_Sign"):
+            with self.subTest(function=function):
+                self.set_fault(function + ":garbage")
+                self.assert_get_served(port)
+                self.assert_sign_served(port)
+                self.wait_fired(function, "garbage")
+
+    def test_get_hang_holds_only_its_connection(self):
+        port = self.start(self.cfg)
+        self.set_fault("C_FindObjectsInit:hang")
+        with self.connect(port) as hung:
+            hung.settimeout(CLIENT_TIMEOUT)
+            hung.sendall(request(OP_GET, [item(UNIQUE_IDENTIFIER, TEXT, self.uid)]))
+            pid = self.wait_fired("C_FindObjectsInit", "hang")
+            self.set_fault("")
+            self.assert_get_served(port)
+            self.assertTrue(alive(pid), "the hung relay is gone")
+            os.kill(pid, signal.SIGKILL)
+            self.assertEqual(wait_gone([pid]), [])
+            try:
+                self.assertEqual(hung.recv(8), b"")
+            except (ConnectionError, ssl.SSLEOFError):
+                pass
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
