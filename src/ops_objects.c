@@ -1730,6 +1730,12 @@ static void tmpl_value(struct key_template *t, struct values *v, CK_ATTRIBUTE_TY
 	tmpl_add(t, type, d.data, d.size);
 }
 
+/* An RSA modulus's size in bits, without DER's leading zero byte. */
+static int32_t rsa_bits(const gnutls_datum_t *n)
+{
+	return (int32_t)(n->size - (n->size && !n->data[0])) * 8;
+}
+
 static int curve_der(gnutls_ecc_curve_t c, size_t *ret)
 {
 	for (size_t i = 0; i < N_CURVES; i++)
@@ -1758,19 +1764,29 @@ static int public_template(const struct key_block *kb, struct key_template *t, s
 		tmpl_value(t, v, CKA_MODULUS, a);
 		tmpl_value(t, v, CKA_PUBLIC_EXPONENT, b);
 		k->algorithm = ALG_RSA;
-		k->length = (int32_t)(a.size - (a.size && !a.data[0])) * 8;
+		k->length = rsa_bits(&a);
 		return 0;
 	}
 	if (kb->format == FMT_TRANSPARENT_RSA_PUBLIC) {
 		const struct ttlv_item *n = material_field(kb->material, KMIP_TAG_MODULUS);
 		const struct ttlv_item *e = material_field(kb->material, KMIP_TAG_PUBLIC_EXPONENT);
 
+		gnutls_datum_t nd, ed_;
+
 		if (!n || !e)
 			return KR_E_KMIP_FORMAT;
+		/* A Big Integer carries sign-extension zeros; PKCS#11 wants the magnitude. */
+		nd = item_datum(n);
+		ed_ = item_datum(e);
+		while (nd.size > 1 && nd.data[0] == 0)
+			nd.data++, nd.size--;
+		while (ed_.size > 1 && ed_.data[0] == 0)
+			ed_.data++, ed_.size--;
 		tmpl_add(t, CKA_KEY_TYPE, &rsa, sizeof(rsa));
-		tmpl_add(t, CKA_MODULUS, n->value, n->len);
-		tmpl_add(t, CKA_PUBLIC_EXPONENT, e->value, e->len);
+		tmpl_add(t, CKA_MODULUS, nd.data, nd.size);
+		tmpl_add(t, CKA_PUBLIC_EXPONENT, ed_.data, ed_.size);
 		k->algorithm = ALG_RSA;
+		k->length = rsa_bits(&nd);
 		return 0;
 	}
 	if ((kb->format != FMT_X509 && kb->format != FMT_RAW) || !der.data || gnutls_pubkey_init(&pub) < 0)
@@ -1852,7 +1868,7 @@ static int private_template(const struct key_block *kb, struct key_template *t, 
 		for (size_t i = 0; i < 8; i++)
 			tmpl_value(t, v, types[i], c[i]);
 		k->algorithm = ALG_RSA;
-		k->length = (int32_t)(c[0].size - (c[0].size && !c[0].data[0])) * 8;
+		k->length = rsa_bits(&c[0]);
 		r = 0;
 		break;
 	}
