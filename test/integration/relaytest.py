@@ -206,6 +206,7 @@ class RelayTestCase(unittest.TestCase):
         self.sanitizer_prefix = san
         self.env["ASAN_OPTIONS"] = "log_path=%s:verify_asan_link_order=0" % san
         self.env["UBSAN_OPTIONS"] = "log_path=%s:print_stacktrace=1" % san
+        self.env["LSAN_OPTIONS"] = "suppressions=%s:print_suppressions=0" % os.path.join(SRCDIR, "test", "lsan.supp")
         self.procs = []
 
     def tearDown(self):
@@ -650,7 +651,8 @@ class KmipClient:
     """One TLS connection that sends one-item requests, each with the client's
     Username and Password if it has them, in the version given per call. Each
     response's header is checked (the request's version, a Date-Time Time Stamp,
-    Batch Count 1); every batch item received is kept in .items."""
+    Batch Count 1); every batch item received is kept in .items, as (the
+    request's protocol version, the decoded item)."""
 
     def __init__(self, sock, username=None, password=None, version=(1, 2)):
         self.sock, self.username, self.password, self.version = sock, username, password, version
@@ -685,7 +687,7 @@ class KmipClient:
         (bi,) = batch_items(resp)
         if T["UniqueBatchItemID"] in bi:
             raise AssertionError("a Unique Batch Item ID the request did not have")
-        self.items.append(bi)
+        self.items.append((tuple(version), bi))
         return bi
 
     def ok(self, operation, payload=(), version=None, **kw):

@@ -5,6 +5,7 @@ Cascade-style client without one sends Username and Password), the client comman
 it prints works, SIGINT stops it cleanly, and a second run on the same state dir
 keeps the token, the PIN and the certificates."""
 
+import base64
 import hashlib
 import logging
 import os
@@ -106,6 +107,61 @@ class QuickstartTest(RelayTestCase):
         finally:
             c.close()
 
+    def lifecycles(self, env):
+        """PyKMIP's client runs the lifecycle of each key type against quickstart."""
+        from kmip.pie.client import ProxyKmipClient
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        def client(version):
+            return ProxyKmipClient(hostname=env["KMIP_HOST"], port=int(env["KMIP_PORT"]),
+                                   cert=env["KMIP_CLIENT_CERT"], key=env["KMIP_CLIENT_KEY"],
+                                   ca=env["KMIP_CA"], config_file=os.devnull, kmip_version=version)
+
+        state = ["State"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with client(enums.KMIPVersion.KMIP_1_2) as c:
+                uid = c.create(enums.CryptographicAlgorithm.AES, 256, name="qs-aes")
+                c.activate(uid)
+                _, attrs = c.get_attributes(uid, state)
+                self.assertEqual(attrs[0].attribute_value.value, enums.State.ACTIVE)
+                c.revoke(enums.RevocationReasonCode.CESSATION_OF_OPERATION, uid)
+                c.destroy(uid)
+            for version, algorithm, length in ((enums.KMIPVersion.KMIP_1_2, enums.CryptographicAlgorithm.RSA, 2048),
+                                               (enums.KMIPVersion.KMIP_1_2, enums.CryptographicAlgorithm.EC, 256),
+                                               (enums.KMIPVersion.KMIP_1_2, enums.CryptographicAlgorithm.ECDSA, 384),
+                                               (enums.KMIPVersion.KMIP_2_0, enums.CryptographicAlgorithm.ED25519, 255)):
+                with self.subTest(algorithm=algorithm, length=length), client(version) as c:
+                    pub, priv = c.create_key_pair(algorithm, length)
+                    self.assertEqual(pub[:-4], priv[:-5])
+                    c.activate(priv)
+                    params = {"cryptographic_algorithm": algorithm,
+                              "hashing_algorithm": enums.HashingAlgorithm.SHA_256}
+                    if algorithm == enums.CryptographicAlgorithm.RSA:
+                        params["padding_method"] = enums.PaddingMethod.PKCS1v15
+                    signature = c.sign(b"quickstart", uid=priv, cryptographic_parameters=params)
+                    # The defaults: PKCS#1 for RSA, Raw holding a SubjectPublicKeyInfo for the rest.
+                    got = c.get(pub)
+                    if algorithm == enums.CryptographicAlgorithm.RSA:
+                        self.assertEqual(got.key_format_type, enums.KeyFormatType.PKCS_1)
+                        public = serialization.load_pem_public_key(
+                            b"-----BEGIN RSA PUBLIC KEY-----\n" + base64.encodebytes(got.value) +
+                            b"-----END RSA PUBLIC KEY-----\n")
+                    else:
+                        self.assertEqual(got.key_format_type, enums.KeyFormatType.RAW)
+                        public = serialization.load_der_public_key(got.value)
+                    if algorithm == enums.CryptographicAlgorithm.RSA:
+                        from cryptography.hazmat.primitives.asymmetric import padding
+                        public.verify(signature, b"quickstart", padding.PKCS1v15(), hashes.SHA256())
+                    elif algorithm == enums.CryptographicAlgorithm.ED25519:
+                        public.verify(signature, b"quickstart")
+                    else:
+                        public.verify(signature, b"quickstart", ec.ECDSA(hashes.SHA256()))
+                    c.revoke(enums.RevocationReasonCode.CESSATION_OF_OPERATION, priv)
+                    c.destroy(priv)
+                    c.destroy(pub)
+
     def cascade_query(self, env, **credential):
         """A Query from a client without a certificate; returns its batch item."""
         ctx = ssl.create_default_context(cafile=env["KMIP_CA"])
@@ -133,6 +189,7 @@ class QuickstartTest(RelayTestCase):
 
         # PyKMIP with the client certificate.
         self.pykmip(env)
+        self.lifecycles(env)
         # Cascade: no certificate, Username = the token label, Password = the PIN.
         bi = self.cascade_query(env, username=env["KMIP_TOKEN"], password=env["KMIP_PIN"])
         self.assertEqual((bi[T["Operation"]], bi[T["ResultStatus"]]), (OP_QUERY, 0))
