@@ -919,6 +919,14 @@ static int all_attributes(struct store *st, const struct store_obj *o, const str
 		ttlv_end(&w);
 	}
 	ttlv_put_enum(&w, KMIP_TAG_STATE, meta_state(m));
+	/* A key pair made elsewhere has no Link in metadata; the shared CKA_ID is its link. */
+	if (!meta_attr(m, KMIP_TAG_LINK) && (o->kind == STORE_PUBLIC || o->kind == STORE_PRIVATE)) {
+		enum store_kind other = o->kind == STORE_PUBLIC ? STORE_PRIVATE : STORE_PUBLIC;
+		struct store_obj half;
+
+		if (store_find_kind(st, other, o->id, o->id_len, &half) == 0)
+			put_link(&w, other == STORE_PUBLIC ? LINK_PUBLIC_KEY : LINK_PRIVATE_KEY, half.uid);
+	}
 	for (size_t i = 0; i < m->attrs.n; i++) {
 		const struct kmip_attr *a = &m->attrs.v[i];
 		bool skip = false;
@@ -1327,6 +1335,7 @@ out:
 struct locate_query {
 	int kind;            /* -1: any key */
 	struct kmip_text name;
+	struct kmip_text link_uid; /* a Link names the other half of a key pair */
 	bool has_algorithm, has_length, has_state;
 	uint32_t algorithm, state;
 	int32_t length;
@@ -1352,6 +1361,23 @@ static bool read_locate_attr(const struct kmip_attr *a, struct locate_query *q, 
 		}
 		break;
 	}
+	case KMIP_TAG_LINK: {
+		const struct ttlv_item *type = v->type == TTLV_STRUCTURE ? ttlv_find(v, KMIP_TAG_LINK_TYPE) : NULL;
+		const struct ttlv_item *uid = v->type == TTLV_STRUCTURE ? ttlv_find(v, KMIP_TAG_LINKED_OBJECT_IDENTIFIER) : NULL;
+
+		if (!type || !uid || type->type != TTLV_ENUMERATION || uid->type != TTLV_TEXT_STRING)
+			break;
+		/* The relay links the halves of a pair, which share a CKA_ID: the object
+		 * linked to a public key is its private half, and the other way round. */
+		if (ttlv_enum(type) == LINK_PUBLIC_KEY)
+			q->kind = STORE_PRIVATE;
+		else if (ttlv_enum(type) == LINK_PRIVATE_KEY)
+			q->kind = STORE_PUBLIC;
+		else
+			q->kind = -2;
+		q->link_uid = (struct kmip_text){ (const char *)uid->value, uid->len };
+		return true;
+	}
 	case KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM:
 		q->has_algorithm = v->type == TTLV_ENUMERATION;
 		q->algorithm = q->has_algorithm ? ttlv_enum(v) : 0;
@@ -1365,11 +1391,11 @@ static bool read_locate_attr(const struct kmip_attr *a, struct locate_query *q, 
 		q->state = q->has_state ? ttlv_enum(v) : 0;
 		return q->has_state || (ops_fail(res, KMIP_REASON_INVALID_FIELD, "bad state"), false);
 	default:
-		ops_fail(res, KMIP_REASON_FEATURE_NOT_SUPPORTED, "Locate filters by Object Type, Name, Cryptographic "
-								  "Algorithm, Cryptographic Length and State");
+		ops_fail(res, KMIP_REASON_FEATURE_NOT_SUPPORTED, "Locate filters by Object Type, Name, Link, "
+								  "Cryptographic Algorithm, Cryptographic Length and State");
 		return false;
 	}
-	ops_fail(res, KMIP_REASON_INVALID_FIELD, "malformed Name");
+	ops_fail(res, KMIP_REASON_INVALID_FIELD, "malformed Name or Link");
 	return false;
 }
 
@@ -1405,11 +1431,13 @@ void op_locate(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv
 	struct locate_query q = { .kind = -1 };
 	struct kmip_attrs attrs = { 0 };
 	struct ttlv_item holder = { .type = TTLV_STRUCTURE };
+	struct ttlv_item items[64]; /* the decoded attributes borrow from these until the end */
 	CK_OBJECT_HANDLE *handles = NULL;
 	char uids[64][STORE_MAX_UID + 1];
 	size_t n_found = 0, skip = 0, limit = 64, matched = 0;
+	struct store_obj linked;
 	struct store *st;
-	int r;
+	int r = 0;
 
 	/* 1.x puts Attribute items in the payload; 2.x an Attributes structure. */
 	if (ctx->version.major >= 2) {
@@ -1421,7 +1449,6 @@ void op_locate(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv
 	}
 	{
 		/* Only the Attribute items count in 1.x; copy them into a container. */
-		struct ttlv_item items[64];
 		size_t n = 0;
 
 		for (const struct ttlv_item *c = holder.child; c && n < 64; c = c->next)
@@ -1453,15 +1480,22 @@ void op_locate(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv
 		kmip_attrs_clear(&attrs);
 		return;
 	}
+	if (q.link_uid.ptr && (r = store_find(st, q.link_uid.ptr, q.link_uid.len, &linked)) < 0) {
+		/* Linked to nothing there is: nothing is found. */
+		q.kind = -2;
+		r = 0;
+	}
 	for (int k = 0; k < STORE_N_KINDS && matched < limit; k++) {
 		CK_OBJECT_CLASS cls = store_class((enum store_kind)k);
-		CK_ATTRIBUTE tmpl[2] = { { CKA_CLASS, &cls, sizeof(cls) } };
+		CK_ATTRIBUTE tmpl[3] = { { CKA_CLASS, &cls, sizeof(cls) } };
 		size_t n_tmpl = 1;
 
 		if (q.kind == -2 || (q.kind >= 0 && q.kind != k))
 			continue;
 		if (q.name.ptr)
 			tmpl[n_tmpl++] = (CK_ATTRIBUTE){ CKA_LABEL, (void *)q.name.ptr, q.name.len };
+		if (q.link_uid.ptr)
+			tmpl[n_tmpl++] = (CK_ATTRIBUTE){ CKA_ID, linked.id, linked.id_len };
 		if ((r = p11_find(st->tok, tmpl, n_tmpl, handles, LOCATE_MAX_CANDIDATES, &n_found)) < 0)
 			break;
 		for (size_t i = 0; i < n_found && matched < limit; i++) {
