@@ -1145,11 +1145,87 @@ static int secret_key_material(struct store *st, const struct store_obj *o, uint
 	return 0;
 }
 
+/* A private key's components, exported by GnuTLS as PKCS#8 or PKCS#1/ECPrivateKey;
+ * only an extractable key gives them up. An EC key's public point comes from its
+ * public half. */
+static int private_key_material(struct store *st, const struct store_obj *o, const struct key_info *ki,
+				uint32_t format, struct ttlv_writer *w)
+{
+	static const CK_ATTRIBUTE_TYPE rsa_types[] = {
+		CKA_MODULUS, CKA_PUBLIC_EXPONENT, CKA_PRIVATE_EXPONENT, CKA_PRIME_1,
+		CKA_PRIME_2, CKA_COEFFICIENT, CKA_EXPONENT_1, CKA_EXPONENT_2,
+	};
+	gnutls_datum_t d[8]; /* from p11_get_attr_alloc: malloc */
+	size_t n = 0;
+	gnutls_x509_privkey_t key = NULL;
+	gnutls_datum_t der = { 0 };
+	uint8_t *buf;
+	size_t len;
+	int r = 0;
+
+	if (format != FMT_PKCS8 && format != FMT_PKCS1 && format != 6 /* ECPrivateKey */)
+		return KR_E_KMIP_FORMAT;
+	if (gnutls_x509_privkey_init(&key) < 0)
+		return KR_E_NOMEM;
+	if (ki->key_type == CKK_RSA && format != 6) {
+		for (size_t i = 0; r == 0 && i < 8; i++)
+			if ((r = p11_get_attr_alloc(st->tok, o->handle, rsa_types[i], &buf, &len)) == 0)
+				d[n++] = (gnutls_datum_t){ buf, (unsigned)len };
+		if (r == 0 && gnutls_x509_privkey_import_rsa_raw2(key, &d[0], &d[1], &d[2], &d[3], &d[4],
+								  &d[5], &d[6], &d[7]) < 0)
+			r = KR_E_KMIP_FORMAT;
+	} else if (ki->key_type == CKK_EC && format != FMT_PKCS1) {
+		struct store_obj pub;
+		gnutls_datum_t x = { 0 }, y = { 0 }, params, point;
+		gnutls_pubkey_t pk = NULL;
+		gnutls_ecc_curve_t curve = GNUTLS_ECC_CURVE_INVALID;
+
+		if ((r = p11_get_attr_alloc(st->tok, o->handle, CKA_VALUE, &buf, &len)) == 0)
+			d[n++] = (gnutls_datum_t){ buf, (unsigned)len };
+		if (r == 0 && (r = store_find_kind(st, STORE_PUBLIC, o->id, o->id_len, &pub)) == 0 &&
+		    (r = p11_get_attr_alloc(st->tok, pub.handle, CKA_EC_PARAMS, &buf, &len)) == 0)
+			d[n++] = (gnutls_datum_t){ buf, (unsigned)len };
+		if (r == 0 && (r = p11_get_attr_alloc(st->tok, pub.handle, CKA_EC_POINT, &buf, &len)) == 0)
+			d[n++] = (gnutls_datum_t){ buf, (unsigned)len };
+		if (r == 0) {
+			params = d[1];
+			point = d[2];
+			if (gnutls_pubkey_init(&pk) < 0 || gnutls_pubkey_import_ecc_x962(pk, &params, &point) < 0 ||
+			    gnutls_pubkey_export_ecc_raw(pk, &curve, &x, &y) < 0 ||
+			    gnutls_x509_privkey_import_ecc_raw(key, curve, &x, &y, &d[0]) < 0)
+				r = KR_E_KMIP_FORMAT;
+		}
+		gnutls_free(x.data);
+		gnutls_free(y.data);
+		if (pk)
+			gnutls_pubkey_deinit(pk);
+	} else {
+		r = KR_E_KMIP_FORMAT;
+	}
+	if (r == 0 && (format == FMT_PKCS8 ? gnutls_x509_privkey_export2_pkcs8(key, GNUTLS_X509_FMT_DER, NULL,
+										 GNUTLS_PKCS_PLAIN, &der)
+					   : gnutls_x509_privkey_export2(key, GNUTLS_X509_FMT_DER, &der)) < 0)
+		r = KR_E_KMIP_FORMAT;
+	if (r == 0)
+		ttlv_put_bytes(w, KMIP_TAG_KEY_MATERIAL, der.data, der.size);
+	if (der.data)
+		gnutls_memset(der.data, 0, der.size);
+	gnutls_free(der.data);
+	for (size_t i = 0; i < n; i++) { /* from malloc, not gnutls_malloc */
+		explicit_bzero(d[i].data, d[i].size);
+		free(d[i].data);
+	}
+	gnutls_x509_privkey_deinit(key);
+	return r;
+}
+
 /* With no format asked for: PKCS#1 for RSA (which Cascade, Krill and PyKMIP all
  * read), Raw holding a SubjectPublicKeyInfo for EC (all Cascade reads), Raw for
  * symmetric keys. */
-static uint32_t default_format(const struct key_info *ki)
+static uint32_t default_format(const struct store_obj *o, const struct key_info *ki)
 {
+	if (o->kind == STORE_PRIVATE)
+		return FMT_PKCS8;
 	return ki->key_type == CKK_RSA ? FMT_PKCS1 : FMT_RAW;
 }
 
@@ -1178,7 +1254,7 @@ void op_get(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_wr
 		ops_fail_err(res, r);
 		goto out;
 	}
-	format = fmt && fmt->type == TTLV_ENUMERATION ? ttlv_enum(fmt) : default_format(&ki);
+	format = fmt && fmt->type == TTLV_ENUMERATION ? ttlv_enum(fmt) : default_format(&o, &ki);
 	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
 	ttlv_put_enum(w, KMIP_TAG_OBJECT_TYPE, ki.object_type);
 	put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, o.uid);
@@ -1193,9 +1269,11 @@ void op_get(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_wr
 	case STORE_SECRET:
 		r = secret_key_material(st, &o, format, w);
 		break;
+	case STORE_PRIVATE:
+		r = private_key_material(st, &o, &ki, format, w);
+		break;
 	default:
-		/* Private keys and certificates leave the token only in a later version. */
-		r = KR_E_P11_SENSITIVE;
+		r = KR_E_KMIP_FORMAT;
 		break;
 	}
 	ttlv_end(w);
