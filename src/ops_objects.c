@@ -66,7 +66,7 @@ static const struct {
 	{ USE_UNWRAP, STORE_SECRET, CKA_UNWRAP, true },
 };
 #define N_USAGE_FLAGS (sizeof(usage_flags) / sizeof(usage_flags[0]))
-#define MAX_FLAGS 4 /* per kind */
+#define MAX_FLAGS 6 /* per kind */
 
 static bool flag_allowed(unsigned i, uint32_t mask, uint32_t state)
 {
@@ -167,6 +167,16 @@ static uint32_t meta_state(const struct store_meta *m)
 	return meta_enum(m, KMIP_TAG_STATE, STATE_ACTIVE);
 }
 
+static const struct kmip_version meta_version = { 2, 1 };
+
+/* One attribute as metadata holds it: under its tag, or as a vendor Attribute. */
+static void put_attr(struct ttlv_writer *w, const struct kmip_attr *a)
+{
+	const struct kmip_attrs one = { (struct kmip_attr *)a, 1 };
+
+	kmip_attrs_encode(w, 0, &one, meta_version);
+}
+
 /* A new metadata generation: the old attributes minus those in replace[], then what
  * add() writes, and a new Last Change Date. */
 typedef void (*meta_add_fn)(struct ttlv_writer *w, const void *arg);
@@ -188,7 +198,7 @@ static int meta_rewrite(struct store *st, const struct store_obj *o, const struc
 		for (size_t k = 0; k < n_replace; k++)
 			replaced |= a->tag == replace[k];
 		if (!replaced)
-			ttlv_put_item(&w, a->value->tag, a->value);
+			put_attr(&w, a);
 	}
 	add(&w, arg);
 	ttlv_put_datetime(&w, KMIP_TAG_LAST_CHANGE_DATE, now());
@@ -332,8 +342,6 @@ static void put_link(struct ttlv_writer *w, uint32_t type, const char *uid)
 	ttlv_put_text(w, KMIP_TAG_LINKED_OBJECT_IDENTIFIER, uid, strlen(uid));
 	ttlv_end(w);
 }
-
-static const struct kmip_version meta_version = { 2, 1 };
 
 static void put_new_meta(struct ttlv_writer *w, const void *arg)
 {
@@ -934,7 +942,7 @@ static int all_attributes(struct store *st, const struct store_obj *o, const str
 		for (size_t k = 0; k < sizeof(computed) / sizeof(computed[0]); k++)
 			skip |= a->tag == computed[k];
 		if (!skip)
-			ttlv_put_item(&w, a->value->tag, a->value);
+			put_attr(&w, a);
 	}
 	ttlv_end(&w);
 	key_info_clear(&ki);
@@ -971,21 +979,48 @@ static void object_attrs_clear(struct object_attrs *oa)
 
 /* Whether a request asks for an attribute: by 1.x Attribute Name or 2.x Attribute
  * Reference; asking for none means all. */
-static bool wanted(const struct ttlv_item *payload, const struct kmip_attr *a, bool *any_request)
+/* Whether a 1.x Attribute Name names a: "x-owner" for a vendor attribute. */
+static bool name_is(const struct kmip_attr *a, const uint8_t *name, size_t len)
 {
-	*any_request = false;
+	if (a->tag)
+		return kmip_tag_by_name((const char *)name, len) == a->tag;
+	return len == a->vendor.len + 1 + a->name.len && memcmp(name, a->vendor.ptr, a->vendor.len) == 0 &&
+	       name[a->vendor.len] == '-' && memcmp(name + a->vendor.len + 1, a->name.ptr, a->name.len) == 0;
+}
+
+/* Whether a 2.x Attribute Reference names a: a tag, or a vendor attribute's
+ * Vendor Identification and Attribute Name. */
+static bool reference_is(const struct kmip_attr *a, const struct ttlv_item *ref)
+{
+	const struct ttlv_item *v, *n;
+
+	if (ref->type == TTLV_ENUMERATION)
+		return a->tag && ttlv_enum(ref) == a->tag;
+	if (a->tag || ref->type != TTLV_STRUCTURE || !(v = ttlv_find(ref, KMIP_TAG_VENDOR_IDENTIFICATION)) ||
+	    !(n = ttlv_find(ref, KMIP_TAG_ATTRIBUTE_NAME)))
+		return false;
+	return v->len == a->vendor.len && n->len == a->name.len && memcmp(v->value, a->vendor.ptr, v->len) == 0 &&
+	       memcmp(n->value, a->name.ptr, n->len) == 0;
+}
+
+/* Whether a request asks for an attribute: by 1.x Attribute Name or 2.x Attribute
+ * Reference; asking for none means all. */
+static bool wanted(const struct ttlv_item *payload, const struct kmip_attr *a)
+{
+	bool asked = false;
+
 	for (const struct ttlv_item *c = payload->child; c; c = c->next) {
 		if (c->tag == KMIP_TAG_ATTRIBUTE_NAME && c->type == TTLV_TEXT_STRING) {
-			*any_request = true;
-			if (a->tag && kmip_tag_by_name((const char *)c->value, c->len) == a->tag)
+			asked = true;
+			if (name_is(a, c->value, c->len))
 				return true;
-		} else if (c->tag == KMIP_TAG_ATTRIBUTE_REFERENCE && c->type == TTLV_ENUMERATION) {
-			*any_request = true;
-			if (ttlv_enum(c) == a->tag)
+		} else if (c->tag == KMIP_TAG_ATTRIBUTE_REFERENCE) {
+			asked = true;
+			if (reference_is(a, c))
 				return true;
 		}
 	}
-	return !*any_request;
+	return !asked;
 }
 
 void op_get_attributes(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
@@ -996,7 +1031,6 @@ void op_get_attributes(struct ops_ctx *ctx, const struct ttlv_item *payload, str
 	struct kmip_attr chosen[64];
 	struct kmip_attrs out = { chosen, 0 };
 	struct store_obj o;
-	bool any;
 	int r;
 
 	if (!st || !ops_find_object(ctx, st, payload, &o, res))
@@ -1007,7 +1041,7 @@ void op_get_attributes(struct ops_ctx *ctx, const struct ttlv_item *payload, str
 		return;
 	}
 	for (size_t i = 0; i < oa.attrs.n && out.n < 64; i++)
-		if (wanted(payload, &oa.attrs.v[i], &any))
+		if (wanted(payload, &oa.attrs.v[i]))
 			chosen[out.n++] = oa.attrs.v[i];
 	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
 	put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, o.uid);
@@ -1036,11 +1070,23 @@ void op_get_attribute_list(struct ops_ctx *ctx, const struct ttlv_item *payload,
 	for (size_t i = 0; i < oa.attrs.n; i++) {
 		const struct kmip_attr *a = &oa.attrs.v[i];
 		const char *name = a->tag ? kmip_tag_name(a->tag) : NULL;
+		char custom[256];
 
-		if (ctx->version.major >= 2 && a->tag)
+		if (ctx->version.major >= 2 && a->tag) {
 			ttlv_put_enum(w, KMIP_TAG_ATTRIBUTE_REFERENCE, a->tag);
-		else if (name)
+		} else if (ctx->version.major >= 2) {
+			ttlv_begin(w, KMIP_TAG_ATTRIBUTE_REFERENCE);
+			ttlv_put_text(w, KMIP_TAG_VENDOR_IDENTIFICATION, a->vendor.ptr, a->vendor.len);
+			ttlv_put_text(w, KMIP_TAG_ATTRIBUTE_NAME, a->name.ptr, a->name.len);
+			ttlv_end(w);
+		} else if (name) {
 			ttlv_put_text(w, KMIP_TAG_ATTRIBUTE_NAME, name, strlen(name));
+		} else if (a->vendor.len + 1 + a->name.len <= sizeof(custom)) { /* "x-owner" */
+			memcpy(custom, a->vendor.ptr, a->vendor.len);
+			custom[a->vendor.len] = '-';
+			memcpy(custom + a->vendor.len + 1, a->name.ptr, a->name.len);
+			ttlv_put_text(w, KMIP_TAG_ATTRIBUTE_NAME, custom, a->vendor.len + 1 + a->name.len);
+		}
 	}
 	ttlv_end(w);
 	object_attrs_clear(&oa);
@@ -1163,6 +1209,15 @@ static int private_key_material(struct store *st, const struct store_obj *o, con
 	size_t len;
 	int r = 0;
 
+	CK_BBOOL sensitive = CK_TRUE, extractable = CK_FALSE;
+	CK_ATTRIBUTE flags[] = { { CKA_SENSITIVE, &sensitive, sizeof(sensitive) },
+				 { CKA_EXTRACTABLE, &extractable, sizeof(extractable) } };
+
+	/* A key that may not leave says so, whatever format was asked for. */
+	if ((r = p11_get_attrs(st->tok, o->handle, flags, 2)) < 0)
+		return r;
+	if (sensitive || !extractable)
+		return KR_E_P11_SENSITIVE;
 	if (format != FMT_PKCS8 && format != FMT_PKCS1 && format != 6 /* ECPrivateKey */)
 		return KR_E_KMIP_FORMAT;
 	if (gnutls_x509_privkey_init(&key) < 0)
@@ -1339,16 +1394,53 @@ static bool read_only(uint32_t tag)
 	}
 }
 
-struct one_attr {
-	const struct kmip_attr *a;
+/* Which attribute a request means: a standard one by tag, a vendor one by name. */
+struct attr_ref {
+	uint32_t tag;
+	struct kmip_text vendor, name;
 };
 
-static void put_one_attr(struct ttlv_writer *w, const void *arg)
+static struct attr_ref ref_of(const struct kmip_attr *a)
 {
-	const struct one_attr *o = arg;
-	const struct kmip_attrs one = { (struct kmip_attr *)o->a, 1 };
+	return (struct attr_ref){ a->tag, a->vendor, a->name };
+}
 
-	kmip_attrs_encode(w, 0, &one, meta_version);
+static bool same_attr(const struct kmip_attr *a, const struct attr_ref *ref)
+{
+	if (ref->tag)
+		return a->tag == ref->tag;
+	return !a->tag && a->vendor.len == ref->vendor.len && a->name.len == ref->name.len &&
+	       memcmp(a->vendor.ptr, ref->vendor.ptr, a->vendor.len) == 0 &&
+	       memcmp(a->name.ptr, ref->name.ptr, a->name.len) == 0;
+}
+
+static bool meta_has(const struct store_meta *m, const struct attr_ref *ref)
+{
+	for (size_t i = 0; i < m->attrs.n; i++)
+		if (same_attr(&m->attrs.v[i], ref))
+			return true;
+	return false;
+}
+
+/* A metadata generation with one attribute dropped and/or one added. */
+struct rewrite {
+	const struct store_meta *meta;
+	const struct attr_ref *drop;
+	const struct kmip_attr *add;
+};
+
+static void put_rewrite(struct ttlv_writer *w, const void *arg)
+{
+	const struct rewrite *rw = arg;
+
+	for (size_t i = 0; i < rw->meta->attrs.n; i++) {
+		const struct kmip_attr *a = &rw->meta->attrs.v[i];
+
+		if ((!rw->drop || !same_attr(a, rw->drop)) && a->tag != KMIP_TAG_LAST_CHANGE_DATE)
+			put_attr(w, a);
+	}
+	if (rw->add)
+		put_attr(w, rw->add);
 }
 
 void op_modify_attribute(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
@@ -1383,14 +1475,15 @@ void op_modify_attribute(struct ops_ctx *ctx, const struct ttlv_item *payload, s
 		label.pValue = (void *)nv->value;
 		label.ulValueLen = nv->len;
 		r = p11_set_attrs(lo.st->tok, lo.o.handle, &label, 1);
-	} else if (a->tag && !meta_attr(&lo.meta, a->tag)) {
-		ops_fail(res, KMIP_REASON_ATTRIBUTE_NOT_FOUND, "the object has no such attribute to modify");
-		goto out;
 	} else {
-		const struct one_attr one = { a };
-		const uint32_t replace[] = { a->tag };
+		const struct attr_ref ref = ref_of(a);
+		const struct rewrite rw = { &lo.meta, &ref, a };
 
-		r = meta_rewrite(lo.st, &lo.o, &lo.meta, replace, a->tag ? 1 : 0, put_one_attr, &one);
+		if (!meta_has(&lo.meta, &ref)) {
+			ops_fail(res, KMIP_REASON_ATTRIBUTE_NOT_FOUND, "the object has no such attribute to modify");
+			goto out;
+		}
+		r = meta_rewrite(lo.st, &lo.o, NULL, NULL, 0, put_rewrite, &rw);
 	}
 	if (r < 0) {
 		ops_fail_err(res, r);
@@ -1511,8 +1604,9 @@ void op_locate(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv
 	struct ttlv_item holder = { .type = TTLV_STRUCTURE };
 	struct ttlv_item items[64]; /* the decoded attributes borrow from these until the end */
 	CK_OBJECT_HANDLE *handles = NULL;
-	char uids[64][STORE_MAX_UID + 1];
-	size_t n_found = 0, skip = 0, limit = 64, matched = 0;
+	struct ttlv_writer found; /* the UIDs of this page */
+	uint8_t *uids = NULL;
+	size_t n_found = 0, skip = 0, limit = SIZE_MAX, matched = 0, total = 0, uids_len = 0;
 	struct store_obj linked;
 	struct store *st;
 	int r = 0;
@@ -1548,7 +1642,7 @@ void op_locate(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv
 			kmip_attrs_clear(&attrs);
 			return;
 		}
-	if (max_items && max_items->type == TTLV_INTEGER && ttlv_int(max_items) >= 0 && ttlv_int(max_items) < 64)
+	if (max_items && max_items->type == TTLV_INTEGER && ttlv_int(max_items) >= 0)
 		limit = (size_t)ttlv_int(max_items);
 	if (offset && offset->type == TTLV_INTEGER && ttlv_int(offset) > 0)
 		skip = (size_t)ttlv_int(offset);
@@ -1563,7 +1657,8 @@ void op_locate(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv
 		q.kind = -2;
 		r = 0;
 	}
-	for (int k = 0; k < STORE_N_KINDS && matched < limit; k++) {
+	ttlv_writer_init(&found, TTLV_DEFAULT_MAX_SIZE);
+	for (int k = 0; k < STORE_N_KINDS; k++) {
 		CK_OBJECT_CLASS cls = store_class((enum store_kind)k);
 		CK_ATTRIBUTE tmpl[3] = { { CKA_CLASS, &cls, sizeof(cls) } };
 		size_t n_tmpl = 1;
@@ -1576,7 +1671,7 @@ void op_locate(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv
 			tmpl[n_tmpl++] = (CK_ATTRIBUTE){ CKA_ID, linked.id, linked.id_len };
 		if ((r = p11_find(st->tok, tmpl, n_tmpl, handles, LOCATE_MAX_CANDIDATES, &n_found)) < 0)
 			break;
-		for (size_t i = 0; i < n_found && matched < limit; i++) {
+		for (size_t i = 0; i < n_found; i++) {
 			uint8_t id[STORE_MAX_ID];
 			CK_ATTRIBUTE ida = { CKA_ID, id, sizeof(id) };
 			struct store_obj o = { .kind = (enum store_kind)k, .handle = handles[i] };
@@ -1589,25 +1684,34 @@ void op_locate(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv
 			store_uid(o.kind, o.id, o.id_len, o.uid);
 			if (!locate_matches(st, &o, &q))
 				continue;
+			/* Located Items counts every match, the page holds Maximum Items. */
+			total++;
 			if (skip) {
 				skip--;
 				continue;
 			}
-			memcpy(uids[matched++], o.uid, sizeof(o.uid));
+			if (matched < limit) {
+				put_uid(&found, KMIP_TAG_UNIQUE_IDENTIFIER, o.uid);
+				matched++;
+			}
 		}
 	}
 	free(handles);
 	kmip_attrs_clear(&attrs);
+	if (r == 0 && matched)
+		r = ttlv_writer_finish(&found, &uids, &uids_len);
+	ttlv_writer_clear(&found);
 	if (r < 0) {
 		ops_fail_err(res, r);
 		return;
 	}
 	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
 	if (ctx->version.major >= 2 || (ctx->version.major == 1 && ctx->version.minor >= 3))
-		ttlv_put_int(w, KMIP_TAG_LOCATED_ITEMS, (int32_t)matched);
-	for (size_t i = 0; i < matched; i++)
-		put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, uids[i]);
+		ttlv_put_int(w, KMIP_TAG_LOCATED_ITEMS, (int32_t)(total > INT32_MAX ? INT32_MAX : total));
+	if (uids)
+		ttlv_put_encoded(w, uids, uids_len);
 	ttlv_end(w);
+	ttlv_buf_free(uids, uids_len);
 }
 
 void ops_explain_refusal(struct store *st, const struct store_obj *o, struct ops_result *res)
@@ -1647,12 +1751,12 @@ void op_add_attribute(struct ops_ctx *ctx, const struct ttlv_item *payload, stru
 		kmip_attrs_clear(&attrs);
 		return;
 	}
-	if (a->tag && meta_attr(&lo.meta, a->tag)) {
+	if (meta_has(&lo.meta, &(struct attr_ref){ a->tag, a->vendor, a->name })) {
 		ops_fail(res, KMIP_REASON_ATTRIBUTE_SINGLE_VALUED, "the object has this attribute already");
 	} else {
-		const struct one_attr one = { a };
+		const struct rewrite rw = { &lo.meta, NULL, a };
 
-		if ((r = meta_rewrite(lo.st, &lo.o, &lo.meta, NULL, 0, put_one_attr, &one)) < 0) {
+		if ((r = meta_rewrite(lo.st, &lo.o, NULL, NULL, 0, put_rewrite, &rw)) < 0) {
 			ops_fail_err(res, r);
 		} else {
 			ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
@@ -1667,12 +1771,7 @@ void op_add_attribute(struct ops_ctx *ctx, const struct ttlv_item *payload, stru
 }
 
 /* The attribute a Delete Attribute request names: a 1.x Attribute Name, a 2.x
- * Attribute Reference (a tag) or Current Attribute. Vendor attributes go by name. */
-struct attr_ref {
-	uint32_t tag;
-	struct kmip_text vendor, name;
-};
-
+ * Attribute Reference (a tag) or Current Attribute. */
 static bool deleted_attr(const struct ops_ctx *ctx, const struct ttlv_item *payload, struct attr_ref *ref,
 			 struct ops_result *res)
 {
@@ -1706,34 +1805,6 @@ static bool deleted_attr(const struct ops_ctx *ctx, const struct ttlv_item *payl
 	return true;
 }
 
-static bool same_attr(const struct kmip_attr *a, const struct attr_ref *ref)
-{
-	if (ref->tag)
-		return a->tag == ref->tag;
-	return !a->tag && a->vendor.len == ref->vendor.len && a->name.len == ref->name.len &&
-	       memcmp(a->vendor.ptr, ref->vendor.ptr, a->vendor.len) == 0 &&
-	       memcmp(a->name.ptr, ref->name.ptr, a->name.len) == 0;
-}
-
-/* Writes the metadata without the deleted attribute. */
-struct kept_attrs {
-	const struct store_meta *meta;
-	const struct attr_ref *drop;
-};
-
-static void put_kept_attrs(struct ttlv_writer *w, const void *arg)
-{
-	const struct kept_attrs *k = arg;
-
-	for (size_t i = 0; i < k->meta->attrs.n; i++) {
-		const struct kmip_attr *a = &k->meta->attrs.v[i];
-		const struct kmip_attrs one = { (struct kmip_attr *)a, 1 };
-
-		if (!same_attr(a, k->drop) && a->tag != KMIP_TAG_LAST_CHANGE_DATE)
-			kmip_attrs_encode(w, 0, &one, meta_version);
-	}
-}
-
 void op_delete_attribute(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
 			 struct ops_result *res)
 {
@@ -1756,9 +1827,9 @@ void op_delete_attribute(struct ops_ctx *ctx, const struct ttlv_item *payload, s
 	if (!found) {
 		ops_fail(res, KMIP_REASON_ATTRIBUTE_NOT_FOUND, "the object has no such attribute");
 	} else {
-		const struct kept_attrs k = { &lo.meta, &ref };
+		const struct rewrite rw = { &lo.meta, &ref, NULL };
 
-		if ((r = meta_rewrite(lo.st, &lo.o, NULL, NULL, 0, put_kept_attrs, &k)) < 0) {
+		if ((r = meta_rewrite(lo.st, &lo.o, NULL, NULL, 0, put_rewrite, &rw)) < 0) {
 			ops_fail_err(res, r);
 		} else {
 			const struct kmip_attrs one = { (struct kmip_attr *)found, 1 };

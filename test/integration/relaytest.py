@@ -163,6 +163,20 @@ class Token:
         args = ["--list-objects"] + (["--type", object_type] if object_type else [])
         return self.tool(*args).stdout.decode()
 
+    def usage(self):
+        """The usage flags of each key, from pkcs11-tool --list-objects:
+        {(kind, label): [flag, ...]}, e.g. {("Private Key", "k"): ["sign"]}."""
+        out, kind, label = {}, None, None
+        for line in self.objects().splitlines():
+            if line and not line.startswith(" "):
+                kind, label = line.split(" Object")[0], None
+            elif line.strip().startswith("label:"):
+                label = line.split(":", 1)[1].strip().strip("'")
+            elif line.strip().startswith("Usage:") and label is not None:
+                flags = line.split(":", 1)[1].strip()
+                out[(kind, label)] = [] if flags == "none" else flags.split(", ")
+        return out
+
     def slots(self):
         """[(slot ID, token label)] of the slots with a token, in the module's order
         (that of C_GetSlotList(CK_TRUE)); an uninitialised token has label ''."""
