@@ -157,7 +157,8 @@ static void put_vendor_identification(const struct ops_ctx *ctx, struct ttlv_wri
 }
 
 /* The object types this relay manages. */
-static const uint32_t query_objects[] = { 2 /* Symmetric Key */, 3 /* Public Key */, 4 /* Private Key */ };
+static const uint32_t query_objects[] = { 1 /* Certificate */, 2 /* Symmetric Key */, 3 /* Public Key */,
+					  4 /* Private Key */ };
 
 static void op_query(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
 		     struct ops_result *res)

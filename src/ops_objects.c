@@ -352,8 +352,10 @@ static void put_new_meta(struct ttlv_writer *w, const void *arg)
 	ttlv_put_datetime(w, KMIP_TAG_INITIAL_DATE, now());
 	if (m->k->has_activation)
 		ttlv_put_datetime(w, KMIP_TAG_ACTIVATION_DATE, m->k->activation);
-	ttlv_put_enum(w, KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM, m->k->algorithm);
-	ttlv_put_int(w, KMIP_TAG_CRYPTOGRAPHIC_LENGTH, m->k->length);
+	if (m->k->algorithm) /* certificates have none */
+		ttlv_put_enum(w, KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM, m->k->algorithm);
+	if (m->k->length)
+		ttlv_put_int(w, KMIP_TAG_CRYPTOGRAPHIC_LENGTH, m->k->length);
 	ttlv_put_int(w, KMIP_TAG_CRYPTOGRAPHIC_USAGE_MASK, (int32_t)m->usage);
 	if (m->link_uid)
 		put_link(w, m->link_type, m->link_uid);
@@ -393,7 +395,7 @@ static void tmpl_init(struct key_template *t, const struct ops_ctx *ctx, enum st
 	tmpl_add(t, CKA_ID, id, STORE_ID_LEN);
 	if (k->name.ptr)
 		tmpl_add(t, CKA_LABEL, k->name.ptr, k->name.len);
-	if (kind != STORE_PUBLIC) {
+	if (kind == STORE_PRIVATE || kind == STORE_SECRET) {
 		/* Sensitive and not extractable unless asked, or allowed by the config. */
 		t->sensitive = k->sensitive >= 0 ? (CK_BBOOL)k->sensitive : !ctx->cfg->keys.extractable;
 		t->extractable = k->extractable >= 0 ? (CK_BBOOL)k->extractable : ctx->cfg->keys.extractable;
@@ -1284,6 +1286,28 @@ static uint32_t default_format(const struct store_obj *o, const struct key_info 
 	return ki->key_type == CKK_RSA ? FMT_PKCS1 : FMT_RAW;
 }
 
+/* A certificate is returned as it was registered. */
+static void get_certificate(struct store *st, const struct store_obj *o, struct ttlv_writer *w, struct ops_result *res)
+{
+	uint8_t *der = NULL;
+	size_t len = 0;
+	int r = p11_get_attr_alloc(st->tok, o->handle, CKA_VALUE, &der, &len);
+
+	if (r < 0) {
+		ops_fail_err(res, r);
+		return;
+	}
+	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
+	ttlv_put_enum(w, KMIP_TAG_OBJECT_TYPE, 1 /* Certificate */);
+	put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, o->uid);
+	ttlv_begin(w, KMIP_TAG_CERTIFICATE);
+	ttlv_put_enum(w, KMIP_TAG_CERTIFICATE_TYPE, 1 /* X.509 */);
+	ttlv_put_bytes(w, KMIP_TAG_CERTIFICATE_VALUE, der, len);
+	ttlv_end(w);
+	ttlv_end(w);
+	free(der);
+}
+
 static const uint32_t object_tags[STORE_N_KINDS] = {
 	[STORE_PUBLIC] = KMIP_TAG_PUBLIC_KEY, [STORE_PRIVATE] = KMIP_TAG_PRIVATE_KEY,
 	[STORE_SECRET] = KMIP_TAG_SYMMETRIC_KEY, [STORE_CERT] = KMIP_TAG_CERTIFICATE,
@@ -1307,6 +1331,10 @@ void op_get(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_wr
 	}
 	if ((r = store_meta_read(st, &o, &m)) < 0 || (r = read_key_info(st, &o, &m, &ki)) < 0) {
 		ops_fail_err(res, r);
+		goto out;
+	}
+	if (o.kind == STORE_CERT) {
+		get_certificate(st, &o, w, res);
 		goto out;
 	}
 	format = fmt && fmt->type == TTLV_ENUMERATION ? ttlv_enum(fmt) : default_format(&o, &ki);
@@ -2098,8 +2126,37 @@ static int symmetric_template(const struct key_block *kb, struct key_template *t
 	return 0;
 }
 
+enum { OBJ_CERTIFICATE = 1, CERT_X509 = 1 };
+
+/* An X.509 certificate: its DER, and the subject PKCS#11 requires beside it. */
+static int certificate_template(const struct ttlv_item *cert, struct key_template *t, struct values *v)
+{
+	const struct ttlv_item *type = cert && cert->type == TTLV_STRUCTURE ? ttlv_find(cert, KMIP_TAG_CERTIFICATE_TYPE) : NULL;
+	const struct ttlv_item *value = cert && cert->type == TTLV_STRUCTURE ? ttlv_find(cert, KMIP_TAG_CERTIFICATE_VALUE) : NULL;
+	static CK_CERTIFICATE_TYPE x509 = CKC_X_509;
+	gnutls_x509_crt_t crt = NULL;
+	gnutls_datum_t der, dn = { 0 };
+	int r = KR_E_KMIP_FORMAT;
+
+	if (!type || !value || type->type != TTLV_ENUMERATION || ttlv_enum(type) != CERT_X509 ||
+	    value->type != TTLV_BYTE_STRING)
+		return KR_E_KMIP_FORMAT;
+	der = item_datum(value);
+	if (gnutls_x509_crt_init(&crt) < 0)
+		return KR_E_NOMEM;
+	if (gnutls_x509_crt_import(crt, &der, GNUTLS_X509_FMT_DER) == 0 && gnutls_x509_crt_get_raw_dn(crt, &dn) == 0) {
+		tmpl_add(t, CKA_CERTIFICATE_TYPE, &x509, sizeof(x509));
+		tmpl_add(t, CKA_VALUE, value->value, value->len);
+		tmpl_value(t, v, CKA_SUBJECT, dn);
+		r = 0;
+	}
+	gnutls_x509_crt_deinit(crt);
+	return r;
+}
+
 static const enum store_kind register_kinds[] = {
-	[OBJ_SYMMETRIC_KEY] = STORE_SECRET, [OBJ_PUBLIC_KEY] = STORE_PUBLIC, [OBJ_PRIVATE_KEY] = STORE_PRIVATE,
+	[OBJ_CERTIFICATE] = STORE_CERT, [OBJ_SYMMETRIC_KEY] = STORE_SECRET, [OBJ_PUBLIC_KEY] = STORE_PUBLIC,
+	[OBJ_PRIVATE_KEY] = STORE_PRIVATE,
 };
 
 void op_register(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
@@ -2122,13 +2179,15 @@ void op_register(struct ops_ctx *ctx, const struct ttlv_item *payload, struct tt
 		return;
 	}
 	obj_type = ttlv_enum(type);
-	if (obj_type != OBJ_SYMMETRIC_KEY && obj_type != OBJ_PUBLIC_KEY && obj_type != OBJ_PRIVATE_KEY) {
-		ops_fail(res, KMIP_REASON_INVALID_OBJECT_TYPE, "Register takes symmetric, public and private keys");
+	if (obj_type != OBJ_CERTIFICATE && obj_type != OBJ_SYMMETRIC_KEY && obj_type != OBJ_PUBLIC_KEY &&
+	    obj_type != OBJ_PRIVATE_KEY) {
+		ops_fail(res, KMIP_REASON_INVALID_OBJECT_TYPE, "Register takes certificates and symmetric, public and private keys");
 		return;
 	}
 	o.kind = register_kinds[obj_type];
 	if (!read_templates(ctx, payload, create_tags, 2, &k, res) ||
-	    !read_key_block(ttlv_find(payload, object_tags[o.kind]), &kb, res) || !(st = ops_store(ctx, res)))
+	    (o.kind != STORE_CERT && !read_key_block(ttlv_find(payload, object_tags[o.kind]), &kb, res)) ||
+	    !(st = ops_store(ctx, res)))
 		return;
 	if ((r = store_new_id(st, o.id)) < 0) {
 		ops_fail_err(res, r);
@@ -2137,13 +2196,15 @@ void op_register(struct ops_ctx *ctx, const struct ttlv_item *payload, struct tt
 	if (!k.has_usage)
 		k.usage = o.kind == STORE_PUBLIC    ? USE_VERIFY | USE_ENCRYPT
 			  : o.kind == STORE_PRIVATE ? USE_SIGN | USE_DECRYPT
-						    : USE_ENCRYPT | USE_DECRYPT;
+			  : o.kind == STORE_SECRET  ? USE_ENCRYPT | USE_DECRYPT
+						    : USE_VERIFY;
 	tmpl_init(&t, ctx, o.kind, &k, o.id, k.usage);
 	cls = store_class(o.kind);
 	tmpl_add(&t, CKA_CLASS, &cls, sizeof(cls));
 	r = o.kind == STORE_PUBLIC    ? public_template(&kb, &t, &v, &k)
 	    : o.kind == STORE_PRIVATE ? private_template(&kb, &t, &v, &k)
-				      : symmetric_template(&kb, &t, &k);
+	    : o.kind == STORE_SECRET  ? symmetric_template(&kb, &t, &k)
+				      : certificate_template(ttlv_find(payload, KMIP_TAG_CERTIFICATE), &t, &v);
 	if (r == 0)
 		r = p11_create(st->tok, t.a, t.n, &o.handle);
 	values_clear(&v);
