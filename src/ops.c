@@ -198,6 +198,14 @@ void ops_run(struct ops_ctx *ctx, const struct kmip_batch_item *item, struct ttl
 	for (size_t i = 0; i < N_OPS; i++)
 		if (ops_table[i].operation == item->operation) {
 			ops_table[i].run(ctx, item->payload.first, w, res);
+			/* A handle this connection cached goes stale when another process
+			 * changes the object (SoftHSM reloads it): look it up again, once. */
+			if (res->reason == KMIP_REASON_ITEM_NOT_FOUND && ctx->token->tok && ctx->token->store.n_cache) {
+				ctx->token->store.n_cache = 0;
+				ttlv_writer_clear(w);
+				*res = (struct ops_result){ 0 };
+				ops_table[i].run(ctx, item->payload.first, w, res);
+			}
 			return;
 		}
 	ops_fail(res, KMIP_REASON_OPERATION_NOT_SUPPORTED, "operation not supported");

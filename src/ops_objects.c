@@ -95,7 +95,7 @@ static size_t usage_template(enum store_kind kind, uint32_t mask, uint32_t state
 struct store *ops_store(struct ops_ctx *ctx, struct ops_result *res)
 {
 	struct store *st = NULL;
-	int r = token_store(ctx->token, ctx->header, &st);
+	int r = token_store(ctx->token, ctx->header, ctx->credential_client, &st);
 
 	if (r < 0) {
 		ops_fail_err(res, r);

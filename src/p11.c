@@ -236,8 +236,20 @@ int p11_login(struct p11_token *t, const char *pin, size_t pin_len, const char *
 
 	if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN)
 		return 0;
-	*ret_why = rv == CKR_PIN_LOCKED ? "the user PIN is locked" : "login failed: wrong PIN";
-	return KR_E_P11_PIN;
+	t->last_rv = rv;
+	switch (rv) {
+	case CKR_PIN_INCORRECT:
+	case CKR_PIN_INVALID:
+	case CKR_PIN_LEN_RANGE:
+		*ret_why = "login failed: wrong PIN";
+		return KR_E_P11_PIN;
+	case CKR_PIN_LOCKED:
+		*ret_why = "login failed: the user PIN is locked";
+		return KR_E_P11_PIN;
+	default: /* e.g. SoftHSM reading a token file that another process rewrites */
+		*ret_why = "login failed: the token refused it";
+		return KR_E_P11_TOKEN;
+	}
 }
 
 void p11_pin_free(char *pin, size_t len)

@@ -7,6 +7,7 @@
 #define KR_TOKEN_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "cfg.h"
 #include "kmip.h"
@@ -16,15 +17,23 @@ struct conn_token {
 	const struct cfg *cfg;
 	struct p11_token *tok;
 	struct store store;
-	int error;              /* a failed open or login, repeated to every later request */
+	int error;              /* a failed login, repeated to every later request */
 	const char *why;
+	/* The credential the token was opened with: every later request must carry
+	 * the same one (the password only as a hash). */
+	bool by_credential;
+	char username[128];
+	size_t username_len;
+	uint8_t password_hash[32];
 };
 
 void token_init(struct conn_token *ct, const struct cfg *c);
 void token_close(struct conn_token *ct);
 /* Opens the configured token and logs in with the configured PIN. */
 int token_open_configured(struct conn_token *ct) KR_WUR;
-/* The store, opening the token first if needed; h is the request's header. */
-int token_store(struct conn_token *ct, const struct kmip_header *h, struct store **ret) KR_WUR;
+/* The store, opening the token first if needed; h is the request's header, and
+ * credential_client says the client has no certificate. */
+int token_store(struct conn_token *ct, const struct kmip_header *h, bool credential_client,
+		struct store **ret) KR_WUR;
 
 #endif

@@ -309,6 +309,19 @@ class CredentialLoginTest(ClientTestCase):
         self.assertEqual(self.probe(TOKEN_LABEL, TOKEN_PIN), None)
         self.assertFalse(any("0000-wrong" in l for l in self.log_lines()))
 
+    def test_every_request_must_carry_the_same_credential(self):
+        """A connection logged in as one token cannot switch credentials halfway."""
+        with self.cascade(self.port) as c:
+            self.assertEqual(c.call(OP_GET_ATTRIBUTES, [uid_item("C0FFEE01_pub")], V10).get(T["ResultReason"]), None)
+            c.username, c.password = self.OTHER_LABEL, self.OTHER_PIN
+            bi = c.call(OP_GET_ATTRIBUTES, [uid_item("C0FFEE01_pub")], V10)
+            self.assertEqual(bi.get(T["ResultReason"]), AUTHENTICATION_NOT_SUCCESSFUL)
+            c.username, c.password = TOKEN_LABEL, "0000-wrong"
+            bi = c.call(OP_GET_ATTRIBUTES, [uid_item("C0FFEE01_pub")], V10)
+            self.assertEqual(bi.get(T["ResultReason"]), AUTHENTICATION_NOT_SUCCESSFUL)
+            c.username, c.password = TOKEN_LABEL, TOKEN_PIN
+            self.assertEqual(c.call(OP_GET_ATTRIBUTES, [uid_item("C0FFEE01_pub")], V10).get(T["ResultReason"]), None)
+
     def test_unknown_username(self):
         for username in ("no-such-token", "987654", "99"):
             self.assertEqual(self.probe(username, TOKEN_PIN), AUTHENTICATION_NOT_SUCCESSFUL, username)
@@ -466,6 +479,13 @@ class TwoConnectionsTest(ClientTestCase):
             self.assertIn("Deactivation Date", attrs)
             # Deactivated: the token no longer signs with it.
             self.assertNotEqual(a.call(OP_SIGN, sign_payload(priv, ALG_ECDSA, b"x"), V12)[T["ResultStatus"]], 0)
+
+            # Renames by one process while the other reads and signs: SoftHSM gives the
+            # reader's cached handle up when it reloads the object; the relay looks it
+            # up again instead of failing.
+            for n in range(20):
+                b.ok(OP_MODIFY_ATTRIBUTE, [uid_item(pub), name_attribute("race-%d" % n)], V10)
+                self.assertEqual(name_of(a.get_attributes(pub)), "race-%d" % n)
 
             # b destroys what a has looked up (and may have cached a handle of).
             b.ok(OP_DESTROY, [uid_item(priv)], V10)
