@@ -18,6 +18,7 @@ static const struct {
 	{ KMIP_OP_CREATE_KEY_PAIR, op_create_key_pair },
 	{ KMIP_OP_REGISTER, op_register },
 	{ KMIP_OP_LOCATE, op_locate },
+	{ KMIP_OP_CHECK, op_check },
 	{ KMIP_OP_GET, op_get },
 	{ KMIP_OP_GET_ATTRIBUTES, op_get_attributes },
 	{ KMIP_OP_GET_ATTRIBUTE_LIST, op_get_attribute_list },
@@ -158,7 +159,7 @@ static void put_vendor_identification(const struct ops_ctx *ctx, struct ttlv_wri
 
 /* The object types this relay manages. */
 static const uint32_t query_objects[] = { 1 /* Certificate */, 2 /* Symmetric Key */, 3 /* Public Key */,
-					  4 /* Private Key */ };
+					  4 /* Private Key */, 7 /* Secret Data */, 8 /* Opaque Object */ };
 
 static void op_query(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
 		     struct ops_result *res)

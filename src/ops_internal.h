@@ -45,6 +45,7 @@ void op_activate(struct ops_ctx *ctx, const struct ttlv_item *payload, struct tt
 void op_revoke(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res);
 void op_destroy(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
 		struct ops_result *res);
+void op_check(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res);
 void op_locate(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res);
 
 #endif

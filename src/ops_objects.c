@@ -16,9 +16,9 @@ enum {
 	ALG_HMAC_SHA256 = 0x09, ALG_HMAC_SHA384 = 0x0A, ALG_HMAC_SHA512 = 0x0B, ALG_EC = 0x1A, ALG_ED25519 = 0x37,
 };
 enum { CURVE_P256 = 0x07, CURVE_P384 = 0x0A, CURVE_P521 = 0x0D, CURVE_ED25519 = 0x44 };
-enum { OBJ_SYMMETRIC_KEY = 2, OBJ_PUBLIC_KEY = 3, OBJ_PRIVATE_KEY = 4 };
+enum { OBJ_SYMMETRIC_KEY = 2, OBJ_PUBLIC_KEY = 3, OBJ_PRIVATE_KEY = 4, OBJ_SECRET_DATA = 7, OBJ_OPAQUE = 8 };
 enum { STATE_PRE_ACTIVE = 1, STATE_ACTIVE = 2, STATE_DEACTIVATED = 3, STATE_COMPROMISED = 4, STATE_DESTROYED = 5 };
-enum { FMT_RAW = 1, FMT_PKCS1 = 3, FMT_PKCS8 = 4, FMT_X509 = 5, FMT_TRANSPARENT_SYMMETRIC = 7,
+enum { FMT_RAW = 1, FMT_OPAQUE = 2, FMT_PKCS1 = 3, FMT_PKCS8 = 4, FMT_X509 = 5, FMT_TRANSPARENT_SYMMETRIC = 7,
        FMT_TRANSPARENT_RSA_PUBLIC = 0x0B };
 enum { LINK_PUBLIC_KEY = 0x102, LINK_PRIVATE_KEY = 0x103 };
 enum { NAME_UNINTERPRETED = 1 };
@@ -376,6 +376,7 @@ static void put_uid(struct ttlv_writer *w, uint32_t tag, const char *uid)
 struct key_template {
 	CK_ATTRIBUTE a[24];
 	size_t n;
+	CK_OBJECT_CLASS cls;
 	CK_BBOOL yes, no, sensitive, extractable;
 	CK_BBOOL flags[MAX_FLAGS];
 };
@@ -392,9 +393,12 @@ static void tmpl_init(struct key_template *t, const struct ops_ctx *ctx, enum st
 	t->yes = CK_TRUE;
 	t->no = CK_FALSE;
 	tmpl_add(t, CKA_TOKEN, &t->yes, sizeof(CK_BBOOL));
-	tmpl_add(t, CKA_ID, id, STORE_ID_LEN);
+	/* CKA_CLASS and the ID: CKA_ID, or for a data object CKA_OBJECT_ID. */
+	t->n += store_kind_template(kind, id, STORE_ID_LEN, &t->cls, t->a + t->n);
 	if (k->name.ptr)
 		tmpl_add(t, CKA_LABEL, k->name.ptr, k->name.len);
+	if (kind == STORE_DATA)
+		tmpl_add(t, CKA_PRIVATE, &t->yes, sizeof(CK_BBOOL));
 	if (kind == STORE_PRIVATE || kind == STORE_SECRET) {
 		/* Sensitive and not extractable unless asked, or allowed by the config. */
 		t->sensitive = k->sensitive >= 0 ? (CK_BBOOL)k->sensitive : !ctx->cfg->keys.extractable;
@@ -832,7 +836,7 @@ struct key_info {
 
 static const uint32_t object_types[STORE_N_KINDS] = {
 	[STORE_PUBLIC] = OBJ_PUBLIC_KEY, [STORE_PRIVATE] = OBJ_PRIVATE_KEY, [STORE_SECRET] = OBJ_SYMMETRIC_KEY,
-	[STORE_CERT] = 1,
+	[STORE_CERT] = 1, [STORE_DATA] = OBJ_OPAQUE,
 };
 
 static bool find_curve(const uint8_t *der, size_t len, size_t *ret)
@@ -855,7 +859,9 @@ static int read_key_info(struct store *st, const struct store_obj *o, const stru
 	*ki = (struct key_info){ .object_type = object_types[o->kind] };
 	if (p11_get_attr_alloc(st->tok, o->handle, CKA_LABEL, &ki->label_buf, &len) == 0)
 		ki->label = (struct kmip_text){ (const char *)ki->label_buf, len };
-	if (o->kind == STORE_CERT)
+	/* Secret Data is kept as a generic secret key; the metadata says which it is. */
+	ki->object_type = meta_enum(m, KMIP_TAG_OBJECT_TYPE, ki->object_type);
+	if (o->kind == STORE_CERT || o->kind == STORE_DATA)
 		return 0;
 	if ((r = p11_get_attrs(st->tok, o->handle, &type, 1)) < 0)
 		return r;
@@ -1308,9 +1314,46 @@ static void get_certificate(struct store *st, const struct store_obj *o, struct 
 	free(der);
 }
 
+/* Secret Data and Opaque Objects come back as they were registered, if the token
+ * lets their bytes out. */
+static void get_data(struct store *st, const struct store_obj *o, const struct store_meta *m, uint32_t object_type,
+		     struct ttlv_writer *w, struct ops_result *res)
+{
+	uint8_t *value = NULL;
+	size_t len = 0;
+	int r = p11_get_attr_alloc(st->tok, o->handle, CKA_VALUE, &value, &len);
+
+	if (r < 0) {
+		ops_fail_err(res, r);
+		return;
+	}
+	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
+	ttlv_put_enum(w, KMIP_TAG_OBJECT_TYPE, object_type);
+	put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, o->uid);
+	if (object_type == OBJ_OPAQUE) {
+		ttlv_begin(w, KMIP_TAG_OPAQUE_OBJECT);
+		ttlv_put_enum(w, KMIP_TAG_OPAQUE_DATA_TYPE, meta_enum(m, KMIP_TAG_OPAQUE_DATA_TYPE, 0x80000000));
+		ttlv_put_bytes(w, KMIP_TAG_OPAQUE_DATA_VALUE, value, len);
+	} else {
+		ttlv_begin(w, KMIP_TAG_SECRET_DATA);
+		ttlv_put_enum(w, KMIP_TAG_SECRET_DATA_TYPE, meta_enum(m, KMIP_TAG_SECRET_DATA_TYPE, 1 /* Password */));
+		ttlv_begin(w, KMIP_TAG_KEY_BLOCK);
+		ttlv_put_enum(w, KMIP_TAG_KEY_FORMAT_TYPE, FMT_OPAQUE);
+		ttlv_begin(w, KMIP_TAG_KEY_VALUE);
+		ttlv_put_bytes(w, KMIP_TAG_KEY_MATERIAL, value, len);
+		ttlv_end(w);
+		ttlv_end(w);
+	}
+	ttlv_end(w);
+	ttlv_end(w);
+	explicit_bzero(value, len);
+	free(value);
+}
+
 static const uint32_t object_tags[STORE_N_KINDS] = {
 	[STORE_PUBLIC] = KMIP_TAG_PUBLIC_KEY, [STORE_PRIVATE] = KMIP_TAG_PRIVATE_KEY,
 	[STORE_SECRET] = KMIP_TAG_SYMMETRIC_KEY, [STORE_CERT] = KMIP_TAG_CERTIFICATE,
+	[STORE_DATA] = KMIP_TAG_OPAQUE_OBJECT,
 };
 
 void op_get(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res)
@@ -1335,6 +1378,10 @@ void op_get(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_wr
 	}
 	if (o.kind == STORE_CERT) {
 		get_certificate(st, &o, w, res);
+		goto out;
+	}
+	if (o.kind == STORE_DATA || ki.object_type == OBJ_SECRET_DATA) {
+		get_data(st, &o, &m, ki.object_type, w, res);
 		goto out;
 	}
 	format = fmt && fmt->type == TTLV_ENUMERATION ? ttlv_enum(fmt) : default_format(&o, &ki);
@@ -1635,7 +1682,7 @@ void op_locate(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv
 	struct ttlv_writer found; /* the UIDs of this page */
 	uint8_t *uids = NULL;
 	size_t n_found = 0, skip = 0, limit = SIZE_MAX, matched = 0, total = 0, uids_len = 0;
-	struct store_obj linked;
+	struct store_obj linked = { .id_len = 0 };
 	struct store *st;
 	int r = 0;
 
@@ -1687,21 +1734,21 @@ void op_locate(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv
 	}
 	ttlv_writer_init(&found, TTLV_DEFAULT_MAX_SIZE);
 	for (int k = 0; k < STORE_N_KINDS; k++) {
-		CK_OBJECT_CLASS cls = store_class((enum store_kind)k);
-		CK_ATTRIBUTE tmpl[3] = { { CKA_CLASS, &cls, sizeof(cls) } };
-		size_t n_tmpl = 1;
+		CK_OBJECT_CLASS cls;
+		CK_ATTRIBUTE tmpl[4];
+		size_t n_tmpl;
 
 		if (q.kind == -2 || (q.kind >= 0 && q.kind != k))
 			continue;
+		n_tmpl = store_kind_template((enum store_kind)k, q.link_uid.ptr ? linked.id : NULL, linked.id_len, &cls,
+					     tmpl);
 		if (q.name.ptr)
 			tmpl[n_tmpl++] = (CK_ATTRIBUTE){ CKA_LABEL, (void *)q.name.ptr, q.name.len };
-		if (q.link_uid.ptr)
-			tmpl[n_tmpl++] = (CK_ATTRIBUTE){ CKA_ID, linked.id, linked.id_len };
 		if ((r = p11_find(st->tok, tmpl, n_tmpl, handles, LOCATE_MAX_CANDIDATES, &n_found)) < 0)
 			break;
 		for (size_t i = 0; i < n_found; i++) {
 			uint8_t id[STORE_MAX_ID];
-			CK_ATTRIBUTE ida = { CKA_ID, id, sizeof(id) };
+			CK_ATTRIBUTE ida = { store_id_attribute((enum store_kind)k), id, sizeof(id) };
 			struct store_obj o = { .kind = (enum store_kind)k, .handle = handles[i] };
 
 			if (p11_get_attrs(st->tok, handles[i], &ida, 1) < 0 || ida.ulValueLen == 0 ||
@@ -2154,21 +2201,58 @@ static int certificate_template(const struct ttlv_item *cert, struct key_templat
 	return r;
 }
 
+/* Secret Data is kept as a generic secret key holding its bytes. */
+static int secret_data_template(const struct key_block *kb, struct key_template *t)
+{
+	static CK_KEY_TYPE generic = CKK_GENERIC_SECRET;
+
+	if ((kb->format != FMT_OPAQUE && kb->format != FMT_RAW) || kb->material->type != TTLV_BYTE_STRING ||
+	    kb->material->len == 0)
+		return KR_E_KMIP_FORMAT;
+	tmpl_add(t, CKA_KEY_TYPE, &generic, sizeof(generic));
+	tmpl_add(t, CKA_VALUE, kb->material->value, kb->material->len);
+	return 0;
+}
+
+/* An Opaque Object is a data object holding its bytes. */
+static int opaque_template(const struct ttlv_item *opaque, struct key_template *t)
+{
+	const struct ttlv_item *value = opaque ? ttlv_find(opaque, KMIP_TAG_OPAQUE_DATA_VALUE) : NULL;
+
+	if (!value || value->type != TTLV_BYTE_STRING)
+		return KR_E_KMIP_FORMAT;
+	tmpl_add(t, CKA_VALUE, value->value, value->len);
+	return 0;
+}
+
+/* Keeps an item of the request (Object Type, Secret Data Type, Opaque Data Type) in
+ * the new object's metadata. */
+static bool keep_item(struct key_request *k, const struct ttlv_item *it, struct ops_result *res)
+{
+	if (!it)
+		return true;
+	if (k->n_kept == sizeof(k->kept) / sizeof(k->kept[0])) {
+		ops_fail(res, KMIP_REASON_SERVER_LIMIT_EXCEEDED, "too many attributes");
+		return false;
+	}
+	k->kept[k->n_kept++] = (struct kmip_attr){ .tag = it->tag, .value = it };
+	return true;
+}
+
 static const enum store_kind register_kinds[] = {
 	[OBJ_CERTIFICATE] = STORE_CERT, [OBJ_SYMMETRIC_KEY] = STORE_SECRET, [OBJ_PUBLIC_KEY] = STORE_PUBLIC,
-	[OBJ_PRIVATE_KEY] = STORE_PRIVATE,
+	[OBJ_PRIVATE_KEY] = STORE_PRIVATE, [OBJ_SECRET_DATA] = STORE_SECRET, [OBJ_OPAQUE] = STORE_DATA,
 };
 
 void op_register(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
 		 struct ops_result *res)
 {
-	const struct ttlv_item *type = ttlv_find(payload, KMIP_TAG_OBJECT_TYPE);
+	const struct ttlv_item *type = ttlv_find(payload, KMIP_TAG_OBJECT_TYPE), *object;
 	struct key_request k;
 	struct key_template t;
 	struct values v = { .n = 0 };
-	struct key_block kb;
+	struct key_block kb = { 0 };
 	struct store_obj o = { .id_len = STORE_ID_LEN };
-	CK_OBJECT_CLASS cls;
 	uint32_t obj_type;
 	struct store *st;
 	int r;
@@ -2179,15 +2263,32 @@ void op_register(struct ops_ctx *ctx, const struct ttlv_item *payload, struct tt
 		return;
 	}
 	obj_type = ttlv_enum(type);
-	if (obj_type != OBJ_CERTIFICATE && obj_type != OBJ_SYMMETRIC_KEY && obj_type != OBJ_PUBLIC_KEY &&
-	    obj_type != OBJ_PRIVATE_KEY) {
-		ops_fail(res, KMIP_REASON_INVALID_OBJECT_TYPE, "Register takes certificates and symmetric, public and private keys");
+	if (obj_type >= sizeof(register_kinds) / sizeof(register_kinds[0]) || obj_type == 5 /* Split Key */ ||
+	    obj_type == 6 /* Template */ || obj_type == 0) {
+		ops_fail(res, KMIP_REASON_INVALID_OBJECT_TYPE,
+			 "Register takes keys, certificates, Secret Data and Opaque Objects");
 		return;
 	}
 	o.kind = register_kinds[obj_type];
+	object = ttlv_find(payload, obj_type == OBJ_SECRET_DATA ? KMIP_TAG_SECRET_DATA : object_tags[o.kind]);
+	if (object && object->type != TTLV_STRUCTURE)
+		object = NULL;
 	if (!read_templates(ctx, payload, create_tags, 2, &k, res) ||
-	    (o.kind != STORE_CERT && !read_key_block(ttlv_find(payload, object_tags[o.kind]), &kb, res)) ||
-	    !(st = ops_store(ctx, res)))
+	    (o.kind != STORE_CERT && o.kind != STORE_DATA && !read_key_block(object, &kb, res)))
+		return;
+	if (obj_type == OBJ_SECRET_DATA) {
+		/* A password or seed is registered to be given back. */
+		k.sensitive = k.sensitive >= 0 ? k.sensitive : 0;
+		k.extractable = k.extractable >= 0 ? k.extractable : 1;
+		if (!keep_item(&k, type, res) || !keep_item(&k, ttlv_find(object, KMIP_TAG_SECRET_DATA_TYPE), res))
+			return;
+		k.has_usage = true; /* none: it is not a key */
+	} else if (obj_type == OBJ_OPAQUE) {
+		if (!keep_item(&k, object ? ttlv_find(object, KMIP_TAG_OPAQUE_DATA_TYPE) : NULL, res))
+			return;
+		k.has_usage = true;
+	}
+	if (!(st = ops_store(ctx, res)))
 		return;
 	if ((r = store_new_id(st, o.id)) < 0) {
 		ops_fail_err(res, r);
@@ -2199,12 +2300,12 @@ void op_register(struct ops_ctx *ctx, const struct ttlv_item *payload, struct tt
 			  : o.kind == STORE_SECRET  ? USE_ENCRYPT | USE_DECRYPT
 						    : USE_VERIFY;
 	tmpl_init(&t, ctx, o.kind, &k, o.id, k.usage);
-	cls = store_class(o.kind);
-	tmpl_add(&t, CKA_CLASS, &cls, sizeof(cls));
-	r = o.kind == STORE_PUBLIC    ? public_template(&kb, &t, &v, &k)
-	    : o.kind == STORE_PRIVATE ? private_template(&kb, &t, &v, &k)
-	    : o.kind == STORE_SECRET  ? symmetric_template(&kb, &t, &k)
-				      : certificate_template(ttlv_find(payload, KMIP_TAG_CERTIFICATE), &t, &v);
+	r = obj_type == OBJ_SECRET_DATA ? secret_data_template(&kb, &t)
+	    : o.kind == STORE_PUBLIC    ? public_template(&kb, &t, &v, &k)
+	    : o.kind == STORE_PRIVATE   ? private_template(&kb, &t, &v, &k)
+	    : o.kind == STORE_SECRET    ? symmetric_template(&kb, &t, &k)
+	    : o.kind == STORE_DATA      ? opaque_template(object, &t)
+					: certificate_template(object, &t, &v);
 	if (r == 0)
 		r = p11_create(st->tok, t.a, t.n, &o.handle);
 	values_clear(&v);
@@ -2229,11 +2330,42 @@ void op_register(struct ops_ctx *ctx, const struct ttlv_item *payload, struct tt
 	{
 		CK_ATTRIBUTE kt = { CKA_KEY_TYPE, &o.key_type, sizeof(o.key_type) };
 
-		if (p11_get_attrs(st->tok, o.handle, &kt, 1) == 0)
+		if (o.kind == STORE_CERT || o.kind == STORE_DATA || p11_get_attrs(st->tok, o.handle, &kt, 1) == 0)
 			store_remember(st, &o);
 	}
 	acted_on(ctx, &o);
 	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
 	put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, o.uid);
 	ttlv_end(w);
+}
+
+/* Check: whether the object exists and may be put to the usage the request names. */
+void op_check(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res)
+{
+	const struct ttlv_item *mask = ttlv_find(payload, KMIP_TAG_CRYPTOGRAPHIC_USAGE_MASK);
+	struct store *st = ops_store(ctx, res);
+	struct store_meta m = { 0 };
+	struct store_obj o;
+	int r;
+
+	if (!st || !ops_find_object(ctx, st, payload, &o, res))
+		return;
+	if (mask && mask->type != TTLV_INTEGER) {
+		ops_fail(res, KMIP_REASON_INVALID_FIELD, "Cryptographic Usage Mask must be an Integer");
+		return;
+	}
+	if ((r = store_meta_read(st, &o, &m)) < 0) {
+		ops_fail_err(res, r);
+		return;
+	}
+	if (mask && ((uint32_t)ttlv_int(mask) & ~usage_of(st, &o, &m))) {
+		ops_fail(res, KMIP_REASON_INCOMPATIBLE_CRYPTOGRAPHIC_USAGE_MASK, "the object's usage mask does not allow this");
+	} else if (mask && meta_state(&m) != STATE_ACTIVE) {
+		ops_fail(res, KMIP_REASON_WRONG_KEY_LIFECYCLE_STATE, "the object is not Active");
+	} else {
+		ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
+		put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, o.uid);
+		ttlv_end(w);
+	}
+	store_meta_clear(&m);
 }

@@ -16,18 +16,39 @@ static const struct {
 	[STORE_PRIVATE] = { "_priv", CKO_PRIVATE_KEY },
 	[STORE_SECRET] = { "_secret", CKO_SECRET_KEY },
 	[STORE_CERT] = { "_cert", CKO_CERTIFICATE },
+	[STORE_DATA] = { "_data", CKO_DATA },
 };
 
 /* A bare CKA_ID names the first of these the token has. */
-static const enum store_kind bare_order[] = { STORE_PUBLIC, STORE_PRIVATE, STORE_SECRET, STORE_CERT };
+static const enum store_kind bare_order[] = { STORE_PUBLIC, STORE_PRIVATE, STORE_SECRET, STORE_CERT, STORE_DATA };
 
 #define META_APPLICATION "kmip-relay"
+#define OBJECT_APPLICATION "kmip-relay object" /* Opaque Objects; metadata has its own */
 #define META_LABEL "kmip-relay metadata "
 #define MAX_GENERATIONS 8
 
 CK_OBJECT_CLASS store_class(enum store_kind kind)
 {
 	return kinds[kind].cls;
+}
+
+size_t store_kind_template(enum store_kind kind, const uint8_t *id, size_t id_len, CK_OBJECT_CLASS *cls,
+			   CK_ATTRIBUTE out[3])
+{
+	size_t n = 0;
+
+	*cls = kinds[kind].cls;
+	out[n++] = (CK_ATTRIBUTE){ CKA_CLASS, cls, sizeof(*cls) };
+	if (kind == STORE_DATA)
+		out[n++] = (CK_ATTRIBUTE){ CKA_APPLICATION, (void *)OBJECT_APPLICATION, strlen(OBJECT_APPLICATION) };
+	if (id)
+		out[n++] = (CK_ATTRIBUTE){ store_id_attribute(kind), (void *)id, id_len };
+	return n;
+}
+
+CK_ATTRIBUTE_TYPE store_id_attribute(enum store_kind kind)
+{
+	return kind == STORE_DATA ? CKA_OBJECT_ID : CKA_ID;
 }
 
 void store_uid(enum store_kind kind, const uint8_t *id, size_t id_len, char out[STORE_MAX_UID + 1])
@@ -115,8 +136,9 @@ void store_forget(struct store *s, const struct store_obj *o)
 int store_find_kind(struct store *s, enum store_kind kind, const uint8_t *id, size_t id_len,
 		    struct store_obj *ret)
 {
-	CK_OBJECT_CLASS cls = kinds[kind].cls;
-	CK_ATTRIBUTE tmpl[] = { { CKA_CLASS, &cls, sizeof(cls) }, { CKA_ID, (void *)id, id_len } };
+	CK_OBJECT_CLASS cls;
+	CK_ATTRIBUTE tmpl[3];
+	size_t n_tmpl = store_kind_template(kind, id, id_len, &cls, tmpl);
 	const struct store_obj *c = cached(s, kind, id, id_len);
 	CK_OBJECT_HANDLE h[2];
 	size_t n = 0;
@@ -126,14 +148,14 @@ int store_find_kind(struct store *s, enum store_kind kind, const uint8_t *id, si
 		*ret = *c;
 		return 0;
 	}
-	r = p11_find(s->tok, tmpl, 2, h, 2, &n);
+	r = p11_find(s->tok, tmpl, n_tmpl, h, 2, &n);
 	if (r < 0)
 		return r;
 	/* Two objects of one class with one CKA_ID: the UID would be ambiguous. */
 	if (n != 1)
 		return KR_E_P11_NOT_FOUND;
 	*ret = (struct store_obj){ .kind = kind, .handle = h[0], .id_len = id_len, .key_type = CK_UNAVAILABLE_INFORMATION };
-	if (kind != STORE_CERT) {
+	if (kind != STORE_CERT && kind != STORE_DATA) {
 		CK_ATTRIBUTE type = { CKA_KEY_TYPE, &ret->key_type, sizeof(ret->key_type) };
 
 		if ((r = p11_get_attrs(s->tok, h[0], &type, 1)) < 0)

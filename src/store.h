@@ -18,6 +18,7 @@ enum store_kind {
 	STORE_PRIVATE, /* "_priv", CKO_PRIVATE_KEY */
 	STORE_SECRET,  /* "_secret", CKO_SECRET_KEY */
 	STORE_CERT,    /* "_cert", CKO_CERTIFICATE */
+	STORE_DATA,    /* "_data", CKO_DATA: an Opaque Object */
 	STORE_N_KINDS,
 };
 
@@ -43,6 +44,14 @@ struct store {
 };
 
 CK_OBJECT_CLASS store_class(enum store_kind kind);
+/* The attributes that find objects of a kind with a given ID: CKA_CLASS and CKA_ID,
+ * or for data objects (which PKCS#11 gives no CKA_ID) CKA_CLASS, CKA_APPLICATION and
+ * CKA_OBJECT_ID. With id NULL, only what finds every object of the kind. *cls is
+ * storage for the class value. Returns the number of attributes (at most 3). */
+size_t store_kind_template(enum store_kind kind, const uint8_t *id, size_t id_len, CK_OBJECT_CLASS *cls,
+			   CK_ATTRIBUTE out[3]);
+/* The attribute that holds an object's ID: CKA_ID, or CKA_OBJECT_ID for data. */
+CK_ATTRIBUTE_TYPE store_id_attribute(enum store_kind kind);
 /* Formats the UID of an object of this kind with this CKA_ID. */
 void store_uid(enum store_kind kind, const uint8_t *id, size_t id_len, char out[STORE_MAX_UID + 1]);
 

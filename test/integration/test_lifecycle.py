@@ -18,7 +18,7 @@ from relaytest import (ACTIVE, ALG_ECDSA, ALG_RSA, ATTRIBUTE_NAMES, ATTRIBUTE_TA
                        AUTHENTICATION_NOT_SUCCESSFUL, BIGINT, BYTES, CESSATION_OF_OPERATION,
                        DEACTIVATED, ENUM, FMT_PKCS1, FMT_RAW, FMT_TRANSPARENT_RSA_PUBLIC, INTEGER,
                        ITEM_NOT_FOUND, KmipClient, LINK_PRIVATE_KEY, LINK_PUBLIC_KEY,
-                       OBJ_PRIVATE_KEY, OBJ_PUBLIC_KEY, OP_ACTIVATE, OP_CREATE, OP_CREATE_KEY_PAIR,
+                       OBJ_PRIVATE_KEY, OBJ_PUBLIC_KEY, OP_ACTIVATE, OP_CHECK, OP_CREATE, OP_CREATE_KEY_PAIR,
                        OP_DESTROY, OP_DISCOVER_VERSIONS, OP_GET, OP_GET_ATTRIBUTES,
                        OP_GET_ATTRIBUTE_LIST, OP_LOCATE, OP_MODIFY_ATTRIBUTE, OP_QUERY, OP_REVOKE,
                        PERMISSION_DENIED, PRE_ACTIVE, RelayTestCase, SOFTHSM_MODULE, STRUCTURE, T,
@@ -315,6 +315,91 @@ class PyKMIPLifecycleTest(TokenTestCase):
                     V2, ["Object Type", "Cryptographic Algorithm", "Name", "State"])), V2)
                 self.assertEqual(attrs, {"Object Type": [obj], "Cryptographic Algorithm": [ALG_ED25519],
                                          "Name": [decoded_name(name)], "State": [PRE_ACTIVE]})
+
+
+class RegisterTest(TokenTestCase):
+    """Register of every object type the token can hold, and Get of it back."""
+
+    def test_keys_round_trip(self):
+        from kmip.core import enums
+        from kmip.pie import objects
+        port = self.serve(keys={"extractable": True})
+        k = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pkcs8 = k.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+        pkcs1 = k.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)
+        e = ec.generate_private_key(ec.SECP384R1())
+        spki = e.public_key().public_bytes(serialization.Encoding.DER,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+        with self.pykmip(port) as c:
+            aes = c.register(objects.SymmetricKey(enums.CryptographicAlgorithm.AES, 128, b"\x11" * 16))
+            self.assertEqual(c.get(aes).value, b"\x11" * 16)
+            pub = c.register(objects.PublicKey(enums.CryptographicAlgorithm.RSA, 2048, pkcs1,
+                                               enums.KeyFormatType.PKCS_1))
+            self.assertEqual(c.get(pub).value, pkcs1)
+            priv = c.register(objects.PrivateKey(enums.CryptographicAlgorithm.RSA, 2048, pkcs8,
+                                                 enums.KeyFormatType.PKCS_8))
+            back = serialization.load_der_private_key(c.get(priv).value, None)
+            self.assertEqual(back.private_numbers(), k.private_numbers())
+            ecpub = c.register(objects.PublicKey(enums.CryptographicAlgorithm.ECDSA, 384, spki,
+                                                 enums.KeyFormatType.X_509))
+            self.assertEqual(c.get(ecpub).value, spki)
+            for uid in (aes, pub, priv, ecpub):
+                self.assertRegex(uid, UID_RE if not uid.endswith("_secret") else r"^[0-9A-F]{40}_secret$")
+                c.destroy(uid)
+
+    def test_sensitive_private_key_stays_in(self):
+        from kmip.core import enums
+        from kmip.pie import exceptions, objects
+        port = self.serve()
+        pkcs8 = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        with self.pykmip(port) as c:
+            uid = c.register(objects.PrivateKey(enums.CryptographicAlgorithm.ECDSA, 256, pkcs8,
+                                                enums.KeyFormatType.PKCS_8))
+            with self.assertRaises(exceptions.KmipOperationFailure) as cm:
+                c.get(uid)
+            self.assertEqual(cm.exception.reason, enums.ResultReason.PERMISSION_DENIED)
+
+    def test_certificate_secret_data_and_opaque_object(self):
+        import ssl
+        from kmip.core import enums
+        from kmip.pie import objects
+        port = self.serve()
+        with open(self.client_cert) as f:
+            der = ssl.PEM_cert_to_DER_cert(f.read())
+        with self.pykmip(port) as c:
+            cert = c.register(objects.X509Certificate(der))
+            self.assertRegex(cert, r"^[0-9A-F]{40}_cert$")
+            self.assertEqual(c.get(cert).value, der)
+            secret = c.register(objects.SecretData(b"hunter2", enums.SecretDataType.PASSWORD, name="pw"))
+            got = c.get(secret)
+            self.assertEqual((type(got).__name__, got.value, got.data_type),
+                             ("SecretData", b"hunter2", enums.SecretDataType.PASSWORD))
+            blob = c.register(objects.OpaqueObject(b"\x00\x01opaque", enums.OpaqueDataType.NONE, name="blob"))
+            self.assertRegex(blob, r"^[0-9A-F]{40}_data$")
+            got = c.get(blob)
+            self.assertEqual((type(got).__name__, got.value), ("OpaqueObject", b"\x00\x01opaque"))
+            _, attrs = c.get_attributes(blob, ["Object Type", "Name"])
+            self.assertEqual(pykmip_attributes(attrs), {"Object Type": [enums.ObjectType.OPAQUE_DATA],
+                                                         "Name": ["blob"]})
+            self.assertEqual(sorted(c.locate()), sorted([cert, secret, blob]))
+            for uid in (cert, secret, blob):
+                c.destroy(uid)
+            self.assertEqual(c.locate(), [])
+
+    def test_check(self):
+        port = self.serve()
+        with self.client(port) as c:
+            priv, pub = self.create_pair(c)
+            sign = item(T["CryptographicUsageMask"], INTEGER, 1)
+            # Pre-Active: its usage mask allows signing, its state does not yet.
+            self.assertEqual(c.fails(OP_CHECK, [uid_item(priv), sign], V2), WRONG_KEY_LIFECYCLE_STATE)
+            c.ok(OP_ACTIVATE, [uid_item(priv)], V1)
+            self.assertEqual(find(c.ok(OP_CHECK, [uid_item(priv), sign], V1), T["UniqueIdentifier"]), [priv])
+            encrypt = item(T["CryptographicUsageMask"], INTEGER, 4)
+            self.assertEqual(c.fails(OP_CHECK, [uid_item(priv), encrypt], V2), 0x29)
+            self.assertEqual(c.fails(OP_CHECK, [uid_item("00FF_priv")], V1), ITEM_NOT_FOUND)
 
 
 class RawLifecycleTest(TokenTestCase):

@@ -477,7 +477,7 @@ class ResponseSizeTest(RelayTestCase):
         # 1.0 has neither Discover Versions nor Sign.
         self.assertEqual(got, response_item(OP_QUERY, SUCCESS, [item(T["Operation"], ENUM, op)
                                                                 for op in OPERATIONS_1_0] +
-                                            [item(T["ObjectType"], ENUM, t) for t in (1, 2, 3, 4)]))
+                                            [item(T["ObjectType"], ENUM, t) for t in (1, 2, 3, 4, 7, 8)]))
         # The use case's limit of 256 is too small for this many operations.
         (bi,) = batch_items(self.query(port, 256))
         self.assertEqual(failure(bi), (FAILED, RESPONSE_TOO_LARGE))
