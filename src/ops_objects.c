@@ -987,6 +987,23 @@ static void object_attrs_clear(struct object_attrs *oa)
 
 /* Whether a request asks for an attribute: by 1.x Attribute Name or 2.x Attribute
  * Reference; asking for none means all. */
+/* The object the request names, with all its attributes. */
+static bool object_and_attrs(struct ops_ctx *ctx, const struct ttlv_item *payload, struct store_obj *o,
+			     struct object_attrs *oa, struct ops_result *res)
+{
+	struct store *st = ops_store(ctx, res);
+	int r;
+
+	if (!st || !ops_find_object(ctx, st, payload, o, res))
+		return false;
+	if ((r = load_attrs(st, o, oa)) < 0) {
+		ops_fail_err(res, r);
+		object_attrs_clear(oa);
+		return false;
+	}
+	return true;
+}
+
 /* Whether a 1.x Attribute Name names a: "x-owner" for a vendor attribute. */
 static bool name_is(const struct kmip_attr *a, const uint8_t *name, size_t len)
 {
@@ -1034,20 +1051,13 @@ static bool wanted(const struct ttlv_item *payload, const struct kmip_attr *a)
 void op_get_attributes(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
 		       struct ops_result *res)
 {
-	struct store *st = ops_store(ctx, res);
 	struct object_attrs oa;
 	struct kmip_attr chosen[64];
 	struct kmip_attrs out = { chosen, 0 };
 	struct store_obj o;
-	int r;
 
-	if (!st || !ops_find_object(ctx, st, payload, &o, res))
+	if (!object_and_attrs(ctx, payload, &o, &oa, res))
 		return;
-	if ((r = load_attrs(st, &o, &oa)) < 0) {
-		ops_fail_err(res, r);
-		object_attrs_clear(&oa);
-		return;
-	}
 	for (size_t i = 0; i < oa.attrs.n && out.n < 64; i++)
 		if (wanted(payload, &oa.attrs.v[i]))
 			chosen[out.n++] = oa.attrs.v[i];
@@ -1061,18 +1071,11 @@ void op_get_attributes(struct ops_ctx *ctx, const struct ttlv_item *payload, str
 void op_get_attribute_list(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
 			   struct ops_result *res)
 {
-	struct store *st = ops_store(ctx, res);
 	struct object_attrs oa;
 	struct store_obj o;
-	int r;
 
-	if (!st || !ops_find_object(ctx, st, payload, &o, res))
+	if (!object_and_attrs(ctx, payload, &o, &oa, res))
 		return;
-	if ((r = load_attrs(st, &o, &oa)) < 0) {
-		ops_fail_err(res, r);
-		object_attrs_clear(&oa);
-		return;
-	}
 	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
 	put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, o.uid);
 	for (size_t i = 0; i < oa.attrs.n; i++) {
