@@ -1586,7 +1586,7 @@ struct locate_query {
 	struct kmip_text name;
 	struct kmip_text link_uid; /* a Link names the other half of a key pair */
 	bool has_algorithm, has_length, has_state;
-	uint32_t algorithm, state;
+	uint32_t algorithm, state, object_type;
 	int32_t length;
 };
 
@@ -1597,9 +1597,12 @@ static bool read_locate_attr(const struct kmip_attr *a, struct locate_query *q, 
 	switch (a->tag) {
 	case KMIP_TAG_OBJECT_TYPE:
 		q->kind = -2; /* a type this store does not hold */
+		q->object_type = v->type == TTLV_ENUMERATION ? ttlv_enum(v) : 0;
 		for (int k = 0; k < STORE_N_KINDS; k++)
-			if (v->type == TTLV_ENUMERATION && object_types[k] == ttlv_enum(v))
+			if (object_types[k] == q->object_type)
 				q->kind = k;
+		if (q->object_type == OBJ_SECRET_DATA)
+			q->kind = STORE_SECRET; /* told apart by metadata */
 		return true;
 	case KMIP_TAG_NAME: {
 		const struct ttlv_item *nv = v->type == TTLV_STRUCTURE ? ttlv_find(v, KMIP_TAG_NAME_VALUE) : NULL;
@@ -1662,6 +1665,8 @@ static bool locate_matches(struct store *st, const struct store_obj *o, const st
 	struct key_info ki = { 0 };
 	bool ok = store_meta_read(st, o, &m) == 0 && read_key_info(st, o, &m, &ki) == 0;
 
+	if (ok && q->object_type)
+		ok = q->object_type == ki.object_type;
 	if (ok && q->has_algorithm)
 		ok = algorithm_matches(q->algorithm, ki.algorithm);
 	if (ok && q->has_length)

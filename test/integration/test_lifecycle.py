@@ -384,6 +384,13 @@ class RegisterTest(TokenTestCase):
             self.assertEqual(pykmip_attributes(attrs), {"Object Type": [enums.ObjectType.OPAQUE_DATA],
                                                          "Name": ["blob"]})
             self.assertEqual(sorted(c.locate()), sorted([cert, secret, blob]))
+            from kmip.core.factories.attributes import AttributeFactory
+            by_type = AttributeFactory().create_attribute(enums.AttributeType.OBJECT_TYPE,
+                                                          enums.ObjectType.SECRET_DATA)
+            self.assertEqual(c.locate(attributes=[by_type]), [secret])
+            by_type = AttributeFactory().create_attribute(enums.AttributeType.OBJECT_TYPE,
+                                                          enums.ObjectType.OPAQUE_DATA)
+            self.assertEqual(c.locate(attributes=[by_type]), [blob])
             for uid in (cert, secret, blob):
                 c.destroy(uid)
             self.assertEqual(c.locate(), [])
