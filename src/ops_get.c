@@ -1,0 +1,843 @@
+#include "config.h"
+
+/* Get, Get Attributes, Get Attribute List, Locate and Check: what the token holds,
+ * in the encodings clients ask for. */
+
+#include <gnutls/abstract.h>
+#include <gnutls/crypto.h>
+#include <gnutls/x509.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops_objects.h"
+
+/* What the token says about a key, with the metadata's word where it has one. */
+struct key_info {
+	uint32_t object_type, algorithm;
+	int32_t length;
+	CK_KEY_TYPE key_type;
+	size_t curve; /* index into ops_curves[] for EC and EdDSA keys */
+	struct kmip_text label;
+	uint8_t *label_buf;
+};
+
+static int read_key_info(struct store *st, const struct store_obj *o, const struct store_meta *m, struct key_info *ki)
+{
+	CK_ATTRIBUTE type = { CKA_KEY_TYPE, &ki->key_type, sizeof(ki->key_type) };
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	int r;
+
+	*ki = (struct key_info){ .object_type = ops_object_types[o->kind] };
+	if (p11_get_attr_alloc(st->tok, o->handle, CKA_LABEL, &ki->label_buf, &len) == 0)
+		ki->label = (struct kmip_text){ (const char *)ki->label_buf, len };
+	/* Secret Data is kept as a generic secret key; the metadata says which it is. */
+	ki->object_type = ops_meta_enum(m, KMIP_TAG_OBJECT_TYPE, ki->object_type);
+	if (o->kind == STORE_CERT || o->kind == STORE_DATA)
+		return 0;
+	if ((r = p11_get_attrs(st->tok, o->handle, &type, 1)) < 0)
+		return r;
+	switch (ki->key_type) {
+	case CKK_RSA:
+		ki->algorithm = ALG_RSA;
+		if ((r = p11_get_attr_alloc(st->tok, o->handle, CKA_MODULUS, &buf, &len)) == 0)
+			ki->length = (int32_t)len * 8;
+		break;
+	case CKK_EC:
+	case CKK_EC_EDWARDS:
+		ki->algorithm = ki->key_type == CKK_EC ? ALG_ECDSA : ALG_ED25519;
+		if ((r = p11_get_attr_alloc(st->tok, o->handle, CKA_EC_PARAMS, &buf, &len)) == 0 &&
+		    ops_find_curve(buf, len, &ki->curve))
+			ki->length = ops_curves[ki->curve].bits;
+		break;
+	case CKK_AES:
+	case CKK_GENERIC_SECRET: {
+		CK_ULONG vlen = 0;
+		CK_ATTRIBUTE a = { CKA_VALUE_LEN, &vlen, sizeof(vlen) };
+
+		ki->algorithm = ki->key_type == CKK_AES ? ALG_AES : ALG_HMAC_SHA256;
+		if ((r = p11_get_attrs(st->tok, o->handle, &a, 1)) == 0)
+			ki->length = (int32_t)vlen * 8;
+		break;
+	}
+	default:
+		break;
+	}
+	free(buf);
+	/* The algorithm the client named (EC or ECDSA, which HMAC) is in the metadata. */
+	ki->algorithm = ops_meta_enum(m, KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM, ki->algorithm);
+	return r;
+}
+
+static void key_info_clear(struct key_info *ki)
+{
+	free(ki->label_buf);
+	ki->label_buf = NULL;
+}
+
+/* Every attribute of an object as one KMIP 2.x Attributes structure: what the token
+ * holds, then the metadata. */
+static int all_attributes(struct store *st, const struct store_obj *o, const struct store_meta *m, uint8_t **ret,
+			  size_t *ret_len)
+{
+	static const uint32_t computed[] = {
+		KMIP_TAG_UNIQUE_IDENTIFIER, KMIP_TAG_OBJECT_TYPE, KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM,
+		KMIP_TAG_CRYPTOGRAPHIC_LENGTH, KMIP_TAG_NAME, KMIP_TAG_STATE,
+	};
+	struct key_info ki;
+	struct ttlv_writer w;
+	int r = read_key_info(st, o, m, &ki);
+
+	if (r < 0) {
+		key_info_clear(&ki);
+		return r;
+	}
+	ttlv_writer_init(&w, TTLV_DEFAULT_MAX_SIZE);
+	ttlv_begin(&w, KMIP_TAG_ATTRIBUTES);
+	ops_put_uid(&w, KMIP_TAG_UNIQUE_IDENTIFIER, o->uid);
+	ttlv_put_enum(&w, KMIP_TAG_OBJECT_TYPE, ki.object_type);
+	if (ki.algorithm)
+		ttlv_put_enum(&w, KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM, ki.algorithm);
+	if (ki.length)
+		ttlv_put_int(&w, KMIP_TAG_CRYPTOGRAPHIC_LENGTH, ki.length);
+	if (ki.label.len) {
+		ttlv_begin(&w, KMIP_TAG_NAME);
+		ttlv_put_text(&w, KMIP_TAG_NAME_VALUE, ki.label.ptr, ki.label.len);
+		ttlv_put_enum(&w, KMIP_TAG_NAME_TYPE, NAME_UNINTERPRETED);
+		ttlv_end(&w);
+	}
+	ttlv_put_enum(&w, KMIP_TAG_STATE, ops_meta_state(m));
+	/* A key pair made elsewhere has no Link in metadata; the shared CKA_ID is its link. */
+	if (!ops_meta_attr(m, KMIP_TAG_LINK) && (o->kind == STORE_PUBLIC || o->kind == STORE_PRIVATE)) {
+		enum store_kind other = o->kind == STORE_PUBLIC ? STORE_PRIVATE : STORE_PUBLIC;
+		struct store_obj half;
+
+		if (store_find_kind(st, other, o->id, o->id_len, &half) == 0)
+			ops_put_link(&w, other == STORE_PUBLIC ? LINK_PUBLIC_KEY : LINK_PRIVATE_KEY, half.uid);
+	}
+	for (size_t i = 0; i < m->attrs.n; i++) {
+		const struct kmip_attr *a = &m->attrs.v[i];
+		bool skip = false;
+
+		for (size_t k = 0; k < sizeof(computed) / sizeof(computed[0]); k++)
+			skip |= a->tag == computed[k];
+		if (!skip)
+			ops_put_attr(&w, a);
+	}
+	ttlv_end(&w);
+	key_info_clear(&ki);
+	return ttlv_writer_finish(&w, ret, ret_len);
+}
+
+/* The object's attributes decoded into the model, for filtering and re-encoding. */
+struct object_attrs {
+	uint8_t *buf;
+	size_t len;
+	struct ttlv_item *tree;
+	struct kmip_attrs attrs;
+};
+
+static int load_attrs(struct store *st, const struct store_obj *o, struct object_attrs *oa)
+{
+	struct store_meta m = { 0 };
+	int r;
+
+	*oa = (struct object_attrs){ 0 };
+	if ((r = store_meta_read(st, o, &m)) == 0 && (r = all_attributes(st, o, &m, &oa->buf, &oa->len)) == 0 &&
+	    (r = ttlv_decode(oa->buf, oa->len, &ttlv_default_limits, &oa->tree)) == 0)
+		r = kmip_attrs_decode(oa->tree, ops_meta_version, &oa->attrs);
+	store_meta_clear(&m);
+	return r;
+}
+
+static void object_attrs_clear(struct object_attrs *oa)
+{
+	kmip_attrs_clear(&oa->attrs);
+	ttlv_free(oa->tree);
+	ttlv_buf_free(oa->buf, oa->len);
+}
+
+/* Whether a request asks for an attribute: by 1.x Attribute Name or 2.x Attribute
+ * Reference; asking for none means all. */
+/* The object the request names, with all its attributes. */
+static bool object_and_attrs(struct ops_ctx *ctx, const struct ttlv_item *payload, struct store_obj *o,
+			     struct object_attrs *oa, struct ops_result *res)
+{
+	struct store *st = ops_store(ctx, res);
+	int r;
+
+	if (!st || !ops_find_object(ctx, st, payload, o, res))
+		return false;
+	if ((r = load_attrs(st, o, oa)) < 0) {
+		ops_fail_err(res, r);
+		object_attrs_clear(oa);
+		return false;
+	}
+	return true;
+}
+
+/* Whether a 1.x Attribute Name names a: "x-owner" for a vendor attribute. */
+static bool name_is(const struct kmip_attr *a, const uint8_t *name, size_t len)
+{
+	if (a->tag)
+		return kmip_tag_by_name((const char *)name, len) == a->tag;
+	return len == a->vendor.len + 1 + a->name.len && memcmp(name, a->vendor.ptr, a->vendor.len) == 0 &&
+	       name[a->vendor.len] == '-' && memcmp(name + a->vendor.len + 1, a->name.ptr, a->name.len) == 0;
+}
+
+/* Whether a 2.x Attribute Reference names a: a tag, or a vendor attribute's
+ * Vendor Identification and Attribute Name. */
+static bool reference_is(const struct kmip_attr *a, const struct ttlv_item *ref)
+{
+	const struct ttlv_item *v, *n;
+
+	if (ref->type == TTLV_ENUMERATION)
+		return a->tag && ttlv_enum(ref) == a->tag;
+	if (a->tag || ref->type != TTLV_STRUCTURE || !(v = ttlv_find(ref, KMIP_TAG_VENDOR_IDENTIFICATION)) ||
+	    !(n = ttlv_find(ref, KMIP_TAG_ATTRIBUTE_NAME)))
+		return false;
+	return v->len == a->vendor.len && n->len == a->name.len && memcmp(v->value, a->vendor.ptr, v->len) == 0 &&
+	       memcmp(n->value, a->name.ptr, n->len) == 0;
+}
+
+/* Whether a request asks for an attribute: by 1.x Attribute Name or 2.x Attribute
+ * Reference; asking for none means all. */
+static bool wanted(const struct ttlv_item *payload, const struct kmip_attr *a)
+{
+	bool asked = false;
+
+	for (const struct ttlv_item *c = payload->child; c; c = c->next) {
+		if (c->tag == KMIP_TAG_ATTRIBUTE_NAME && c->type == TTLV_TEXT_STRING) {
+			asked = true;
+			if (name_is(a, c->value, c->len))
+				return true;
+		} else if (c->tag == KMIP_TAG_ATTRIBUTE_REFERENCE) {
+			asked = true;
+			if (reference_is(a, c))
+				return true;
+		}
+	}
+	return !asked;
+}
+
+void op_get_attributes(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
+		       struct ops_result *res)
+{
+	struct object_attrs oa;
+	struct kmip_attr chosen[64];
+	struct kmip_attrs out = { chosen, 0 };
+	struct store_obj o;
+
+	if (!object_and_attrs(ctx, payload, &o, &oa, res))
+		return;
+	for (size_t i = 0; i < oa.attrs.n && out.n < 64; i++)
+		if (wanted(payload, &oa.attrs.v[i]))
+			chosen[out.n++] = oa.attrs.v[i];
+	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
+	ops_put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, o.uid);
+	kmip_attrs_encode(w, ctx->version.major >= 2 ? KMIP_TAG_ATTRIBUTES : 0, &out, ctx->version);
+	ttlv_end(w);
+	object_attrs_clear(&oa);
+}
+
+void op_get_attribute_list(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
+			   struct ops_result *res)
+{
+	struct object_attrs oa;
+	struct store_obj o;
+
+	if (!object_and_attrs(ctx, payload, &o, &oa, res))
+		return;
+	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
+	ops_put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, o.uid);
+	for (size_t i = 0; i < oa.attrs.n; i++) {
+		const struct kmip_attr *a = &oa.attrs.v[i];
+		const char *name = a->tag ? kmip_tag_name(a->tag) : NULL;
+		char custom[256];
+
+		if (ctx->version.major >= 2 && a->tag) {
+			ttlv_put_enum(w, KMIP_TAG_ATTRIBUTE_REFERENCE, a->tag);
+		} else if (ctx->version.major >= 2) {
+			ttlv_begin(w, KMIP_TAG_ATTRIBUTE_REFERENCE);
+			ttlv_put_text(w, KMIP_TAG_VENDOR_IDENTIFICATION, a->vendor.ptr, a->vendor.len);
+			ttlv_put_text(w, KMIP_TAG_ATTRIBUTE_NAME, a->name.ptr, a->name.len);
+			ttlv_end(w);
+		} else if (name) {
+			ttlv_put_text(w, KMIP_TAG_ATTRIBUTE_NAME, name, strlen(name));
+		} else if (a->vendor.len + 1 + a->name.len <= sizeof(custom)) { /* "x-owner" */
+			memcpy(custom, a->vendor.ptr, a->vendor.len);
+			custom[a->vendor.len] = '-';
+			memcpy(custom + a->vendor.len + 1, a->name.ptr, a->name.len);
+			ttlv_put_text(w, KMIP_TAG_ATTRIBUTE_NAME, custom, a->vendor.len + 1 + a->name.len);
+		}
+	}
+	ttlv_end(w);
+	object_attrs_clear(&oa);
+}
+
+/* Key material of a public key in the requested format. */
+static int public_key_material(struct store *st, const struct store_obj *o, const struct key_info *ki,
+			       uint32_t format, struct ttlv_writer *w)
+{
+	gnutls_datum_t params = { 0 }, point = { 0 }, der = { 0 };
+	gnutls_pubkey_t pub = NULL;
+	uint8_t *a = NULL, *b = NULL;
+	size_t alen = 0, blen = 0;
+	int r;
+
+	if (ki->key_type == CKK_RSA) {
+		if ((r = p11_get_attr_alloc(st->tok, o->handle, CKA_MODULUS, &a, &alen)) < 0 ||
+		    (r = p11_get_attr_alloc(st->tok, o->handle, CKA_PUBLIC_EXPONENT, &b, &blen)) < 0)
+			goto out;
+		params = (gnutls_datum_t){ a, (unsigned)alen };
+		point = (gnutls_datum_t){ b, (unsigned)blen };
+		if (format == FMT_TRANSPARENT_RSA_PUBLIC) {
+			ttlv_begin(w, KMIP_TAG_KEY_MATERIAL);
+			ttlv_put_bigint(w, KMIP_TAG_MODULUS, a, alen);
+			ttlv_put_bigint(w, KMIP_TAG_PUBLIC_EXPONENT, b, blen);
+			ttlv_end(w);
+			goto out;
+		}
+		/* RSAPublicKey is SEQUENCE { INTEGER n, INTEGER e }: the same shape GnuTLS
+		 * writes for a DSA/ECDSA signature value. */
+		if (format == FMT_PKCS1) {
+			r = gnutls_encode_rs_value(&der, &params, &point) < 0 ? KR_E_NOMEM : 0;
+			goto put;
+		}
+		if (format != FMT_X509) {
+			r = KR_E_KMIP_FORMAT;
+			goto out;
+		}
+		r = gnutls_pubkey_init(&pub) < 0 || gnutls_pubkey_import_rsa_raw(pub, &params, &point) < 0 ? KR_E_P11_FAILED : 0;
+	} else if (ki->key_type == CKK_EC || ki->key_type == CKK_EC_EDWARDS) {
+		if (format != FMT_RAW && format != FMT_X509) {
+			r = KR_E_KMIP_FORMAT;
+			goto out;
+		}
+		if ((r = p11_get_attr_alloc(st->tok, o->handle, CKA_EC_POINT, &b, &blen)) < 0)
+			goto out;
+		if (ki->key_type == CKK_EC) {
+			if ((r = p11_get_attr_alloc(st->tok, o->handle, CKA_EC_PARAMS, &a, &alen)) < 0)
+				goto out;
+			params = (gnutls_datum_t){ a, (unsigned)alen };
+			point = (gnutls_datum_t){ b, (unsigned)blen };
+			r = gnutls_pubkey_init(&pub) < 0 || gnutls_pubkey_import_ecc_x962(pub, &params, &point) < 0
+				    ? KR_E_P11_FAILED
+				    : 0;
+		} else {
+			/* CKA_EC_POINT of an Edwards key: the 32 bytes, DER OCTET STRING wrapped or not */
+			point = blen == 34 && b[0] == 0x04 && b[1] == 32 ? (gnutls_datum_t){ b + 2, 32 }
+									 : (gnutls_datum_t){ b, (unsigned)blen };
+			r = gnutls_pubkey_init(&pub) < 0 ||
+				    gnutls_pubkey_import_ecc_raw(pub, GNUTLS_ECC_CURVE_ED25519, &point, NULL) < 0
+				    ? KR_E_P11_FAILED
+				    : 0;
+		}
+	} else {
+		r = KR_E_KMIP_FORMAT;
+		goto out;
+	}
+	if (r == 0 && gnutls_pubkey_export2(pub, GNUTLS_X509_FMT_DER, &der) < 0)
+		r = KR_E_P11_FAILED;
+put:
+	if (r == 0)
+		ttlv_put_bytes(w, KMIP_TAG_KEY_MATERIAL, der.data, der.size);
+out:
+	gnutls_free(der.data);
+	if (pub)
+		gnutls_pubkey_deinit(pub);
+	free(a);
+	free(b);
+	return r;
+}
+
+/* A symmetric key's bytes, if the token lets them out. */
+static int secret_key_material(struct store *st, const struct store_obj *o, uint32_t format, struct ttlv_writer *w)
+{
+	uint8_t *value = NULL;
+	size_t len = 0;
+	int r;
+
+	if (format != FMT_RAW && format != FMT_TRANSPARENT_SYMMETRIC)
+		return KR_E_KMIP_FORMAT;
+	if ((r = p11_get_attr_alloc(st->tok, o->handle, CKA_VALUE, &value, &len)) < 0)
+		return r;
+	if (format == FMT_RAW) {
+		ttlv_put_bytes(w, KMIP_TAG_KEY_MATERIAL, value, len);
+	} else {
+		ttlv_begin(w, KMIP_TAG_KEY_MATERIAL);
+		ttlv_put_bytes(w, KMIP_TAG_KEY, value, len);
+		ttlv_end(w);
+	}
+	explicit_bzero(value, len);
+	free(value);
+	return 0;
+}
+
+/* A private key's components, exported by GnuTLS as PKCS#8 or PKCS#1/ECPrivateKey;
+ * only an extractable key gives them up. An EC key's public point comes from its
+ * public half. */
+static int private_key_material(struct store *st, const struct store_obj *o, const struct key_info *ki,
+				uint32_t format, struct ttlv_writer *w)
+{
+	static const CK_ATTRIBUTE_TYPE rsa_types[] = {
+		CKA_MODULUS, CKA_PUBLIC_EXPONENT, CKA_PRIVATE_EXPONENT, CKA_PRIME_1,
+		CKA_PRIME_2, CKA_COEFFICIENT, CKA_EXPONENT_1, CKA_EXPONENT_2,
+	};
+	gnutls_datum_t d[8]; /* from p11_get_attr_alloc: malloc */
+	size_t n = 0;
+	gnutls_x509_privkey_t key = NULL;
+	gnutls_datum_t der = { 0 };
+	uint8_t *buf;
+	size_t len;
+	int r = 0;
+
+	CK_BBOOL sensitive = CK_TRUE, extractable = CK_FALSE;
+	CK_ATTRIBUTE flags[] = { { CKA_SENSITIVE, &sensitive, sizeof(sensitive) },
+				 { CKA_EXTRACTABLE, &extractable, sizeof(extractable) } };
+
+	/* A key that may not leave says so, whatever format was asked for. */
+	if ((r = p11_get_attrs(st->tok, o->handle, flags, 2)) < 0)
+		return r;
+	if (sensitive || !extractable)
+		return KR_E_P11_SENSITIVE;
+	if (format != FMT_PKCS8 && format != FMT_PKCS1 && format != 6 /* ECPrivateKey */)
+		return KR_E_KMIP_FORMAT;
+	if (gnutls_x509_privkey_init(&key) < 0)
+		return KR_E_NOMEM;
+	if (ki->key_type == CKK_RSA && format != 6) {
+		for (size_t i = 0; r == 0 && i < 8; i++)
+			if ((r = p11_get_attr_alloc(st->tok, o->handle, rsa_types[i], &buf, &len)) == 0)
+				d[n++] = (gnutls_datum_t){ buf, (unsigned)len };
+		if (r == 0 && gnutls_x509_privkey_import_rsa_raw2(key, &d[0], &d[1], &d[2], &d[3], &d[4],
+								  &d[5], &d[6], &d[7]) < 0)
+			r = KR_E_KMIP_FORMAT;
+	} else if (ki->key_type == CKK_EC && format != FMT_PKCS1) {
+		struct store_obj pub;
+		gnutls_datum_t x = { 0 }, y = { 0 }, params, point;
+		gnutls_pubkey_t pk = NULL;
+		gnutls_ecc_curve_t curve = GNUTLS_ECC_CURVE_INVALID;
+
+		if ((r = p11_get_attr_alloc(st->tok, o->handle, CKA_VALUE, &buf, &len)) == 0)
+			d[n++] = (gnutls_datum_t){ buf, (unsigned)len };
+		if (r == 0 && (r = store_find_kind(st, STORE_PUBLIC, o->id, o->id_len, &pub)) == 0 &&
+		    (r = p11_get_attr_alloc(st->tok, pub.handle, CKA_EC_PARAMS, &buf, &len)) == 0)
+			d[n++] = (gnutls_datum_t){ buf, (unsigned)len };
+		if (r == 0 && (r = p11_get_attr_alloc(st->tok, pub.handle, CKA_EC_POINT, &buf, &len)) == 0)
+			d[n++] = (gnutls_datum_t){ buf, (unsigned)len };
+		if (r == 0) {
+			params = d[1];
+			point = d[2];
+			if (gnutls_pubkey_init(&pk) < 0 || gnutls_pubkey_import_ecc_x962(pk, &params, &point) < 0 ||
+			    gnutls_pubkey_export_ecc_raw(pk, &curve, &x, &y) < 0 ||
+			    gnutls_x509_privkey_import_ecc_raw(key, curve, &x, &y, &d[0]) < 0)
+				r = KR_E_KMIP_FORMAT;
+		}
+		gnutls_free(x.data);
+		gnutls_free(y.data);
+		if (pk)
+			gnutls_pubkey_deinit(pk);
+	} else {
+		r = KR_E_KMIP_FORMAT;
+	}
+	if (r == 0 && (format == FMT_PKCS8 ? gnutls_x509_privkey_export2_pkcs8(key, GNUTLS_X509_FMT_DER, NULL,
+										 GNUTLS_PKCS_PLAIN, &der)
+					   : gnutls_x509_privkey_export2(key, GNUTLS_X509_FMT_DER, &der)) < 0)
+		r = KR_E_KMIP_FORMAT;
+	if (r == 0)
+		ttlv_put_bytes(w, KMIP_TAG_KEY_MATERIAL, der.data, der.size);
+	if (der.data)
+		gnutls_memset(der.data, 0, der.size);
+	gnutls_free(der.data);
+	for (size_t i = 0; i < n; i++) { /* from malloc, not gnutls_malloc */
+		explicit_bzero(d[i].data, d[i].size);
+		free(d[i].data);
+	}
+	gnutls_x509_privkey_deinit(key);
+	return r;
+}
+
+/* With no format asked for: PKCS#1 for RSA (which Cascade, Krill and PyKMIP all
+ * read), Raw holding a SubjectPublicKeyInfo for EC (all Cascade reads), Raw for
+ * symmetric keys. */
+static uint32_t default_format(const struct store_obj *o, const struct key_info *ki)
+{
+	if (o->kind == STORE_PRIVATE)
+		return FMT_PKCS8;
+	return ki->key_type == CKK_RSA ? FMT_PKCS1 : FMT_RAW;
+}
+
+/* A certificate is returned as it was registered. */
+static void get_certificate(struct store *st, const struct store_obj *o, struct ttlv_writer *w, struct ops_result *res)
+{
+	uint8_t *der = NULL;
+	size_t len = 0;
+	int r = p11_get_attr_alloc(st->tok, o->handle, CKA_VALUE, &der, &len);
+
+	if (r < 0) {
+		ops_fail_err(res, r);
+		return;
+	}
+	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
+	ttlv_put_enum(w, KMIP_TAG_OBJECT_TYPE, 1 /* Certificate */);
+	ops_put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, o->uid);
+	ttlv_begin(w, KMIP_TAG_CERTIFICATE);
+	ttlv_put_enum(w, KMIP_TAG_CERTIFICATE_TYPE, 1 /* X.509 */);
+	ttlv_put_bytes(w, KMIP_TAG_CERTIFICATE_VALUE, der, len);
+	ttlv_end(w);
+	ttlv_end(w);
+	free(der);
+}
+
+/* Secret Data and Opaque Objects come back as they were registered, if the token
+ * lets their bytes out. */
+static void get_data(struct store *st, const struct store_obj *o, const struct store_meta *m, uint32_t object_type,
+		     struct ttlv_writer *w, struct ops_result *res)
+{
+	uint8_t *value = NULL;
+	size_t len = 0;
+	int r = p11_get_attr_alloc(st->tok, o->handle, CKA_VALUE, &value, &len);
+
+	if (r < 0) {
+		ops_fail_err(res, r);
+		return;
+	}
+	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
+	ttlv_put_enum(w, KMIP_TAG_OBJECT_TYPE, object_type);
+	ops_put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, o->uid);
+	if (object_type == OBJ_OPAQUE) {
+		ttlv_begin(w, KMIP_TAG_OPAQUE_OBJECT);
+		ttlv_put_enum(w, KMIP_TAG_OPAQUE_DATA_TYPE, ops_meta_enum(m, KMIP_TAG_OPAQUE_DATA_TYPE, 0x80000000));
+		ttlv_put_bytes(w, KMIP_TAG_OPAQUE_DATA_VALUE, value, len);
+	} else {
+		ttlv_begin(w, KMIP_TAG_SECRET_DATA);
+		ttlv_put_enum(w, KMIP_TAG_SECRET_DATA_TYPE, ops_meta_enum(m, KMIP_TAG_SECRET_DATA_TYPE, 1 /* Password */));
+		ttlv_begin(w, KMIP_TAG_KEY_BLOCK);
+		ttlv_put_enum(w, KMIP_TAG_KEY_FORMAT_TYPE, FMT_OPAQUE);
+		ttlv_begin(w, KMIP_TAG_KEY_VALUE);
+		ttlv_put_bytes(w, KMIP_TAG_KEY_MATERIAL, value, len);
+		ttlv_end(w);
+		ttlv_end(w);
+	}
+	ttlv_end(w);
+	ttlv_end(w);
+	explicit_bzero(value, len);
+	free(value);
+}
+
+
+void op_get(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res)
+{
+	const struct ttlv_item *fmt = ttlv_find(payload, KMIP_TAG_KEY_FORMAT_TYPE);
+	struct store *st = ops_store(ctx, res);
+	struct store_meta m = { 0 };
+	struct key_info ki = { 0 };
+	struct store_obj o;
+	uint32_t format;
+	int r;
+
+	if (!st || !ops_find_object(ctx, st, payload, &o, res))
+		return;
+	if (ttlv_find(payload, KMIP_TAG_KEY_WRAPPING_SPECIFICATION)) {
+		ops_fail(res, KMIP_REASON_FEATURE_NOT_SUPPORTED, "key wrapping is not supported");
+		return;
+	}
+	if ((r = store_meta_read(st, &o, &m)) < 0 || (r = read_key_info(st, &o, &m, &ki)) < 0) {
+		ops_fail_err(res, r);
+		goto out;
+	}
+	if (o.kind == STORE_CERT) {
+		get_certificate(st, &o, w, res);
+		goto out;
+	}
+	if (o.kind == STORE_DATA || ki.object_type == OBJ_SECRET_DATA) {
+		get_data(st, &o, &m, ki.object_type, w, res);
+		goto out;
+	}
+	format = fmt && fmt->type == TTLV_ENUMERATION ? ttlv_enum(fmt) : default_format(&o, &ki);
+	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
+	ttlv_put_enum(w, KMIP_TAG_OBJECT_TYPE, ki.object_type);
+	ops_put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, o.uid);
+	ttlv_begin(w, ops_object_tags[o.kind]);
+	ttlv_begin(w, KMIP_TAG_KEY_BLOCK);
+	ttlv_put_enum(w, KMIP_TAG_KEY_FORMAT_TYPE, format);
+	ttlv_begin(w, KMIP_TAG_KEY_VALUE);
+	switch (o.kind) {
+	case STORE_PUBLIC:
+		r = public_key_material(st, &o, &ki, format, w);
+		break;
+	case STORE_SECRET:
+		r = secret_key_material(st, &o, format, w);
+		break;
+	case STORE_PRIVATE:
+		r = private_key_material(st, &o, &ki, format, w);
+		break;
+	default:
+		r = KR_E_KMIP_FORMAT;
+		break;
+	}
+	ttlv_end(w);
+	ttlv_put_enum(w, KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM, ki.algorithm);
+	ttlv_put_int(w, KMIP_TAG_CRYPTOGRAPHIC_LENGTH, ki.length);
+	ttlv_end(w);
+	ttlv_end(w);
+	ttlv_end(w);
+	if (r == KR_E_KMIP_FORMAT)
+		ops_fail(res, KMIP_REASON_KEY_FORMAT_TYPE_NOT_SUPPORTED, "this key cannot be given in that format");
+	else if (r < 0)
+		ops_fail_err(res, r);
+out:
+	key_info_clear(&ki);
+	store_meta_clear(&m);
+}
+
+/* Locate: the token filters what a template can say (class, label, key type); the
+ * relay filters the rest, over a bounded number of candidates. */
+#define LOCATE_MAX_CANDIDATES 1024
+
+struct locate_query {
+	int kind;            /* -1: any key */
+	struct kmip_text name;
+	struct kmip_text link_uid; /* a Link names the other half of a key pair */
+	bool has_algorithm, has_length, has_state;
+	uint32_t algorithm, state, object_type;
+	int32_t length;
+};
+
+static bool read_locate_attr(const struct kmip_attr *a, struct locate_query *q, struct ops_result *res)
+{
+	const struct ttlv_item *v = a->value;
+
+	switch (a->tag) {
+	case KMIP_TAG_OBJECT_TYPE:
+		q->kind = -2; /* a type this store does not hold */
+		q->object_type = v->type == TTLV_ENUMERATION ? ttlv_enum(v) : 0;
+		for (int k = 0; k < STORE_N_KINDS; k++)
+			if (ops_object_types[k] == q->object_type)
+				q->kind = k;
+		if (q->object_type == OBJ_SECRET_DATA)
+			q->kind = STORE_SECRET; /* told apart by metadata */
+		return true;
+	case KMIP_TAG_NAME: {
+		const struct ttlv_item *nv = v->type == TTLV_STRUCTURE ? ttlv_find(v, KMIP_TAG_NAME_VALUE) : NULL;
+
+		if (nv && nv->type == TTLV_TEXT_STRING) {
+			q->name = (struct kmip_text){ (const char *)nv->value, nv->len };
+			return true;
+		}
+		break;
+	}
+	case KMIP_TAG_LINK: {
+		const struct ttlv_item *type = v->type == TTLV_STRUCTURE ? ttlv_find(v, KMIP_TAG_LINK_TYPE) : NULL;
+		const struct ttlv_item *uid = v->type == TTLV_STRUCTURE ? ttlv_find(v, KMIP_TAG_LINKED_OBJECT_IDENTIFIER) : NULL;
+
+		if (!type || !uid || type->type != TTLV_ENUMERATION || uid->type != TTLV_TEXT_STRING)
+			break;
+		/* The relay links the halves of a pair, which share a CKA_ID: the object
+		 * linked to a public key is its private half, and the other way round. */
+		if (ttlv_enum(type) == LINK_PUBLIC_KEY)
+			q->kind = STORE_PRIVATE;
+		else if (ttlv_enum(type) == LINK_PRIVATE_KEY)
+			q->kind = STORE_PUBLIC;
+		else
+			q->kind = -2;
+		q->link_uid = (struct kmip_text){ (const char *)uid->value, uid->len };
+		return true;
+	}
+	case KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM:
+		q->has_algorithm = v->type == TTLV_ENUMERATION;
+		q->algorithm = q->has_algorithm ? ttlv_enum(v) : 0;
+		return q->has_algorithm || (ops_fail(res, KMIP_REASON_INVALID_FIELD, "bad algorithm"), false);
+	case KMIP_TAG_CRYPTOGRAPHIC_LENGTH:
+		q->has_length = v->type == TTLV_INTEGER;
+		q->length = q->has_length ? ttlv_int(v) : 0;
+		return q->has_length || (ops_fail(res, KMIP_REASON_INVALID_FIELD, "bad length"), false);
+	case KMIP_TAG_STATE:
+		q->has_state = v->type == TTLV_ENUMERATION;
+		q->state = q->has_state ? ttlv_enum(v) : 0;
+		return q->has_state || (ops_fail(res, KMIP_REASON_INVALID_FIELD, "bad state"), false);
+	default:
+		ops_fail(res, KMIP_REASON_FEATURE_NOT_SUPPORTED, "Locate filters by Object Type, Name, Link, "
+								  "Cryptographic Algorithm, Cryptographic Length and State");
+		return false;
+	}
+	ops_fail(res, KMIP_REASON_INVALID_FIELD, "malformed Name or Link");
+	return false;
+}
+
+static bool algorithm_matches(uint32_t want, uint32_t have)
+{
+	/* EC and ECDSA name the same keys. */
+	if ((want == ALG_EC || want == ALG_ECDSA) && (have == ALG_EC || have == ALG_ECDSA))
+		return true;
+	return want == have;
+}
+
+static bool locate_matches(struct store *st, const struct store_obj *o, const struct locate_query *q)
+{
+	struct store_meta m = { 0 };
+	struct key_info ki = { 0 };
+	bool ok = store_meta_read(st, o, &m) == 0 && read_key_info(st, o, &m, &ki) == 0;
+
+	if (ok && q->object_type)
+		ok = q->object_type == ki.object_type;
+	if (ok && q->has_algorithm)
+		ok = algorithm_matches(q->algorithm, ki.algorithm);
+	if (ok && q->has_length)
+		ok = q->length == ki.length;
+	if (ok && q->has_state)
+		ok = q->state == ops_meta_state(&m);
+	key_info_clear(&ki);
+	store_meta_clear(&m);
+	return ok;
+}
+
+void op_locate(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res)
+{
+	const struct ttlv_item *max_items = ttlv_find(payload, KMIP_TAG_MAXIMUM_ITEMS);
+	const struct ttlv_item *offset = ttlv_find(payload, KMIP_TAG_OFFSET_ITEMS);
+	struct locate_query q = { .kind = -1 };
+	struct kmip_attrs attrs = { 0 };
+	struct ttlv_item holder = { .type = TTLV_STRUCTURE };
+	struct ttlv_item items[64]; /* the decoded attributes borrow from these until the end */
+	CK_OBJECT_HANDLE *handles = NULL;
+	struct ttlv_writer found; /* the UIDs of this page */
+	uint8_t *uids = NULL;
+	size_t n_found = 0, skip = 0, limit = SIZE_MAX, matched = 0, total = 0, uids_len = 0;
+	struct store_obj linked = { .id_len = 0 };
+	struct store *st;
+	int r = 0;
+
+	/* 1.x puts Attribute items in the payload; 2.x an Attributes structure. */
+	if (ctx->version.major >= 2) {
+		const struct ttlv_item *c = ttlv_find(payload, KMIP_TAG_ATTRIBUTES);
+
+		holder.child = c ? c->child : NULL;
+	} else {
+		holder.child = ttlv_find(payload, KMIP_TAG_ATTRIBUTE);
+	}
+	{
+		/* Only the Attribute items count in 1.x; copy them into a container. */
+		size_t n = 0;
+
+		for (const struct ttlv_item *c = holder.child; c && n < 64; c = c->next)
+			if (ctx->version.major >= 2 || c->tag == KMIP_TAG_ATTRIBUTE) {
+				items[n] = *c;
+				items[n].next = NULL;
+				if (n)
+					items[n - 1].next = &items[n];
+				n++;
+			}
+		holder.child = n ? &items[0] : NULL;
+		if ((r = kmip_attrs_decode(&holder, ctx->version, &attrs)) < 0) {
+			ops_fail_err(res, r);
+			return;
+		}
+	}
+	for (size_t i = 0; i < attrs.n; i++)
+		if (!read_locate_attr(&attrs.v[i], &q, res)) {
+			kmip_attrs_clear(&attrs);
+			return;
+		}
+	if (max_items && max_items->type == TTLV_INTEGER && ttlv_int(max_items) >= 0)
+		limit = (size_t)ttlv_int(max_items);
+	if (offset && offset->type == TTLV_INTEGER && ttlv_int(offset) > 0)
+		skip = (size_t)ttlv_int(offset);
+	if (!(st = ops_store(ctx, res)) || !(handles = calloc(LOCATE_MAX_CANDIDATES, sizeof(*handles)))) {
+		if (st)
+			ops_fail_err(res, KR_E_NOMEM);
+		kmip_attrs_clear(&attrs);
+		return;
+	}
+	if (q.link_uid.ptr && (r = store_find(st, q.link_uid.ptr, q.link_uid.len, &linked)) < 0) {
+		/* Linked to nothing there is: nothing is found. */
+		q.kind = -2;
+		r = 0;
+	}
+	ttlv_writer_init(&found, TTLV_DEFAULT_MAX_SIZE);
+	for (int k = 0; k < STORE_N_KINDS; k++) {
+		CK_OBJECT_CLASS cls;
+		CK_ATTRIBUTE tmpl[4];
+		size_t n_tmpl;
+
+		if (q.kind == -2 || (q.kind >= 0 && q.kind != k))
+			continue;
+		n_tmpl = store_kind_template((enum store_kind)k, q.link_uid.ptr ? linked.id : NULL, linked.id_len, &cls,
+					     tmpl);
+		if (q.name.ptr)
+			tmpl[n_tmpl++] = (CK_ATTRIBUTE){ CKA_LABEL, (void *)q.name.ptr, q.name.len };
+		if ((r = p11_find(st->tok, tmpl, n_tmpl, handles, LOCATE_MAX_CANDIDATES, &n_found)) < 0)
+			break;
+		for (size_t i = 0; i < n_found; i++) {
+			uint8_t id[STORE_MAX_ID];
+			CK_ATTRIBUTE ida = { store_id_attribute((enum store_kind)k), id, sizeof(id) };
+			struct store_obj o = { .kind = (enum store_kind)k, .handle = handles[i] };
+
+			if (p11_get_attrs(st->tok, handles[i], &ida, 1) < 0 || ida.ulValueLen == 0 ||
+			    ida.ulValueLen > STORE_MAX_ID)
+				continue;
+			o.id_len = ida.ulValueLen;
+			memcpy(o.id, id, o.id_len);
+			store_uid(o.kind, o.id, o.id_len, o.uid);
+			if (!locate_matches(st, &o, &q))
+				continue;
+			/* Located Items counts every match, the page holds Maximum Items. */
+			total++;
+			if (skip) {
+				skip--;
+				continue;
+			}
+			if (matched < limit) {
+				ops_put_uid(&found, KMIP_TAG_UNIQUE_IDENTIFIER, o.uid);
+				matched++;
+			}
+		}
+	}
+	free(handles);
+	kmip_attrs_clear(&attrs);
+	if (r == 0 && matched)
+		r = ttlv_writer_finish(&found, &uids, &uids_len);
+	ttlv_writer_clear(&found);
+	if (r < 0) {
+		ops_fail_err(res, r);
+		return;
+	}
+	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
+	if (ctx->version.major >= 2 || (ctx->version.major == 1 && ctx->version.minor >= 3))
+		ttlv_put_int(w, KMIP_TAG_LOCATED_ITEMS, (int32_t)(total > INT32_MAX ? INT32_MAX : total));
+	if (uids)
+		ttlv_put_encoded(w, uids, uids_len);
+	ttlv_end(w);
+	ttlv_buf_free(uids, uids_len);
+}
+
+/* Check: whether the object exists and may be put to the usage the request names. */
+void op_check(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res)
+{
+	const struct ttlv_item *mask = ttlv_find(payload, KMIP_TAG_CRYPTOGRAPHIC_USAGE_MASK);
+	struct store *st = ops_store(ctx, res);
+	struct store_meta m = { 0 };
+	struct store_obj o;
+	int r;
+
+	if (!st || !ops_find_object(ctx, st, payload, &o, res))
+		return;
+	if (mask && mask->type != TTLV_INTEGER) {
+		ops_fail(res, KMIP_REASON_INVALID_FIELD, "Cryptographic Usage Mask must be an Integer");
+		return;
+	}
+	if ((r = store_meta_read(st, &o, &m)) < 0) {
+		ops_fail_err(res, r);
+		return;
+	}
+	if (mask && ((uint32_t)ttlv_int(mask) & ~ops_usage_of(st, &o, &m))) {
+		ops_fail(res, KMIP_REASON_INCOMPATIBLE_CRYPTOGRAPHIC_USAGE_MASK, "the object's usage mask does not allow this");
+	} else if (mask && ops_meta_state(&m) != STATE_ACTIVE) {
+		ops_fail(res, KMIP_REASON_WRONG_KEY_LIFECYCLE_STATE, "the object is not Active");
+	} else {
+		ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
+		ops_put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, o.uid);
+		ttlv_end(w);
+	}
+	store_meta_clear(&m);
+}

@@ -1,0 +1,440 @@
+#include "config.h"
+
+/* Activate, Revoke, Destroy, and Add, Modify and Delete Attribute: changes to an
+ * object's state and attributes, under the lock that serialises metadata writers. */
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops_objects.h"
+
+/* A state change: the token's usage flags first (so that the token enforces it),
+ * then the metadata, with the state and the dates that go with it. */
+struct state_change {
+	uint32_t state;
+	uint32_t usage;
+	uint32_t date_tags[2];
+	size_t n_dates;
+	const struct ttlv_item *revocation_reason;
+};
+
+static void put_state_change(struct ttlv_writer *w, const void *arg)
+{
+	const struct state_change *c = arg;
+
+	ttlv_put_enum(w, KMIP_TAG_STATE, c->state);
+	ttlv_put_int(w, KMIP_TAG_CRYPTOGRAPHIC_USAGE_MASK, (int32_t)c->usage);
+	for (size_t i = 0; i < c->n_dates; i++)
+		ttlv_put_datetime(w, c->date_tags[i], ops_now());
+	if (c->revocation_reason)
+		ttlv_put_item(w, KMIP_TAG_REVOCATION_REASON, c->revocation_reason);
+}
+
+static int change_state(struct store *st, const struct store_obj *o, const struct store_meta *m,
+			const struct state_change *c)
+{
+	uint32_t replaced[5] = { KMIP_TAG_STATE, KMIP_TAG_CRYPTOGRAPHIC_USAGE_MASK, KMIP_TAG_REVOCATION_REASON };
+	size_t n_replaced = 3;
+	CK_ATTRIBUTE flags[OPS_MAX_FLAGS];
+	CK_BBOOL values[OPS_MAX_FLAGS];
+	size_t n = ops_usage_template(o->kind, c->usage, c->state, values, flags);
+	int r = n ? p11_set_attrs(st->tok, o->handle, flags, n) : 0;
+
+	for (size_t i = 0; i < c->n_dates; i++)
+		replaced[n_replaced++] = c->date_tags[i];
+	if (r == 0)
+		r = ops_meta_rewrite(st, o, m, replaced, n_replaced, put_state_change, c);
+	return r;
+}
+
+/* The common start of a lifecycle operation: the lock, the object, its metadata. */
+struct locked_object {
+	struct store *st;
+	struct store_obj o;
+	struct store_meta meta;
+	int lock;
+};
+
+static bool lock_object(struct ops_ctx *ctx, const struct ttlv_item *payload, struct locked_object *lo,
+			struct ops_result *res)
+{
+	int r;
+
+	*lo = (struct locked_object){ .lock = -1 };
+	if (!(lo->st = ops_store(ctx, res)) || !ops_find_object(ctx, lo->st, payload, &lo->o, res))
+		return false;
+	if ((r = store_lock(lo->st, &lo->lock)) < 0 || (r = store_meta_read(lo->st, &lo->o, &lo->meta)) < 0) {
+		store_unlock(lo->lock);
+		ops_fail_err(res, r);
+		return false;
+	}
+	return true;
+}
+
+static void unlock_object(struct locked_object *lo)
+{
+	store_meta_clear(&lo->meta);
+	store_unlock(lo->lock);
+}
+
+static void put_uid_payload(struct ttlv_writer *w, const struct store_obj *o)
+{
+	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
+	ops_put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, o->uid);
+	ttlv_end(w);
+}
+
+void op_activate(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
+		 struct ops_result *res)
+{
+	struct locked_object lo;
+	int r;
+
+	if (!lock_object(ctx, payload, &lo, res))
+		return;
+	if (ops_meta_state(&lo.meta) != STATE_PRE_ACTIVE) {
+		ops_fail(res, KMIP_REASON_WRONG_KEY_LIFECYCLE_STATE, "the object is not Pre-Active");
+	} else {
+		const struct state_change c = { STATE_ACTIVE, ops_usage_of(lo.st, &lo.o, &lo.meta),
+						{ KMIP_TAG_ACTIVATION_DATE }, 1, NULL };
+
+		if ((r = change_state(lo.st, &lo.o, &lo.meta, &c)) < 0)
+			ops_fail_err(res, r);
+		else
+			put_uid_payload(w, &lo.o);
+	}
+	unlock_object(&lo);
+}
+
+void op_revoke(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res)
+{
+	const struct ttlv_item *reason = ttlv_find(payload, KMIP_TAG_REVOCATION_REASON);
+	const struct ttlv_item *code = reason && reason->type == TTLV_STRUCTURE
+					       ? ttlv_find(reason, KMIP_TAG_REVOCATION_REASON_CODE)
+					       : NULL;
+	struct locked_object lo;
+	uint32_t state;
+	bool compromised;
+	int r;
+
+	if (!code || code->type != TTLV_ENUMERATION) {
+		ops_fail(res, KMIP_REASON_MISSING_DATA, "Revocation Reason with its code is required");
+		return;
+	}
+	if (!kmip_enum_name(KMIP_TAG_REVOCATION_REASON_CODE, ttlv_enum(code))) {
+		ops_fail(res, KMIP_REASON_INVALID_FIELD, "unknown Revocation Reason Code");
+		return;
+	}
+	compromised = ttlv_enum(code) == REVOKE_KEY_COMPROMISE || ttlv_enum(code) == REVOKE_CA_COMPROMISE;
+	if (!lock_object(ctx, payload, &lo, res))
+		return;
+	state = ops_meta_state(&lo.meta);
+	if (state == STATE_DESTROYED || (state == STATE_COMPROMISED && !compromised)) {
+		ops_fail(res, KMIP_REASON_WRONG_KEY_LIFECYCLE_STATE, "the object cannot be revoked in its state");
+	} else {
+		const struct state_change c = {
+			compromised ? STATE_COMPROMISED : STATE_DEACTIVATED,
+			ops_usage_of(lo.st, &lo.o, &lo.meta),
+			{ compromised ? KMIP_TAG_COMPROMISE_DATE : KMIP_TAG_DEACTIVATION_DATE },
+			1,
+			reason,
+		};
+
+		if ((r = change_state(lo.st, &lo.o, &lo.meta, &c)) < 0)
+			ops_fail_err(res, r);
+		else
+			put_uid_payload(w, &lo.o);
+	}
+	unlock_object(&lo);
+}
+
+void op_destroy(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
+		struct ops_result *res)
+{
+	struct locked_object lo;
+	int r;
+
+	if (!lock_object(ctx, payload, &lo, res))
+		return;
+	/* The spec keeps an Active key from being destroyed; Cascade destroys without
+	 * revoking, so the config may let its clients through. */
+	if (ops_meta_state(&lo.meta) == STATE_ACTIVE &&
+	    !(ctx->credential_client && ctx->cfg->keys.destroy_revokes_for_credential_clients)) {
+		ops_fail(res, KMIP_REASON_WRONG_KEY_LIFECYCLE_STATE, "an Active object must be revoked first");
+	} else if ((r = p11_destroy(lo.st->tok, lo.o.handle)) < 0 || (r = store_meta_destroy(lo.st, &lo.o)) < 0) {
+		ops_fail_err(res, r);
+	} else {
+		store_forget(lo.st, &lo.o);
+		put_uid_payload(w, &lo.o);
+	}
+	unlock_object(&lo);
+}
+
+/* The attribute a Modify Attribute request carries: 1.x Attribute, 2.x New Attribute. */
+static bool modified_attr(const struct ops_ctx *ctx, const struct ttlv_item *payload, struct kmip_attrs *ret,
+			  struct ops_result *res)
+{
+	const struct ttlv_item *c = ttlv_find(payload, ctx->version.major >= 2 ? KMIP_TAG_NEW_ATTRIBUTE
+									     : KMIP_TAG_ATTRIBUTE);
+	struct ttlv_item holder;
+	int r;
+
+	if (!c || c->type != TTLV_STRUCTURE) {
+		ops_fail(res, KMIP_REASON_MISSING_DATA, "no attribute to modify");
+		return false;
+	}
+	/* 1.x: decode the Attribute structure as the only child of a container. */
+	holder = (struct ttlv_item){ .type = TTLV_STRUCTURE, .child = c };
+	if (ctx->version.major < 2)
+		c = &holder;
+	if ((r = kmip_attrs_decode(c, ctx->version, ret)) < 0 || ret->n != 1) {
+		if (r == 0)
+			kmip_attrs_clear(ret);
+		ops_fail_err(res, r < 0 ? r : KR_E_KMIP_MISSING);
+		return false;
+	}
+	return true;
+}
+
+static bool read_only(uint32_t tag)
+{
+	switch (tag) {
+	case KMIP_TAG_UNIQUE_IDENTIFIER:
+	case KMIP_TAG_OBJECT_TYPE:
+	case KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM:
+	case KMIP_TAG_CRYPTOGRAPHIC_LENGTH:
+	case KMIP_TAG_STATE:
+	case KMIP_TAG_INITIAL_DATE:
+	case KMIP_TAG_LAST_CHANGE_DATE:
+	case KMIP_TAG_ACTIVATION_DATE:
+	case KMIP_TAG_DEACTIVATION_DATE:
+	case KMIP_TAG_COMPROMISE_DATE:
+	case KMIP_TAG_DESTROY_DATE:
+	case KMIP_TAG_REVOCATION_REASON:
+	case KMIP_TAG_CRYPTOGRAPHIC_USAGE_MASK:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* Which attribute a request means: a standard one by tag, a vendor one by name. */
+struct attr_ref {
+	uint32_t tag;
+	struct kmip_text vendor, name;
+};
+
+static struct attr_ref ref_of(const struct kmip_attr *a)
+{
+	return (struct attr_ref){ a->tag, a->vendor, a->name };
+}
+
+static bool same_attr(const struct kmip_attr *a, const struct attr_ref *ref)
+{
+	if (ref->tag)
+		return a->tag == ref->tag;
+	return !a->tag && a->vendor.len == ref->vendor.len && a->name.len == ref->name.len &&
+	       memcmp(a->vendor.ptr, ref->vendor.ptr, a->vendor.len) == 0 &&
+	       memcmp(a->name.ptr, ref->name.ptr, a->name.len) == 0;
+}
+
+static bool meta_has(const struct store_meta *m, const struct attr_ref *ref)
+{
+	for (size_t i = 0; i < m->attrs.n; i++)
+		if (same_attr(&m->attrs.v[i], ref))
+			return true;
+	return false;
+}
+
+/* A metadata generation with one attribute dropped and/or one added. */
+struct rewrite {
+	const struct store_meta *meta;
+	const struct attr_ref *drop;
+	const struct kmip_attr *add;
+};
+
+static void put_rewrite(struct ttlv_writer *w, const void *arg)
+{
+	const struct rewrite *rw = arg;
+
+	for (size_t i = 0; i < rw->meta->attrs.n; i++) {
+		const struct kmip_attr *a = &rw->meta->attrs.v[i];
+
+		if ((!rw->drop || !same_attr(a, rw->drop)) && a->tag != KMIP_TAG_LAST_CHANGE_DATE)
+			ops_put_attr(w, a);
+	}
+	if (rw->add)
+		ops_put_attr(w, rw->add);
+}
+
+void op_modify_attribute(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
+			 struct ops_result *res)
+{
+	struct kmip_attrs attrs = { 0 };
+	struct locked_object lo;
+	const struct kmip_attr *a;
+	int r = 0;
+
+	if (!modified_attr(ctx, payload, &attrs, res))
+		return;
+	a = &attrs.v[0];
+	if (a->tag && read_only(a->tag)) {
+		ops_fail(res, KMIP_REASON_ATTRIBUTE_READ_ONLY, "the server keeps this attribute");
+		kmip_attrs_clear(&attrs);
+		return;
+	}
+	if (!lock_object(ctx, payload, &lo, res)) {
+		kmip_attrs_clear(&attrs);
+		return;
+	}
+	if (a->tag == KMIP_TAG_NAME) {
+		/* A Name is the object's CKA_LABEL, where other PKCS#11 software sees it. */
+		const struct ttlv_item *nv = a->value->type == TTLV_STRUCTURE ? ttlv_find(a->value, KMIP_TAG_NAME_VALUE) : NULL;
+		CK_ATTRIBUTE label = { CKA_LABEL, NULL, 0 };
+
+		if (!nv || nv->type != TTLV_TEXT_STRING) {
+			ops_fail(res, KMIP_REASON_INVALID_ATTRIBUTE_VALUE, "a Name needs a Name Value");
+			goto out;
+		}
+		label.pValue = (void *)nv->value;
+		label.ulValueLen = nv->len;
+		r = p11_set_attrs(lo.st->tok, lo.o.handle, &label, 1);
+	} else {
+		const struct attr_ref ref = ref_of(a);
+		const struct rewrite rw = { &lo.meta, &ref, a };
+
+		if (!meta_has(&lo.meta, &ref)) {
+			ops_fail(res, KMIP_REASON_ATTRIBUTE_NOT_FOUND, "the object has no such attribute to modify");
+			goto out;
+		}
+		r = ops_meta_rewrite(lo.st, &lo.o, NULL, NULL, 0, put_rewrite, &rw);
+	}
+	if (r < 0) {
+		ops_fail_err(res, r);
+		goto out;
+	}
+	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
+	ops_put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, lo.o.uid);
+	if (ctx->version.major < 2)
+		kmip_attrs_encode(w, 0, &attrs, ctx->version);
+	ttlv_end(w);
+out:
+	unlock_object(&lo);
+	kmip_attrs_clear(&attrs);
+}
+
+/* Add Attribute and Delete Attribute change only the metadata: Name, which is the
+ * token's CKA_LABEL, is changed with Modify Attribute. */
+void op_add_attribute(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
+		      struct ops_result *res)
+{
+	struct kmip_attrs attrs = { 0 };
+	struct locked_object lo;
+	const struct kmip_attr *a;
+	int r;
+
+	if (!modified_attr(ctx, payload, &attrs, res))
+		return;
+	a = &attrs.v[0];
+	if (a->tag && (read_only(a->tag) || a->tag == KMIP_TAG_NAME)) {
+		ops_fail(res, a->tag == KMIP_TAG_NAME ? KMIP_REASON_ATTRIBUTE_SINGLE_VALUED : KMIP_REASON_ATTRIBUTE_READ_ONLY,
+			 a->tag == KMIP_TAG_NAME ? "an object has one Name: modify it" : "the server keeps this attribute");
+		kmip_attrs_clear(&attrs);
+		return;
+	}
+	if (!lock_object(ctx, payload, &lo, res)) {
+		kmip_attrs_clear(&attrs);
+		return;
+	}
+	if (meta_has(&lo.meta, &(struct attr_ref){ a->tag, a->vendor, a->name })) {
+		ops_fail(res, KMIP_REASON_ATTRIBUTE_SINGLE_VALUED, "the object has this attribute already");
+	} else {
+		const struct rewrite rw = { &lo.meta, NULL, a };
+
+		if ((r = ops_meta_rewrite(lo.st, &lo.o, NULL, NULL, 0, put_rewrite, &rw)) < 0) {
+			ops_fail_err(res, r);
+		} else {
+			ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
+			ops_put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, lo.o.uid);
+			if (ctx->version.major < 2)
+				kmip_attrs_encode(w, 0, &attrs, ctx->version);
+			ttlv_end(w);
+		}
+	}
+	unlock_object(&lo);
+	kmip_attrs_clear(&attrs);
+}
+
+/* The attribute a Delete Attribute request names: a 1.x Attribute Name, a 2.x
+ * Attribute Reference (a tag) or Current Attribute. */
+static bool deleted_attr(const struct ops_ctx *ctx, const struct ttlv_item *payload, struct attr_ref *ref,
+			 struct ops_result *res)
+{
+	const struct ttlv_item *name = ttlv_find(payload, KMIP_TAG_ATTRIBUTE_NAME);
+	const struct ttlv_item *tag = ttlv_find(payload, KMIP_TAG_ATTRIBUTE_REFERENCE);
+	const struct ttlv_item *cur = ttlv_find(payload, KMIP_TAG_CURRENT_ATTRIBUTE);
+
+	*ref = (struct attr_ref){ 0 };
+	if (ctx->version.major < 2 && name && name->type == TTLV_TEXT_STRING) {
+		ref->tag = kmip_tag_by_name((const char *)name->value, name->len);
+		if (!ref->tag && name->len > 2 && name->value[1] == '-') {
+			ref->vendor = (struct kmip_text){ (const char *)name->value, 1 };
+			ref->name = (struct kmip_text){ (const char *)name->value + 2, name->len - 2 };
+		}
+	} else if (tag && tag->type == TTLV_ENUMERATION) {
+		ref->tag = ttlv_enum(tag);
+	} else if (cur && cur->type == TTLV_STRUCTURE && cur->child) {
+		const struct ttlv_item *a = cur->child;
+
+		if (a->tag == KMIP_TAG_ATTRIBUTE && a->type == TTLV_STRUCTURE && a->child && a->child->next) {
+			ref->vendor = (struct kmip_text){ (const char *)a->child->value, a->child->len };
+			ref->name = (struct kmip_text){ (const char *)a->child->next->value, a->child->next->len };
+		} else {
+			ref->tag = a->tag;
+		}
+	}
+	if (!ref->tag && !ref->name.ptr) {
+		ops_fail(res, KMIP_REASON_MISSING_DATA, "no attribute to delete");
+		return false;
+	}
+	return true;
+}
+
+void op_delete_attribute(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
+			 struct ops_result *res)
+{
+	struct attr_ref ref;
+	struct locked_object lo;
+	const struct kmip_attr *found = NULL;
+	int r;
+
+	if (!deleted_attr(ctx, payload, &ref, res))
+		return;
+	if (ref.tag && (read_only(ref.tag) || ref.tag == KMIP_TAG_NAME)) {
+		ops_fail(res, KMIP_REASON_ATTRIBUTE_READ_ONLY, "this attribute cannot be deleted");
+		return;
+	}
+	if (!lock_object(ctx, payload, &lo, res))
+		return;
+	for (size_t i = 0; i < lo.meta.attrs.n && !found; i++)
+		if (same_attr(&lo.meta.attrs.v[i], &ref))
+			found = &lo.meta.attrs.v[i];
+	if (!found) {
+		ops_fail(res, KMIP_REASON_ATTRIBUTE_NOT_FOUND, "the object has no such attribute");
+	} else {
+		const struct rewrite rw = { &lo.meta, &ref, NULL };
+
+		if ((r = ops_meta_rewrite(lo.st, &lo.o, NULL, NULL, 0, put_rewrite, &rw)) < 0) {
+			ops_fail_err(res, r);
+		} else {
+			const struct kmip_attrs one = { (struct kmip_attr *)found, 1 };
+
+			ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
+			ops_put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, lo.o.uid);
+			if (ctx->version.major < 2)
+				kmip_attrs_encode(w, 0, &one, ctx->version);
+			ttlv_end(w);
+		}
+	}
+	unlock_object(&lo);
+}
