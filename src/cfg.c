@@ -65,6 +65,7 @@ static const struct key log_keys[] = {
 static const struct key key_keys[] = {
 	K("extractable", KT_BOOL, keys.extractable),
 	K("destroy_revokes_for_credential_clients", KT_BOOL, keys.destroy_revokes_for_credential_clients),
+	K("software_random", KT_BOOL, keys.software_random),
 	{ 0 },
 };
 

@@ -30,6 +30,7 @@ struct cfg {
 	struct {
 		bool extractable; /* new private and secret keys may leave the token */
 		bool destroy_revokes_for_credential_clients; /* Destroy revokes an active key first */
+		bool software_random; /* RNG Retrieve may use GnuTLS when the token has no RNG */
 	} keys;
 	struct {
 		char *module;         /* PKCS#11 module path */

@@ -30,7 +30,13 @@ static const struct {
 	{ KMIP_OP_DESTROY, op_destroy },
 	{ KMIP_OP_QUERY, op_query },
 	{ KMIP_OP_DISCOVER_VERSIONS, op_discover_versions },
+	{ KMIP_OP_ENCRYPT, op_encrypt },
+	{ KMIP_OP_DECRYPT, op_decrypt },
 	{ KMIP_OP_SIGN, op_sign },
+	{ KMIP_OP_SIGNATURE_VERIFY, op_signature_verify },
+	{ KMIP_OP_MAC, op_mac },
+	{ KMIP_OP_MAC_VERIFY, op_mac_verify },
+	{ KMIP_OP_RNG_RETRIEVE, op_rng_retrieve },
 };
 
 #define N_OPS (sizeof(ops_table) / sizeof(ops_table[0]))

@@ -21,7 +21,16 @@ bool ops_find_object(struct ops_ctx *ctx, struct store *st, const struct ttlv_it
 void ops_explain_refusal(struct store *st, const struct store_obj *o, struct ops_result *res);
 
 /* Cryptographic operations (ops_crypto.c). */
+void op_encrypt(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res);
+void op_decrypt(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res);
 void op_sign(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res);
+void op_signature_verify(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
+			 struct ops_result *res);
+void op_mac(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res);
+void op_mac_verify(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
+		   struct ops_result *res);
+void op_rng_retrieve(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
+		     struct ops_result *res);
 
 /* Managed objects (ops_objects.c). */
 void op_create(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res);

@@ -474,3 +474,52 @@ int p11_random(struct p11_token *t, uint8_t *out, size_t len)
 {
 	return check(t, t->f->C_GenerateRandom(t->session, out, len));
 }
+
+int p11_verify(struct p11_token *t, CK_MECHANISM *m, CK_OBJECT_HANDLE key, const uint8_t *in, size_t in_len,
+	       const uint8_t *sig, size_t sig_len)
+{
+	int r = check(t, t->f->C_VerifyInit(t->session, m, key));
+
+	if (r == 0)
+		r = check(t, t->f->C_Verify(t->session, (CK_BYTE *)in, in_len, (CK_BYTE *)sig, sig_len));
+	return r;
+}
+
+/* One-part encryption or decryption into a new buffer of the size the token asks
+ * for. */
+static int crypt_alloc(struct p11_token *t, bool encrypt, CK_MECHANISM *m, CK_OBJECT_HANDLE key,
+		       const uint8_t *in, size_t in_len, uint8_t **ret, size_t *ret_len)
+{
+	CK_ULONG len = 0;
+	uint8_t *out = NULL;
+	int r = check(t, encrypt ? t->f->C_EncryptInit(t->session, m, key) : t->f->C_DecryptInit(t->session, m, key));
+
+	if (r < 0)
+		return r;
+	r = check(t, encrypt ? t->f->C_Encrypt(t->session, (CK_BYTE *)in, in_len, NULL, &len)
+			     : t->f->C_Decrypt(t->session, (CK_BYTE *)in, in_len, NULL, &len));
+	if (r == 0 && !(out = malloc(len ? len : 1)))
+		r = KR_E_NOMEM;
+	if (r == 0)
+		r = check(t, encrypt ? t->f->C_Encrypt(t->session, (CK_BYTE *)in, in_len, out, &len)
+				     : t->f->C_Decrypt(t->session, (CK_BYTE *)in, in_len, out, &len));
+	if (r < 0) {
+		free(out);
+		return r;
+	}
+	*ret = out;
+	*ret_len = len;
+	return 0;
+}
+
+int p11_encrypt(struct p11_token *t, CK_MECHANISM *m, CK_OBJECT_HANDLE key, const uint8_t *in, size_t in_len,
+		uint8_t **ret, size_t *ret_len)
+{
+	return crypt_alloc(t, true, m, key, in, in_len, ret, ret_len);
+}
+
+int p11_decrypt(struct p11_token *t, CK_MECHANISM *m, CK_OBJECT_HANDLE key, const uint8_t *in, size_t in_len,
+		uint8_t **ret, size_t *ret_len)
+{
+	return crypt_alloc(t, false, m, key, in, in_len, ret, ret_len);
+}

@@ -62,6 +62,14 @@ int p11_generate_key_pair(struct p11_token *t, CK_MECHANISM *m, CK_ATTRIBUTE *pu
  * length. */
 int p11_sign(struct p11_token *t, CK_MECHANISM *m, CK_OBJECT_HANDLE key, const uint8_t *in, size_t in_len,
 	     uint8_t *out, size_t *inout_len) KR_WUR;
+/* 0 if the signature verifies, KR_E_P11_SIGNATURE if it does not. */
+int p11_verify(struct p11_token *t, CK_MECHANISM *m, CK_OBJECT_HANDLE key, const uint8_t *in, size_t in_len,
+	       const uint8_t *sig, size_t sig_len) KR_WUR;
+/* One-part encryption and decryption; the result is a new buffer (wipe and free). */
+int p11_encrypt(struct p11_token *t, CK_MECHANISM *m, CK_OBJECT_HANDLE key, const uint8_t *in, size_t in_len,
+		uint8_t **ret, size_t *ret_len) KR_WUR;
+int p11_decrypt(struct p11_token *t, CK_MECHANISM *m, CK_OBJECT_HANDLE key, const uint8_t *in, size_t in_len,
+		uint8_t **ret, size_t *ret_len) KR_WUR;
 int p11_random(struct p11_token *t, uint8_t *out, size_t len) KR_WUR;
 
 #endif
