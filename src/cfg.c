@@ -66,6 +66,7 @@ static const struct key key_keys[] = {
 	K("extractable", KT_BOOL, keys.extractable),
 	K("destroy_revokes_for_credential_clients", KT_BOOL, keys.destroy_revokes_for_credential_clients),
 	K("software_random", KT_BOOL, keys.software_random),
+	K("verify_signatures", KT_BOOL, keys.verify_signatures),
 	{ 0 },
 };
 

@@ -31,6 +31,7 @@ struct cfg {
 		bool extractable; /* new private and secret keys may leave the token */
 		bool destroy_revokes_for_credential_clients; /* Destroy revokes an active key first */
 		bool software_random; /* RNG Retrieve may use GnuTLS when the token has no RNG */
+		bool verify_signatures; /* check every signature with the public half first */
 	} keys;
 	struct {
 		char *module;         /* PKCS#11 module path */

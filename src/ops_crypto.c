@@ -3,6 +3,7 @@
 /* Cryptographic operations with keys in the token: Sign, Signature Verify, MAC,
  * MAC Verify, Encrypt, Decrypt and RNG Retrieve. */
 
+#include <gnutls/abstract.h>
 #include <gnutls/crypto.h>
 #include <stdlib.h>
 #include <string.h>
@@ -187,6 +188,48 @@ static bool crypto_object(struct ops_ctx *ctx, const struct ttlv_item *payload, 
 	return true;
 }
 
+/* The GnuTLS signature algorithm of a signature the token made. */
+static gnutls_sign_algorithm_t gnutls_algorithm(CK_KEY_TYPE type, const struct crypto_params *p)
+{
+	const struct hash *h = find_hash(p->hash ? p->hash : HASH_SHA256);
+
+	if (type == CKK_EC_EDWARDS)
+		return GNUTLS_SIGN_EDDSA_ED25519;
+	if (!h)
+		return GNUTLS_SIGN_UNKNOWN;
+	if (type == CKK_EC)
+		return gnutls_pk_to_sign(GNUTLS_PK_ECDSA, h->gnutls);
+	if (p->padding != PAD_PSS)
+		return gnutls_pk_to_sign(GNUTLS_PK_RSA, h->gnutls);
+	switch (h->gnutls) {
+	case GNUTLS_DIG_SHA256: return GNUTLS_SIGN_RSA_PSS_RSAE_SHA256;
+	case GNUTLS_DIG_SHA384: return GNUTLS_SIGN_RSA_PSS_RSAE_SHA384;
+	case GNUTLS_DIG_SHA512: return GNUTLS_SIGN_RSA_PSS_RSAE_SHA512;
+	default: return GNUTLS_SIGN_UNKNOWN;
+	}
+}
+
+/* The verify_signatures self-check: GnuTLS verifies the signature with the public
+ * half, independently of the token, which catches a faulty HSM or the wrong key
+ * behind a load balancer. */
+static bool self_check(struct store *st, const struct store_obj *priv, const struct crypto_params *p,
+		       const struct ttlv_item *in, bool digested, const gnutls_datum_t *sig)
+{
+	gnutls_sign_algorithm_t algo = gnutls_algorithm(priv->key_type, p);
+	gnutls_datum_t data = { (uint8_t *)in->value, in->len };
+	struct store_obj pub;
+	gnutls_pubkey_t key = NULL;
+	bool ok;
+
+	if (algo == GNUTLS_SIGN_UNKNOWN || store_find_kind(st, STORE_PUBLIC, priv->id, priv->id_len, &pub) < 0 ||
+	    ops_gnutls_pubkey(st, &pub, &key) < 0)
+		return false;
+	ok = (digested ? gnutls_pubkey_verify_hash2(key, algo, 0, &data, sig)
+		       : gnutls_pubkey_verify_data2(key, algo, 0, &data, sig)) >= 0;
+	gnutls_pubkey_deinit(key);
+	return ok;
+}
+
 void op_sign(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res)
 {
 	struct crypto_params p;
@@ -218,11 +261,20 @@ void op_sign(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_w
 		crypto_fail(st, &o, r, res);
 		return;
 	}
+	if (!der.data)
+		der = (gnutls_datum_t){ sig, (unsigned)sig_len };
+	if (ctx->cfg->keys.verify_signatures && !self_check(st, &o, &p, in, digested, &der)) {
+		ops_fail(res, KMIP_REASON_CRYPTOGRAPHIC_FAILURE, "the signature does not verify with the public key");
+		if (der.data != sig)
+			gnutls_free(der.data);
+		return;
+	}
 	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
 	ops_put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, o.uid);
-	ttlv_put_bytes(w, KMIP_TAG_SIGNATURE_DATA, der.data ? der.data : sig, der.data ? der.size : sig_len);
+	ttlv_put_bytes(w, KMIP_TAG_SIGNATURE_DATA, der.data, der.size);
 	ttlv_end(w);
-	gnutls_free(der.data);
+	if (der.data != sig)
+		gnutls_free(der.data);
 }
 
 /* An ECDSA signature as PKCS#11 wants it: r || s, each as long as the curve's

@@ -279,18 +279,16 @@ void op_get_attribute_list(struct ops_ctx *ctx, const struct ttlv_item *payload,
 static int public_key_material(struct store *st, const struct store_obj *o, const struct key_info *ki,
 			       uint32_t format, struct ttlv_writer *w)
 {
-	gnutls_datum_t params = { 0 }, point = { 0 }, der = { 0 };
+	gnutls_datum_t n, e, der = { 0 };
 	gnutls_pubkey_t pub = NULL;
 	uint8_t *a = NULL, *b = NULL;
 	size_t alen = 0, blen = 0;
 	int r;
 
-	if (ki->key_type == CKK_RSA) {
+	if (ki->key_type == CKK_RSA && (format == FMT_PKCS1 || format == FMT_TRANSPARENT_RSA_PUBLIC)) {
 		if ((r = p11_get_attr_alloc(st->tok, o->handle, CKA_MODULUS, &a, &alen)) < 0 ||
 		    (r = p11_get_attr_alloc(st->tok, o->handle, CKA_PUBLIC_EXPONENT, &b, &blen)) < 0)
 			goto out;
-		params = (gnutls_datum_t){ a, (unsigned)alen };
-		point = (gnutls_datum_t){ b, (unsigned)blen };
 		if (format == FMT_TRANSPARENT_RSA_PUBLIC) {
 			ttlv_begin(w, KMIP_TAG_KEY_MATERIAL);
 			ttlv_put_bigint(w, KMIP_TAG_MODULUS, a, alen);
@@ -300,46 +298,16 @@ static int public_key_material(struct store *st, const struct store_obj *o, cons
 		}
 		/* RSAPublicKey is SEQUENCE { INTEGER n, INTEGER e }: the same shape GnuTLS
 		 * writes for a DSA/ECDSA signature value. */
-		if (format == FMT_PKCS1) {
-			r = gnutls_encode_rs_value(&der, &params, &point) < 0 ? KR_E_NOMEM : 0;
-			goto put;
-		}
-		if (format != FMT_X509) {
-			r = KR_E_KMIP_FORMAT;
-			goto out;
-		}
-		r = gnutls_pubkey_init(&pub) < 0 || gnutls_pubkey_import_rsa_raw(pub, &params, &point) < 0 ? KR_E_P11_FAILED : 0;
-	} else if (ki->key_type == CKK_EC || ki->key_type == CKK_EC_EDWARDS) {
-		if (format != FMT_RAW && format != FMT_X509) {
-			r = KR_E_KMIP_FORMAT;
-			goto out;
-		}
-		if ((r = p11_get_attr_alloc(st->tok, o->handle, CKA_EC_POINT, &b, &blen)) < 0)
-			goto out;
-		if (ki->key_type == CKK_EC) {
-			if ((r = p11_get_attr_alloc(st->tok, o->handle, CKA_EC_PARAMS, &a, &alen)) < 0)
-				goto out;
-			params = (gnutls_datum_t){ a, (unsigned)alen };
-			point = (gnutls_datum_t){ b, (unsigned)blen };
-			r = gnutls_pubkey_init(&pub) < 0 || gnutls_pubkey_import_ecc_x962(pub, &params, &point) < 0
-				    ? KR_E_P11_FAILED
-				    : 0;
-		} else {
-			/* CKA_EC_POINT of an Edwards key: the 32 bytes, DER OCTET STRING wrapped or not */
-			point = blen == 34 && b[0] == 0x04 && b[1] == 32 ? (gnutls_datum_t){ b + 2, 32 }
-									 : (gnutls_datum_t){ b, (unsigned)blen };
-			r = gnutls_pubkey_init(&pub) < 0 ||
-				    gnutls_pubkey_import_ecc_raw(pub, GNUTLS_ECC_CURVE_ED25519, &point, NULL) < 0
-				    ? KR_E_P11_FAILED
-				    : 0;
-		}
+		n = (gnutls_datum_t){ a, (unsigned)alen };
+		e = (gnutls_datum_t){ b, (unsigned)blen };
+		r = gnutls_encode_rs_value(&der, &n, &e) < 0 ? KR_E_NOMEM : 0;
+	} else if (format == FMT_X509 || (format == FMT_RAW && ki->key_type != CKK_RSA)) {
+		/* A SubjectPublicKeyInfo; EC keys as Raw too, which is what Cascade reads. */
+		if ((r = ops_gnutls_pubkey(st, o, &pub)) == 0 && gnutls_pubkey_export2(pub, GNUTLS_X509_FMT_DER, &der) < 0)
+			r = KR_E_P11_FAILED;
 	} else {
 		r = KR_E_KMIP_FORMAT;
-		goto out;
 	}
-	if (r == 0 && gnutls_pubkey_export2(pub, GNUTLS_X509_FMT_DER, &der) < 0)
-		r = KR_E_P11_FAILED;
-put:
 	if (r == 0)
 		ttlv_put_bytes(w, KMIP_TAG_KEY_MATERIAL, der.data, der.size);
 out:

@@ -2,6 +2,7 @@
 
 /* The helpers the managed-object operations share (see ops_objects.h). */
 
+#include <gnutls/abstract.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -246,4 +247,54 @@ void ops_explain_refusal(struct store *st, const struct store_obj *o, struct ops
 		ops_fail(res, KMIP_REASON_WRONG_KEY_LIFECYCLE_STATE, "the key is not Active");
 	else
 		ops_fail(res, KMIP_REASON_INCOMPATIBLE_CRYPTOGRAPHIC_USAGE_MASK, "the key's usage mask does not allow this");
+}
+
+int ops_gnutls_pubkey(struct store *st, const struct store_obj *o, gnutls_pubkey_t *ret)
+{
+	CK_ATTRIBUTE_TYPE types[2] = { CKA_MODULUS, CKA_PUBLIC_EXPONENT };
+	gnutls_datum_t d[2] = { { 0 } };
+	gnutls_pubkey_t pub = NULL;
+	uint8_t *v[2] = { NULL, NULL };
+	size_t len[2] = { 0, 0 }, n = 2;
+	int r;
+
+	if (o->key_type == CKK_EC || o->key_type == CKK_EC_EDWARDS) {
+		types[0] = CKA_EC_PARAMS;
+		types[1] = CKA_EC_POINT;
+	} else if (o->key_type != CKK_RSA) {
+		return KR_E_KMIP_FORMAT;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if ((r = p11_get_attr_alloc(st->tok, o->handle, types[i], &v[i], &len[i])) < 0)
+			goto out;
+		d[i] = (gnutls_datum_t){ v[i], (unsigned)len[i] };
+	}
+	r = KR_E_P11_FAILED;
+	if (gnutls_pubkey_init(&pub) < 0)
+		goto out;
+	if (o->key_type == CKK_RSA) {
+		if (gnutls_pubkey_import_rsa_raw(pub, &d[0], &d[1]) == 0)
+			r = 0;
+	} else if (o->key_type == CKK_EC) {
+		if (gnutls_pubkey_import_ecc_x962(pub, &d[0], &d[1]) == 0)
+			r = 0;
+	} else {
+		/* CKA_EC_POINT of an Edwards key: the 32 bytes, DER OCTET STRING wrapped or not */
+		gnutls_datum_t x = d[1].size == 34 && d[1].data[0] == 0x04 && d[1].data[1] == 32
+					   ? (gnutls_datum_t){ d[1].data + 2, 32 }
+					   : d[1];
+
+		if (gnutls_pubkey_import_ecc_raw(pub, GNUTLS_ECC_CURVE_ED25519, &x, NULL) == 0)
+			r = 0;
+	}
+out:
+	free(v[0]);
+	free(v[1]);
+	if (r < 0) {
+		if (pub)
+			gnutls_pubkey_deinit(pub);
+		return r;
+	}
+	*ret = pub;
+	return 0;
 }

@@ -3,6 +3,7 @@
 #ifndef KR_OPS_OBJECTS_H
 #define KR_OPS_OBJECTS_H
 
+#include <gnutls/abstract.h>
 #include <gnutls/gnutls.h>
 #include <stdint.h>
 
@@ -52,6 +53,9 @@ size_t ops_usage_template(enum store_kind kind, uint32_t mask, uint32_t state, C
 /* The usage an object may be put to: its metadata's mask, or for an object made
  * elsewhere, what its token flags allow now. */
 uint32_t ops_usage_of(struct store *st, const struct store_obj *o, const struct store_meta *m);
+
+/* A public key object of the token as a GnuTLS key (RSA, EC, Ed25519). */
+int ops_gnutls_pubkey(struct store *st, const struct store_obj *o, gnutls_pubkey_t *ret) KR_WUR;
 
 int64_t ops_now(void);
 /* Records the object for the audit record and as the batch's ID Placeholder. */
