@@ -499,6 +499,18 @@ static void tmpl_value(struct key_template *t, struct values *v, CK_ATTRIBUTE_TY
 	tmpl_add(t, type, d.data, d.size);
 }
 
+/* A big integer: GnuTLS keeps DER's leading zero, which a token would store and
+ * count as part of the key (a 2048-bit modulus of 257 bytes). */
+static void tmpl_number(struct key_template *t, struct values *v, CK_ATTRIBUTE_TYPE type, gnutls_datum_t d)
+{
+	size_t skip = 0;
+
+	v->d[v->n++] = d;
+	while (d.size - skip > 1 && d.data[skip] == 0)
+		skip++;
+	tmpl_add(t, type, d.data + skip, d.size - skip);
+}
+
 /* An RSA modulus's size in bits, without DER's leading zero byte. */
 static int32_t rsa_bits(const gnutls_datum_t *n)
 {
@@ -530,8 +542,8 @@ static int public_template(const struct key_block *kb, struct key_template *t, s
 		if (gnutls_decode_rs_value(&der, &a, &b) < 0)
 			return KR_E_KMIP_FORMAT;
 		tmpl_add(t, CKA_KEY_TYPE, &rsa, sizeof(rsa));
-		tmpl_value(t, v, CKA_MODULUS, a);
-		tmpl_value(t, v, CKA_PUBLIC_EXPONENT, b);
+		tmpl_number(t, v, CKA_MODULUS, a);
+		tmpl_number(t, v, CKA_PUBLIC_EXPONENT, b);
 		k->algorithm = ALG_RSA;
 		k->length = rsa_bits(&a);
 		return 0;
@@ -567,8 +579,8 @@ static int public_template(const struct key_block *kb, struct key_template *t, s
 		if (gnutls_pubkey_export_rsa_raw2(pub, &a, &b, 0) < 0)
 			goto out;
 		tmpl_add(t, CKA_KEY_TYPE, &rsa, sizeof(rsa));
-		tmpl_value(t, v, CKA_MODULUS, a);
-		tmpl_value(t, v, CKA_PUBLIC_EXPONENT, b);
+		tmpl_number(t, v, CKA_MODULUS, a);
+		tmpl_number(t, v, CKA_PUBLIC_EXPONENT, b);
 		k->algorithm = ALG_RSA;
 		r = 0;
 		break;
@@ -586,11 +598,21 @@ static int public_template(const struct key_block *kb, struct key_template *t, s
 	case GNUTLS_PK_EDDSA_ED25519: {
 		gnutls_ecc_curve_t c;
 
-		if (gnutls_pubkey_export_ecc_raw2(pub, &c, &a, NULL, 0) < 0 || curve_der(c, &curve) < 0)
+		gnutls_datum_t point;
+
+		if (gnutls_pubkey_export_ecc_raw2(pub, &c, &a, NULL, 0) < 0 || curve_der(c, &curve) < 0 || a.size != 32 ||
+		    !(point.data = gnutls_malloc(34)))
 			goto out;
+		/* CKA_EC_POINT is a DER OCTET STRING, as the token's own Edwards keys have it. */
+		point.data[0] = 0x04;
+		point.data[1] = 32;
+		memcpy(point.data + 2, a.data, 32);
+		point.size = 34;
+		gnutls_free(a.data);
+		a.data = NULL;
 		tmpl_add(t, CKA_KEY_TYPE, &ed, sizeof(ed));
 		tmpl_add(t, CKA_EC_PARAMS, ops_curves[curve].der, ops_curves[curve].len);
-		tmpl_value(t, v, CKA_EC_POINT, a);
+		tmpl_value(t, v, CKA_EC_POINT, point);
 		k->algorithm = ALG_ED25519;
 		k->length = ops_curves[curve].bits;
 		r = 0;
@@ -635,7 +657,7 @@ static int private_template(const struct key_block *kb, struct key_template *t, 
 			goto out;
 		tmpl_add(t, CKA_KEY_TYPE, &rsa, sizeof(rsa));
 		for (size_t i = 0; i < 8; i++)
-			tmpl_value(t, v, types[i], c[i]);
+			tmpl_number(t, v, types[i], c[i]);
 		k->algorithm = ALG_RSA;
 		k->length = rsa_bits(&c[0]);
 		r = 0;
@@ -653,7 +675,7 @@ static int private_template(const struct key_block *kb, struct key_template *t, 
 		}
 		tmpl_add(t, CKA_KEY_TYPE, &ec, sizeof(ec));
 		tmpl_add(t, CKA_EC_PARAMS, ops_curves[curve].der, ops_curves[curve].len);
-		tmpl_value(t, v, CKA_VALUE, c[2]);
+		tmpl_number(t, v, CKA_VALUE, c[2]);
 		k->algorithm = ALG_ECDSA;
 		k->length = ops_curves[curve].bits;
 		r = 0;

@@ -210,24 +210,32 @@ static gnutls_sign_algorithm_t gnutls_algorithm(CK_KEY_TYPE type, const struct c
 }
 
 /* The verify_signatures self-check: GnuTLS verifies the signature with the public
- * half, independently of the token, which catches a faulty HSM or the wrong key
- * behind a load balancer. */
-static bool self_check(struct store *st, const struct store_obj *priv, const struct crypto_params *p,
-		       const struct ttlv_item *in, bool digested, const gnutls_datum_t *sig)
+ * key, independently of the token, which catches a faulty HSM or the wrong key
+ * behind a load balancer. The public key is the pair's public half; an RSA private
+ * key made without one carries its own modulus and exponent. Returns 0, or
+ * KR_E_P11_SIGNATURE, or KR_E_P11_NOT_FOUND when there is nothing to check with. */
+static int self_check(struct store *st, const struct store_obj *priv, const struct crypto_params *p,
+		      const struct ttlv_item *in, bool digested, const gnutls_datum_t *sig)
 {
 	gnutls_sign_algorithm_t algo = gnutls_algorithm(priv->key_type, p);
 	gnutls_datum_t data = { (uint8_t *)in->value, in->len };
 	struct store_obj pub;
 	gnutls_pubkey_t key = NULL;
-	bool ok;
+	int r;
 
-	if (algo == GNUTLS_SIGN_UNKNOWN || store_find_kind(st, STORE_PUBLIC, priv->id, priv->id_len, &pub) < 0 ||
-	    ops_gnutls_pubkey(st, &pub, &key) < 0)
-		return false;
-	ok = (digested ? gnutls_pubkey_verify_hash2(key, algo, 0, &data, sig)
-		       : gnutls_pubkey_verify_data2(key, algo, 0, &data, sig)) >= 0;
+	if (store_find_kind(st, STORE_PUBLIC, priv->id, priv->id_len, &pub) < 0) {
+		if (priv->key_type != CKK_RSA)
+			return KR_E_P11_NOT_FOUND;
+		pub = *priv;
+	}
+	if (algo == GNUTLS_SIGN_UNKNOWN || ops_gnutls_pubkey(st, &pub, &key) < 0)
+		return KR_E_P11_NOT_FOUND;
+	r = (digested ? gnutls_pubkey_verify_hash2(key, algo, 0, &data, sig)
+		      : gnutls_pubkey_verify_data2(key, algo, 0, &data, sig)) >= 0
+		    ? 0
+		    : KR_E_P11_SIGNATURE;
 	gnutls_pubkey_deinit(key);
-	return ok;
+	return r;
 }
 
 void op_sign(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res)
@@ -263,8 +271,10 @@ void op_sign(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_w
 	}
 	if (!der.data)
 		der = (gnutls_datum_t){ sig, (unsigned)sig_len };
-	if (ctx->cfg->keys.verify_signatures && !self_check(st, &o, &p, in, digested, &der)) {
-		ops_fail(res, KMIP_REASON_CRYPTOGRAPHIC_FAILURE, "the signature does not verify with the public key");
+	if (ctx->cfg->keys.verify_signatures && (r = self_check(st, &o, &p, in, digested, &der)) < 0) {
+		ops_fail(res, KMIP_REASON_CRYPTOGRAPHIC_FAILURE,
+			 r == KR_E_P11_SIGNATURE ? "verify_signatures: the signature does not verify with the public key"
+						 : "verify_signatures: the token holds no public key to check with");
 		if (der.data != sig)
 			gnutls_free(der.data);
 		return;
@@ -275,6 +285,18 @@ void op_sign(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_w
 	ttlv_end(w);
 	if (der.data != sig)
 		gnutls_free(der.data);
+}
+
+/* Whether sig is the DER encoding of (r, s): GnuTLS's decoder also takes BER's
+ * needless leading zeros, which would make signatures malleable. */
+static bool is_der(const gnutls_datum_t *sig, const gnutls_datum_t *r, const gnutls_datum_t *s)
+{
+	gnutls_datum_t again = { 0 };
+	bool same = gnutls_encode_rs_value(&again, r, s) == 0 && again.size == sig->size &&
+		    memcmp(again.data, sig->data, sig->size) == 0;
+
+	gnutls_free(again.data);
+	return same;
 }
 
 /* An ECDSA signature as PKCS#11 wants it: r || s, each as long as the curve's
@@ -290,7 +312,8 @@ static int raw_ecdsa(struct store *st, const struct store_obj *pub, const uint8_
 	if (r < 0)
 		return r;
 	r = KR_E_P11_SIGNATURE; /* not a signature of this key */
-	if (ops_find_curve(params, params_len, &curve) && gnutls_decode_rs_value(&in, &rs[0], &rs[1]) == 0) {
+	if (ops_find_curve(params, params_len, &curve) && gnutls_decode_rs_value(&in, &rs[0], &rs[1]) == 0 &&
+	    is_der(&in, &rs[0], &rs[1])) {
 		rd = rs[0];
 		sd = rs[1];
 		n = ((size_t)ops_curves[curve].bits + 7) / 8;

@@ -3,6 +3,7 @@ behind systemd-socket-activate on 127.0.0.1, a raw TTLV client over real TLS, an
 log checks. Run with Debian's /usr/bin/python3."""
 
 import atexit
+import base64
 import contextlib
 import hashlib
 import json
@@ -853,3 +854,163 @@ def bigint_value(data):
     if len(data) > 8 and data[:8] in (b"\0" * 8, b"\xff" * 8) and (data[8] & 0x80) == (data[0] & 0x80):
         raise ValueError("Big Integer padded with more sign bytes than needed")
     return value
+
+
+# Keys on a SoftHSM token of the test's own (test_lifecycle.py, test_crypto.py): the
+# versions, Result Reasons and enumerations they use, payload builders, and the
+# test case.
+V1, V2 = (1, 2), (2, 1)   # PyKMIP's default version, and the newest
+UID_RE = r"\A[0-9A-F]{40}_(pub|priv|secret)\Z"
+
+# Result Reasons
+MISSING_DATA, INVALID_FIELD, FEATURE_NOT_SUPPORTED, ILLEGAL_OPERATION = 0x06, 0x07, 0x08, 0x0B
+KEY_FORMAT_TYPE_NOT_SUPPORTED, ATTRIBUTE_NOT_FOUND, ATTRIBUTE_READ_ONLY = 0x10, 0x21, 0x22
+INVALID_ATTRIBUTE_VALUE, INVALID_OBJECT_TYPE, GENERAL_FAILURE = 0x2D, 0x30, 0x100
+SUCCESS, FAILED = 0, 1
+# Enumerations
+ALG_AES, ALG_EC, ALG_ED25519 = 0x03, 0x1A, 0x37
+OBJ_SYMMETRIC_KEY = 2
+FMT_X509, FMT_TRANSPARENT_SYMMETRIC = 0x05, 0x07
+CURVE_P256, CURVE_P384, CURVE_P521 = 0x07, 0x0A, 0x0D
+KEY_COMPROMISE = 2
+WRAP_ENCRYPT = 1
+
+USAGE_ENCRYPT, USAGE_DECRYPT, USAGE_MAC_GENERATE, USAGE_MAC_VERIFY = 0x04, 0x08, 0x80, 0x100
+ALG_HMAC_SHA256, ALG_HMAC_SHA512 = 0x09, 0x0B
+
+
+def create_payload(version, algorithm=ALG_AES, length=256, name=None,
+                   object_type=OBJ_SYMMETRIC_KEY):
+    """A Create payload; algorithm or length None leaves that attribute out."""
+    attrs = []
+    if algorithm is not None:
+        attrs.append(attr(version, "Cryptographic Algorithm", ENUM, algorithm))
+    if length is not None:
+        attrs.append(attr(version, "Cryptographic Length", INTEGER, length))
+    if name is not None:
+        attrs.append(name_attr(version, name))
+    return [item(T["ObjectType"], ENUM, object_type), container(version, "template", attrs)]
+
+
+def pair_payload(version, algorithm, length=None, curve=None, private_name=None,
+                 public_name=None, private_usage=None, public_usage=None):
+    """A Create Key Pair payload: algorithm, length and curve in the common
+    template or attributes, the Names and Usage Masks in each half's."""
+    common = [] if algorithm is None else [attr(version, "Cryptographic Algorithm", ENUM, algorithm)]
+    if length is not None:
+        common.append(attr(version, "Cryptographic Length", INTEGER, length))
+    if curve is not None:
+        common.append(attr(version, "Cryptographic Domain Parameters", STRUCTURE,
+                           [item(T["RecommendedCurve"], ENUM, curve)]))
+    private = [name_attr(version, private_name)] if private_name else []
+    public = [name_attr(version, public_name)] if public_name else []
+    if private_usage is not None:
+        private.append(attr(version, "Cryptographic Usage Mask", INTEGER, private_usage))
+    if public_usage is not None:
+        public.append(attr(version, "Cryptographic Usage Mask", INTEGER, public_usage))
+    return [container(version, "common", common), container(version, "private", private),
+            container(version, "public", public)]
+
+
+def get_payload(uid, key_format=None, wrapping=False):
+    payload = [uid_item(uid)]
+    if key_format is not None:
+        payload.append(item(T["KeyFormatType"], ENUM, key_format))
+    if wrapping:
+        payload.append(item(T["KeyWrappingSpecification"], STRUCTURE,
+                            [item(T["WrappingMethod"], ENUM, WRAP_ENCRYPT)]))
+    return payload
+
+
+def reason_in(version, v1, v2):
+    """The Result Reason a failure gets: v1 in KMIP 1.x, v2 in 2.x."""
+    return v1 if version[0] < 2 else v2
+
+
+class TokenTestCase(RelayTestCase):
+    """A SoftHSM token of the test's own, and relays in front of it."""
+
+    def setUp(self):
+        super().setUp()
+        self.token = Token(os.path.join(self.tmp, "hsm"))
+
+    def serve(self, keys=None, **pkcs11):
+        sections = {"keys": keys} if keys else {}
+        return self.start(self.softhsm_config(self.token, pkcs11, **sections))
+
+    def client(self, port, version=V1):
+        return KmipClient(self.connect(port), version=version)
+
+    def state(self, c, uid, version=V1):
+        attrs = returned_attributes(c.ok(OP_GET_ATTRIBUTES, [uid_item(uid)] +
+                                         attribute_refs(version, ["State"]), version), version)
+        return attrs["State"]
+
+    def create_aes(self, c, version=V1, name=None, length=256):
+        payload = c.ok(OP_CREATE, create_payload(version, length=length, name=name), version)
+        return find(payload, T["UniqueIdentifier"])[0]
+
+    def create_pair(self, c, version=V1, algorithm=ALG_EC, length=None, curve=CURVE_P256,
+                    private_name=None, public_name=None):
+        """(private UID, public UID) of a new key pair."""
+        payload = c.ok(OP_CREATE_KEY_PAIR, pair_payload(version, algorithm, length, curve,
+                                                        private_name, public_name), version)
+        return (find(payload, T["PrivateKeyUniqueIdentifier"])[0],
+                find(payload, T["PublicKeyUniqueIdentifier"])[0])
+
+    def check_pair_uids(self, private, public):
+        self.assertRegex(private, UID_RE)
+        self.assertRegex(public, UID_RE)
+        self.assertEqual((private[40:], public[40:]), ("_priv", "_pub"))
+        self.assertEqual(private[:40], public[:40])
+
+
+# Cryptographic operations (test_crypto.py): their tags, codes and enumerations, the
+# Cryptographic Parameters of a request, and the python-cryptography public key of a
+# Get response.
+T.update({
+    "DataLength": 0x4200C4, "MACData": 0x4200C6, "ValidityIndicator": 0x42009B,
+    "DigestedData": 0x420107, "MaskGeneratorHashingAlgorithm": 0x420102,
+    "BlockCipherMode": 0x420011, "TagLength": 0x4200A7, "RandomIV": 0x4200C5,
+})
+OP_SIGNATURE_VERIFY, OP_MAC, OP_MAC_VERIFY, OP_RNG_RETRIEVE = 0x22, 0x23, 0x24, 0x25
+OP_ENCRYPT, OP_DECRYPT = 0x1F, 0x20
+VALID, INVALID = 1, 2  # Validity Indicator
+NUMERIC_RANGE, INCOMPATIBLE_CRYPTOGRAPHIC_USAGE_MASK = 0x1B, 0x29
+UNSUPPORTED_CRYPTOGRAPHIC_PARAMETERS, CRYPTOGRAPHIC_FAILURE = 0x3E, 0x0A
+PAD_NONE, PAD_OAEP, PAD_PKCS5, PAD_PKCS1_V15, PAD_PSS = 0x01, 0x02, 0x03, 0x08, 0x0A
+HASH_MD5, HASH_SHA1, HASH_SHA256, HASH_SHA384, HASH_SHA512 = 0x03, 0x04, 0x06, 0x07, 0x08
+ALG_HMAC_SHA384 = 0x0A
+USAGE_SIGN, USAGE_VERIFY = 0x01, 0x02
+
+
+def crypto_parameters(padding=None, hashing=None, algorithm=None, **more):
+    """A Cryptographic Parameters structure with the fields given (more: other
+    enumeration fields by their T name, e.g. BlockCipherMode=1)."""
+    fields = []
+    if padding is not None:
+        fields.append(item(T["PaddingMethod"], ENUM, padding))
+    if hashing is not None:
+        fields.append(item(T["HashingAlgorithm"], ENUM, hashing))
+    if algorithm is not None:
+        fields.append(item(T["CryptographicAlgorithm"], ENUM, algorithm))
+    for name, value in sorted(more.items()):
+        fields.append(item(T[name], ENUM, value))
+    return item(T["CryptographicParameters"], STRUCTURE, fields)
+
+
+def public_key_of(fmt, material):
+    """The python-cryptography public key of a Get response's key material: PKCS#1
+    (read through a PEM "RSA PUBLIC KEY" wrapper), X.509 or Raw
+    SubjectPublicKeyInfo, or Transparent RSA Public Key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    if fmt == FMT_TRANSPARENT_RSA_PUBLIC:
+        n = int.from_bytes(find(material, T["Modulus"])[0], "big")
+        e = int.from_bytes(find(material, T["PublicExponent"])[0], "big")
+        return rsa.RSAPublicNumbers(e, n).public_key()
+    if fmt == FMT_PKCS1:
+        return serialization.load_pem_public_key(
+            b"-----BEGIN RSA PUBLIC KEY-----\n" + base64.encodebytes(material) +
+            b"-----END RSA PUBLIC KEY-----\n")
+    return serialization.load_der_public_key(material)

@@ -23,7 +23,8 @@ from relaytest import (ACTIVE, ALG_ECDSA, ALG_RSA, AUTHENTICATION_NOT_SUCCESSFUL
                        OP_SIGN, PERMISSION_DENIED, PRE_ACTIVE, SOFTHSM_MODULE, TEXT,
                        WRONG_KEY_LIFECYCLE_STATE, KmipError, RelayTestCase, T,
                        Token, attribute, batch_items, exchange, find, item, key_material,
-                       key_pair_payload, name_attribute, request, revoke_payload, sign_payload,
+                       key_pair_payload, name_attribute, public_key_of, request, revoke_payload,
+                       sign_payload,
                        uid_item, vector)
 
 # The protocol version Cascade and Krill put in the header, per operation.
@@ -41,15 +42,6 @@ TOKEN_LABEL, TOKEN_PIN = "cascade-token", "8642-pin"
 
 def query_payload(*functions):
     return [item(T["QueryFunction"], ENUM, f) for f in functions]
-
-
-def public_key_of(fmt, material):
-    """The cryptography public key of a Get response's key material."""
-    if fmt == FMT_TRANSPARENT_RSA_PUBLIC:
-        n = int.from_bytes(find(material, T["Modulus"])[0], "big")
-        e = int.from_bytes(find(material, T["PublicExponent"])[0], "big")
-        return rsa.RSAPublicNumbers(e, n).public_key()
-    return serialization.load_der_public_key(material)
 
 
 def uid_item_value(uid):

@@ -17,76 +17,29 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from relaytest import (ACTIVE, ALG_ECDSA, ALG_RSA, ATTRIBUTE_NAMES, ATTRIBUTE_TAGS,
                        AUTHENTICATION_NOT_SUCCESSFUL, BIGINT, BYTES, CESSATION_OF_OPERATION,
                        DEACTIVATED, ENUM, FMT_PKCS1, FMT_RAW, FMT_TRANSPARENT_RSA_PUBLIC, INTEGER,
-                       ITEM_NOT_FOUND, KmipClient, LINK_PRIVATE_KEY, LINK_PUBLIC_KEY,
+                       ITEM_NOT_FOUND, LINK_PRIVATE_KEY, LINK_PUBLIC_KEY,
                        OBJ_PRIVATE_KEY, OBJ_PUBLIC_KEY, OP_ACTIVATE, OP_CHECK, OP_CREATE, OP_CREATE_KEY_PAIR,
                        OP_DESTROY, OP_DISCOVER_VERSIONS, OP_GET, OP_GET_ATTRIBUTES,
                        OP_GET_ATTRIBUTE_LIST, OP_LOCATE, OP_MODIFY_ATTRIBUTE, OP_QUERY, OP_REVOKE,
-                       PERMISSION_DENIED, PRE_ACTIVE, RelayTestCase, SOFTHSM_MODULE, STRUCTURE, T,
-                       TEXT, Token, WRONG_KEY_LIFECYCLE_STATE, attr, attribute_refs, batch_item,
+                       PERMISSION_DENIED, PRE_ACTIVE, SOFTHSM_MODULE, STRUCTURE, T,
+                       TEXT, WRONG_KEY_LIFECYCLE_STATE, attr, attribute_refs, batch_item,
                        batch_items, bigint_value, container, der_integer_sequence, exchange, find,
                        item, key_material, name_attr, name_value, request_message,
                        returned_attributes, revoke_payload, spki_sha256, uid_item)
 
-V1, V2 = (1, 2), (2, 1)   # PyKMIP's default version, and the newest
+from relaytest import (ALG_AES, ALG_EC, ALG_ED25519, ALG_HMAC_SHA256, ALG_HMAC_SHA512,
+                       ATTRIBUTE_NOT_FOUND, ATTRIBUTE_READ_ONLY, create_payload, CURVE_P256,
+                       CURVE_P521, FAILED, FEATURE_NOT_SUPPORTED,
+                       FMT_TRANSPARENT_SYMMETRIC, FMT_X509, GENERAL_FAILURE, get_payload,
+                       ILLEGAL_OPERATION, INVALID_ATTRIBUTE_VALUE, INVALID_FIELD,
+                       INVALID_OBJECT_TYPE, KEY_COMPROMISE, KEY_FORMAT_TYPE_NOT_SUPPORTED,
+                       MISSING_DATA, OBJ_SYMMETRIC_KEY, pair_payload, reason_in, SUCCESS,
+                       TokenTestCase, UID_RE, USAGE_DECRYPT, USAGE_ENCRYPT, USAGE_MAC_GENERATE,
+                       USAGE_MAC_VERIFY, V1, V2)
+
 V14 = (1, 4)              # the newest 1.x: Locate has Offset Items and Located Items
-UID_RE = r"\A[0-9A-F]{40}_(pub|priv|secret)\Z"
-
-# Result Reasons
-MISSING_DATA, INVALID_FIELD, FEATURE_NOT_SUPPORTED, ILLEGAL_OPERATION = 0x06, 0x07, 0x08, 0x0B
-KEY_FORMAT_TYPE_NOT_SUPPORTED, ATTRIBUTE_NOT_FOUND, ATTRIBUTE_READ_ONLY = 0x10, 0x21, 0x22
-INVALID_ATTRIBUTE_VALUE, INVALID_OBJECT_TYPE, GENERAL_FAILURE = 0x2D, 0x30, 0x100
-SUCCESS, FAILED = 0, 1
-# Enumerations
-ALG_AES, ALG_EC, ALG_ED25519 = 0x03, 0x1A, 0x37
-OBJ_SYMMETRIC_KEY = 2
-FMT_X509, FMT_TRANSPARENT_SYMMETRIC = 0x05, 0x07
-CURVE_P256, CURVE_P384, CURVE_P521 = 0x07, 0x0A, 0x0D
-KEY_COMPROMISE = 2
-WRAP_ENCRYPT = 1
-
-USAGE_ENCRYPT, USAGE_DECRYPT, USAGE_MAC_GENERATE, USAGE_MAC_VERIFY = 0x04, 0x08, 0x80, 0x100
-ALG_HMAC_SHA256, ALG_HMAC_SHA512 = 0x09, 0x0B
 
 AUDIT_KEYS = ["client", "latency_us", "operation", "result"]
-
-
-def create_payload(version, algorithm=ALG_AES, length=256, name=None,
-                   object_type=OBJ_SYMMETRIC_KEY):
-    """A Create payload; algorithm or length None leaves that attribute out."""
-    attrs = []
-    if algorithm is not None:
-        attrs.append(attr(version, "Cryptographic Algorithm", ENUM, algorithm))
-    if length is not None:
-        attrs.append(attr(version, "Cryptographic Length", INTEGER, length))
-    if name is not None:
-        attrs.append(name_attr(version, name))
-    return [item(T["ObjectType"], ENUM, object_type), container(version, "template", attrs)]
-
-
-def pair_payload(version, algorithm, length=None, curve=None, private_name=None,
-                 public_name=None):
-    """A Create Key Pair payload: algorithm, length and curve in the common
-    template or attributes, the Names in each half's."""
-    common = [] if algorithm is None else [attr(version, "Cryptographic Algorithm", ENUM, algorithm)]
-    if length is not None:
-        common.append(attr(version, "Cryptographic Length", INTEGER, length))
-    if curve is not None:
-        common.append(attr(version, "Cryptographic Domain Parameters", STRUCTURE,
-                           [item(T["RecommendedCurve"], ENUM, curve)]))
-    private = [name_attr(version, private_name)] if private_name else []
-    public = [name_attr(version, public_name)] if public_name else []
-    return [container(version, "common", common), container(version, "private", private),
-            container(version, "public", public)]
-
-
-def get_payload(uid, key_format=None, wrapping=False):
-    payload = [uid_item(uid)]
-    if key_format is not None:
-        payload.append(item(T["KeyFormatType"], ENUM, key_format))
-    if wrapping:
-        payload.append(item(T["KeyWrappingSpecification"], STRUCTURE,
-                            [item(T["WrappingMethod"], ENUM, WRAP_ENCRYPT)]))
-    return payload
 
 
 def modify_payload(version, uid, name, typ, value):
@@ -118,49 +71,6 @@ def tags(payload):
 def decoded_name(name):
     """A Name attribute's value as relaytest.decode gives it."""
     return [(T["NameValue"], TEXT, name), (T["NameType"], ENUM, 1)]
-
-
-def reason_in(version, v1, v2):
-    """The Result Reason a failure gets: v1 in KMIP 1.x, v2 in 2.x."""
-    return v1 if version[0] < 2 else v2
-
-
-class TokenTestCase(RelayTestCase):
-    """A SoftHSM token of the test's own, and relays in front of it."""
-
-    def setUp(self):
-        super().setUp()
-        self.token = Token(os.path.join(self.tmp, "hsm"))
-
-    def serve(self, keys=None, **pkcs11):
-        sections = {"keys": keys} if keys else {}
-        return self.start(self.softhsm_config(self.token, pkcs11, **sections))
-
-    def client(self, port, version=V1):
-        return KmipClient(self.connect(port), version=version)
-
-    def state(self, c, uid, version=V1):
-        attrs = returned_attributes(c.ok(OP_GET_ATTRIBUTES, [uid_item(uid)] +
-                                         attribute_refs(version, ["State"]), version), version)
-        return attrs["State"]
-
-    def create_aes(self, c, version=V1, name=None, length=256):
-        payload = c.ok(OP_CREATE, create_payload(version, length=length, name=name), version)
-        return find(payload, T["UniqueIdentifier"])[0]
-
-    def create_pair(self, c, version=V1, algorithm=ALG_EC, length=None, curve=CURVE_P256,
-                    private_name=None, public_name=None):
-        """(private UID, public UID) of a new key pair."""
-        payload = c.ok(OP_CREATE_KEY_PAIR, pair_payload(version, algorithm, length, curve,
-                                                        private_name, public_name), version)
-        return (find(payload, T["PrivateKeyUniqueIdentifier"])[0],
-                find(payload, T["PublicKeyUniqueIdentifier"])[0])
-
-    def check_pair_uids(self, private, public):
-        self.assertRegex(private, UID_RE)
-        self.assertRegex(public, UID_RE)
-        self.assertEqual((private[40:], public[40:]), ("_priv", "_pub"))
-        self.assertEqual(private[:40], public[:40])
 
 
 def pykmip_attributes(attrs):

@@ -1,0 +1,893 @@
+"""Sign, Signature Verify, MAC, MAC Verify and RNG Retrieve with keys in a SoftHSM
+token, over real TLS, through PyKMIP's ProxyKmipClient and in raw TTLV, in KMIP 1.x
+and 2.x. Every signature the relay makes is checked by python-cryptography against
+the public key that Get gives, and the relay checks signatures that
+python-cryptography made with keys registered from it; MACs are compared with
+python's hmac. Also: the lifecycle and usage-mask rules on the hot path, the
+Result Reasons of unsupported parameters, large data, a batch of signatures, RNG
+Retrieve's bounds, and the audit records."""
+
+import hashlib
+import hmac
+import os
+import unittest
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from relaytest import (ALG_EC, CRYPTOGRAPHIC_FAILURE, ALG_ECDSA, ALG_ED25519, ALG_HMAC_SHA256, ALG_HMAC_SHA384,
+                       ALG_HMAC_SHA512, ALG_RSA, BYTES, CESSATION_OF_OPERATION, CURVE_P256,
+                       CURVE_P384, CURVE_P521, ENUM, FMT_PKCS1, FMT_RAW, FMT_X509, HASH_MD5,
+                       HASH_SHA256, HASH_SHA384, HASH_SHA512, ILLEGAL_OPERATION,
+                       INCOMPATIBLE_CRYPTOGRAPHIC_USAGE_MASK, INTEGER, INVALID,
+                       INVALID_FIELD, INVALID_OBJECT_TYPE,
+                       KEY_COMPROMISE, LONG, MISSING_DATA, NUMERIC_RANGE, OP_ACTIVATE,
+                       OP_CREATE, OP_CREATE_KEY_PAIR, OP_GET, OP_GET_ATTRIBUTES, OP_MAC, OP_MAC_VERIFY, OP_REVOKE, OP_RNG_RETRIEVE,
+                       OP_SIGN, OP_SIGNATURE_VERIFY, PAD_NONE, PAD_OAEP, PAD_PKCS1_V15, PAD_PSS,
+                       PERMISSION_DENIED, T, TEXT, TokenTestCase, UNSUPPORTED_CRYPTOGRAPHIC_PARAMETERS,
+                       USAGE_DECRYPT, USAGE_ENCRYPT, USAGE_MAC_GENERATE, USAGE_MAC_VERIFY, USAGE_SIGN, USAGE_VERIFY,
+                       V1, V2, VALID, WRONG_KEY_LIFECYCLE_STATE, batch_item, batch_items, create_payload,
+                       crypto_parameters, der_integer_sequence, exchange, find, get_payload, item,
+                       key_material, pair_payload, public_key_of, reason_in, request_message,
+                       returned_attributes, attribute_refs, revoke_payload, spki_sha256, uid_item)
+
+V14 = (1, 4)  # the first 1.x with Digested Data
+OPERATION_NOT_SUPPORTED = 0x05
+HASHES = {HASH_SHA256: hashes.SHA256, HASH_SHA384: hashes.SHA384, HASH_SHA512: hashes.SHA512}
+HASHLIB = {HASH_SHA256: hashlib.sha256, HASH_SHA384: hashlib.sha384, HASH_SHA512: hashlib.sha512}
+CURVES = {CURVE_P256: (ec.SECP256R1, 32), CURVE_P384: (ec.SECP384R1, 48), CURVE_P521: (ec.SECP521R1, 66)}
+HMACS = {ALG_HMAC_SHA256: hashlib.sha256, ALG_HMAC_SHA384: hashlib.sha384, ALG_HMAC_SHA512: hashlib.sha512}
+AUDIT_KEYS = ["client", "latency_us", "operation", "result"]
+
+
+def flip(data, index=-1):
+    """data with one bit of one byte changed."""
+    index %= len(data)
+    return data[:index] + bytes([data[index] ^ 0x01]) + data[index + 1:]
+
+
+def der_int(v, extra_zeros=0):
+    """A DER INTEGER of v >= 0 (with extra_zeros needless zero bytes in front: BER)."""
+    body = b"\0" * extra_zeros + v.to_bytes((v.bit_length() + 8) // 8, "big")
+    return b"\x02" + bytes([len(body)]) + body
+
+
+def der_sequence(body):
+    return b"\x30" + bytes([len(body)]) + body
+
+
+def sign_request(uid, params, data=None, digested=None):
+    """A Sign payload: the key, Cryptographic Parameters (an item, or None for
+    none), Data and/or Digested Data."""
+    payload = [uid_item(uid)] + ([params] if params is not None else [])
+    if data is not None:
+        payload.append(item(T["Data"], BYTES, data))
+    if digested is not None:
+        payload.append(item(T["DigestedData"], BYTES, digested))
+    return payload
+
+
+def verify_request(uid, params, signature, data=None, digested=None):
+    return sign_request(uid, params, data, digested) + [item(T["SignatureData"], BYTES, signature)]
+
+
+def mac_request(uid, data, params=None, mac=None):
+    payload = [uid_item(uid)] + ([params] if params is not None else []) + [item(T["Data"], BYTES, data)]
+    if mac is not None:
+        payload.append(item(T["MACData"], BYTES, mac))
+    return payload
+
+
+def rng_request(length, typ=INTEGER):
+    return [] if length is None else [item(T["DataLength"], typ, length)]
+
+
+def python_verify(public, scheme, hash_id, signature, message):
+    """python-cryptography's check of a signature of message; raises InvalidSignature."""
+    if scheme == "ed25519":
+        return public.verify(signature, message)
+    h = HASHES[hash_id]()
+    if scheme == "pkcs1":
+        public.verify(signature, message, padding.PKCS1v15(), h)
+    elif scheme == "pss":
+        public.verify(signature, message, padding.PSS(mgf=padding.MGF1(h), salt_length=h.digest_size), h)
+    else:
+        public.verify(signature, message, ec.ECDSA(h))
+
+
+def rsa_params(scheme, hash_id):
+    return crypto_parameters(PAD_PKCS1_V15 if scheme == "pkcs1" else PAD_PSS, hash_id, ALG_RSA)
+
+
+def pykmip_params(scheme, hash_id):
+    from kmip.core import enums
+    params = {"hashing_algorithm": {HASH_SHA256: enums.HashingAlgorithm.SHA_256,
+                                    HASH_SHA384: enums.HashingAlgorithm.SHA_384,
+                                    HASH_SHA512: enums.HashingAlgorithm.SHA_512}[hash_id]}
+    if scheme == "ecdsa":
+        params["cryptographic_algorithm"] = enums.CryptographicAlgorithm.ECDSA
+    else:
+        params["cryptographic_algorithm"] = enums.CryptographicAlgorithm.RSA
+        params["padding_method"] = (enums.PaddingMethod.PKCS1v15 if scheme == "pkcs1"
+                                    else enums.PaddingMethod.PSS)
+    return params
+
+
+class CryptoTestCase(TokenTestCase):
+    def active_pair(self, c, version=V2, algorithm=ALG_EC, length=None, curve=CURVE_P256, **usage):
+        """(private UID, public UID) of a new key pair, both halves activated."""
+        payload = c.ok(OP_CREATE_KEY_PAIR, pair_payload(version, algorithm, length, curve, **usage), version)
+        priv = find(payload, T["PrivateKeyUniqueIdentifier"])[0]
+        pub = find(payload, T["PublicKeyUniqueIdentifier"])[0]
+        for uid in (priv, pub):
+            c.ok(OP_ACTIVATE, [uid_item(uid)], version)
+        return priv, pub
+
+    def public_key(self, c, pub, key_format=FMT_X509):
+        fmt, material = key_material(c.ok(OP_GET, get_payload(pub, key_format), V2))
+        self.assertEqual(fmt, key_format)
+        return public_key_of(fmt, material)
+
+    def sign(self, c, uid, params, data=None, digested=None, version=None):
+        """The Signature Data of a Sign; asserts the payload is exactly the key's UID
+        and the signature."""
+        payload = c.ok(OP_SIGN, sign_request(uid, params, data, digested), version)
+        self.assertEqual([(t, ty) for t, ty, _ in payload], [(T["UniqueIdentifier"], TEXT),
+                                                             (T["SignatureData"], BYTES)])
+        self.assertEqual(payload[0][2], uid)
+        return payload[1][2]
+
+    def verify(self, c, uid, params, signature, data=None, digested=None, version=None):
+        """The Validity Indicator of a Signature Verify; asserts the payload is exactly
+        the key's UID and the indicator."""
+        payload = c.ok(OP_SIGNATURE_VERIFY, verify_request(uid, params, signature, data, digested), version)
+        self.assertEqual(payload[:1], [(T["UniqueIdentifier"], TEXT, uid)])
+        self.assertEqual([(t, ty) for t, ty, _ in payload[1:]], [(T["ValidityIndicator"], ENUM)])
+        return payload[1][2]
+
+    def check_ecdsa_der(self, signature, field_len):
+        """signature is one DER SEQUENCE { r, s } of minimal positive INTEGERs no longer
+        than the curve's field; returns (r, s)."""
+        r, s = der_integer_sequence(signature)
+        self.assertGreater(r, 0)
+        self.assertGreater(s, 0)
+        self.assertLess(max(r, s).bit_length(), field_len * 8 + 1)
+        self.assertEqual(signature, encode_dss_signature(r, s))
+        return r, s
+
+
+class SignRSATest(CryptoTestCase):
+    def test_pkcs1_v15_and_pss(self):
+        port = self.serve()
+        with self.client(port, V2) as c:
+            priv, pub = self.active_pair(c, V2, ALG_RSA, 2048, None)
+            public = self.public_key(c, pub, FMT_PKCS1)  # the default for RSA
+            self.assertIsInstance(public, rsa.RSAPublicKey)
+            self.assertEqual(public.public_numbers(), self.public_key(c, pub, FMT_X509).public_numbers())
+            fmt, _ = key_material(c.ok(OP_GET, [uid_item(pub)]))
+            self.assertEqual(fmt, FMT_PKCS1)
+            # No Cryptographic Parameters: PKCS#1 v1.5 with SHA-256 (deterministic).
+            message = b"kmip-relay signs this " + os.urandom(64)
+            default = self.sign(c, priv, None, message)
+            self.assertEqual(default, self.sign(c, priv, rsa_params("pkcs1", HASH_SHA256), message))
+        for version in (V1, V2):
+            with self.client(port, version) as c:
+                for scheme in ("pkcs1", "pss"):
+                    for hash_id in HASHES:
+                        with self.subTest(version=version, scheme=scheme, hash=hash_id):
+                            params = rsa_params(scheme, hash_id)
+                            message = os.urandom(100)
+                            sig = self.sign(c, priv, params, message)
+                            self.assertEqual(len(sig), 256)
+                            python_verify(public, scheme, hash_id, sig, message)
+                            self.assertEqual(self.verify(c, pub, params, sig, message), VALID)
+                            self.assertEqual(self.verify(c, pub, params, flip(sig), message), INVALID)
+                            self.assertEqual(self.verify(c, pub, params, flip(sig, 0), message), INVALID)
+                            self.assertEqual(self.verify(c, pub, params, sig, flip(message)), INVALID)
+                            self.assertEqual(self.verify(c, pub, params, sig[:-1], message), INVALID)
+                            self.assertEqual(self.verify(c, pub, params, b"", message), INVALID)
+                            other = rsa_params("pss" if scheme == "pkcs1" else "pkcs1", hash_id)
+                            self.assertEqual(self.verify(c, pub, other, sig, message), INVALID)
+                            if scheme == "pss":  # randomised: two signatures differ
+                                self.assertNotEqual(sig, self.sign(c, priv, params, message))
+
+    def test_digested_data(self):
+        # A precomputed hash signs to a signature of the message: PKCS#1 v1.5 gives
+        # the very same bytes, PSS one that verifies against the message.
+        port = self.serve()
+        with self.client(port, V2) as c:
+            priv, pub = self.active_pair(c, V2, ALG_RSA, 2048, None)
+            public = self.public_key(c, pub)
+        for version in (V14, V2):
+            with self.client(port, version) as c:
+                for scheme in ("pkcs1", "pss"):
+                    for hash_id in HASHES:
+                        with self.subTest(version=version, scheme=scheme, hash=hash_id):
+                            params = rsa_params(scheme, hash_id)
+                            message = os.urandom(300)
+                            digest = HASHLIB[hash_id](message).digest()
+                            sig = self.sign(c, priv, params, digested=digest)
+                            python_verify(public, scheme, hash_id, sig, message)
+                            if scheme == "pkcs1":
+                                self.assertEqual(sig, self.sign(c, priv, params, message))
+                            self.assertEqual(self.verify(c, pub, params, sig, message), VALID)
+                            self.assertEqual(self.verify(c, pub, params, sig, digested=digest), VALID)
+                            self.assertEqual(self.verify(c, pub, params, sig, digested=flip(digest, 0)), INVALID)
+                            self.assertEqual(self.verify(c, pub, params, flip(sig), digested=digest), INVALID)
+
+    def test_pykmip(self):
+        from kmip.core import enums
+        port = self.serve()
+        with self.pykmip(port) as c:
+            pub, priv = c.create_key_pair(enums.CryptographicAlgorithm.RSA, 2048)
+            c.activate(priv)
+            c.activate(pub)
+            got = c.get(pub)
+            self.assertEqual(got.key_format_type, enums.KeyFormatType.PKCS_1)
+            public = public_key_of(FMT_PKCS1, got.value)
+            for scheme in ("pkcs1", "pss"):
+                for hash_id in HASHES:
+                    with self.subTest(scheme=scheme, hash=hash_id):
+                        params = pykmip_params(scheme, hash_id)
+                        message = b"pykmip " + os.urandom(40)
+                        sig = c.sign(message, uid=priv, cryptographic_parameters=params)
+                        python_verify(public, scheme, hash_id, sig, message)
+                        self.assertEqual(c.signature_verify(message, sig, uid=pub, cryptographic_parameters=params),
+                                         enums.ValidityIndicator.VALID)
+                        self.assertEqual(c.signature_verify(message, flip(sig), uid=pub,
+                                                            cryptographic_parameters=params),
+                                         enums.ValidityIndicator.INVALID)
+                        self.assertEqual(c.signature_verify(flip(message), sig, uid=pub,
+                                                            cryptographic_parameters=params),
+                                         enums.ValidityIndicator.INVALID)
+        with self.client(port, V1) as raw:  # the same signature in raw TTLV
+            message = b"same bytes either way"
+            self.assertEqual(self.sign(raw, priv, rsa_params("pkcs1", HASH_SHA384), message),
+                             self.pykmip_sign(port, priv, message, pykmip_params("pkcs1", HASH_SHA384)))
+
+    def pykmip_sign(self, port, uid, message, params):
+        with self.pykmip(port) as c:
+            return c.sign(message, uid=uid, cryptographic_parameters=params)
+
+
+class SignECDSATest(CryptoTestCase):
+    def test_curves_and_hashes(self):
+        port = self.serve()
+        with self.client(port, V2) as c:
+            keys = {curve: self.active_pair(c, V2, ALG_EC, curve=curve) for curve in CURVES}
+            publics = {curve: self.public_key(c, keys[curve][1]) for curve in CURVES}
+        for curve, (cls, _) in CURVES.items():
+            self.assertIsInstance(publics[curve].curve, cls)
+        for version in (V1, V2):
+            with self.client(port, version) as c:
+                for curve, (_, field_len) in CURVES.items():
+                    priv, pub = keys[curve]
+                    for hash_id in HASHES:
+                        with self.subTest(version=version, curve=curve, hash=hash_id):
+                            params = crypto_parameters(None, hash_id, ALG_ECDSA)
+                            message = os.urandom(77)
+                            sig = self.sign(c, priv, params, message)
+                            self.check_ecdsa_der(sig, field_len)
+                            python_verify(publics[curve], "ecdsa", hash_id, sig, message)
+                            self.assertEqual(self.verify(c, pub, params, sig, message), VALID)
+                            self.assertEqual(self.verify(c, pub, params, flip(sig), message), INVALID)
+                            self.assertEqual(self.verify(c, pub, params, sig, flip(message)), INVALID)
+                            # Another hash is another message.
+                            other = crypto_parameters(None, HASH_SHA256 if hash_id != HASH_SHA256 else HASH_SHA512,
+                                                      ALG_ECDSA)
+                            self.assertEqual(self.verify(c, pub, other, sig, message), INVALID)
+
+    def test_der_integers_at_their_edges(self):
+        # P-256 signatures whose r or s has its top bit set need a 0x00 in DER; P-521
+        # field elements are 66 bytes, and r or s below 2^520 take fewer. Each
+        # happens to about half of all integers: 24 signatures show both, and every
+        # one must be minimal DER that both sides accept.
+        port = self.serve()
+        with self.client(port, V2) as c:
+            for curve, want in ((CURVE_P256, "padded"), (CURVE_P521, "short")):
+                priv, pub = self.active_pair(c, V2, ALG_EC, curve=curve)
+                public = self.public_key(c, pub)
+                field_len = CURVES[curve][1]
+                params = crypto_parameters(None, HASH_SHA512, ALG_ECDSA)
+                seen = set()
+                for i in range(24):
+                    message = b"edge %d " % i + os.urandom(8)
+                    sig = self.sign(c, priv, params, message)
+                    for v in self.check_ecdsa_der(sig, field_len):
+                        n = (v.bit_length() + 7) // 8
+                        if v.bit_length() % 8 == 0:
+                            seen.add("padded")  # DER has 0x00 before it
+                        if n < field_len:
+                            seen.add("short")
+                    python_verify(public, "ecdsa", HASH_SHA512, sig, message)
+                    self.assertEqual(self.verify(c, pub, params, sig, message), VALID)
+                self.assertIn(want, seen, curve)
+
+    def ecdsa_signature(self):
+        """(port, public UID, params, message, signature, r, s) of a P-256 signature."""
+        port = self.serve()
+        with self.client(port, V2) as c:
+            priv, pub = self.active_pair(c, V2, ALG_EC, curve=CURVE_P256)
+            params = crypto_parameters(None, HASH_SHA256, ALG_ECDSA)
+            message = b"strict DER"
+            sig = self.sign(c, priv, params, message)
+        r, s = der_integer_sequence(sig)
+        self.assertEqual(der_sequence(der_int(r) + der_int(s)), sig)
+        return port, pub, params, message, sig, r, s
+
+    def test_signature_encodings_that_are_not_der(self):
+        # Signature Verify takes the DER that Sign gives, not the token's raw
+        # r || s, nor DER with bytes after it.
+        port, pub, params, message, sig, r, s = self.ecdsa_signature()
+        with self.client(port, V2) as c:
+            self.assertEqual(self.verify(c, pub, params, sig, message), VALID)
+            for name, bad in (("raw r || s", r.to_bytes(32, "big") + s.to_bytes(32, "big")),
+                              ("trailing byte", sig + b"\0"), ("empty", b""), ("empty SEQUENCE", b"\x30\x00"),
+                              ("r alone", der_sequence(der_int(r))),
+                              ("r, s, r", der_sequence(der_int(r) + der_int(s) + der_int(r)))):
+                with self.subTest(encoding=name):
+                    self.assertEqual(self.verify(c, pub, params, bad, message), INVALID)
+
+    def test_signature_integers_that_are_not_minimal(self):
+        # An INTEGER with a needless leading zero is BER, not DER: accepting it
+        # makes signatures malleable (OpenSSL and python-cryptography refuse it).
+        port, pub, params, message, sig, r, s = self.ecdsa_signature()
+        with self.client(port, V2) as c:
+            for name, bad in (("r", der_sequence(der_int(r, 1) + der_int(s))),
+                              ("s", der_sequence(der_int(r) + der_int(s, 1)))):
+                with self.subTest(integer=name):
+                    self.assertEqual(self.verify(c, pub, params, bad, message), INVALID)
+
+    def test_digested_data(self):
+        port = self.serve()
+        with self.client(port, V2) as c:
+            keys = {curve: self.active_pair(c, V2, ALG_EC, curve=curve) for curve in CURVES}
+            publics = {curve: self.public_key(c, keys[curve][1]) for curve in CURVES}
+        for version in (V14, V2):
+            with self.client(port, version) as c:
+                for curve, (_, field_len) in CURVES.items():
+                    priv, pub = keys[curve]
+                    for hash_id in HASHES:
+                        with self.subTest(version=version, curve=curve, hash=hash_id):
+                            params = crypto_parameters(None, hash_id, ALG_ECDSA)
+                            message = os.urandom(200)
+                            digest = HASHLIB[hash_id](message).digest()
+                            sig = self.sign(c, priv, params, digested=digest)
+                            self.check_ecdsa_der(sig, field_len)
+                            python_verify(publics[curve], "ecdsa", hash_id, sig, message)
+                            self.assertEqual(self.verify(c, pub, params, sig, message), VALID)
+                            self.assertEqual(self.verify(c, pub, params, sig, digested=digest), VALID)
+                            # (ECDSA uses the leftmost bits of a hash longer than the curve.)
+                            self.assertEqual(self.verify(c, pub, params, sig, digested=flip(digest, 0)), INVALID)
+                            # And a signature of the message verifies with its digest.
+                            sig2 = self.sign(c, priv, params, message)
+                            self.assertEqual(self.verify(c, pub, params, sig2, digested=digest), VALID)
+
+    def test_pykmip(self):
+        from kmip.core import enums
+        port = self.serve()
+        with self.pykmip(port) as c:
+            for length, hash_id in ((256, HASH_SHA256), (384, HASH_SHA384), (521, HASH_SHA512)):
+                with self.subTest(length=length):
+                    pub, priv = c.create_key_pair(enums.CryptographicAlgorithm.ECDSA, length)
+                    c.activate(priv)
+                    c.activate(pub)
+                    got = c.get(pub)
+                    self.assertEqual(got.key_format_type, enums.KeyFormatType.RAW)
+                    public = public_key_of(FMT_RAW, got.value)
+                    params = pykmip_params("ecdsa", hash_id)
+                    message = b"pykmip ecdsa " + os.urandom(20)
+                    sig = c.sign(message, uid=priv, cryptographic_parameters=params)
+                    self.check_ecdsa_der(sig, (length + 7) // 8)
+                    python_verify(public, "ecdsa", hash_id, sig, message)
+                    self.assertEqual(c.signature_verify(message, sig, uid=pub, cryptographic_parameters=params),
+                                     enums.ValidityIndicator.VALID)
+                    self.assertEqual(c.signature_verify(message, flip(sig), uid=pub,
+                                                        cryptographic_parameters=params),
+                                     enums.ValidityIndicator.INVALID)
+
+
+class SignEd25519Test(CryptoTestCase):
+    def test_raw_kmip21(self):
+        port = self.serve()
+        with self.client(port, V2) as c:
+            priv, pub = self.active_pair(c, V2, ALG_ED25519, curve=None)
+            public = self.public_key(c, pub)
+            self.assertIsInstance(public, ed25519.Ed25519PublicKey)
+            for params in (crypto_parameters(algorithm=ALG_ED25519), None):
+                with self.subTest(params=params is not None):
+                    message = b"ed25519 " + os.urandom(50)
+                    sig = self.sign(c, priv, params, message)
+                    self.assertEqual(len(sig), 64)
+                    python_verify(public, "ed25519", None, sig, message)
+                    self.assertEqual(sig, self.sign(c, priv, params, message), "EdDSA is deterministic")
+                    self.assertEqual(self.verify(c, pub, params, sig, message), VALID)
+                    self.assertEqual(self.verify(c, pub, params, flip(sig), message), INVALID)
+                    self.assertEqual(self.verify(c, pub, params, flip(sig, 0), message), INVALID)
+                    self.assertEqual(self.verify(c, pub, params, sig, flip(message)), INVALID)
+                    self.assertEqual(self.verify(c, pub, params, sig[:63], message), INVALID)
+            self.assertEqual(len(self.sign(c, priv, None, b"")), 64)
+
+    def test_pykmip_kmip20(self):
+        from kmip.core import enums
+        port = self.serve()
+        with self.pykmip(port, "KMIP_2_0") as c:
+            pub, priv = c.create_key_pair(enums.CryptographicAlgorithm.ED25519, 255)
+            c.activate(priv)
+            c.activate(pub)
+            public = public_key_of(FMT_RAW, c.get(pub).value)
+            params = {"cryptographic_algorithm": enums.CryptographicAlgorithm.ED25519}
+            message = b"pykmip ed25519"
+            sig = c.sign(message, uid=priv, cryptographic_parameters=params)
+            python_verify(public, "ed25519", None, sig, message)
+            self.assertEqual(c.signature_verify(message, sig, uid=pub, cryptographic_parameters=params),
+                             enums.ValidityIndicator.VALID)
+            self.assertEqual(c.signature_verify(message, flip(sig), uid=pub, cryptographic_parameters=params),
+                             enums.ValidityIndicator.INVALID)
+
+
+class RegisteredKeysTest(CryptoTestCase):
+    """Keys made by python-cryptography and registered: the relay verifies python's
+    signatures with the public halves and signs with the private halves."""
+
+    def register(self, port):
+        """Python's keys and the UIDs of their registered, activated halves:
+        {name: (python key, UID)}."""
+        from kmip.core import enums
+        from kmip.pie import objects
+        rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        ec_key = ec.generate_private_key(ec.SECP384R1())
+        ed_key = ed25519.Ed25519PrivateKey.generate()
+        der = serialization.Encoding.DER
+        pkcs8 = (der, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        spki = (der, serialization.PublicFormat.SubjectPublicKeyInfo)
+        # PyKMIP sends the objects' usage masks, an empty one if none is given.
+        sign, verify = [enums.CryptographicUsageMask.SIGN], [enums.CryptographicUsageMask.VERIFY]
+        alg, fmt = enums.CryptographicAlgorithm, enums.KeyFormatType
+        made = {
+            "rsa-pkcs1": (rsa_key, objects.PublicKey(alg.RSA, 2048, rsa_key.public_key().public_bytes(
+                der, serialization.PublicFormat.PKCS1), fmt.PKCS_1, masks=verify)),
+            "rsa-x509": (rsa_key, objects.PublicKey(alg.RSA, 2048, rsa_key.public_key().public_bytes(*spki),
+                                                    fmt.X_509, masks=verify)),
+            "rsa-priv": (rsa_key, objects.PrivateKey(alg.RSA, 2048, rsa_key.private_bytes(*pkcs8), fmt.PKCS_8,
+                                                     masks=sign)),
+            "ec-x509": (ec_key, objects.PublicKey(alg.ECDSA, 384, ec_key.public_key().public_bytes(*spki),
+                                                  fmt.X_509, masks=verify)),
+            "ec-priv": (ec_key, objects.PrivateKey(alg.ECDSA, 384, ec_key.private_bytes(*pkcs8), fmt.PKCS_8,
+                                                   masks=sign)),
+            "ed-x509": (ed_key, objects.PublicKey(alg.ED25519, 255, ed_key.public_key().public_bytes(*spki),
+                                                  fmt.X_509, masks=verify)),
+        }
+        out = {}
+        with self.pykmip(port) as c:
+            for name, (key, obj) in made.items():
+                uid = c.register(obj)
+                c.activate(uid)
+                out[name] = (key, uid)
+        return out
+
+    def test_python_signatures_verify(self):
+        port = self.serve()
+        keys = self.register(port)
+        rsa_key, ec_key = keys["rsa-priv"][0], keys["ec-priv"][0]
+        other_rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        other_ec = ec.generate_private_key(ec.SECP384R1())
+        message = b"made in python " + os.urandom(32)
+        cases = []  # (public key, params, python's signature, a signature by another key)
+        for name in ("rsa-pkcs1", "rsa-x509"):
+            for hash_id in HASHES:
+                h = HASHES[hash_id]()
+                pss = padding.PSS(mgf=padding.MGF1(h), salt_length=h.digest_size)
+                cases += [(name, rsa_params("pkcs1", hash_id), rsa_key.sign(message, padding.PKCS1v15(), h),
+                           other_rsa.sign(message, padding.PKCS1v15(), h)),
+                          (name, rsa_params("pss", hash_id), rsa_key.sign(message, pss, h),
+                           other_rsa.sign(message, pss, h))]
+        for hash_id in HASHES:
+            h = ec.ECDSA(HASHES[hash_id]())
+            cases.append(("ec-x509", crypto_parameters(None, hash_id, ALG_ECDSA), ec_key.sign(message, h),
+                          other_ec.sign(message, h)))
+        for version in (V1, V2):
+            with self.client(port, version) as c:
+                for i, (name, params, good, foreign) in enumerate(cases):
+                    with self.subTest(version=version, key=name, case=i):
+                        pub = keys[name][1]
+                        self.assertEqual(self.verify(c, pub, params, good, message), VALID)
+                        self.assertEqual(self.verify(c, pub, params, foreign, message), INVALID)
+                        self.assertEqual(self.verify(c, pub, params, good, flip(message)), INVALID)
+
+    def test_registered_private_keys_sign(self):
+        port = self.serve()
+        keys = self.register(port)
+        (rsa_key, rsa_priv), (ec_key, ec_priv) = keys["rsa-priv"], keys["ec-priv"]
+        message = b"signed with a registered key"
+        with self.client(port, V2) as c:
+            for hash_id in HASHES:
+                with self.subTest(hash=hash_id):
+                    sig = self.sign(c, rsa_priv, rsa_params("pkcs1", hash_id), message)
+                    python_verify(rsa_key.public_key(), "pkcs1", hash_id, sig, message)
+                    self.assertEqual(self.verify(c, keys["rsa-x509"][1], rsa_params("pkcs1", hash_id), sig, message),
+                                     VALID)
+                    sig = self.sign(c, ec_priv, crypto_parameters(None, hash_id, ALG_ECDSA), message)
+                    self.check_ecdsa_der(sig, 48)
+                    python_verify(ec_key.public_key(), "ecdsa", hash_id, sig, message)
+                    with self.assertRaises(InvalidSignature):
+                        python_verify(ec.generate_private_key(ec.SECP384R1()).public_key(), "ecdsa", hash_id, sig,
+                                      message)
+
+    def test_registered_rsa_keys_are_2048_bits(self):
+        port = self.serve()
+        keys = self.register(port)
+        with self.client(port, V2) as c:
+            for name in ("rsa-pkcs1", "rsa-x509", "rsa-priv"):
+                with self.subTest(key=name):
+                    got = returned_attributes(c.ok(OP_GET_ATTRIBUTES, [uid_item(keys[name][1])] + attribute_refs(
+                        V2, ["Cryptographic Length"])), V2)
+                    self.assertEqual(got, {"Cryptographic Length": [2048]})
+
+    def test_registered_rsa_private_key_signs_pss(self):
+        port = self.serve()
+        keys = self.register(port)
+        rsa_key, rsa_priv = keys["rsa-priv"]
+        with self.client(port, V2) as c:
+            for hash_id in HASHES:
+                with self.subTest(hash=hash_id):
+                    sig = self.sign(c, rsa_priv, rsa_params("pss", hash_id), b"pss")
+                    python_verify(rsa_key.public_key(), "pss", hash_id, sig, b"pss")
+
+    def test_registered_ed25519_public_key_verifies(self):
+        port = self.serve()
+        ed_key, ed_pub = self.register(port)["ed-x509"]
+        with self.client(port, V2) as c:
+            self.assertEqual(self.verify(c, ed_pub, None, ed_key.sign(b"ed"), b"ed"), VALID)
+
+
+class VerifySignaturesTest(CryptoTestCase):
+    def test_registered_private_keys_without_public_half(self):
+        # Register gives each half its own CKA_ID: an RSA private key is checked with
+        # its own modulus and exponent; an EC private key has no public point, so the
+        # switch refuses to sign unchecked, and says why.
+        port = self.serve(keys={"verify_signatures": True})
+        keys = RegisteredKeysTest.register(self, port)
+        (rsa_key, rsa_priv), (_, ec_priv) = keys["rsa-priv"], keys["ec-priv"]
+        with self.client(port, V2) as c:
+            sig = self.sign(c, rsa_priv, rsa_params("pkcs1", HASH_SHA256), b"checked")
+            python_verify(rsa_key.public_key(), "pkcs1", HASH_SHA256, sig, b"checked")
+            bi = c.call(OP_SIGN, sign_request(ec_priv, crypto_parameters(None, HASH_SHA256, ALG_ECDSA), b"x"), V2)
+            self.assertEqual((bi.get(T["ResultReason"]), bi.get(T["ResultMessage"])),
+                             (CRYPTOGRAPHIC_FAILURE, "verify_signatures: the token holds no public key to check with"))
+
+    def test_self_check_passes_good_signatures(self):
+        # keys.verify_signatures: GnuTLS checks each signature with the public half
+        # before it goes out; every scheme and input form passes.
+        port = self.serve(keys={"verify_signatures": True})
+        with self.client(port, V2) as c:
+            pairs = {"rsa": self.active_pair(c, V2, ALG_RSA, 2048, None),
+                     "ec": self.active_pair(c, V2, ALG_EC, curve=CURVE_P384),
+                     "ed": self.active_pair(c, V2, ALG_ED25519, curve=None)}
+            publics = {k: self.public_key(c, pub) for k, (_, pub) in pairs.items()}
+            message = b"checked twice"
+            cases = [("rsa", s, h, rsa_params(s, h)) for s in ("pkcs1", "pss") for h in HASHES]
+            cases += [("ec", "ecdsa", h, crypto_parameters(None, h, ALG_ECDSA)) for h in HASHES]
+            for key, scheme, hash_id, params in cases:
+                for digested in (False, True):
+                    with self.subTest(scheme=scheme, hash=hash_id, digested=digested):
+                        sig = self.sign(c, pairs[key][0], params, None if digested else message,
+                                        HASHLIB[hash_id](message).digest() if digested else None)
+                        python_verify(publics[key], scheme, hash_id, sig, message)
+            sig = self.sign(c, pairs["ed"][0], None, message)
+            python_verify(publics["ed"], "ed25519", None, sig, message)
+
+
+class KeyRulesTest(CryptoTestCase):
+    """The lifecycle and the usage mask, which the token enforces through the key's
+    usage flags, as Result Reasons on the hot path."""
+
+    def test_lifecycle(self):
+        port = self.serve()
+        for version in (V1, V2):
+            with self.client(port, version) as c, self.subTest(version=version):
+                want = reason_in(version, PERMISSION_DENIED, WRONG_KEY_LIFECYCLE_STATE)
+                payload = c.ok(OP_CREATE_KEY_PAIR, pair_payload(version, ALG_EC, curve=CURVE_P256))
+                priv = find(payload, T["PrivateKeyUniqueIdentifier"])[0]
+                pub = find(payload, T["PublicKeyUniqueIdentifier"])[0]
+                params = crypto_parameters(None, HASH_SHA256, ALG_ECDSA)
+                message = b"lifecycle"
+                # Pre-Active: neither half may be used.
+                self.assertEqual(c.fails(OP_SIGN, sign_request(priv, params, message)), want)
+                c.ok(OP_ACTIVATE, [uid_item(priv)])
+                sig = self.sign(c, priv, params, message)
+                self.assertEqual(c.fails(OP_SIGNATURE_VERIFY, verify_request(pub, params, sig, message)), want)
+                c.ok(OP_ACTIVATE, [uid_item(pub)])
+                self.assertEqual(self.verify(c, pub, params, sig, message), VALID)
+                # Deactivated: the private key no longer signs; the public key still
+                # verifies, and still tells a bad signature from a good one.
+                for uid in (priv, pub):
+                    c.ok(OP_REVOKE, revoke_payload(uid, CESSATION_OF_OPERATION))
+                self.assertEqual(c.fails(OP_SIGN, sign_request(priv, params, message)), want)
+                self.assertEqual(c.fails(OP_SIGN, sign_request(priv, params, digested=hashlib.sha256(message).digest())),
+                                 want)
+                self.assertEqual(self.verify(c, pub, params, sig, message), VALID)
+                self.assertEqual(self.verify(c, pub, params, flip(sig), message), INVALID)
+                # Compromised: the same.
+                for uid in (priv, pub):
+                    c.ok(OP_REVOKE, revoke_payload(uid, KEY_COMPROMISE))
+                self.assertEqual(c.fails(OP_SIGN, sign_request(priv, params, message)), want)
+                self.assertEqual(self.verify(c, pub, params, sig, message), VALID)
+
+    def test_usage_mask(self):
+        port = self.serve()
+        for version in (V1, V2):
+            with self.client(port, version) as c, self.subTest(version=version):
+                want = reason_in(version, PERMISSION_DENIED, INCOMPATIBLE_CRYPTOGRAPHIC_USAGE_MASK)
+                # A private key that may only decrypt, a public key that may only
+                # encrypt: Active, and still of no use for signatures.
+                priv, pub = self.active_pair(c, version, ALG_RSA, 2048, None, private_usage=USAGE_DECRYPT,
+                                             public_usage=USAGE_ENCRYPT)
+                params = rsa_params("pkcs1", HASH_SHA256)
+                self.assertEqual(c.fails(OP_SIGN, sign_request(priv, params, b"m")), want)
+                self.assertEqual(c.fails(OP_SIGNATURE_VERIFY, verify_request(pub, params, b"\0" * 256, b"m")), want)
+                # The same with the Sign and Verify bits: fine.
+                priv2, pub2 = self.active_pair(c, version, ALG_EC, curve=CURVE_P256, private_usage=USAGE_SIGN,
+                                               public_usage=USAGE_VERIFY)
+                ec_params = crypto_parameters(None, HASH_SHA256, ALG_ECDSA)
+                sig = self.sign(c, priv2, ec_params, b"m")
+                self.assertEqual(self.verify(c, pub2, ec_params, sig, b"m"), VALID)
+
+
+class UnsupportedTest(CryptoTestCase):
+    def test_unsupported_cryptographic_parameters(self):
+        port = self.serve()
+        with self.client(port, V2) as c:
+            rsa_priv, rsa_pub = self.active_pair(c, V2, ALG_RSA, 2048, None)
+            ec_priv, ec_pub = self.active_pair(c, V2, ALG_EC, curve=CURVE_P256)
+            ed_priv, ed_pub = self.active_pair(c, V2, ALG_ED25519, curve=None)
+            ed_sig = self.sign(c, ed_priv, None, b"m")
+        digest = hashlib.sha256(b"m").digest()
+        for version in (V1, V2):
+            with self.client(port, version) as c:
+                want = reason_in(version, INVALID_FIELD, UNSUPPORTED_CRYPTOGRAPHIC_PARAMETERS)
+                cases = [
+                    ("RSA OAEP", OP_SIGN, sign_request(rsa_priv, crypto_parameters(PAD_OAEP, HASH_SHA256), b"m")),
+                    ("RSA no padding", OP_SIGN, sign_request(rsa_priv, crypto_parameters(PAD_NONE, HASH_SHA256), b"m")),
+                    ("RSA MD5", OP_SIGN, sign_request(rsa_priv, crypto_parameters(PAD_PKCS1_V15, HASH_MD5), b"m")),
+                    ("RSA OAEP verify", OP_SIGNATURE_VERIFY,
+                     verify_request(rsa_pub, crypto_parameters(PAD_OAEP, HASH_SHA256), b"\0" * 256, b"m")),
+                    ("ECDSA MD5", OP_SIGN, sign_request(ec_priv, crypto_parameters(None, HASH_MD5, ALG_ECDSA), b"m")),
+                    ("EdDSA Digested Data", OP_SIGN, sign_request(ed_priv, None, digested=digest)),
+                    ("EdDSA Digested Data verify", OP_SIGNATURE_VERIFY,
+                     verify_request(ed_pub, None, ed_sig, digested=digest)),
+                ]
+                for name, op, payload in cases:
+                    with self.subTest(version=version, case=name):
+                        self.assertEqual(c.fails(op, payload), want)
+                wrong_object = reason_in(version, ILLEGAL_OPERATION, INVALID_OBJECT_TYPE)
+                self.assertEqual(c.fails(OP_SIGN, sign_request(ec_pub, None, b"m")), wrong_object)
+                self.assertEqual(c.fails(OP_SIGNATURE_VERIFY, verify_request(ec_priv, None, b"\0" * 64, b"m")),
+                                 wrong_object)
+                self.assertEqual(c.fails(OP_SIGN, sign_request(ec_priv, None)), MISSING_DATA)
+                self.assertEqual(c.fails(OP_SIGNATURE_VERIFY, sign_request(ec_pub, None, b"m")), MISSING_DATA)
+                self.assertEqual(c.fails(OP_SIGNATURE_VERIFY, verify_request(ec_pub, None, b"s")), MISSING_DATA)
+        # Sign, Signature Verify, MAC and RNG Retrieve came with KMIP 1.2.
+        with self.client(port, (1, 1)) as c:
+            for op in (OP_SIGN, OP_SIGNATURE_VERIFY, OP_MAC, OP_MAC_VERIFY, OP_RNG_RETRIEVE):
+                self.assertEqual(c.fails(op, sign_request(ec_priv, None, b"m")), OPERATION_NOT_SUPPORTED)
+
+
+class LargeDataTest(CryptoTestCase):
+    def test_40_kib_and_512_kib(self):
+        port = self.serve()
+        with self.client(port, V2) as c:
+            keys = [("pkcs1", HASH_SHA256) + self.active_pair(c, V2, ALG_RSA, 2048, None),
+                    ("ecdsa", HASH_SHA384) + self.active_pair(c, V2, ALG_EC, curve=CURVE_P384),
+                    ("ed25519", None) + self.active_pair(c, V2, ALG_ED25519, curve=None)]
+            for scheme, hash_id, priv, pub in keys:
+                public = self.public_key(c, pub)
+                params = (rsa_params(scheme, hash_id) if scheme == "pkcs1" else
+                          crypto_parameters(None, hash_id, ALG_ECDSA) if scheme == "ecdsa" else None)
+                for size in (40 * 1024, 512 * 1024):
+                    with self.subTest(scheme=scheme, size=size):
+                        message = os.urandom(size)
+                        sig = self.sign(c, priv, params, message)
+                        python_verify(public, scheme, hash_id, sig, message)
+                        self.assertEqual(self.verify(c, pub, params, sig, message), VALID)
+                        self.assertEqual(self.verify(c, pub, params, sig, flip(message, size // 2)), INVALID)
+
+    def test_pykmip_40_kib(self):
+        from kmip.core import enums
+        port = self.serve()
+        with self.client(port, V2) as c:
+            priv, pub = self.active_pair(c, V2, ALG_RSA, 2048, None)
+            public = self.public_key(c, pub)
+        with self.pykmip(port) as c:
+            message = os.urandom(40 * 1024)
+            params = pykmip_params("pss", HASH_SHA512)
+            sig = c.sign(message, uid=priv, cryptographic_parameters=params)
+            python_verify(public, "pss", HASH_SHA512, sig, message)
+            self.assertEqual(c.signature_verify(message, sig, uid=pub, cryptographic_parameters=params),
+                             enums.ValidityIndicator.VALID)
+
+
+class BatchTest(CryptoTestCase):
+    def test_16_signs_in_one_message(self):
+        port = self.serve()
+        with self.client(port, V2) as c:
+            rsa_priv, rsa_pub = self.active_pair(c, V2, ALG_RSA, 2048, None)
+            ec_priv, ec_pub = self.active_pair(c, V2, ALG_EC, curve=CURVE_P256)
+            publics = {rsa_priv: self.public_key(c, rsa_pub), ec_priv: self.public_key(c, ec_pub)}
+        kinds = [(rsa_priv, "pkcs1", HASH_SHA256), (rsa_priv, "pss", HASH_SHA384),
+                 (ec_priv, "ecdsa", HASH_SHA256), (ec_priv, "ecdsa", HASH_SHA512)]
+        for version in (V1, V2):
+            plan = []
+            for i in range(16):
+                uid, scheme, hash_id = kinds[i % 4]
+                params = (crypto_parameters(None, hash_id, ALG_ECDSA) if scheme == "ecdsa"
+                          else rsa_params(scheme, hash_id))
+                plan.append((b"item-%02d" % i, uid, scheme, hash_id, b"message %d " % i + os.urandom(16), params))
+            with self.connect(port) as s:
+                resp = exchange(s, request_message(
+                    [batch_item(OP_SIGN, sign_request(uid, params, message), bid)
+                     for bid, uid, _, _, message, params in plan], version=version))
+            items = batch_items(resp)
+            self.assertEqual([(bi[T["Operation"]], bi[T["UniqueBatchItemID"]], bi[T["ResultStatus"]]) for bi in items],
+                             [(OP_SIGN, bid, 0) for bid, *_ in plan])
+            for bi, (bid, uid, scheme, hash_id, message, _) in zip(items, plan):
+                with self.subTest(version=version, item=bid):
+                    payload = bi[T["ResponsePayload"]]
+                    self.assertEqual([(t, ty) for t, ty, _ in payload], [(T["UniqueIdentifier"], TEXT),
+                                                                         (T["SignatureData"], BYTES)])
+                    self.assertEqual(payload[0][2], uid)
+                    python_verify(publics[uid], scheme, hash_id, payload[1][2], message)
+
+
+class MACTest(CryptoTestCase):
+    def create_hmac(self, c, version, algorithm, length=None):
+        uid = find(c.ok(OP_CREATE, create_payload(version, algorithm, length), version), T["UniqueIdentifier"])[0]
+        return uid
+
+    def test_hmac_sha2(self):
+        port = self.serve(keys={"extractable": True})
+        with self.client(port, V2) as c:
+            keys = {}
+            for algorithm, size in ((ALG_HMAC_SHA256, 32), (ALG_HMAC_SHA384, 48), (ALG_HMAC_SHA512, 64)):
+                uid = self.create_hmac(c, V2, algorithm)
+                # Pre-Active: no MAC yet.
+                self.assertEqual(c.fails(OP_MAC, mac_request(uid, b"early")), WRONG_KEY_LIFECYCLE_STATE)
+                self.assertEqual(returned_attributes(c.ok(OP_GET_ATTRIBUTES, [uid_item(uid)] + attribute_refs(
+                    V2, ["Cryptographic Usage Mask"])), V2), {"Cryptographic Usage Mask": [
+                        USAGE_MAC_GENERATE | USAGE_MAC_VERIFY]})
+                c.ok(OP_ACTIVATE, [uid_item(uid)])
+                fmt, key = key_material(c.ok(OP_GET, [uid_item(uid)]))
+                self.assertEqual((fmt, len(key)), (FMT_RAW, size))
+                keys[algorithm] = (uid, key)
+        for version in (V1, V2):
+            with self.client(port, version) as c:
+                for algorithm, (uid, key) in keys.items():
+                    for params in (None, crypto_parameters(algorithm=algorithm)):
+                        with self.subTest(version=version, algorithm=algorithm, params=params is not None):
+                            data = os.urandom(123)
+                            want = hmac.new(key, data, HMACS[algorithm]).digest()
+                            self.assertEqual(c.ok(OP_MAC, mac_request(uid, data, params)),
+                                             [(T["UniqueIdentifier"], TEXT, uid), (T["MACData"], BYTES, want)])
+
+                            def mac_verify(d, m):
+                                payload = c.ok(OP_MAC_VERIFY, mac_request(uid, d, params, m))
+                                self.assertEqual(payload[0], (T["UniqueIdentifier"], TEXT, uid))
+                                self.assertEqual([(t, ty) for t, ty, _ in payload[1:]],
+                                                 [(T["ValidityIndicator"], ENUM)])
+                                return payload[1][2]
+                            self.assertEqual(mac_verify(data, want), VALID)
+                            self.assertEqual(mac_verify(data, flip(want)), INVALID)
+                            self.assertEqual(mac_verify(flip(data), want), INVALID)
+                            self.assertEqual(mac_verify(data, want[:-1]), INVALID)
+                            self.assertEqual(mac_verify(data, want + b"\0"), INVALID)
+                    # Large data too.
+                    data = os.urandom(256 * 1024)
+                    self.assertEqual(find(c.ok(OP_MAC, mac_request(uid, data)), T["MACData"]),
+                                     [hmac.new(key, data, HMACS[algorithm]).digest()])
+                self.assertEqual(c.fails(OP_MAC, [uid_item(keys[ALG_HMAC_SHA256][0])]), MISSING_DATA)
+                self.assertEqual(c.fails(OP_MAC_VERIFY, mac_request(keys[ALG_HMAC_SHA256][0], b"d")), MISSING_DATA)
+        self.pykmip_mac(port, keys)
+
+    def pykmip_mac(self, port, keys):
+        from kmip.core import enums
+        algorithms = {ALG_HMAC_SHA256: enums.CryptographicAlgorithm.HMAC_SHA256,
+                      ALG_HMAC_SHA384: enums.CryptographicAlgorithm.HMAC_SHA384,
+                      ALG_HMAC_SHA512: enums.CryptographicAlgorithm.HMAC_SHA512}
+        with self.pykmip(port) as c:
+            for algorithm, (uid, key) in keys.items():
+                data = b"pykmip mac " + os.urandom(10)
+                self.assertEqual(c.mac(data, uid=uid, algorithm=algorithms[algorithm]),
+                                 (uid, hmac.new(key, data, HMACS[algorithm]).digest()))
+
+    def test_short_and_wrong_keys(self):
+        # SoftHSM refuses HMAC keys shorter than the hash (CKR_KEY_SIZE_RANGE): the
+        # relay says Unsupported Cryptographic Parameters, with the token's code.
+        port = self.serve(keys={"extractable": True})
+        with self.client(port, V2) as c:
+            short = self.create_hmac(c, V2, ALG_HMAC_SHA256, 128)
+            c.ok(OP_ACTIVATE, [uid_item(short)])
+            fmt, key = key_material(c.ok(OP_GET, [uid_item(short)]))
+            self.assertEqual((fmt, len(key)), (FMT_RAW, 16))
+            aes = self.create_aes(c, V2)
+            c.ok(OP_ACTIVATE, [uid_item(aes)])
+            priv, _ = self.active_pair(c, V2, ALG_EC, curve=CURVE_P256)
+        for version in (V1, V2):
+            with self.client(port, version) as c, self.subTest(version=version):
+                unsupported = reason_in(version, INVALID_FIELD, UNSUPPORTED_CRYPTOGRAPHIC_PARAMETERS)
+                for op, payload in ((OP_MAC, mac_request(short, b"data")),
+                                    (OP_MAC_VERIFY, mac_request(short, b"data", None, b"\0" * 32))):
+                    bi = c.call(op, payload)
+                    self.assertEqual((bi[T["ResultStatus"]], bi[T["ResultReason"]], bi[T["ResultMessage"]]),
+                                     (1, unsupported, "CKR_KEY_SIZE_RANGE"))
+                self.assertEqual(c.fails(OP_MAC, mac_request(aes, b"data")), unsupported)
+                wrong_object = reason_in(version, ILLEGAL_OPERATION, INVALID_OBJECT_TYPE)
+                self.assertEqual(c.fails(OP_MAC, mac_request(priv, b"data")), wrong_object)
+
+
+class RNGRetrieveTest(CryptoTestCase):
+    def test_lengths(self):
+        port = self.serve()
+        for version in (V1, V2):
+            with self.client(port, version) as c, self.subTest(version=version):
+                for n in (1, 32, 65536):
+                    payload = c.ok(OP_RNG_RETRIEVE, rng_request(n))
+                    self.assertEqual([(t, ty) for t, ty, _ in payload], [(T["Data"], BYTES)])
+                    self.assertEqual(len(payload[0][2]), n)
+                big = c.ok(OP_RNG_RETRIEVE, rng_request(65536))[0][2]
+                self.assertEqual(len(set(big)), 256, "every byte value in 64 KiB of random bytes")
+                a, b = (c.ok(OP_RNG_RETRIEVE, rng_request(32))[0][2] for _ in range(2))
+                self.assertNotEqual(a, b)
+                self.assertEqual(c.fails(OP_RNG_RETRIEVE, rng_request(0)), INVALID_FIELD)
+                self.assertEqual(c.fails(OP_RNG_RETRIEVE, rng_request(-1)), INVALID_FIELD)
+                self.assertEqual(c.fails(OP_RNG_RETRIEVE, rng_request(65537)),
+                                 reason_in(version, INVALID_FIELD, NUMERIC_RANGE))
+                self.assertEqual(c.fails(OP_RNG_RETRIEVE, rng_request(2 ** 31 - 1)),
+                                 reason_in(version, INVALID_FIELD, NUMERIC_RANGE))
+                self.assertEqual(c.fails(OP_RNG_RETRIEVE, rng_request(32, LONG)), INVALID_FIELD)
+                self.assertEqual(c.fails(OP_RNG_RETRIEVE, rng_request(None)), MISSING_DATA)
+
+
+class AuditTest(CryptoTestCase):
+    def test_records_name_the_key(self):
+        port = self.serve()
+        with self.client(port, V2) as c:
+            priv, pub = self.active_pair(c, V2, ALG_EC, curve=CURVE_P256)
+            mac_key = find(c.ok(OP_CREATE, create_payload(V2, ALG_HMAC_SHA256, None)), T["UniqueIdentifier"])[0]
+            c.ok(OP_ACTIVATE, [uid_item(mac_key)])
+            local = c.sock.getsockname()[1]
+        with self.client(port, V2) as c:
+            params = crypto_parameters(None, HASH_SHA256, ALG_ECDSA)
+            sig = self.sign(c, priv, params, b"audited")
+            self.verify(c, pub, params, sig, b"audited")
+            self.verify(c, pub, params, flip(sig), b"audited")
+            c.fails(OP_SIGN, sign_request(pub, params, b"audited"))
+            tag = find(c.ok(OP_MAC, mac_request(mac_key, b"audited")), T["MACData"])[0]
+            c.ok(OP_MAC_VERIFY, mac_request(mac_key, b"audited", None, tag))
+            c.ok(OP_RNG_RETRIEVE, rng_request(16))
+            c.fails(OP_RNG_RETRIEVE, rng_request(0))
+            local = c.sock.getsockname()[1]
+        records = self.audit_records(self.log_lines(wait_for="connection peer=127.0.0.1:%d " % local))
+        client = "sha256:" + spki_sha256(self.client_cert)
+        self.assertEqual([(r["client"], r["operation"], r["result"], r.get("uid")) for r in records], [
+            (client, "Create Key Pair", "Success", priv),
+            (client, "Activate", "Success", priv),
+            (client, "Activate", "Success", pub),
+            (client, "Create", "Success", mac_key),
+            (client, "Activate", "Success", mac_key),
+            (client, "Sign", "Success", priv),
+            (client, "Signature Verify", "Success", pub),
+            (client, "Signature Verify", "Success", pub),
+            (client, "Sign", "Invalid Object Type", pub),
+            (client, "MAC", "Success", mac_key),
+            (client, "MAC Verify", "Success", mac_key),
+            (client, "RNG Retrieve", "Success", None),
+            (client, "RNG Retrieve", "Invalid Field", None),
+        ])
+        for r in records:
+            self.assertEqual(sorted(r), sorted(AUDIT_KEYS + (["uid"] if "uid" in r else [])))
+
+
+if __name__ == "__main__":
+    unittest.main()
