@@ -971,10 +971,13 @@ class TokenTestCase(RelayTestCase):
 T.update({
     "DataLength": 0x4200C4, "MACData": 0x4200C6, "ValidityIndicator": 0x42009B,
     "DigestedData": 0x420107, "MaskGeneratorHashingAlgorithm": 0x420102,
-    "BlockCipherMode": 0x420011, "TagLength": 0x4200A7, "RandomIV": 0x4200C5,
+    "BlockCipherMode": 0x420011, "TagLength": 0x4200CE, "RandomIV": 0x4200C5,
 })
 OP_SIGNATURE_VERIFY, OP_MAC, OP_MAC_VERIFY, OP_RNG_RETRIEVE = 0x22, 0x23, 0x24, 0x25
 OP_ENCRYPT, OP_DECRYPT = 0x1F, 0x20
+MODE_CBC, MODE_ECB, MODE_GCM, PAD_PKCS5 = 0x01, 0x02, 0x09, 0x03
+MISSING_INITIALIZATION_VECTOR = 0x34
+T.update({"IVCounterNonce": 0x42003D, "AEADData": 0x4200FE, "AEADTag": 0x4200FF})
 VALID, INVALID = 1, 2  # Validity Indicator
 NUMERIC_RANGE, INCOMPATIBLE_CRYPTOGRAPHIC_USAGE_MASK = 0x1B, 0x29
 UNSUPPORTED_CRYPTOGRAPHIC_PARAMETERS, CRYPTOGRAPHIC_FAILURE = 0x3E, 0x0A

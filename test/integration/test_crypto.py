@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from relaytest import (ALG_EC, CRYPTOGRAPHIC_FAILURE, ALG_ECDSA, ALG_ED25519, ALG_HMAC_SHA256, ALG_HMAC_SHA384,
+from relaytest import (ALG_EC, STRUCTURE, CRYPTOGRAPHIC_FAILURE, HASH_SHA1, MISSING_INITIALIZATION_VECTOR, MODE_CBC,
+                       MODE_ECB, MODE_GCM, OP_DECRYPT, OP_ENCRYPT, PAD_PKCS5, ALG_ECDSA, ALG_ED25519, ALG_HMAC_SHA256, ALG_HMAC_SHA384,
                        ALG_HMAC_SHA512, ALG_RSA, BYTES, CESSATION_OF_OPERATION, CURVE_P256,
                        CURVE_P384, CURVE_P521, ENUM, FMT_PKCS1, FMT_RAW, FMT_X509, HASH_MD5,
                        HASH_SHA256, HASH_SHA384, HASH_SHA512, ILLEGAL_OPERATION,
@@ -824,6 +825,160 @@ class MACTest(CryptoTestCase):
                 self.assertEqual(c.fails(OP_MAC, mac_request(aes, b"data")), unsupported)
                 wrong_object = reason_in(version, ILLEGAL_OPERATION, INVALID_OBJECT_TYPE)
                 self.assertEqual(c.fails(OP_MAC, mac_request(priv, b"data")), wrong_object)
+
+
+class CipherTest(CryptoTestCase):
+    """Encrypt and Decrypt on the token, each ciphertext checked by a round trip and,
+    with an extractable key, against python-cryptography."""
+
+    def aes_key(self, c, version=V2):
+        uid = find(c.ok(OP_CREATE, create_payload(version), version), T["UniqueIdentifier"])[0]
+        c.ok(OP_ACTIVATE, [uid_item(uid)], version)
+        _, key = key_material(c.ok(OP_GET, get_payload(uid, FMT_RAW), version))
+        return uid, key
+
+    @staticmethod
+    def aes_params(mode, padding=None, tag_length=None):
+        fields = [item(T["BlockCipherMode"], ENUM, mode)]
+        if padding is not None:
+            fields.append(item(T["PaddingMethod"], ENUM, padding))
+        if tag_length is not None:
+            fields.append(item(T["TagLength"], INTEGER, tag_length))
+        return item(T["CryptographicParameters"], STRUCTURE, fields)
+
+    @staticmethod
+    def fields(payload):
+        return {t: v for t, _, v in payload}
+
+    def cipher(self, c, op, uid, params, data, version=V2, **extra):
+        payload = [uid_item(uid), params, item(T["Data"], BYTES, data)]
+        payload += [item(T[name], BYTES, value) for name, value in sorted(extra.items())]
+        return self.fields(c.ok(op, payload, version))
+
+    def test_aes_cbc_ecb(self):
+        from cryptography.hazmat.primitives import padding
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+        port = self.serve(keys={"extractable": True})
+        with self.client(port) as c:
+            uid, key = self.aes_key(c)
+            for data in (b"x", b"0123456789abcdef", b"kmip-relay" * 7):
+                # No IV given: the token makes one and the response carries it.
+                out = self.cipher(c, OP_ENCRYPT, uid, self.aes_params(MODE_CBC, PAD_PKCS5), data)
+                iv = out[T["IVCounterNonce"]]
+                self.assertEqual(len(iv), 16)
+                padder = padding.PKCS7(128).padder()
+                enc = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+                self.assertEqual(out[T["Data"]], enc.update(padder.update(data) + padder.finalize()) + enc.finalize())
+                back = self.cipher(c, OP_DECRYPT, uid, self.aes_params(MODE_CBC, PAD_PKCS5), out[T["Data"]],
+                                   IVCounterNonce=iv)
+                self.assertEqual(back, {T["UniqueIdentifier"]: uid, T["Data"]: data})
+            # The client's IV is used and not echoed; no padding needs whole blocks.
+            iv, data = bytes(range(16)), b"A" * 32
+            out = self.cipher(c, OP_ENCRYPT, uid, self.aes_params(MODE_CBC, PAD_NONE), data, IVCounterNonce=iv)
+            enc = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+            self.assertEqual(out, {T["UniqueIdentifier"]: uid, T["Data"]: enc.update(data) + enc.finalize()})
+            self.assertEqual(c.fails(OP_ENCRYPT, [uid_item(uid), self.aes_params(MODE_CBC, PAD_NONE),
+                                                  item(T["Data"], BYTES, b"A" * 33),
+                                                  item(T["IVCounterNonce"], BYTES, iv)], V2), CRYPTOGRAPHIC_FAILURE)
+            out = self.cipher(c, OP_ENCRYPT, uid, self.aes_params(MODE_ECB), data)
+            enc = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+            self.assertEqual(out, {T["UniqueIdentifier"]: uid, T["Data"]: enc.update(data) + enc.finalize()})
+            # Decryption without the IV.
+            bi = c.call(OP_DECRYPT, [uid_item(uid), self.aes_params(MODE_CBC, PAD_PKCS5),
+                                     item(T["Data"], BYTES, b"B" * 16)], V2)
+            self.assertEqual(bi[T["ResultReason"]], MISSING_INITIALIZATION_VECTOR)
+            bi = c.call(OP_DECRYPT, [uid_item(uid), self.aes_params(MODE_CBC, PAD_PKCS5),
+                                     item(T["Data"], BYTES, b"B" * 16)], V1)
+            self.assertEqual(bi[T["ResultReason"]], MISSING_DATA)
+
+    def test_aes_gcm(self):
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+        port = self.serve(keys={"extractable": True})
+        with self.client(port) as c:
+            uid, key = self.aes_key(c)
+            iv, aad, data = b"\x07" * 12, b"header", b"the message" * 5
+            for tag_length in (16, 12):
+                with self.subTest(tag_length=tag_length):
+                    out = self.cipher(c, OP_ENCRYPT, uid, self.aes_params(MODE_GCM, tag_length=tag_length), data,
+                                      IVCounterNonce=iv, AEADData=aad)
+                    enc = Cipher(algorithms.AES(key), modes.GCM(iv)).encryptor()
+                    enc.authenticate_additional_data(aad)
+                    ct = enc.update(data) + enc.finalize()
+                    self.assertEqual(out, {T["UniqueIdentifier"]: uid, T["Data"]: ct,
+                                           T["AEADTag"]: enc.tag[:tag_length]})
+                    params = self.aes_params(MODE_GCM, tag_length=tag_length)
+                    back = self.cipher(c, OP_DECRYPT, uid, params, ct, IVCounterNonce=iv, AEADData=aad,
+                                       AEADTag=out[T["AEADTag"]])
+                    self.assertEqual(back[T["Data"]], data)
+                    for name, bad in (("tag", flip(out[T["AEADTag"]])), ("data", None), ("aad", None)):
+                        payload = [uid_item(uid), params, item(T["Data"], BYTES, flip(ct) if name == "data" else ct),
+                                   item(T["IVCounterNonce"], BYTES, iv),
+                                   item(T["AEADData"], BYTES, aad + b"!" if name == "aad" else aad),
+                                   item(T["AEADTag"], BYTES, bad or out[T["AEADTag"]])]
+                        bi = c.call(OP_DECRYPT, payload, V2)
+                        self.assertEqual(bi[T["ResultReason"]], CRYPTOGRAPHIC_FAILURE, name)
+            # No IV given: the token makes a 12-byte nonce and returns it.
+            out = self.cipher(c, OP_ENCRYPT, uid, self.aes_params(MODE_GCM), data)
+            self.assertEqual(len(out[T["IVCounterNonce"]]), 12)
+            back = self.cipher(c, OP_DECRYPT, uid, self.aes_params(MODE_GCM), out[T["Data"]],
+                               IVCounterNonce=out[T["IVCounterNonce"]], AEADTag=out[T["AEADTag"]])
+            self.assertEqual(back[T["Data"]], data)
+
+    def test_rsa_oaep_and_pkcs1(self):
+        from cryptography.hazmat.primitives.asymmetric import padding as rsa_padding
+        port = self.serve()
+        with self.client(port) as c:
+            priv, pub = self.active_pair(c, V2, ALG_RSA, 2048, None, private_usage=USAGE_DECRYPT,
+                                         public_usage=USAGE_ENCRYPT)
+            public = self.public_key(c, pub)
+            oaep_sha1 = crypto_parameters(PAD_OAEP, HASH_SHA1, ALG_RSA)
+            # The relay's ciphertext decrypts; python's too (the private key stays in).
+            out = self.cipher(c, OP_ENCRYPT, pub, oaep_sha1, b"secret")
+            self.assertEqual(len(out[T["Data"]]), 256)
+            self.assertEqual(self.cipher(c, OP_DECRYPT, priv, oaep_sha1, out[T["Data"]])[T["Data"]], b"secret")
+            mine = public.encrypt(b"from python", rsa_padding.OAEP(rsa_padding.MGF1(hashes.SHA1()), hashes.SHA1(), None))
+            self.assertEqual(self.cipher(c, OP_DECRYPT, priv, oaep_sha1, mine)[T["Data"]], b"from python")
+            mine = public.encrypt(b"v1.5", rsa_padding.PKCS1v15())
+            self.assertEqual(self.cipher(c, OP_DECRYPT, priv, crypto_parameters(PAD_PKCS1_V15, None, ALG_RSA),
+                                         mine)[T["Data"]], b"v1.5")
+            # SHA-256 OAEP is passed to the token, which (SoftHSM 2.6) refuses it.
+            bi = c.call(OP_ENCRYPT, [uid_item(pub), crypto_parameters(PAD_OAEP, HASH_SHA256, ALG_RSA),
+                                     item(T["Data"], BYTES, b"x")], V2)
+            self.assertEqual((bi[T["ResultReason"]], bi[T["ResultMessage"]]),
+                             (UNSUPPORTED_CRYPTOGRAPHIC_PARAMETERS, "CKR_ARGUMENTS_BAD"))
+            # The wrong half.
+            self.assertEqual(c.fails(OP_ENCRYPT, [uid_item(priv), oaep_sha1, item(T["Data"], BYTES, b"x")], V2),
+                             INVALID_OBJECT_TYPE)
+
+    def test_lifecycle(self):
+        port = self.serve()
+        with self.client(port) as c:
+            uid = find(c.ok(OP_CREATE, create_payload(V2), V2), T["UniqueIdentifier"])[0]
+            params = self.aes_params(MODE_CBC, PAD_PKCS5)
+            self.assertEqual(c.fails(OP_ENCRYPT, [uid_item(uid), params, item(T["Data"], BYTES, b"x")], V2),
+                             WRONG_KEY_LIFECYCLE_STATE)
+            c.ok(OP_ACTIVATE, [uid_item(uid)], V2)
+            out = self.cipher(c, OP_ENCRYPT, uid, params, b"kept")
+            c.ok(OP_REVOKE, revoke_payload(uid, CESSATION_OF_OPERATION), V2)
+            # Deactivated: no more encryption, but what was encrypted still decrypts.
+            self.assertEqual(c.fails(OP_ENCRYPT, [uid_item(uid), params, item(T["Data"], BYTES, b"x")], V2),
+                             WRONG_KEY_LIFECYCLE_STATE)
+            back = self.cipher(c, OP_DECRYPT, uid, params, out[T["Data"]], IVCounterNonce=out[T["IVCounterNonce"]])
+            self.assertEqual(back[T["Data"]], b"kept")
+
+    def test_pykmip_aes_cbc(self):
+        from kmip.core import enums
+        port = self.serve()
+        with self.pykmip(port) as c:
+            uid = c.create(enums.CryptographicAlgorithm.AES, 128, cryptographic_usage_mask=[
+                enums.CryptographicUsageMask.ENCRYPT, enums.CryptographicUsageMask.DECRYPT])
+            c.activate(uid)
+            params = {"block_cipher_mode": enums.BlockCipherMode.CBC, "padding_method": enums.PaddingMethod.PKCS5,
+                      "cryptographic_algorithm": enums.CryptographicAlgorithm.AES}
+            ct, iv = c.encrypt(b"pykmip data", uid=uid, cryptographic_parameters=params)
+            self.assertEqual((len(ct), len(iv)), (16, 16))
+            self.assertEqual(c.decrypt(ct, uid=uid, cryptographic_parameters=params, iv_counter_nonce=iv),
+                             b"pykmip data")
 
 
 class RNGRetrieveTest(CryptoTestCase):
