@@ -1,0 +1,1087 @@
+#include "config.h"
+
+/* kmip_bench: Sign throughput of a running relay, measured against the token's own
+ * limit - a C_Sign loop in this process on the same token and key type, through the
+ * same hashing path. It makes its own RSA-2048 and P-256 key pairs over KMIP, signs
+ * with them one request at a time, in batches, on a new connection each time and on
+ * parallel connections, then revokes and destroys them. It measures; it does not
+ * judge: the exit status is 0 unless the set-up fails. */
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <gnutls/crypto.h>
+#include <gnutls/gnutls.h>
+#include <gnutls/pkcs11.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kmip.h"
+#include "p11.h"
+#include "store.h"
+#include "ttlv.h"
+
+#define DATA_LEN 512
+#define BATCH 16
+#define MAX_THREADS 4
+#define IO_TIMEOUT_S 30          /* any single exchange, connect or handshake */
+#define WARMUP_REQUESTS 20       /* per connection, before the clock starts */
+#define WARMUP_MAX_US 500000     /* ...or this long, whichever ends first */
+
+/* KMIP values the benchmark sends. */
+enum { ALG_RSA = 0x04, ALG_ECDSA = 0x06, CURVE_P256 = 0x07, PAD_PKCS1_V15 = 0x08, HASH_SHA256 = 0x06 };
+enum { USE_SIGN = 0x1, USE_VERIFY = 0x2, REVOKE_CESSATION_OF_OPERATION = 6, VALID = 1 };
+
+static const struct kmip_version version = { 1, 2 };
+
+struct options {
+	const char *host, *port, *ca, *cert, *key, *module, *token, *pin_file, *lock_file;
+	double seconds;
+};
+
+struct bench {
+	struct options opt;
+	struct addrinfo *addr;
+	gnutls_certificate_credentials_t cred;
+	bool host_is_ip;
+};
+
+/* One TLS connection to the relay, with a response buffer that every exchange
+ * reuses. */
+struct conn {
+	int fd;
+	gnutls_session_t s;
+	bool up; /* the handshake is done */
+	uint8_t *resp;
+	size_t resp_len, resp_cap;
+};
+
+enum mode { M_INPROCESS, M_ONE, M_BATCH, M_NEW_CONN, M_PAR2, M_PAR4, N_MODES };
+
+static const char *const mode_names[N_MODES] = {
+	[M_INPROCESS] = "in-process C_Sign loop (the limit)",
+	[M_ONE] = "1 connection, 1 request at a time",
+	[M_BATCH] = "1 connection, batches of 16",
+	[M_NEW_CONN] = "new connection per Sign",
+	[M_PAR2] = "2 connections in parallel",
+	[M_PAR4] = "4 connections in parallel",
+};
+
+struct result {
+	unsigned long ops;
+	double seconds;
+	char why[200]; /* why the measurement failed, or empty */
+};
+
+static void set_why(struct result *r, const char *why)
+{
+	snprintf(r->why, sizeof(r->why), "%s", why);
+}
+
+struct key {
+	const char *title;
+	CK_KEY_TYPE type;
+	double target_one, target_batch; /* of the in-process rate, from the issue */
+	char priv[STORE_MAX_UID + 1], pub[STORE_MAX_UID + 1];
+	uint8_t *sign, *sign_batch; /* encoded Sign requests, sent again and again */
+	size_t sign_len, sign_batch_len;
+	struct result res[N_MODES];
+};
+
+static uint8_t data[DATA_LEN];
+
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* TLS connections. */
+
+static void conn_close(struct conn *c)
+{
+	if (c->up)
+		(void)gnutls_bye(c->s, GNUTLS_SHUT_WR);
+	if (c->s)
+		gnutls_deinit(c->s);
+	if (c->fd >= 0)
+		close(c->fd);
+	free(c->resp);
+	*c = (struct conn){ .fd = -1 };
+}
+
+static int tcp_connect(const struct bench *b, int *ret_fd, const char **ret_why)
+{
+	struct timeval tv = { .tv_sec = IO_TIMEOUT_S };
+	int one = 1, fd = -1;
+
+	for (const struct addrinfo *a = b->addr; a; a = a->ai_next) {
+		fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+		if (fd < 0)
+			continue;
+		/* Requests are small and the client waits for each answer: no Nagle. The
+		 * timeouts bound every read and write. */
+		if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == 0 &&
+		    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == 0 &&
+		    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) == 0 &&
+		    connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
+			*ret_fd = fd;
+			return 0;
+		}
+		close(fd);
+		fd = -1;
+	}
+	*ret_why = "cannot connect to the relay";
+	return KR_E_IO;
+}
+
+static int conn_open(const struct bench *b, struct conn *ret, const char **ret_why)
+{
+	struct conn c = { .fd = -1 };
+	int r;
+
+	if ((r = tcp_connect(b, &c.fd, ret_why)) < 0)
+		goto out;
+	r = KR_E_TLS_HANDSHAKE;
+	if (gnutls_init(&c.s, GNUTLS_CLIENT | GNUTLS_NO_SIGNAL) < 0 || gnutls_set_default_priority(c.s) < 0 ||
+	    gnutls_credentials_set(c.s, GNUTLS_CRD_CERTIFICATE, b->cred) < 0 ||
+	    (!b->host_is_ip &&
+	     gnutls_server_name_set(c.s, GNUTLS_NAME_DNS, b->opt.host, strlen(b->opt.host)) < 0)) {
+		*ret_why = "cannot set up a TLS session";
+		goto out;
+	}
+	gnutls_session_set_verify_cert(c.s, b->opt.host, 0);
+	gnutls_transport_set_int(c.s, c.fd);
+	gnutls_handshake_set_timeout(c.s, IO_TIMEOUT_S * 1000u);
+	do
+		r = gnutls_handshake(c.s);
+	while (r < 0 && !gnutls_error_is_fatal(r));
+	if (r < 0) {
+		*ret_why = gnutls_strerror(r);
+		r = KR_E_TLS_HANDSHAKE;
+		goto out;
+	}
+	c.up = true;
+	*ret = c;
+	c = (struct conn){ .fd = -1 };
+	r = 0;
+out:
+	conn_close(&c);
+	return r;
+}
+
+/* GNUTLS_E_AGAIN comes after a post-handshake message (a TLS 1.3 session ticket),
+ * and when SO_RCVTIMEO or SO_SNDTIMEO expires: only then is it past the deadline. */
+static bool retry(ssize_t r, uint64_t deadline)
+{
+	return r == GNUTLS_E_INTERRUPTED || (r == GNUTLS_E_AGAIN && now_us() < deadline);
+}
+
+static int tls_error(ssize_t r, const char **ret_why)
+{
+	if (r == GNUTLS_E_AGAIN) {
+		*ret_why = "the relay did not answer in time";
+		return KR_E_TLS_TIMEOUT;
+	}
+	if (r == 0 || r == GNUTLS_E_PREMATURE_TERMINATION) {
+		*ret_why = "the relay closed the connection";
+		return KR_E_TLS_CLOSED;
+	}
+	*ret_why = gnutls_strerror((int)r);
+	return KR_E_TLS_IO;
+}
+
+static int read_full(struct conn *c, uint8_t *buf, size_t len, uint64_t deadline, const char **ret_why)
+{
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t r = gnutls_record_recv(c->s, buf + got, len - got);
+
+		if (r > 0)
+			got += (size_t)r;
+		else if (!retry(r, deadline))
+			return tls_error(r, ret_why);
+	}
+	return 0;
+}
+
+/* Sends one request and reads its response into c->resp: the 8-byte header, then
+ * the body whose length it gives. */
+static int exchange(struct conn *c, const uint8_t *req, size_t len, const char **ret_why)
+{
+	uint8_t hdr[TTLV_HEADER_LEN];
+	size_t done = 0, total;
+	uint64_t deadline = now_us() + IO_TIMEOUT_S * 1000000u;
+	int r;
+
+	while (done < len) {
+		ssize_t n = gnutls_record_send(c->s, req + done, len - done);
+
+		if (n > 0)
+			done += (size_t)n;
+		else if (!retry(n, deadline))
+			return tls_error(n, ret_why);
+	}
+	if ((r = read_full(c, hdr, sizeof(hdr), deadline, ret_why)) < 0)
+		return r;
+	if ((r = ttlv_frame_length(hdr, &ttlv_default_limits, &total)) < 0) {
+		*ret_why = "the response's framing is invalid";
+		return r;
+	}
+	if (total > c->resp_cap) {
+		uint8_t *p = realloc(c->resp, total);
+
+		if (!p) {
+			*ret_why = kr_strerror(KR_E_NOMEM);
+			return KR_E_NOMEM;
+		}
+		c->resp = p;
+		c->resp_cap = total;
+	}
+	memcpy(c->resp, hdr, sizeof(hdr));
+	c->resp_len = total;
+	return read_full(c, c->resp + TTLV_HEADER_LEN, total - TTLV_HEADER_LEN, deadline, ret_why);
+}
+
+/* The last response, decoded, with n_items batch items that all succeeded. */
+static int response_ok(const struct conn *c, size_t n_items, struct kmip_message **ret, const char **ret_why)
+{
+	static __thread char why[256]; /* a failure's reason and message */
+	struct kmip_message *m = NULL;
+	int r = kmip_decode_message(c->resp, c->resp_len, &ttlv_default_limits, &m);
+
+	if (r < 0) {
+		*ret_why = kr_strerror(r);
+		return r;
+	}
+	r = KR_E_KMIP_UNEXPECTED;
+	if (!m->response) {
+		*ret_why = "the relay sent a request";
+		goto out;
+	}
+	/* A failed item ends the batch (Batch Error Continuation Option Stop). */
+	for (size_t i = 0; i < m->n_items; i++) {
+		const struct kmip_batch_item *it = &m->items[i];
+		const char *reason = kmip_enum_name(KMIP_TAG_RESULT_REASON, it->result_reason);
+
+		if (it->error) {
+			*ret_why = kr_strerror(it->error);
+			goto out;
+		}
+		if (it->result_status != KMIP_STATUS_SUCCESS) {
+			snprintf(why, sizeof(why), "the relay answered %s: %.*s", reason ? reason : "a failure",
+				 (int)(it->result_message.len > 160 ? 160 : it->result_message.len),
+				 it->result_message.ptr ? it->result_message.ptr : "");
+			*ret_why = why;
+			goto out;
+		}
+	}
+	if (m->n_items != n_items) {
+		*ret_why = "the response does not answer every batch item";
+		goto out;
+	}
+	r = 0;
+out:
+	if (r == 0 && ret)
+		*ret = m;
+	else
+		kmip_message_free(m);
+	return r;
+}
+
+static int call(struct conn *c, const uint8_t *req, size_t len, size_t n_items, struct kmip_message **ret,
+		const char **ret_why)
+{
+	int r = exchange(c, req, len, ret_why);
+
+	return r < 0 ? r : response_ok(c, n_items, ret, ret_why);
+}
+
+/* Requests. */
+
+/* A request of n batch items, each with the same operation and Request Payload (an
+ * encoded item); several items get Unique Batch Item IDs 1..n. */
+static int request(uint32_t operation, const uint8_t *payload, size_t payload_len, size_t n, uint8_t **ret,
+		   size_t *ret_len)
+{
+	struct kmip_batch_item items[BATCH];
+	uint8_t ids[BATCH][4];
+	struct kmip_message m = {
+		.header = { .present = KMIP_FIELD(KMIP_H_PROTOCOL_VERSION) | KMIP_FIELD(KMIP_H_BATCH_COUNT),
+			    .version = version,
+			    .batch_count = (int32_t)n },
+		.items = items,
+		.n_items = n,
+	};
+
+	for (size_t i = 0; i < n; i++) {
+		items[i] = (struct kmip_batch_item){
+			.present = KMIP_FIELD(KMIP_I_OPERATION) | KMIP_FIELD(KMIP_I_PAYLOAD),
+			.operation = operation,
+			.payload.encoded = { payload, payload_len },
+		};
+		if (n > 1) {
+			ids[i][0] = 0, ids[i][1] = 0, ids[i][2] = (uint8_t)((i + 1) >> 8), ids[i][3] = (uint8_t)(i + 1);
+			items[i].present |= KMIP_FIELD(KMIP_I_UNIQUE_BATCH_ITEM_ID);
+			items[i].unique_batch_item_id = (struct kmip_bytes){ ids[i], sizeof(ids[i]) };
+		}
+	}
+	return kmip_encode_message(&m, TTLV_DEFAULT_MAX_SIZE, ret, ret_len);
+}
+
+/* Builds a Request Payload with fill(), then the request around it. */
+typedef void (*payload_fn)(struct ttlv_writer *w, const void *arg);
+
+static int build(uint32_t operation, payload_fn fill, const void *arg, size_t n, uint8_t **ret, size_t *ret_len)
+{
+	struct ttlv_writer w;
+	uint8_t *payload = NULL;
+	size_t payload_len = 0;
+	int r;
+
+	ttlv_writer_init(&w, TTLV_DEFAULT_MAX_SIZE);
+	ttlv_begin(&w, KMIP_TAG_REQUEST_PAYLOAD);
+	fill(&w, arg);
+	ttlv_end(&w);
+	r = ttlv_writer_finish(&w, &payload, &payload_len);
+	if (r == 0)
+		r = request(operation, payload, payload_len, n, ret, ret_len);
+	ttlv_buf_free(payload, payload_len);
+	return r;
+}
+
+static void fill_nothing(struct ttlv_writer *w, const void *arg)
+{
+	(void)w;
+	(void)arg;
+}
+
+static void put_uid(struct ttlv_writer *w, const char *uid)
+{
+	ttlv_put_text(w, KMIP_TAG_UNIQUE_IDENTIFIER, uid, strlen(uid));
+}
+
+static void fill_uid(struct ttlv_writer *w, const void *arg)
+{
+	put_uid(w, arg);
+}
+
+static void fill_revoke(struct ttlv_writer *w, const void *arg)
+{
+	put_uid(w, arg);
+	ttlv_begin(w, KMIP_TAG_REVOCATION_REASON);
+	ttlv_put_enum(w, KMIP_TAG_REVOCATION_REASON_CODE, REVOKE_CESSATION_OF_OPERATION);
+	ttlv_end(w);
+}
+
+/* A KMIP 1.x Attribute: Attribute Name, then the value the caller writes, then
+ * attr_end. */
+static void attr_begin(struct ttlv_writer *w, const char *name)
+{
+	ttlv_begin(w, KMIP_TAG_ATTRIBUTE);
+	ttlv_put_text(w, KMIP_TAG_ATTRIBUTE_NAME, name, strlen(name));
+}
+
+static void attr_end(struct ttlv_writer *w)
+{
+	ttlv_end(w);
+}
+
+static void usage_mask(struct ttlv_writer *w, uint32_t tag, int32_t mask)
+{
+	ttlv_begin(w, tag);
+	attr_begin(w, "Cryptographic Usage Mask");
+	ttlv_put_int(w, KMIP_TAG_ATTRIBUTE_VALUE, mask);
+	attr_end(w);
+	ttlv_end(w);
+}
+
+/* Create Key Pair in KMIP 1.2 Template-Attributes: RSA-2048 or EC P-256, the
+ * private half for signing, the public half for verifying. */
+static void fill_key_pair(struct ttlv_writer *w, const void *arg)
+{
+	const struct key *k = arg;
+	bool rsa = k->type == CKK_RSA;
+
+	ttlv_begin(w, KMIP_TAG_COMMON_TEMPLATE_ATTRIBUTE);
+	attr_begin(w, "Cryptographic Algorithm");
+	ttlv_put_enum(w, KMIP_TAG_ATTRIBUTE_VALUE, rsa ? ALG_RSA : ALG_ECDSA);
+	attr_end(w);
+	attr_begin(w, "Cryptographic Length");
+	ttlv_put_int(w, KMIP_TAG_ATTRIBUTE_VALUE, rsa ? 2048 : 256);
+	attr_end(w);
+	if (!rsa) {
+		attr_begin(w, "Cryptographic Domain Parameters");
+		ttlv_begin(w, KMIP_TAG_ATTRIBUTE_VALUE);
+		ttlv_put_enum(w, KMIP_TAG_RECOMMENDED_CURVE, CURVE_P256);
+		ttlv_end(w);
+		attr_end(w);
+	}
+	ttlv_end(w);
+	usage_mask(w, KMIP_TAG_PRIVATE_KEY_TEMPLATE_ATTRIBUTE, USE_SIGN);
+	usage_mask(w, KMIP_TAG_PUBLIC_KEY_TEMPLATE_ATTRIBUTE, USE_VERIFY);
+}
+
+static void put_sign_params(struct ttlv_writer *w, const struct key *k, const char *uid)
+{
+	put_uid(w, uid);
+	ttlv_begin(w, KMIP_TAG_CRYPTOGRAPHIC_PARAMETERS);
+	if (k->type == CKK_RSA)
+		ttlv_put_enum(w, KMIP_TAG_PADDING_METHOD, PAD_PKCS1_V15);
+	ttlv_put_enum(w, KMIP_TAG_HASHING_ALGORITHM, HASH_SHA256);
+	ttlv_put_enum(w, KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM, k->type == CKK_RSA ? ALG_RSA : ALG_ECDSA);
+	ttlv_end(w);
+	ttlv_put_bytes(w, KMIP_TAG_DATA, data, sizeof(data));
+}
+
+static void fill_sign(struct ttlv_writer *w, const void *arg)
+{
+	const struct key *k = arg;
+
+	put_sign_params(w, k, k->priv);
+}
+
+struct verify_arg {
+	const struct key *k;
+	const struct kmip_bytes *sig;
+};
+
+static void fill_verify(struct ttlv_writer *w, const void *arg)
+{
+	const struct verify_arg *v = arg;
+
+	put_sign_params(w, v->k, v->k->pub);
+	ttlv_put_bytes(w, KMIP_TAG_SIGNATURE_DATA, v->sig->ptr, v->sig->len);
+}
+
+/* One operation on an open connection; *ret (if given) is the decoded response. */
+static int one(struct conn *c, uint32_t operation, payload_fn fill, const void *arg, struct kmip_message **ret,
+	       const char **ret_why)
+{
+	uint8_t *req = NULL;
+	size_t len = 0;
+	int r = build(operation, fill, arg, 1, &req, &len);
+
+	if (r < 0)
+		*ret_why = kr_strerror(r);
+	else
+		r = call(c, req, len, 1, ret, ret_why);
+	ttlv_buf_free(req, len);
+	return r;
+}
+
+/* A field of the first batch item's Response Payload, or NULL. */
+static const struct ttlv_item *payload_field(const struct kmip_message *m, uint32_t tag, enum ttlv_type type)
+{
+	const struct ttlv_item *p = m->items[0].payload.first, *f = p ? ttlv_find(p, tag) : NULL;
+
+	return f && f->type == type ? f : NULL;
+}
+
+static bool copy_uid(const struct kmip_message *m, uint32_t tag, char out[STORE_MAX_UID + 1])
+{
+	const struct ttlv_item *f = payload_field(m, tag, TTLV_TEXT_STRING);
+
+	if (!f || f->len == 0 || f->len > STORE_MAX_UID)
+		return false;
+	memcpy(out, f->value, f->len);
+	out[f->len] = '\0';
+	return true;
+}
+
+/* Makes the key pair and activates it. */
+static int create_key(struct conn *c, struct key *k, const char **ret_why)
+{
+	struct kmip_message *m = NULL;
+	int r = one(c, KMIP_OP_CREATE_KEY_PAIR, fill_key_pair, k, &m, ret_why);
+
+	if (r < 0)
+		return r;
+	if (!copy_uid(m, KMIP_TAG_PRIVATE_KEY_UNIQUE_IDENTIFIER, k->priv) ||
+	    !copy_uid(m, KMIP_TAG_PUBLIC_KEY_UNIQUE_IDENTIFIER, k->pub)) {
+		*ret_why = "Create Key Pair returned no Unique Identifiers";
+		r = KR_E_KMIP_MISSING;
+	}
+	kmip_message_free(m);
+	if (r == 0)
+		r = one(c, KMIP_OP_ACTIVATE, fill_uid, k->priv, NULL, ret_why);
+	return r < 0 ? r : one(c, KMIP_OP_ACTIVATE, fill_uid, k->pub, NULL, ret_why);
+}
+
+/* Signs once and has the relay verify the signature with the public half, so that
+ * what is measured is a real signature. */
+static int check_key(struct conn *c, struct key *k, const char **ret_why)
+{
+	struct kmip_message *signed_m = NULL, *verified = NULL;
+	const struct ttlv_item *sig, *valid;
+	int r = call(c, k->sign, k->sign_len, 1, &signed_m, ret_why);
+
+	if (r < 0)
+		return r;
+	r = KR_E_KMIP_MISSING;
+	if (!(sig = payload_field(signed_m, KMIP_TAG_SIGNATURE_DATA, TTLV_BYTE_STRING))) {
+		*ret_why = "Sign returned no Signature Data";
+		goto out;
+	}
+	r = one(c, KMIP_OP_SIGNATURE_VERIFY, fill_verify,
+		&(struct verify_arg){ k, &(struct kmip_bytes){ sig->value, sig->len } }, &verified, ret_why);
+	if (r < 0)
+		goto out;
+	valid = payload_field(verified, KMIP_TAG_VALIDITY_INDICATOR, TTLV_ENUMERATION);
+	if (!valid || ttlv_enum(valid) != VALID) {
+		*ret_why = "the relay's signature does not verify";
+		r = KR_E_P11_SIGNATURE;
+	}
+out:
+	kmip_message_free(verified);
+	kmip_message_free(signed_m);
+	return r;
+}
+
+/* Revokes and destroys both halves (c NULL: there is no connection to do it on);
+ * reports what it could not do. */
+static void destroy_key(struct conn *c, const struct key *k, const char *why)
+{
+	if (!k->priv[0])
+		return;
+	if (!c || one(c, KMIP_OP_REVOKE, fill_revoke, k->priv, NULL, &why) < 0 ||
+	    one(c, KMIP_OP_REVOKE, fill_revoke, k->pub, NULL, &why) < 0 ||
+	    one(c, KMIP_OP_DESTROY, fill_uid, k->priv, NULL, &why) < 0 ||
+	    one(c, KMIP_OP_DESTROY, fill_uid, k->pub, NULL, &why) < 0)
+		fprintf(stderr, "kmip_bench: key pair %s/%s stays in the token: %s\n", k->priv, k->pub, why);
+}
+
+/* Measurements through the relay. */
+
+/* Parallel runs start together: each says it is ready, then waits for go. */
+struct start {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	unsigned ready;
+	bool go;
+};
+
+struct run {
+	const struct bench *b;
+	const uint8_t *req;
+	size_t len, n_items;
+	double seconds;
+	struct start *start;
+	struct result res;
+};
+
+static void wait_for_start(struct start *s)
+{
+	pthread_mutex_lock(&s->mu);
+	s->ready++;
+	pthread_cond_broadcast(&s->cv);
+	while (!s->go)
+		pthread_cond_wait(&s->cv, &s->mu);
+	pthread_mutex_unlock(&s->mu);
+}
+
+static void give_start(struct start *s, unsigned n)
+{
+	pthread_mutex_lock(&s->mu);
+	while (s->ready < n)
+		pthread_cond_wait(&s->cv, &s->mu);
+	s->go = true;
+	pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+}
+
+/* Sends the same request on one connection, one at a time, for the run's time
+ * (after a warm-up that opens the token and finds the key). */
+static void *persistent(void *arg)
+{
+	struct run *run = arg;
+	struct conn c = { .fd = -1 };
+	const char *why = NULL;
+	uint64_t t0, deadline;
+	int r = conn_open(run->b, &c, &why);
+
+	t0 = now_us();
+	for (unsigned i = 0; r == 0 && i < WARMUP_REQUESTS && now_us() - t0 < WARMUP_MAX_US; i++)
+		r = call(&c, run->req, run->len, run->n_items, NULL, &why);
+	if (run->start)
+		wait_for_start(run->start);
+	t0 = now_us();
+	deadline = t0 + (uint64_t)(run->seconds * 1e6);
+	while (r == 0 && now_us() < deadline) {
+		r = call(&c, run->req, run->len, run->n_items, NULL, &why);
+		if (r == 0)
+			run->res.ops += run->n_items;
+	}
+	run->res.seconds = (double)(now_us() - t0) / 1e6;
+	if (r < 0)
+		set_why(&run->res, why);
+	conn_close(&c);
+	return NULL;
+}
+
+/* A new connection for every Sign: TCP, the full TLS handshake, and on the relay's
+ * side a new process that loads the module and logs in. */
+static void new_connections(struct run *run)
+{
+	uint64_t t0 = now_us(), deadline = t0 + (uint64_t)(run->seconds * 1e6);
+	const char *why = NULL;
+	int r = 0;
+
+	while (r == 0 && now_us() < deadline) {
+		struct conn c = { .fd = -1 };
+
+		r = conn_open(run->b, &c, &why);
+		if (r == 0)
+			r = call(&c, run->req, run->len, 1, NULL, &why);
+		conn_close(&c);
+		if (r == 0)
+			run->res.ops++;
+	}
+	run->res.seconds = (double)(now_us() - t0) / 1e6;
+	if (r < 0)
+		set_why(&run->res, why);
+}
+
+/* n connections, each with one request outstanding, started together. The rate is
+ * the sum of the connections' rates. */
+static void parallel(const struct run *base, unsigned n, struct result *ret)
+{
+	struct start start = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+	struct run runs[MAX_THREADS];
+	pthread_t threads[MAX_THREADS];
+	unsigned started = 0;
+	double rate = 0;
+
+	*ret = (struct result){ 0 };
+	for (unsigned i = 0; i < n; i++) {
+		runs[i] = *base;
+		runs[i].start = &start;
+		runs[i].res = (struct result){ 0 };
+		if (pthread_create(&threads[i], NULL, persistent, &runs[i]) != 0) {
+			set_why(ret, "cannot start the threads");
+			break;
+		}
+		started++;
+	}
+	give_start(&start, started);
+	for (unsigned i = 0; i < started; i++) {
+		pthread_join(threads[i], NULL);
+		if (runs[i].res.why[0] && !ret->why[0])
+			set_why(ret, runs[i].res.why);
+		ret->ops += runs[i].res.ops;
+		if (runs[i].res.seconds > 0)
+			rate += (double)runs[i].res.ops / runs[i].res.seconds;
+	}
+	/* As one run of the same ops at the summed rate. */
+	ret->seconds = rate > 0 ? (double)ret->ops / rate : 0;
+}
+
+static void measure_relay(const struct bench *b, struct key *k)
+{
+	struct run one_req = { .b = b, .req = k->sign, .len = k->sign_len, .n_items = 1, .seconds = b->opt.seconds };
+	struct run batch = one_req, fresh = one_req;
+
+	batch.req = k->sign_batch;
+	batch.len = k->sign_batch_len;
+	batch.n_items = BATCH;
+	persistent(&one_req);
+	k->res[M_ONE] = one_req.res;
+	persistent(&batch);
+	k->res[M_BATCH] = batch.res;
+	new_connections(&fresh);
+	k->res[M_NEW_CONN] = fresh.res;
+	parallel(&one_req, 2, &k->res[M_PAR2]);
+	parallel(&one_req, 4, &k->res[M_PAR4]);
+}
+
+/* The limit: C_Sign in this process on the same token and key, through the relay's
+ * hashing path - CKM_SHA256_RSA_PKCS on the data for RSA; for ECDSA, SHA-256 here
+ * with GnuTLS and CKM_ECDSA on the digest. */
+
+/* "pkcs11:token=" and the label, percent-encoded where RFC 7512 wants it. */
+static int token_uri(const char *label, char *out, size_t size)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t n = (size_t)snprintf(out, size, "pkcs11:token=");
+
+	for (const unsigned char *p = (const unsigned char *)label; *p; p++) {
+		bool plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+			     strchr("-._~", *p);
+
+		if (size - n < 4)
+			return KR_E_CONFIG;
+		if (plain) {
+			out[n++] = (char)*p;
+		} else {
+			out[n++] = '%';
+			out[n++] = hex[*p >> 4];
+			out[n++] = hex[*p & 15];
+		}
+	}
+	out[n] = '\0';
+	return 0;
+}
+
+/* Module, token and login as the relay does them, under the relay's lock file if
+ * one is given (SoftHSM rewrites its token file on every login). */
+static int open_token(const struct options *o, struct p11_token **ret, const char **ret_why)
+{
+	struct p11_token *t = NULL;
+	char uri[512], *pin = NULL;
+	size_t pin_len = 0;
+	int lock = -1, r;
+
+	if ((r = token_uri(o->token, uri, sizeof(uri))) < 0) {
+		*ret_why = "--token: the label is too long";
+		return r;
+	}
+	r = p11_read_pin(o->pin_file, NULL, &pin, &pin_len, ret_why);
+	if (r == 0)
+		r = p11_lock(o->lock_file, IO_TIMEOUT_S, &lock, ret_why);
+	if (r == 0)
+		r = p11_open(o->module, uri, NULL, 0, &t, ret_why);
+	if (r == 0)
+		r = p11_login(t, pin, pin_len, ret_why);
+	p11_unlock(lock);
+	p11_pin_free(pin, pin_len);
+	if (r < 0) {
+		p11_close(t);
+		return r;
+	}
+	*ret = t;
+	return 0;
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* The private key the UID names, found by its CKA_ID (the UID's hex part). */
+static int find_private_key(struct p11_token *t, const char *uid, CK_OBJECT_HANDLE *ret, const char **ret_why)
+{
+	uint8_t id[STORE_MAX_ID];
+	size_t hex_len = strcspn(uid, "_"), n = 0;
+	CK_OBJECT_CLASS cls;
+	CK_ATTRIBUTE tmpl[3];
+	CK_OBJECT_HANDLE h[2];
+	int r;
+
+	if (hex_len == 0 || hex_len % 2 || hex_len / 2 > sizeof(id) || strcmp(uid + hex_len, "_priv") != 0) {
+		*ret_why = "the relay's Unique Identifier is not <hex CKA_ID>_priv";
+		return KR_E_P11_NOT_FOUND;
+	}
+	for (size_t i = 0; i < hex_len / 2; i++) {
+		int hi = hexval(uid[2 * i]), lo = hexval(uid[2 * i + 1]);
+
+		if (hi < 0 || lo < 0) {
+			*ret_why = "the relay's Unique Identifier is not <hex CKA_ID>_priv";
+			return KR_E_P11_NOT_FOUND;
+		}
+		id[i] = (uint8_t)(hi << 4 | lo);
+	}
+	r = p11_find(t, tmpl, store_kind_template(STORE_PRIVATE, id, hex_len / 2, &cls, tmpl), h, 2, &n);
+	if (r == 0 && n != 1)
+		r = KR_E_P11_NOT_FOUND;
+	if (r < 0) {
+		*ret_why = "the key is not in the token";
+		return r;
+	}
+	*ret = h[0];
+	return 0;
+}
+
+static int sign_in_process(struct p11_token *t, CK_KEY_TYPE type, CK_OBJECT_HANDLE key, const char **ret_why)
+{
+	CK_MECHANISM mech = { type == CKK_RSA ? CKM_SHA256_RSA_PKCS : CKM_ECDSA, NULL, 0 };
+	uint8_t digest[32], sig[512];
+	size_t sig_len = sizeof(sig);
+	int r;
+
+	if (type == CKK_RSA)
+		r = p11_sign(t, &mech, key, data, sizeof(data), sig, &sig_len);
+	else if (gnutls_hash_fast(GNUTLS_DIG_SHA256, data, sizeof(data), digest) < 0)
+		r = KR_E_P11_FAILED;
+	else
+		r = p11_sign(t, &mech, key, digest, sizeof(digest), sig, &sig_len);
+	if (r < 0)
+		*ret_why = p11_rv_name(p11_last_rv(t));
+	return r;
+}
+
+static int measure_in_process(const struct options *o, struct key *keys, size_t n_keys, const char **ret_why)
+{
+	struct p11_token *t = NULL;
+	int r = open_token(o, &t, ret_why);
+
+	for (size_t i = 0; r == 0 && i < n_keys; i++) {
+		struct result *res = &keys[i].res[M_INPROCESS];
+		CK_OBJECT_HANDLE key = CK_INVALID_HANDLE;
+		uint64_t t0, deadline;
+
+		r = find_private_key(t, keys[i].priv, &key, ret_why);
+		t0 = now_us();
+		for (unsigned j = 0; r == 0 && j < WARMUP_REQUESTS && now_us() - t0 < WARMUP_MAX_US; j++)
+			r = sign_in_process(t, keys[i].type, key, ret_why);
+		t0 = now_us();
+		deadline = t0 + (uint64_t)(o->seconds * 1e6);
+		while (r == 0 && now_us() < deadline) {
+			r = sign_in_process(t, keys[i].type, key, ret_why);
+			if (r == 0)
+				res->ops++;
+		}
+		res->seconds = (double)(now_us() - t0) / 1e6;
+	}
+	p11_close(t);
+	return r;
+}
+
+/* The report. */
+
+static double rate(const struct result *r)
+{
+	return r->seconds > 0 ? (double)r->ops / r->seconds : 0;
+}
+
+static void print_key(const struct options *o, const struct key *k)
+{
+	double limit = rate(&k->res[M_INPROCESS]);
+
+	printf("\n%s, %d-byte data, %g s per measurement\n", k->title, DATA_LEN, o->seconds);
+	printf("  %-36s %9s %10s %14s  %s\n", "measurement", "ops/s", "\u00b5s/op" /* 2 bytes, 1 column */, "vs in-process", "target (issue)");
+	for (int m = 0; m < N_MODES; m++) {
+		const struct result *r = &k->res[m];
+		double target = m == M_ONE ? k->target_one : m == M_BATCH ? k->target_batch : 0;
+		double ops = rate(r), ratio = limit > 0 ? ops / limit : 0;
+
+		if (r->why[0] && r->ops == 0) {
+			printf("  %-36s failed: %s\n", mode_names[m], r->why);
+			continue;
+		}
+		printf("  %-36s %9.1f %9.1f %14.2f", mode_names[m], ops, ops > 0 ? 1e6 / ops : 0, ratio);
+		if (target > 0)
+			printf("  >= %.2f %s", target, ratio >= target ? "met" : "NOT MET");
+		if (r->why[0])
+			printf("  (stopped after %lu: %s)", r->ops, r->why);
+		putchar('\n');
+	}
+}
+
+static void print_report(const struct options *o, const struct result *floor, const struct key *keys,
+			 size_t n_keys)
+{
+	printf("kmip_bench: relay %s:%s, token \"%s\", module %s\n", o->host, o->port, o->token, o->module);
+	if (floor->why[0])
+		printf("the round trip without the token (Discover Versions): failed: %s\n", floor->why);
+	else
+		printf("the round trip without the token (Discover Versions, 1 connection): %.1f \u00b5s\n",
+		       1e6 / rate(floor));
+	for (size_t i = 0; i < n_keys; i++)
+		print_key(o, &keys[i]);
+	printf("\n\u00b5s/op is wall time per Sign (for parallel connections, at their summed rate).\n"
+	       "The in-process loop runs single-threaded on the same token, key type and hashing path.\n");
+}
+
+/* Set-up. */
+
+static void usage(FILE *out)
+{
+	fputs("Usage: kmip_bench --host HOST --port N --ca CA.pem --cert CLIENT.pem --key CLIENT.key\n"
+	      "                  --module MODULE.so --token LABEL --pin-file FILE\n"
+	      "                  [--lock-file FILE] [--seconds S]\n"
+	      "Measures Sign through a running kmip-relay (RSA-2048 and P-256 keys it makes,\n"
+	      "uses and destroys) against a C_Sign loop in this process on the same token.\n"
+	      "  --token LABEL, --pin-file FILE  the token and PIN the relay is configured with\n"
+	      "  --lock-file FILE  the relay's pkcs11.lock_file, held while this process logs in\n"
+	      "  --seconds S       per measurement (default 3)\n",
+	      out);
+}
+
+static int parse_options(int argc, char **argv, struct options *ret)
+{
+	static const struct option options[] = {
+		{ "host", required_argument, NULL, 'H' },     { "port", required_argument, NULL, 'p' },
+		{ "ca", required_argument, NULL, 'a' },       { "cert", required_argument, NULL, 'c' },
+		{ "key", required_argument, NULL, 'k' },      { "module", required_argument, NULL, 'm' },
+		{ "token", required_argument, NULL, 't' },    { "pin-file", required_argument, NULL, 'P' },
+		{ "lock-file", required_argument, NULL, 'l' }, { "seconds", required_argument, NULL, 's' },
+		{ "help", no_argument, NULL, 'h' },           { NULL, 0, NULL, 0 },
+	};
+	struct options o = { .seconds = 3 };
+	char *end;
+	int opt;
+
+	while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
+		switch (opt) {
+		case 'H': o.host = optarg; break;
+		case 'p': o.port = optarg; break;
+		case 'a': o.ca = optarg; break;
+		case 'c': o.cert = optarg; break;
+		case 'k': o.key = optarg; break;
+		case 'm': o.module = optarg; break;
+		case 't': o.token = optarg; break;
+		case 'P': o.pin_file = optarg; break;
+		case 'l': o.lock_file = optarg; break;
+		case 's':
+			errno = 0;
+			o.seconds = strtod(optarg, &end);
+			if (errno || end == optarg || *end || !(o.seconds > 0 && o.seconds <= 600)) {
+				fprintf(stderr, "kmip_bench: --seconds: a number from 0 to 600\n");
+				return -1;
+			}
+			break;
+		case 'h': usage(stdout); exit(EXIT_SUCCESS);
+		default: usage(stderr); return -1;
+		}
+	}
+	if (optind < argc || !o.host || !o.port || !o.ca || !o.cert || !o.key || !o.module || !o.token ||
+	    !o.pin_file) {
+		usage(stderr);
+		return -1;
+	}
+	*ret = o;
+	return 0;
+}
+
+static int setup_tls(struct bench *b, const char **ret_why)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+	unsigned char ip[sizeof(struct in6_addr)];
+
+	b->host_is_ip = inet_pton(AF_INET, b->opt.host, ip) == 1 || inet_pton(AF_INET6, b->opt.host, ip) == 1;
+	if (getaddrinfo(b->opt.host, b->opt.port, &hints, &b->addr) != 0) {
+		*ret_why = "--host/--port: cannot resolve";
+		return KR_E_CONFIG;
+	}
+	if (gnutls_certificate_allocate_credentials(&b->cred) < 0) {
+		*ret_why = "TLS credentials";
+		return KR_E_NOMEM;
+	}
+	if (gnutls_certificate_set_x509_trust_file(b->cred, b->opt.ca, GNUTLS_X509_FMT_PEM) <= 0) {
+		*ret_why = "--ca: no usable CA certificate";
+		return KR_E_CONFIG;
+	}
+	if (gnutls_certificate_set_x509_key_file2(b->cred, b->opt.cert, b->opt.key, GNUTLS_X509_FMT_PEM, NULL, 0) <
+	    0) {
+		*ret_why = "--cert/--key: cannot load the client certificate and key";
+		return KR_E_CONFIG;
+	}
+	return 0;
+}
+
+/* Discover Versions on one connection: TLS, the relay's message handling and the
+ * client's, without the token - the least a request costs. */
+static void measure_round_trip(const struct bench *b, struct result *ret)
+{
+	struct run run = { .b = b, .n_items = 1, .seconds = b->opt.seconds };
+	uint8_t *req = NULL;
+	size_t len = 0;
+	int r = build(KMIP_OP_DISCOVER_VERSIONS, fill_nothing, NULL, 1, &req, &len);
+
+	if (r < 0) {
+		*ret = (struct result){ 0 };
+		set_why(ret, kr_strerror(r));
+		return;
+	}
+	run.req = req;
+	run.len = len;
+	persistent(&run);
+	*ret = run.res;
+	ttlv_buf_free(req, len);
+}
+
+static int prepare_requests(struct key *k)
+{
+	int r = build(KMIP_OP_SIGN, fill_sign, k, 1, &k->sign, &k->sign_len);
+
+	return r < 0 ? r : build(KMIP_OP_SIGN, fill_sign, k, BATCH, &k->sign_batch, &k->sign_batch_len);
+}
+
+int main(int argc, char **argv)
+{
+	struct bench b = { 0 };
+	struct key keys[] = {
+		{ .title = "RSA-2048, PKCS#1 v1.5 with SHA-256", .type = CKK_RSA, .target_one = 0.90, .target_batch = 0.90 },
+		{ .title = "ECDSA P-256 with SHA-256", .type = CKK_EC, .target_one = 0.60, .target_batch = 0.85 },
+	};
+	const size_t n_keys = sizeof(keys) / sizeof(keys[0]);
+	struct conn c = { .fd = -1 };
+	struct result floor = { 0 };
+	const char *why = "out of memory", *step = "set-up";
+	int r;
+
+	/* Before anything else, as in the relay: GnuTLS must not load p11-kit's
+	 * registered modules, which would put a second copy of SoftHSM in here. */
+	if (gnutls_pkcs11_init(GNUTLS_PKCS11_FLAG_MANUAL, NULL) < 0)
+		return EXIT_FAILURE;
+	if (parse_options(argc, argv, &b.opt) < 0)
+		return EXIT_FAILURE;
+	if (gnutls_rnd(GNUTLS_RND_NONCE, data, sizeof(data)) < 0)
+		return EXIT_FAILURE;
+	r = setup_tls(&b, &why);
+	if (r == 0) {
+		step = "connecting to the relay";
+		r = conn_open(&b, &c, &why);
+	}
+	for (size_t i = 0; r == 0 && i < n_keys; i++) {
+		step = "creating the key pairs";
+		r = create_key(&c, &keys[i], &why);
+		if (r == 0 && (r = prepare_requests(&keys[i])) < 0)
+			why = kr_strerror(r);
+		if (r == 0) {
+			step = "signing once";
+			r = check_key(&c, &keys[i], &why);
+		}
+	}
+	/* Nothing else uses the token while this process logs in and signs. */
+	conn_close(&c);
+	if (r == 0) {
+		step = "the in-process C_Sign loop";
+		r = measure_in_process(&b.opt, keys, n_keys, &why);
+	}
+	if (r == 0) {
+		measure_round_trip(&b, &floor);
+		for (size_t i = 0; i < n_keys; i++)
+			measure_relay(&b, &keys[i]);
+	}
+	/* The keys go before anything is printed: a reader that goes away must not
+	 * leave them in the token. */
+	if (keys[0].priv[0] || keys[1].priv[0]) {
+		const char *close_why = NULL;
+		bool connected = conn_open(&b, &c, &close_why) == 0;
+
+		for (size_t i = 0; i < n_keys; i++)
+			destroy_key(connected ? &c : NULL, &keys[i], close_why);
+		conn_close(&c);
+	}
+	if (r == 0)
+		print_report(&b.opt, &floor, keys, n_keys);
+	else
+		fprintf(stderr, "kmip_bench: %s: %s\n", step, why);
+	for (size_t i = 0; i < n_keys; i++) {
+		ttlv_buf_free(keys[i].sign, keys[i].sign_len);
+		ttlv_buf_free(keys[i].sign_batch, keys[i].sign_batch_len);
+	}
+	if (b.cred)
+		gnutls_certificate_free_credentials(b.cred);
+	if (b.addr)
+		freeaddrinfo(b.addr);
+	return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}
