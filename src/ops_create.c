@@ -648,16 +648,11 @@ static int private_template(const struct key_block *kb, struct key_template *t, 
 		goto out;
 	switch (gnutls_x509_privkey_get_pk_algorithm(key)) {
 	case GNUTLS_PK_RSA: {
-		static const CK_ATTRIBUTE_TYPE types[] = {
-			CKA_MODULUS, CKA_PUBLIC_EXPONENT, CKA_PRIVATE_EXPONENT, CKA_PRIME_1,
-			CKA_PRIME_2, CKA_COEFFICIENT, CKA_EXPONENT_1, CKA_EXPONENT_2,
-		};
-
 		if (gnutls_x509_privkey_export_rsa_raw2(key, &c[0], &c[1], &c[2], &c[3], &c[4], &c[5], &c[6], &c[7]) < 0)
 			goto out;
 		tmpl_add(t, CKA_KEY_TYPE, &rsa, sizeof(rsa));
 		for (size_t i = 0; i < 8; i++)
-			tmpl_number(t, v, types[i], c[i]);
+			tmpl_number(t, v, ops_rsa_private_attributes[i], c[i]);
 		k->algorithm = ALG_RSA;
 		k->length = rsa_bits(&c[0]);
 		r = 0;

@@ -348,10 +348,6 @@ static int secret_key_material(struct store *st, const struct store_obj *o, uint
 static int private_key_material(struct store *st, const struct store_obj *o, const struct key_info *ki,
 				uint32_t format, struct ttlv_writer *w)
 {
-	static const CK_ATTRIBUTE_TYPE rsa_types[] = {
-		CKA_MODULUS, CKA_PUBLIC_EXPONENT, CKA_PRIVATE_EXPONENT, CKA_PRIME_1,
-		CKA_PRIME_2, CKA_COEFFICIENT, CKA_EXPONENT_1, CKA_EXPONENT_2,
-	};
 	gnutls_datum_t d[8]; /* from p11_get_attr_alloc: malloc */
 	size_t n = 0;
 	gnutls_x509_privkey_t key = NULL;
@@ -375,7 +371,7 @@ static int private_key_material(struct store *st, const struct store_obj *o, con
 		return KR_E_NOMEM;
 	if (ki->key_type == CKK_RSA && format != 6) {
 		for (size_t i = 0; r == 0 && i < 8; i++)
-			if ((r = p11_get_attr_alloc(st->tok, o->handle, rsa_types[i], &buf, &len)) == 0)
+			if ((r = p11_get_attr_alloc(st->tok, o->handle, ops_rsa_private_attributes[i], &buf, &len)) == 0)
 				d[n++] = (gnutls_datum_t){ buf, (unsigned)len };
 		if (r == 0 && gnutls_x509_privkey_import_rsa_raw2(key, &d[0], &d[1], &d[2], &d[3], &d[4],
 								  &d[5], &d[6], &d[7]) < 0)

@@ -214,6 +214,11 @@ uint32_t ops_usage_of(struct store *st, const struct store_obj *o, const struct 
 	return mask;
 }
 
+const CK_ATTRIBUTE_TYPE ops_rsa_private_attributes[8] = {
+	CKA_MODULUS, CKA_PUBLIC_EXPONENT, CKA_PRIVATE_EXPONENT, CKA_PRIME_1,
+	CKA_PRIME_2, CKA_COEFFICIENT, CKA_EXPONENT_1, CKA_EXPONENT_2,
+};
+
 const uint32_t ops_object_types[STORE_N_KINDS] = {
 	[STORE_PUBLIC] = OBJ_PUBLIC_KEY, [STORE_PRIVATE] = OBJ_PRIVATE_KEY, [STORE_SECRET] = OBJ_SYMMETRIC_KEY,
 	[STORE_CERT] = 1, [STORE_DATA] = OBJ_OPAQUE,

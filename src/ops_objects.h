@@ -42,6 +42,10 @@ extern const struct ops_curve ops_curves[OPS_N_CURVES];
 /* The curve whose ECParameters are der. */
 bool ops_find_curve(const uint8_t *der, size_t len, size_t *ret);
 
+/* An RSA private key's components as PKCS#11 holds them, in the order GnuTLS
+ * exports and imports them (m, e, d, p, q, u, e1, e2). */
+extern const CK_ATTRIBUTE_TYPE ops_rsa_private_attributes[8];
+
 /* The KMIP Object Type and object tag of each kind of store object. */
 extern const uint32_t ops_object_types[STORE_N_KINDS];
 extern const uint32_t ops_object_tags[STORE_N_KINDS];
