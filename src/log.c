@@ -64,27 +64,91 @@ void log_close(void)
 	target = LOG_TARGET_NONE;
 }
 
-/* One write per line, so that lines from concurrent processes don't interleave. */
-static void write_line(int fd, const char *message)
+/* Lines for a file or stderr are held here between log_hold() and log_release(), so
+ * that a response's audit records cost one write. Whole lines only, so that lines
+ * from concurrent processes don't interleave (O_APPEND). */
+struct held {
+	char buf[32768];
+	size_t len;
+};
+
+static int hold_depth;
+static struct held held_stderr, held_file;
+
+static void write_all(int fd, const char *p, size_t n)
 {
-	char stamp[32], line[8192];
+	while (n) {
+		ssize_t w = write(fd, p, n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return;
+		p += w;
+		n -= (size_t)w;
+	}
+}
+
+static void flush_held(int fd, struct held *h)
+{
+	write_all(fd, h->buf, h->len);
+	h->len = 0;
+}
+
+/* The line's prefix: the UTC time to the millisecond, the ident and the pid. The
+ * part down to the second is made once a second. */
+static int line_prefix(char *out, size_t size)
+{
+	static time_t stamp_sec = -1;
+	static char stamp[32];
 	struct timespec ts;
-	struct tm tm;
-	int n;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
-	n = snprintf(line, sizeof(line), "%s.%03ldZ %s[%ld]: %s\n", stamp, ts.tv_nsec / 1000000, IDENT,
-		     (long)getpid(), message);
-	if (n < 0)
+	if (ts.tv_sec != stamp_sec) {
+		struct tm tm;
+
+		gmtime_r(&ts.tv_sec, &tm);
+		strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
+		stamp_sec = ts.tv_sec;
+	}
+	return snprintf(out, size, "%s.%03ldZ %s[%ld]: ", stamp, ts.tv_nsec / 1000000, IDENT, (long)getpid());
+}
+
+static void write_line(int fd, struct held *h, const char *message)
+{
+	char line[8192];
+	int p = line_prefix(line, sizeof(line));
+	size_t n;
+
+	if (p < 0)
 		return;
-	if ((size_t)n >= sizeof(line)) {
+	n = (size_t)p + (size_t)snprintf(line + p, sizeof(line) - (size_t)p, "%s\n", message);
+	if (n >= sizeof(line)) {
 		n = sizeof(line) - 1;
 		line[n - 1] = '\n';
 	}
-	while (write(fd, line, (size_t)n) < 0 && errno == EINTR)
-		;
+	if (!hold_depth) {
+		write_all(fd, line, n);
+		return;
+	}
+	if (h->len + n > sizeof(h->buf))
+		flush_held(fd, h);
+	memcpy(h->buf + h->len, line, n);
+	h->len += n;
+}
+
+void log_hold(void)
+{
+	hold_depth++;
+}
+
+void log_release(void)
+{
+	if (hold_depth == 0 || --hold_depth > 0)
+		return;
+	flush_held(STDERR_FILENO, &held_stderr);
+	if (file_fd >= 0)
+		flush_held(file_fd, &held_file);
 }
 
 static void journal_send(int priority, const char *message, const struct log_field *fields, size_t n)
@@ -120,13 +184,13 @@ void log_record(int priority, const char *message, const struct log_field *field
 		syslog(priority, "%s", message);
 		break;
 	case LOG_TARGET_STDERR:
-		write_line(STDERR_FILENO, message);
+		write_line(STDERR_FILENO, &held_stderr, message);
 		break;
 	case LOG_TARGET_NONE:
 		break;
 	}
 	if (file_fd >= 0)
-		write_line(file_fd, message);
+		write_line(file_fd, &held_file, message);
 }
 
 void log_msg(int priority, const char *fmt, ...)

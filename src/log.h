@@ -38,6 +38,9 @@ __attribute__((format(printf, 2, 3)))
 void log_msg(int priority, const char *fmt, ...);
 /* A record with structured fields; message is its text form. */
 void log_record(int priority, const char *message, const struct log_field *fields, size_t n);
+/* Between these, file and stderr lines are gathered and then written together. */
+void log_hold(void);
+void log_release(void);
 /* A TTLV tree, redacted, at debug priority (--trace). */
 void log_trace(const char *what, const struct ttlv_item *root);
 

@@ -22,18 +22,19 @@ enum { VALID = 1, INVALID = 2 };
 static const struct hash {
 	uint32_t kmip;
 	gnutls_digest_algorithm_t gnutls;
-	CK_MECHANISM_TYPE digest, rsa_pkcs, rsa_pss, hmac;
+	CK_MECHANISM_TYPE digest, rsa_pkcs, rsa_pss, hmac, ecdsa;
 	CK_RSA_PKCS_MGF_TYPE mgf;
 } hashes[] = {
-	{ HASH_SHA1, GNUTLS_DIG_SHA1, CKM_SHA_1, CKM_SHA1_RSA_PKCS, CKM_SHA1_RSA_PKCS_PSS, CKM_SHA_1_HMAC, CKG_MGF1_SHA1 },
+	{ HASH_SHA1, GNUTLS_DIG_SHA1, CKM_SHA_1, CKM_SHA1_RSA_PKCS, CKM_SHA1_RSA_PKCS_PSS, CKM_SHA_1_HMAC,
+	  CKM_ECDSA_SHA1, CKG_MGF1_SHA1 },
 	{ HASH_SHA224, GNUTLS_DIG_SHA224, CKM_SHA224, CKM_SHA224_RSA_PKCS, CKM_SHA224_RSA_PKCS_PSS, CKM_SHA224_HMAC,
-	  CKG_MGF1_SHA224 },
+	  CKM_ECDSA_SHA224, CKG_MGF1_SHA224 },
 	{ HASH_SHA256, GNUTLS_DIG_SHA256, CKM_SHA256, CKM_SHA256_RSA_PKCS, CKM_SHA256_RSA_PKCS_PSS, CKM_SHA256_HMAC,
-	  CKG_MGF1_SHA256 },
+	  CKM_ECDSA_SHA256, CKG_MGF1_SHA256 },
 	{ HASH_SHA384, GNUTLS_DIG_SHA384, CKM_SHA384, CKM_SHA384_RSA_PKCS, CKM_SHA384_RSA_PKCS_PSS, CKM_SHA384_HMAC,
-	  CKG_MGF1_SHA384 },
+	  CKM_ECDSA_SHA384, CKG_MGF1_SHA384 },
 	{ HASH_SHA512, GNUTLS_DIG_SHA512, CKM_SHA512, CKM_SHA512_RSA_PKCS, CKM_SHA512_RSA_PKCS_PSS, CKM_SHA512_HMAC,
-	  CKG_MGF1_SHA512 },
+	  CKM_ECDSA_SHA512, CKG_MGF1_SHA512 },
 };
 
 static const struct hash *find_hash(uint32_t kmip)
@@ -89,58 +90,61 @@ static bool read_params(const struct ttlv_item *payload, struct crypto_params *p
 struct sig_input {
 	CK_MECHANISM mech;
 	CK_RSA_PKCS_PSS_PARAMS pss;
-	uint8_t buf[128];
+	uint8_t digest[64], buf[128];
 	gnutls_datum_t in;
 };
 
-static int signature_input(CK_KEY_TYPE type, const struct crypto_params *p, const uint8_t *data, size_t len, bool digested,
-			   struct sig_input *s)
+/* The mechanism and input for signing (or verifying) data with a key of this type.
+ * Unhashed data goes to the token's combined mechanism (CKM_SHA256_RSA_PKCS,
+ * CKM_ECDSA_SHA256, ...) if it has one; otherwise the relay hashes it and the
+ * token signs the digest (RSA PKCS#1 v1.5: its DigestInfo). */
+static int signature_input(struct p11_token *tok, CK_KEY_TYPE type, const struct crypto_params *p,
+			   const uint8_t *data, size_t len, bool digested, struct sig_input *s)
 {
 	const struct hash *h = find_hash(p->hash ? p->hash : HASH_SHA256);
 	uint32_t padding = p->padding ? p->padding : PAD_PKCS1_V15;
+	CK_MECHANISM_TYPE combined;
 
 	s->in = (gnutls_datum_t){ (uint8_t *)data, (unsigned)len };
 	s->mech = (CK_MECHANISM){ 0, NULL, 0 };
-	switch (type) {
-	case CKK_RSA:
-		if (!h || (padding != PAD_PKCS1_V15 && padding != PAD_PSS))
-			return KR_E_P11_MECHANISM;
-		if (padding == PAD_PSS) {
-			s->pss = (CK_RSA_PKCS_PSS_PARAMS){ h->digest, h->mgf, gnutls_hash_get_len(h->gnutls) };
-			s->mech = (CK_MECHANISM){ digested ? CKM_RSA_PKCS_PSS : h->rsa_pss, &s->pss, sizeof(s->pss) };
-		} else if (!digested) {
-			s->mech.mechanism = h->rsa_pkcs;
-		} else {
-			gnutls_datum_t di = { 0 };
-
-			if (gnutls_encode_ber_digest_info(h->gnutls, &s->in, &di) < 0 || di.size > sizeof(s->buf)) {
-				gnutls_free(di.data);
-				return KR_E_P11_DATA;
-			}
-			memcpy(s->buf, di.data, di.size);
-			s->in = (gnutls_datum_t){ s->buf, di.size };
-			gnutls_free(di.data);
-			s->mech.mechanism = CKM_RSA_PKCS;
-		}
-		return 0;
-	case CKK_EC:
-		if (!h)
-			return KR_E_P11_MECHANISM;
-		if (!digested) {
-			if (gnutls_hash_fast(h->gnutls, data, len, s->buf) < 0)
-				return KR_E_P11_FAILED;
-			s->in = (gnutls_datum_t){ s->buf, gnutls_hash_get_len(h->gnutls) };
-		}
-		s->mech.mechanism = CKM_ECDSA;
-		return 0;
-	case CKK_EC_EDWARDS:
+	if (type == CKK_EC_EDWARDS) {
 		if (digested)
 			return KR_E_P11_MECHANISM; /* EdDSA signs the message, not a digest */
 		s->mech.mechanism = CKM_EDDSA;
 		return 0;
-	default:
-		return KR_E_P11_MECHANISM;
 	}
+	if (!h || (type != CKK_RSA && type != CKK_EC) ||
+	    (type == CKK_RSA && padding != PAD_PKCS1_V15 && padding != PAD_PSS))
+		return KR_E_P11_MECHANISM;
+	if (type == CKK_RSA && padding == PAD_PSS) {
+		s->pss = (CK_RSA_PKCS_PSS_PARAMS){ h->digest, h->mgf, gnutls_hash_get_len(h->gnutls) };
+		s->mech = (CK_MECHANISM){ CKM_RSA_PKCS_PSS, &s->pss, sizeof(s->pss) };
+	}
+	combined = type == CKK_EC ? h->ecdsa : padding == PAD_PSS ? h->rsa_pss : h->rsa_pkcs;
+	if (!digested && p11_has_mechanism(tok, combined)) {
+		s->mech.mechanism = combined;
+		return 0;
+	}
+	if (!digested) {
+		if (gnutls_hash_fast(h->gnutls, data, len, s->digest) < 0)
+			return KR_E_P11_FAILED;
+		s->in = (gnutls_datum_t){ s->digest, gnutls_hash_get_len(h->gnutls) };
+	}
+	if (type == CKK_EC) {
+		s->mech.mechanism = CKM_ECDSA;
+	} else if (padding == PAD_PKCS1_V15) {
+		gnutls_datum_t di = { 0 };
+
+		if (gnutls_encode_ber_digest_info(h->gnutls, &s->in, &di) < 0 || di.size > sizeof(s->buf)) {
+			gnutls_free(di.data);
+			return KR_E_P11_DATA;
+		}
+		memcpy(s->buf, di.data, di.size);
+		s->in = (gnutls_datum_t){ s->buf, di.size };
+		gnutls_free(di.data);
+		s->mech.mechanism = CKM_RSA_PKCS;
+	}
+	return 0;
 }
 
 /* The failure of a cryptographic call, as precisely as can be said; the message is
@@ -217,25 +221,40 @@ static gnutls_sign_algorithm_t gnutls_algorithm(CK_KEY_TYPE type, const struct c
 static int self_check(struct store *st, const struct store_obj *priv, const struct crypto_params *p,
 		      const struct ttlv_item *in, bool digested, const gnutls_datum_t *sig)
 {
+	/* The last key checked with: a signer uses one key for many Signs, and building
+	 * it costs token round trips. The process serves one connection, so one token. */
+	static struct {
+		char uid[STORE_MAX_UID + 1];
+		CK_OBJECT_HANDLE handle;
+		gnutls_pubkey_t key;
+	} last;
 	gnutls_sign_algorithm_t algo = gnutls_algorithm(priv->key_type, p);
 	gnutls_datum_t data = { (uint8_t *)in->value, in->len };
-	struct store_obj pub;
-	gnutls_pubkey_t key = NULL;
-	int r;
 
-	if (store_find_kind(st, STORE_PUBLIC, priv->id, priv->id_len, &pub) < 0) {
-		if (priv->key_type != CKK_RSA)
-			return KR_E_P11_NOT_FOUND;
-		pub = *priv;
-	}
-	if (algo == GNUTLS_SIGN_UNKNOWN || ops_gnutls_pubkey(st, &pub, &key) < 0)
+	if (algo == GNUTLS_SIGN_UNKNOWN)
 		return KR_E_P11_NOT_FOUND;
-	r = (digested ? gnutls_pubkey_verify_hash2(key, algo, 0, &data, sig)
-		      : gnutls_pubkey_verify_data2(key, algo, 0, &data, sig)) >= 0
-		    ? 0
-		    : KR_E_P11_SIGNATURE;
-	gnutls_pubkey_deinit(key);
-	return r;
+	if (!last.key || last.handle != priv->handle || strcmp(last.uid, priv->uid) != 0) {
+		struct store_obj pub;
+
+		if (last.key)
+			gnutls_pubkey_deinit(last.key);
+		last.key = NULL;
+		if (store_find_kind(st, STORE_PUBLIC, priv->id, priv->id_len, &pub) < 0) {
+			if (priv->key_type != CKK_RSA)
+				return KR_E_P11_NOT_FOUND;
+			pub = *priv;
+		}
+		if (ops_gnutls_pubkey(st, &pub, &last.key) < 0) {
+			last.key = NULL;
+			return KR_E_P11_NOT_FOUND;
+		}
+		memcpy(last.uid, priv->uid, sizeof(last.uid));
+		last.handle = priv->handle;
+	}
+	return (digested ? gnutls_pubkey_verify_hash2(last.key, algo, 0, &data, sig)
+			 : gnutls_pubkey_verify_data2(last.key, algo, 0, &data, sig)) >= 0
+		       ? 0
+		       : KR_E_P11_SIGNATURE;
 }
 
 void op_sign(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res)
@@ -257,7 +276,7 @@ void op_sign(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_w
 	}
 	if (!read_params(payload, &p, res) || !crypto_object(ctx, payload, STORE_PRIVATE, &st, &o, res))
 		return;
-	r = signature_input(o.key_type, &p, in->value, in->len, digested, &si);
+	r = signature_input(st->tok, o.key_type, &p, in->value, in->len, digested, &si);
 	if (r == 0)
 		r = p11_sign(st->tok, &si.mech, o.handle, si.in.data, si.in.size, sig, &sig_len);
 	if (r == 0 && o.key_type == CKK_EC) { /* PKCS#11 gives r || s; clients want DER SEQUENCE { r, s } */
@@ -364,7 +383,7 @@ void op_signature_verify(struct ops_ctx *ctx, const struct ttlv_item *payload, s
 	}
 	if (!read_params(payload, &p, res) || !crypto_object(ctx, payload, STORE_PUBLIC, &st, &o, res))
 		return;
-	r = signature_input(o.key_type, &p, in->value, in->len, digested, &si);
+	r = signature_input(st->tok, o.key_type, &p, in->value, in->len, digested, &si);
 	if (r == 0 && o.key_type == CKK_EC)
 		r = raw_ecdsa(st, &o, sig->value, sig->len, raw, &raw_len);
 	else if (r == 0 && sig->len <= sizeof(raw))

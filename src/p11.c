@@ -21,6 +21,9 @@ struct p11_token {
 	CK_SESSION_HANDLE session;
 	bool has_session;
 	CK_RV last_rv;
+	/* The slot's mechanisms, read on first need; n_mechanisms < 0 until then. */
+	CK_MECHANISM_TYPE *mechanisms;
+	long n_mechanisms;
 };
 
 /* PKCS#11 3.0's C_GetInterface; p11-kit 0.24's header is 2.40. A 3.0 function list
@@ -152,6 +155,7 @@ int p11_open(const char *module, const char *token_uri, const char *username, si
 		r = KR_E_NOMEM;
 		goto out;
 	}
+	t->n_mechanisms = -1;
 	if (!username) {
 		uri = p11_kit_uri_new();
 		if (!uri) {
@@ -227,7 +231,26 @@ void p11_close(struct p11_token *t)
 		t->f->C_Finalize(NULL);
 	if (t->dl)
 		dlclose(t->dl);
+	free(t->mechanisms);
 	free(t);
+}
+
+bool p11_has_mechanism(struct p11_token *t, CK_MECHANISM_TYPE m)
+{
+	if (t->n_mechanisms < 0) {
+		CK_ULONG n = 0;
+
+		t->n_mechanisms = 0;
+		if (t->f->C_GetMechanismList(t->slot, NULL, &n) != CKR_OK || n == 0 ||
+		    !(t->mechanisms = calloc(n, sizeof(*t->mechanisms))))
+			return false;
+		if (t->f->C_GetMechanismList(t->slot, t->mechanisms, &n) == CKR_OK)
+			t->n_mechanisms = (long)n;
+	}
+	for (long i = 0; i < t->n_mechanisms; i++)
+		if (t->mechanisms[i] == m)
+			return true;
+	return false;
 }
 
 int p11_login(struct p11_token *t, const char *pin, size_t pin_len, const char **ret_why)

@@ -5,6 +5,7 @@
 #define KR_P11_H
 
 #include <p11-kit/pkcs11.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,6 +43,9 @@ void p11_pin_free(char *pin, size_t len);
 /* The last failing call's CKR_ code, and the name of a code ("CKR_KEY_SIZE_RANGE"). */
 CK_RV p11_last_rv(const struct p11_token *t);
 const char *p11_rv_name(CK_RV rv);
+
+/* Whether the token lists mechanism m (C_GetMechanismList, once per connection). */
+bool p11_has_mechanism(struct p11_token *t, CK_MECHANISM_TYPE m);
 
 /* Object primitives; each returns 0 or the project error for the token's CKR_. */
 int p11_find(struct p11_token *t, const CK_ATTRIBUTE *tmpl, size_t n, CK_OBJECT_HANDLE *out, size_t max,

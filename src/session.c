@@ -20,6 +20,17 @@ struct session {
 	struct conn_token *token;
 	struct ttlv_limits limits;
 	char client[160]; /* the identity of the current request's client, for audit */
+	/* The audit records of the request in hand; they are written after its response
+	 * is sent, so that logging adds nothing to the client's wait. */
+	struct audit_entry *audits;
+	size_t n_audits, max_audits;
+};
+
+struct audit_entry {
+	uint32_t operation;
+	enum kmip_reason reason;
+	uint64_t latency_us;
+	char uid[STORE_MAX_UID + 1];
 };
 
 static uint64_t now_us(void)
@@ -30,32 +41,66 @@ static uint64_t now_us(void)
 	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
-static void audit(const struct session *s, uint32_t operation, const char *uid, const struct ops_result *res,
-		  uint64_t latency_us)
+static void audit_write(const struct session *s, const struct audit_entry *e)
 {
-	const char *result = res->reason ? kmip_enum_name(KMIP_TAG_RESULT_REASON, res->reason) : "Success";
+	const char *result = e->reason ? kmip_enum_name(KMIP_TAG_RESULT_REASON, e->reason) : "Success";
 	char latency[24];
-	json_t *rec = json_pack("{s:s, s:s, s:s, s:I}", "client", s->client, "operation", ops_name(operation),
-				"result", result ? result : "Unknown", "latency_us", (json_int_t)latency_us);
+	json_t *rec = json_pack("{s:s, s:s, s:s, s:I}", "client", s->client, "operation", ops_name(e->operation),
+				"result", result ? result : "Unknown", "latency_us", (json_int_t)e->latency_us);
 
-	if (rec && uid && uid[0])
-		json_object_set_new(rec, "uid", json_string(uid));
-	char *text = rec ? json_dumps(rec, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+	if (rec && e->uid[0])
+		json_object_set_new(rec, "uid", json_string(e->uid));
+	char *text = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
 
-	snprintf(latency, sizeof(latency), "%" PRIu64, latency_us);
+	snprintf(latency, sizeof(latency), "%" PRIu64, e->latency_us);
 	if (text) {
 		const struct log_field fields[] = {
 			{ "KMIP_CLIENT", s->client },
-			{ "KMIP_OPERATION", ops_name(operation) },
+			{ "KMIP_OPERATION", ops_name(e->operation) },
 			{ "KMIP_RESULT", result },
 			{ "KMIP_LATENCY_US", latency },
-			{ "KMIP_UID", uid ? uid : "" },
+			{ "KMIP_UID", e->uid },
 		};
 
-		log_record(res->reason ? LOG_NOTICE : LOG_INFO, text, fields, sizeof(fields) / sizeof(fields[0]));
+		log_record(e->reason ? LOG_NOTICE : LOG_INFO, text, fields, sizeof(fields) / sizeof(fields[0]));
 	}
 	free(text);
 	json_decref(rec);
+}
+
+/* Queues the audit record of one batch item. */
+static void audit(struct session *s, uint32_t operation, const char *uid, enum kmip_reason reason,
+		  uint64_t latency_us)
+{
+	struct audit_entry *e;
+
+	if (s->n_audits == s->max_audits) {
+		size_t max = s->max_audits ? 2 * s->max_audits : 16;
+		struct audit_entry *v = realloc(s->audits, max * sizeof(*v));
+
+		if (!v) { /* no room to queue it: write it now rather than lose it */
+			struct audit_entry now = { operation, reason, latency_us, "" };
+
+			snprintf(now.uid, sizeof(now.uid), "%s", uid ? uid : "");
+			audit_write(s, &now);
+			return;
+		}
+		s->audits = v;
+		s->max_audits = max;
+	}
+	e = &s->audits[s->n_audits++];
+	*e = (struct audit_entry){ operation, reason, latency_us, "" };
+	snprintf(e->uid, sizeof(e->uid), "%s", uid ? uid : "");
+}
+
+/* Writes the queued audit records, in one write per log file. */
+static void audit_flush(struct session *s)
+{
+	log_hold();
+	for (size_t i = 0; i < s->n_audits; i++)
+		audit_write(s, &s->audits[i]);
+	log_release();
+	s->n_audits = 0;
 }
 
 /* A response message that answers the whole request with one failed item. */
@@ -130,7 +175,7 @@ static void run_items(struct session *s, const struct kmip_message *req, struct 
 			o->payload.encoded = (struct kmip_bytes){ payloads[i], payload_lens[i] };
 			o->present |= KMIP_FIELD(KMIP_I_PAYLOAD);
 		}
-		audit(s, in->operation, ctx.uid, &res, now_us() - t0);
+		audit(s, in->operation, ctx.uid, res.reason, now_us() - t0);
 		if (res.reason && stop_on_error) {
 			n++;
 			break;
@@ -160,13 +205,11 @@ static struct kmip_version malformed_version(const uint8_t *buf, size_t len)
 
 /* Refuses a whole request that was read: an audit record for each of its batch
  * items, and one error response. */
-static int refuse(const struct session *s, const struct kmip_message *req, struct kmip_version v,
+static int refuse(struct session *s, const struct kmip_message *req, struct kmip_version v,
 		  enum kmip_reason reason, const char *message, uint8_t **ret, size_t *ret_len)
 {
-	const struct ops_result res = { reason, message };
-
 	for (size_t i = 0; i < req->n_items; i++)
-		audit(s, req->items[i].operation, NULL, &res, 0);
+		audit(s, req->items[i].operation, NULL, reason, 0);
 	return whole_message_error(v, reason, message, ret, ret_len);
 }
 
@@ -267,17 +310,11 @@ static unsigned remaining_ms(uint64_t deadline_us)
 	return now >= deadline_us ? 0 : (unsigned)((deadline_us - now) / 1000);
 }
 
-void session_run(const struct cfg *c, bool trace, struct tls_conn *t, struct conn_token *ct,
-		 struct session_stats *st)
+/* Serves requests until the connection ends; st->end says why. */
+static void serve(struct session *s, struct session_stats *st)
 {
-	struct session s = {
-		.cfg = c,
-		.trace = trace,
-		.tls = t,
-		.token = ct,
-		.limits = { .max_depth = TTLV_MAX_DEPTH, .max_size = c->limits.max_message_size,
-			    .max_items = TTLV_DEFAULT_MAX_ITEMS },
-	};
+	const struct cfg *c = s->cfg;
+	struct tls_conn *t = s->tls;
 	uint64_t deadline = now_us() + (uint64_t)c->timeouts.lifetime * 1000000u;
 	unsigned idle_ms = c->timeouts.idle * 1000u;
 
@@ -298,10 +335,10 @@ void session_run(const struct cfg *c, bool trace, struct tls_conn *t, struct con
 			return;
 		}
 		/* The size limit is checked before any of the body is read. */
-		r = ttlv_frame_length(hdr, &s.limits, &total);
+		r = ttlv_frame_length(hdr, &s->limits, &total);
 		if (r < 0) {
 			/* The framing is lost: answer, then close. */
-			set_client(&s, NULL);
+			set_client(s, NULL);
 			st->end = r == KR_E_TTLV_TOO_BIG ? "request over the size limit" : "request framing invalid";
 			if (whole_message_error((struct kmip_version){ 1, 0 }, KMIP_REASON_INVALID_MESSAGE, kr_strerror(r),
 						&resp, &resp_len) == 0) {
@@ -324,18 +361,36 @@ void session_run(const struct cfg *c, bool trace, struct tls_conn *t, struct con
 			return;
 		}
 		st->requests++;
-		r = handle(&s, req, total, &resp, &resp_len);
+		r = handle(s, req, total, &resp, &resp_len);
 		ttlv_buf_free(req, total); /* it may hold a password */
 		if (r < 0) {
 			st->end = kr_strerror(r);
 			return;
 		}
-		trace_response(&s, resp, resp_len);
+		trace_response(s, resp, resp_len);
 		r = tls_write_full(t, resp, resp_len);
 		ttlv_buf_free(resp, resp_len);
+		audit_flush(s);
 		if (r < 0) {
 			st->end = kr_strerror(r);
 			return;
 		}
 	}
+}
+
+void session_run(const struct cfg *c, bool trace, struct tls_conn *t, struct conn_token *ct,
+		 struct session_stats *st)
+{
+	struct session s = {
+		.cfg = c,
+		.trace = trace,
+		.tls = t,
+		.token = ct,
+		.limits = { .max_depth = TTLV_MAX_DEPTH, .max_size = c->limits.max_message_size,
+			    .max_items = TTLV_DEFAULT_MAX_ITEMS },
+	};
+
+	serve(&s, st);
+	audit_flush(&s); /* a request that ended the connection */
+	free(s.audits);
 }

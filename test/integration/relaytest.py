@@ -337,15 +337,17 @@ class RelayTestCase(unittest.TestCase):
                 records.append(json.loads(message))
         return records
 
-    def log_lines(self, wait_for=None, timeout=10):
-        """The log file's lines, waiting until one contains wait_for."""
+    def log_lines(self, wait_for=None, timeout=10, count=1):
+        """The log file's lines, waiting until count of them contain wait_for. (A
+        relay writes a response's audit records after sending it, and a
+        connection's summary line after its last audit record.)"""
         deadline = time.time() + timeout
         while True:
             lines = []
             if os.path.exists(self.log):
                 with open(self.log) as f:
                     lines = f.read().splitlines()
-            if wait_for is None or any(wait_for in l for l in lines) or time.time() > deadline:
+            if wait_for is None or sum(wait_for in l for l in lines) >= count or time.time() > deadline:
                 return lines
             time.sleep(0.05)
 

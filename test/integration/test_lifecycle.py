@@ -677,7 +677,7 @@ class ResultReasonTest(TokenTestCase):
                 self.assertEqual(c.fails(OP_CREATE, create_payload(version)), AUTHENTICATION_NOT_SUCCESSFUL)
                 self.assertEqual(c.fails(OP_GET, [uid_item("00" * 20 + "_pub")]), AUTHENTICATION_NOT_SUCCESSFUL)
                 self.assertEqual(c.fails(OP_LOCATE, locate_payload(version)), AUTHENTICATION_NOT_SUCCESSFUL)
-        lines = self.log_lines(wait_for="connection peer=")
+        lines = self.log_lines(wait_for="connection peer=", count=2)
         records = self.audit_records(lines)
         self.assertEqual([r["result"] for r in records], ["Authentication Not Successful"] * 6)
         self.assertFalse(any("wrong-pin-zq7" in l for l in lines), "the PIN is never logged")

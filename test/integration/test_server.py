@@ -502,7 +502,7 @@ class VersionTest(RelayTestCase):
                 self.assertNotIn(T["Operation"], bi)
                 self.assertEqual(failure(bi), (FAILED, reason))
                 self.assertEqual(bi[T["ResultMessage"]], "unsupported protocol version")
-        records = self.audit_records(self.log_lines(wait_for="connection peer=127.0.0.1", timeout=5))
+        records = self.audit_records(self.log_lines(wait_for="connection peer=127.0.0.1", timeout=5, count=2))
         self.assertEqual([(r["operation"], r["result"]) for r in records],
                          [("Query", "Unsupported Protocol Version")] * 2)
 
