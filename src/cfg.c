@@ -2,6 +2,7 @@
 
 #include "cfg.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
 #include <stdarg.h>
@@ -11,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "kmip_names.h"
 #include "ttlv.h"
 
 /* The file's schema: every key, its type and where it goes. */
@@ -23,6 +25,7 @@ enum key_type {
 	KT_SECONDS,   /* 1 .. 1 week */
 	KT_SIZE,      /* 4096 .. 64 MiB */
 	KT_SECTION,
+	KT_LATER,     /* read after the rest: "clients" and "namespaces" */
 };
 
 struct key {
@@ -87,9 +90,36 @@ static const struct key top_keys[] = {
 	{ "log", KT_SECTION, 0, log_keys },
 	{ "pkcs11", KT_SECTION, 0, pkcs11_keys },
 	{ "keys", KT_SECTION, 0, key_keys },
+	{ "clients", KT_LATER, 0, NULL },
+	{ "namespaces", KT_LATER, 0, NULL },
 	{ 0 },
 };
 #undef K
+
+/* The keys of one "clients" entry that load_key reads; the rest are read by
+ * load_client. */
+#define C(name, type, member) { name, type, offsetof(struct cfg_client, member), NULL }
+static const struct key client_keys[] = {
+	C("name", KT_STRING, name),
+	C("certificate_spki_sha256", KT_STRING, spki_sha256),
+	C("certificate_name", KT_STRING, certificate_name),
+	C("username", KT_STRING, username),
+	C("username_is_token", KT_BOOL, username_is_token),
+	C("password_is_pin", KT_BOOL, password_is_pin),
+	C("token", KT_STRING, token),
+	C("pin_file", KT_PATH, pin_file),
+	C("pin_credential", KT_STRING, pin_credential),
+	C("read_only", KT_BOOL, read_only),
+	C("namespace", KT_STRING, namespace),
+	C("untagged_keys", KT_BOOL, untagged_keys),
+	C("extractable", KT_BOOL, extractable),
+	C("destroy_revokes", KT_BOOL, destroy_revokes),
+	{ "password_sha256", KT_LATER, 0, NULL },
+	{ "operations", KT_LATER, 0, NULL },
+	{ "algorithms", KT_LATER, 0, NULL },
+	{ 0 },
+};
+#undef C
 
 #define MAX_SECONDS (7 * 24 * 3600)
 #define MIN_MESSAGE_SIZE 4096
@@ -139,9 +169,10 @@ static void check_file(struct errors *e, const char *path, const char *file, lon
 	fclose(f);
 }
 
-static void load_key(struct cfg *c, const struct key *k, json_t *v, const char *path, struct errors *e)
+/* Reads one value into base (a struct cfg or struct cfg_client) at k's offset. */
+static void load_key(void *base, const struct key *k, json_t *v, const char *path, struct errors *e)
 {
-	void *dst = (char *)c + k->offset;
+	void *dst = (char *)base + k->offset;
 
 	switch (k->type) {
 	case KT_STRING:
@@ -185,11 +216,12 @@ static void load_key(struct cfg *c, const struct key *k, json_t *v, const char *
 		break;
 	}
 	case KT_SECTION:
+	case KT_LATER:
 		break;
 	}
 }
 
-static void load_object(struct cfg *c, const struct key *keys, json_t *obj, const char *prefix, struct errors *e)
+static void load_object(void *base, const struct key *keys, json_t *obj, const char *prefix, struct errors *e)
 {
 	const char *name;
 	json_t *v;
@@ -209,10 +241,224 @@ static void load_object(struct cfg *c, const struct key *keys, json_t *obj, cons
 			if (!json_is_object(v))
 				add_error(e, path, "must be an object");
 			else
-				load_object(c, k->section, v, path, e);
+				load_object(base, k->section, v, path, e);
 			continue;
 		}
-		load_key(c, k, v, path, e);
+		load_key(base, k, v, path, e);
+	}
+}
+
+/* Even-length hex into out (at most max bytes); false if it is not. */
+static bool parse_hex(const char *hex, uint8_t *out, size_t max, size_t *ret_len)
+{
+	size_t n = strlen(hex);
+
+	if (n == 0 || n % 2 || n / 2 > max)
+		return false;
+	for (size_t i = 0; i < n; i += 2) {
+		unsigned v;
+
+		if (!isxdigit((unsigned char)hex[i]) || !isxdigit((unsigned char)hex[i + 1]) ||
+		    sscanf(hex + i, "%2x", &v) != 1)
+			return false;
+		out[i / 2] = (uint8_t)v;
+	}
+	*ret_len = n / 2;
+	return true;
+}
+
+static void load_operations(struct cfg_client *cl, json_t *v, const char *path, struct errors *e)
+{
+	size_t i;
+	json_t *op;
+
+	if (!json_is_array(v) || !(cl->operations = calloc(json_array_size(v) + 1, sizeof(*cl->operations)))) {
+		add_error(e, path, "must be a list of KMIP operation names");
+		return;
+	}
+	json_array_foreach(v, i, op) {
+		uint32_t code = json_is_string(op) ? kmip_enum_by_name(KMIP_TAG_OPERATION, json_string_value(op)) : 0;
+
+		if (!code)
+			add_error(e, path, "item %zu: not a KMIP operation name (\"Sign\", \"Create Key Pair\", ...)", i);
+		cl->operations[cl->n_operations++] = code;
+	}
+}
+
+static void load_algorithms(struct cfg_client *cl, json_t *v, const char *path, struct errors *e)
+{
+	const char *name;
+	json_t *lengths;
+
+	if (!json_is_object(v) || !(cl->algorithms = calloc(json_object_size(v) + 1, sizeof(*cl->algorithms)))) {
+		add_error(e, path, "must be an object of algorithm names and lists of lengths");
+		return;
+	}
+	json_object_foreach(v, name, lengths) {
+		struct cfg_algorithm *a = &cl->algorithms[cl->n_algorithms++];
+		size_t i;
+		json_t *len;
+
+		if (!(a->algorithm = kmip_enum_by_name(KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM, name)))
+			add_error(e, path, "%s: not a KMIP Cryptographic Algorithm (\"RSA\", \"EC\", \"AES\", ...)", name);
+		if (!json_is_array(lengths) || !(a->lengths = calloc(json_array_size(lengths) + 1, sizeof(int32_t)))) {
+			add_error(e, path, "%s: must be a list of lengths in bits ([] for any)", name);
+			continue;
+		}
+		json_array_foreach(lengths, i, len) {
+			if (!json_is_integer(len) || json_integer_value(len) < 1 || json_integer_value(len) > 16384)
+				add_error(e, path, "%s: item %zu: must be a length in bits", name, i);
+			else
+				a->lengths[a->n_lengths++] = (int32_t)json_integer_value(len);
+		}
+		if (a->n_lengths == 0) { /* any length */
+			free(a->lengths);
+			a->lengths = NULL;
+		}
+	}
+}
+
+/* One "clients" entry, and the rules that involve its keys. */
+static void load_client(struct cfg *c, struct cfg_client *cl, json_t *obj, const char *path, struct errors *e)
+{
+	json_t *v;
+	char sub[300];
+	size_t len;
+	int identities;
+
+	/* Defaults from the global config, which is read by now. */
+	cl->extractable = c->keys.extractable;
+	load_object(cl, client_keys, obj, path, e);
+	if (!json_object_get(obj, "destroy_revokes"))
+		cl->destroy_revokes = (cl->username || cl->username_is_token) &&
+				      c->keys.destroy_revokes_for_credential_clients;
+	if ((v = json_object_get(obj, "password_sha256"))) {
+		uint8_t buf[32];
+
+		snprintf(sub, sizeof(sub), "%s.password_sha256", path);
+		if (!json_is_string(v) || !parse_hex(json_string_value(v), buf, sizeof(buf), &len) || len != 32)
+			add_error(e, sub, "must be 64 hex digits");
+		else
+			memcpy(cl->password_sha256, buf, 32);
+		cl->has_password_sha256 = true;
+	}
+	if ((v = json_object_get(obj, "operations"))) {
+		snprintf(sub, sizeof(sub), "%s.operations", path);
+		load_operations(cl, v, sub, e);
+	}
+	if ((v = json_object_get(obj, "algorithms"))) {
+		snprintf(sub, sizeof(sub), "%s.algorithms", path);
+		load_algorithms(cl, v, sub, e);
+	}
+	if (!cl->name || !cl->name[0])
+		add_error(e, path, "name: required");
+	if (!cl->namespace && cl->name && !(cl->namespace = strdup(cl->name)))
+		add_error(e, path, "out of memory");
+	if (cl->namespace && !cl->namespace[0])
+		add_error(e, path, "namespace: must not be empty");
+	identities = !!cl->spki_sha256 + !!cl->certificate_name + !!cl->username + cl->username_is_token;
+	if (identities != 1)
+		add_error(e, path,
+			  "needs exactly one of certificate_spki_sha256, certificate_name, username, username_is_token");
+	if (cl->spki_sha256) {
+		uint8_t buf[32];
+
+		if (!parse_hex(cl->spki_sha256, buf, sizeof(buf), &len) || len != 32)
+			add_error(e, path, "certificate_spki_sha256: must be 64 hex digits");
+		for (char *p = cl->spki_sha256; *p; p++)
+			*p = (char)tolower((unsigned char)*p);
+	}
+	if (cl->certificate_name && !c->tls.client_ca)
+		add_error(e, path, "certificate_name: needs tls.client_ca, the CA that vouches for the name");
+	if (cl->username && cl->has_password_sha256 == cl->password_is_pin)
+		add_error(e, path, "username: needs exactly one of password_sha256 and password_is_pin");
+	if (!cl->username && (cl->has_password_sha256 || cl->password_is_pin))
+		add_error(e, path, "password_sha256 and password_is_pin go with username");
+	if ((cl->password_is_pin || cl->username_is_token) && (cl->pin_file || cl->pin_credential))
+		add_error(e, path, "pin_file and pin_credential conflict with a Password that is the PIN");
+	if (cl->pin_file && cl->pin_credential)
+		add_error(e, path, "pin_credential: conflicts with pin_file");
+	if (cl->username_is_token && cl->token)
+		add_error(e, path, "token: the Username names the token (username_is_token)");
+	if (!cl->password_is_pin && !cl->username_is_token && !cl->pin_file && !cl->pin_credential &&
+	    !c->pkcs11.pin_file && !c->pkcs11.pin_credential)
+		add_error(e, path, "no PIN: set pin_file or pin_credential here or in pkcs11");
+}
+
+static bool same_string(const char *a, const char *b)
+{
+	return a && b && strcmp(a, b) == 0;
+}
+
+static void load_clients(struct cfg *c, json_t *v, struct errors *e)
+{
+	size_t i;
+	json_t *obj;
+
+	if (!json_is_array(v) || json_array_size(v) == 0 ||
+	    !(c->clients = calloc(json_array_size(v), sizeof(*c->clients)))) {
+		add_error(e, "clients", "must be a non-empty list of objects");
+		return;
+	}
+	json_array_foreach(v, i, obj) {
+		struct cfg_client *cl = &c->clients[c->n_clients++];
+		char path[64];
+
+		snprintf(path, sizeof(path), "clients[%zu]", i);
+		if (!json_is_object(obj)) {
+			add_error(e, path, "must be an object");
+			continue;
+		}
+		load_client(c, cl, obj, path, e);
+		for (size_t j = 0; j < i; j++) {
+			const struct cfg_client *o = &c->clients[j];
+
+			if (same_string(cl->name, o->name))
+				add_error(e, path, "name: \"%s\" is also clients[%zu]'s", cl->name, j);
+			if (same_string(cl->spki_sha256, o->spki_sha256) ||
+			    same_string(cl->certificate_name, o->certificate_name) ||
+			    same_string(cl->username, o->username) || (cl->username_is_token && o->username_is_token))
+				add_error(e, path, "identifies the same client as clients[%zu]", j);
+		}
+	}
+}
+
+static void load_namespaces(struct cfg *c, json_t *v, struct errors *e)
+{
+	const char *name;
+	json_t *ids;
+
+	if (!json_is_object(v) || !(c->namespaces = calloc(json_object_size(v) + 1, sizeof(*c->namespaces)))) {
+		add_error(e, "namespaces", "must be an object of namespace names and lists of hex CKA_IDs");
+		return;
+	}
+	json_object_foreach(v, name, ids) {
+		struct cfg_namespace *ns = &c->namespaces[c->n_namespaces++];
+		char path[300];
+		size_t i;
+		json_t *id;
+
+		snprintf(path, sizeof(path), "namespaces.%s", name);
+		if (!(ns->name = strdup(name)) || !json_is_array(ids) ||
+		    !(ns->ids = calloc(json_array_size(ids) + 1, sizeof(*ns->ids)))) {
+			add_error(e, path, "must be a list of hex CKA_IDs");
+			continue;
+		}
+		json_array_foreach(ids, i, id) {
+			struct cfg_id *d = &ns->ids[ns->n_ids];
+			uint8_t buf[64];
+
+			if (!json_is_string(id) || !parse_hex(json_string_value(id), buf, sizeof(buf), &d->len)) {
+				add_error(e, path, "item %zu: must be a CKA_ID in hex (1 to 64 bytes)", i);
+				continue;
+			}
+			if (!(d->id = malloc(d->len))) {
+				add_error(e, path, "out of memory");
+				return;
+			}
+			memcpy(d->id, buf, d->len);
+			ns->n_ids++;
+		}
 	}
 }
 
@@ -261,6 +507,10 @@ int cfg_load(const char *path, struct cfg **ret, char **ret_errors)
 		add_error(&e, path, "must hold a JSON object");
 	} else {
 		load_object(c, top_keys, root, "", &e);
+		if (json_object_get(root, "clients"))
+			load_clients(c, json_object_get(root, "clients"), &e);
+		if (json_object_get(root, "namespaces"))
+			load_namespaces(c, json_object_get(root, "namespaces"), &e);
 		check_combination(c, &e);
 	}
 	json_decref(root);
@@ -293,5 +543,29 @@ void cfg_free(struct cfg *c)
 	free(c->pkcs11.pin_file);
 	free(c->pkcs11.pin_credential);
 	free(c->pkcs11.lock_file);
+	for (size_t i = 0; i < c->n_clients; i++) {
+		struct cfg_client *cl = &c->clients[i];
+
+		free(cl->name);
+		free(cl->spki_sha256);
+		free(cl->certificate_name);
+		free(cl->username);
+		free(cl->token);
+		free(cl->pin_file);
+		free(cl->pin_credential);
+		free(cl->namespace);
+		free(cl->operations);
+		for (size_t j = 0; j < cl->n_algorithms; j++)
+			free(cl->algorithms[j].lengths);
+		free(cl->algorithms);
+	}
+	free(c->clients);
+	for (size_t i = 0; i < c->n_namespaces; i++) {
+		for (size_t j = 0; j < c->namespaces[i].n_ids; j++)
+			free(c->namespaces[i].ids[j].id);
+		free(c->namespaces[i].ids);
+		free(c->namespaces[i].name);
+	}
+	free(c->namespaces);
 	free(c);
 }

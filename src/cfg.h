@@ -5,8 +5,48 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "errors.h"
+
+/* One client of the "clients" section: how it is recognised and what it may do. */
+struct cfg_client {
+	char *name;
+	/* Identity: exactly one of the certificate's SPKI SHA-256 (hex), a name (CN or
+	 * DNS SAN) of a certificate from tls.client_ca, a KMIP Username, or
+	 * username_is_token (the Username names the token, the Password is its PIN). */
+	char *spki_sha256;
+	char *certificate_name;
+	char *username;
+	bool username_is_token;
+	bool has_password_sha256;
+	uint8_t password_sha256[32];
+	bool password_is_pin; /* the Password is the token's PIN */
+	char *token;          /* NULL: pkcs11.token */
+	char *pin_file, *pin_credential; /* both NULL: pkcs11's */
+	uint32_t *operations; /* NULL: all */
+	size_t n_operations;
+	struct cfg_algorithm {
+		uint32_t algorithm;
+		int32_t *lengths; /* NULL: any */
+		size_t n_lengths;
+	} *algorithms; /* NULL: any */
+	size_t n_algorithms;
+	bool read_only;
+	char *namespace;     /* the tag of the keys it makes and sees */
+	bool untagged_keys;  /* also sees keys without a namespace tag */
+	bool extractable, destroy_revokes;
+};
+
+/* Keys made outside the relay, placed in a namespace by their CKA_ID. */
+struct cfg_namespace {
+	char *name;
+	struct cfg_id {
+		uint8_t *id;
+		size_t len;
+	} *ids;
+	size_t n_ids;
+};
 
 struct cfg {
 	struct {
@@ -41,6 +81,12 @@ struct cfg {
 		char *lock_file;      /* flock()ed around C_Initialize..C_Login */
 		bool login_with_credentials; /* Username picks the token, Password is the PIN */
 	} pkcs11;
+	/* With clients, only these are served; without, every client that
+	 * authenticates sees every key. */
+	struct cfg_client *clients;
+	size_t n_clients;
+	struct cfg_namespace *namespaces;
+	size_t n_namespaces;
 };
 
 /* What gnutls_session_ticket_key_generate makes. */

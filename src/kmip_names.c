@@ -58,6 +58,14 @@ const char *kmip_enum_name(uint32_t tag, uint32_t value)
 	return NULL;
 }
 
+uint32_t kmip_enum_by_name(uint32_t tag, const char *name)
+{
+	for (size_t i = 0; i < sizeof(enums) / sizeof(enums[0]); i++)
+		if (enums[i].tag == tag && strcmp(enums[i].name, name) == 0)
+			return enums[i].value;
+	return 0;
+}
+
 static bool redact_secret(const struct ttlv_item *it)
 {
 	switch (it->tag) {

@@ -20,6 +20,8 @@ const char *kmip_tag_name(uint32_t tag);
 uint32_t kmip_tag_by_name(const char *name, size_t len);
 /* Name of an enumeration value of the given tag, or NULL if unknown. */
 const char *kmip_enum_name(uint32_t tag, uint32_t value);
+/* The enumeration value of the given tag with this name, or 0 if unknown. */
+uint32_t kmip_enum_by_name(uint32_t tag, const char *name);
 
 /* Printing with KMIP names, masking passwords, key material and Data (plaintext). */
 extern const struct ttlv_print_ops kmip_print_ops;

@@ -4,39 +4,43 @@
 
 #include <string.h>
 
+#include "policy.h"
+
 static void op_discover_versions(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
 				 struct ops_result *res);
 static void op_query(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
 		     struct ops_result *res);
 
-/* In code order: Query lists them so. */
+/* In code order: Query lists them so. "changes": it changes the token, which a
+ * read-only client may not. */
 static const struct {
 	uint32_t operation;
 	ops_handler run;
+	bool changes;
 } ops_table[] = {
-	{ KMIP_OP_CREATE, op_create },
-	{ KMIP_OP_CREATE_KEY_PAIR, op_create_key_pair },
-	{ KMIP_OP_REGISTER, op_register },
-	{ KMIP_OP_LOCATE, op_locate },
-	{ KMIP_OP_CHECK, op_check },
-	{ KMIP_OP_GET, op_get },
-	{ KMIP_OP_GET_ATTRIBUTES, op_get_attributes },
-	{ KMIP_OP_GET_ATTRIBUTE_LIST, op_get_attribute_list },
-	{ KMIP_OP_ADD_ATTRIBUTE, op_add_attribute },
-	{ KMIP_OP_MODIFY_ATTRIBUTE, op_modify_attribute },
-	{ KMIP_OP_DELETE_ATTRIBUTE, op_delete_attribute },
-	{ KMIP_OP_ACTIVATE, op_activate },
-	{ KMIP_OP_REVOKE, op_revoke },
-	{ KMIP_OP_DESTROY, op_destroy },
-	{ KMIP_OP_QUERY, op_query },
-	{ KMIP_OP_DISCOVER_VERSIONS, op_discover_versions },
-	{ KMIP_OP_ENCRYPT, op_encrypt },
-	{ KMIP_OP_DECRYPT, op_decrypt },
-	{ KMIP_OP_SIGN, op_sign },
-	{ KMIP_OP_SIGNATURE_VERIFY, op_signature_verify },
-	{ KMIP_OP_MAC, op_mac },
-	{ KMIP_OP_MAC_VERIFY, op_mac_verify },
-	{ KMIP_OP_RNG_RETRIEVE, op_rng_retrieve },
+	{ KMIP_OP_CREATE, op_create, true },
+	{ KMIP_OP_CREATE_KEY_PAIR, op_create_key_pair, true },
+	{ KMIP_OP_REGISTER, op_register, true },
+	{ KMIP_OP_LOCATE, op_locate, false },
+	{ KMIP_OP_CHECK, op_check, false },
+	{ KMIP_OP_GET, op_get, false },
+	{ KMIP_OP_GET_ATTRIBUTES, op_get_attributes, false },
+	{ KMIP_OP_GET_ATTRIBUTE_LIST, op_get_attribute_list, false },
+	{ KMIP_OP_ADD_ATTRIBUTE, op_add_attribute, true },
+	{ KMIP_OP_MODIFY_ATTRIBUTE, op_modify_attribute, true },
+	{ KMIP_OP_DELETE_ATTRIBUTE, op_delete_attribute, true },
+	{ KMIP_OP_ACTIVATE, op_activate, true },
+	{ KMIP_OP_REVOKE, op_revoke, true },
+	{ KMIP_OP_DESTROY, op_destroy, true },
+	{ KMIP_OP_QUERY, op_query, false },
+	{ KMIP_OP_DISCOVER_VERSIONS, op_discover_versions, false },
+	{ KMIP_OP_ENCRYPT, op_encrypt, false },
+	{ KMIP_OP_DECRYPT, op_decrypt, false },
+	{ KMIP_OP_SIGN, op_sign, false },
+	{ KMIP_OP_SIGNATURE_VERIFY, op_signature_verify, false },
+	{ KMIP_OP_MAC, op_mac, false },
+	{ KMIP_OP_MAC_VERIFY, op_mac_verify, false },
+	{ KMIP_OP_RNG_RETRIEVE, op_rng_retrieve, false },
 };
 
 #define N_OPS (sizeof(ops_table) / sizeof(ops_table[0]))
@@ -204,6 +208,13 @@ void ops_run(struct ops_ctx *ctx, const struct kmip_batch_item *item, struct ttl
 	}
 	for (size_t i = 0; i < N_OPS; i++)
 		if (ops_table[i].operation == item->operation) {
+			if (!policy_operation_allowed(ctx->client, item->operation, ops_table[i].changes)) {
+				ops_fail(res, KMIP_REASON_PERMISSION_DENIED,
+					 ops_table[i].changes && ctx->client->read_only
+						 ? "policy: this client is read-only"
+						 : "policy: this operation is not allowed for this client");
+				return;
+			}
 			ops_table[i].run(ctx, item->payload.first, w, res);
 			/* A handle this connection cached goes stale when another process
 			 * changes the object (SoftHSM reloads it): look it up again, once. */

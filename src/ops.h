@@ -15,6 +15,8 @@ struct ops_ctx {
 	const struct kmip_header *header; /* the request's */
 	struct conn_token *token;         /* opened by the first operation that needs it */
 	bool credential_client;           /* no certificate: a Username/Password client */
+	const struct cfg_client *client;  /* its "clients" entry; NULL without that section */
+	CK_MECHANISM_TYPE mechanism;      /* the one a cryptographic operation used, for audit */
 	char uid[STORE_MAX_UID + 1];      /* the object this batch item acted on, for audit */
 	char placeholder[STORE_MAX_UID + 1]; /* the ID Placeholder: the last object of the batch */
 };

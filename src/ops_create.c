@@ -188,8 +188,8 @@ static void tmpl_init(struct key_template *t, const struct ops_ctx *ctx, enum st
 		tmpl_add(t, CKA_PRIVATE, &t->yes, sizeof(CK_BBOOL));
 	if (kind == STORE_PRIVATE || kind == STORE_SECRET) {
 		/* Sensitive and not extractable unless asked, or allowed by the config. */
-		t->sensitive = k->sensitive >= 0 ? (CK_BBOOL)k->sensitive : !ctx->cfg->keys.extractable;
-		t->extractable = k->extractable >= 0 ? (CK_BBOOL)k->extractable : ctx->cfg->keys.extractable;
+		t->sensitive = k->sensitive >= 0 ? (CK_BBOOL)k->sensitive : !ops_extractable_default(ctx);
+		t->extractable = k->extractable >= 0 ? (CK_BBOOL)k->extractable : ops_extractable_default(ctx);
 		tmpl_add(t, CKA_PRIVATE, &t->yes, sizeof(CK_BBOOL));
 		tmpl_add(t, CKA_SENSITIVE, &t->sensitive, sizeof(CK_BBOOL));
 		tmpl_add(t, CKA_EXTRACTABLE, &t->extractable, sizeof(CK_BBOOL));
@@ -282,13 +282,15 @@ void op_create_key_pair(struct ops_ctx *ctx, const struct ttlv_item *payload, st
 	}
 	kpub.algorithm = kpriv.algorithm;
 	kpub.length = kpriv.length;
+	if (!ops_key_allowed(ctx, kpriv.algorithm, kpriv.length, res))
+		return;
 	if (kpriv.has_usage)
 		upriv = kpriv.usage;
 	if (kpub.has_usage)
 		upub = kpub.usage;
 	if (!(st = ops_store(ctx, res)))
 		return;
-	if ((r = store_new_id(st, id)) < 0) {
+	if ((r = ops_new_id(ctx, st, id)) < 0) {
 		ops_fail_err(res, r);
 		return;
 	}
@@ -396,9 +398,9 @@ void op_create(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv
 			 "Create makes AES and HMAC keys");
 		return;
 	}
-	if (!(st = ops_store(ctx, res)))
+	if (!ops_key_allowed(ctx, k.algorithm, k.length, res) || !(st = ops_store(ctx, res)))
 		return;
-	if ((r = store_new_id(st, o.id)) < 0) {
+	if ((r = ops_new_id(ctx, st, o.id)) < 0) {
 		ops_fail_err(res, r);
 		return;
 	}
@@ -815,9 +817,12 @@ void op_register(struct ops_ctx *ctx, const struct ttlv_item *payload, struct tt
 			return;
 		k.has_usage = true;
 	}
+	if (o.kind != STORE_CERT && o.kind != STORE_DATA && obj_type != OBJ_SECRET_DATA &&
+	    !ops_key_allowed(ctx, kb.algorithm ? kb.algorithm : k.algorithm, kb.length ? kb.length : k.length, res))
+		return;
 	if (!(st = ops_store(ctx, res)))
 		return;
-	if ((r = store_new_id(st, o.id)) < 0) {
+	if ((r = ops_new_id(ctx, st, o.id)) < 0) {
 		ops_fail_err(res, r);
 		return;
 	}

@@ -277,6 +277,7 @@ void op_sign(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_w
 	if (!read_params(payload, &p, res) || !crypto_object(ctx, payload, STORE_PRIVATE, &st, &o, res))
 		return;
 	r = signature_input(st->tok, o.key_type, &p, in->value, in->len, digested, &si);
+	ctx->mechanism = si.mech.mechanism;
 	if (r == 0)
 		r = p11_sign(st->tok, &si.mech, o.handle, si.in.data, si.in.size, sig, &sig_len);
 	if (r == 0 && o.key_type == CKK_EC) { /* PKCS#11 gives r || s; clients want DER SEQUENCE { r, s } */
@@ -384,6 +385,7 @@ void op_signature_verify(struct ops_ctx *ctx, const struct ttlv_item *payload, s
 	if (!read_params(payload, &p, res) || !crypto_object(ctx, payload, STORE_PUBLIC, &st, &o, res))
 		return;
 	r = signature_input(st->tok, o.key_type, &p, in->value, in->len, digested, &si);
+	ctx->mechanism = si.mech.mechanism;
 	if (r == 0 && o.key_type == CKK_EC)
 		r = raw_ecdsa(st, &o, sig->value, sig->len, raw, &raw_len);
 	else if (r == 0 && sig->len <= sizeof(raw))
@@ -444,6 +446,7 @@ static void mac(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttl
 	if (!read_params(payload, &p, res) || !crypto_object(ctx, payload, STORE_SECRET, &st, &o, res))
 		return;
 	r = mac_mechanism(st, &o, &p, &mech);
+	ctx->mechanism = r == 0 ? mech.mechanism : 0;
 	if (r == 0 && verify)
 		r = p11_verify(st->tok, &mech, o.handle, in->value, in->len, tag->value, tag->len);
 	else if (r == 0)
@@ -644,6 +647,7 @@ static void cipher_op(struct ops_ctx *ctx, const struct ttlv_item *payload, stru
 		memcpy(in + data->len, tag->value, tag->len);
 		in_len = data->len + tag->len;
 	}
+	ctx->mechanism = c.mech.mechanism;
 	if (r == 0)
 		r = encrypt ? p11_encrypt(st->tok, &c.mech, o.handle, data->value, in_len, &out, &out_len)
 			    : p11_decrypt(st->tok, &c.mech, o.handle, in ? in : data->value, in_len, &out, &out_len);

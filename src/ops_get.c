@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "ops_objects.h"
+#include "policy.h"
 
 /* What the token says about a key, with the metadata's word where it has one. */
 struct key_info {
@@ -713,8 +714,9 @@ void op_locate(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv
 		kmip_attrs_clear(&attrs);
 		return;
 	}
-	if (q.link_uid.ptr && (r = store_find(st, q.link_uid.ptr, q.link_uid.len, &linked)) < 0) {
-		/* Linked to nothing there is: nothing is found. */
+	if (q.link_uid.ptr && ((r = store_find(st, q.link_uid.ptr, q.link_uid.len, &linked)) < 0 ||
+			       !policy_visible(ctx->cfg, ctx->client, linked.id, linked.id_len))) {
+		/* Linked to nothing there is (for this client): nothing is found. */
 		q.kind = -2;
 		r = 0;
 	}
@@ -743,7 +745,7 @@ void op_locate(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv
 			o.id_len = ida.ulValueLen;
 			memcpy(o.id, id, o.id_len);
 			store_uid(o.kind, o.id, o.id_len, o.uid);
-			if (!locate_matches(st, &o, &q))
+			if (!policy_visible(ctx->cfg, ctx->client, o.id, o.id_len) || !locate_matches(st, &o, &q))
 				continue;
 			/* Located Items counts every match, the page holds Maximum Items. */
 			total++;

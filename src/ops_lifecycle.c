@@ -159,7 +159,8 @@ void op_destroy(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttl
 	/* The spec keeps an Active key from being destroyed; Cascade destroys without
 	 * revoking, so the config may let its clients through. */
 	if (ops_meta_state(&lo.meta) == STATE_ACTIVE &&
-	    !(ctx->credential_client && ctx->cfg->keys.destroy_revokes_for_credential_clients)) {
+	    !(ctx->client ? ctx->client->destroy_revokes
+			  : ctx->credential_client && ctx->cfg->keys.destroy_revokes_for_credential_clients)) {
 		ops_fail(res, KMIP_REASON_WRONG_KEY_LIFECYCLE_STATE, "an Active object must be revoked first");
 	} else if ((r = p11_destroy(lo.st->tok, lo.o.handle)) < 0 || (r = store_meta_destroy(lo.st, &lo.o)) < 0) {
 		ops_fail_err(res, r);

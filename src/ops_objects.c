@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "ops_objects.h"
+#include "policy.h"
 
 /* DER ECParameters (namedCurve OIDs) for CKA_EC_PARAMS. */
 const struct ops_curve ops_curves[OPS_N_CURVES] = {
@@ -68,7 +69,7 @@ size_t ops_usage_template(enum store_kind kind, uint32_t mask, uint32_t state, C
 struct store *ops_store(struct ops_ctx *ctx, struct ops_result *res)
 {
 	struct store *st = NULL;
-	int r = token_store(ctx->token, ctx->header, ctx->credential_client, &st);
+	int r = token_store(ctx->token, ctx->header, ctx->client, ctx->credential_client, &st);
 
 	if (r < 0) {
 		ops_fail_err(res, r);
@@ -77,6 +78,28 @@ struct store *ops_store(struct ops_ctx *ctx, struct ops_result *res)
 		return NULL;
 	}
 	return st;
+}
+
+int ops_new_id(struct ops_ctx *ctx, struct store *st, uint8_t id[STORE_ID_LEN])
+{
+	int r = store_new_id(st, id);
+
+	if (r == 0)
+		policy_tag_id(ctx->client, id);
+	return r;
+}
+
+bool ops_key_allowed(const struct ops_ctx *ctx, uint32_t algorithm, int32_t length, struct ops_result *res)
+{
+	if (policy_key_allowed(ctx->client, algorithm, length))
+		return true;
+	ops_fail(res, KMIP_REASON_PERMISSION_DENIED, "policy: this algorithm or length is not allowed for this client");
+	return false;
+}
+
+bool ops_extractable_default(const struct ops_ctx *ctx)
+{
+	return ctx->client ? ctx->client->extractable : ctx->cfg->keys.extractable;
 }
 
 int64_t ops_now(void)
@@ -109,6 +132,9 @@ bool ops_find_object(struct ops_ctx *ctx, struct store *st, const struct ttlv_it
 	}
 	r = uid ? store_find(st, (const char *)uid->value, uid->len, ret)
 		: store_find(st, ctx->placeholder, strlen(ctx->placeholder), ret);
+	/* Another namespace's object is not found, so that its existence does not leak. */
+	if (r == 0 && !policy_visible(ctx->cfg, ctx->client, ret->id, ret->id_len))
+		r = KR_E_P11_NOT_FOUND;
 	if (r < 0) {
 		ops_fail_err(res, r);
 		return false;

@@ -61,6 +61,15 @@ uint32_t ops_usage_of(struct store *st, const struct store_obj *o, const struct 
 /* A public key object of the token as a GnuTLS key (RSA, EC, Ed25519). */
 int ops_gnutls_pubkey(struct store *st, const struct store_obj *o, gnutls_pubkey_t *ret) KR_WUR;
 
+/* A CKA_ID for a new object, marked with the client's namespace. */
+int ops_new_id(struct ops_ctx *ctx, struct store *st, uint8_t id[STORE_ID_LEN]) KR_WUR;
+/* Whether the client may make or register a key of this algorithm and length;
+ * if not, res says Permission Denied. */
+bool ops_key_allowed(const struct ops_ctx *ctx, uint32_t algorithm, int32_t length, struct ops_result *res);
+/* Whether new keys may leave the token unless asked otherwise: the client's entry,
+ * else keys.extractable. */
+bool ops_extractable_default(const struct ops_ctx *ctx);
+
 int64_t ops_now(void);
 /* Records the object for the audit record and as the batch's ID Placeholder. */
 void ops_acted_on(struct ops_ctx *ctx, const struct store_obj *o);

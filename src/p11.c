@@ -409,6 +409,52 @@ const char *p11_rv_name(CK_RV rv)
 	return "CKR_(other)";
 }
 
+/* The mechanisms the relay uses, by name, for audit records. */
+static const struct {
+	CK_MECHANISM_TYPE m;
+	const char *name;
+} mechanism_table[] = {
+#define M(m) { m, #m }
+	M(CKM_RSA_PKCS),
+	M(CKM_RSA_PKCS_PSS),
+	M(CKM_RSA_PKCS_OAEP),
+	M(CKM_SHA1_RSA_PKCS),
+	M(CKM_SHA224_RSA_PKCS),
+	M(CKM_SHA256_RSA_PKCS),
+	M(CKM_SHA384_RSA_PKCS),
+	M(CKM_SHA512_RSA_PKCS),
+	M(CKM_SHA1_RSA_PKCS_PSS),
+	M(CKM_SHA224_RSA_PKCS_PSS),
+	M(CKM_SHA256_RSA_PKCS_PSS),
+	M(CKM_SHA384_RSA_PKCS_PSS),
+	M(CKM_SHA512_RSA_PKCS_PSS),
+	M(CKM_ECDSA),
+	M(CKM_ECDSA_SHA1),
+	M(CKM_ECDSA_SHA224),
+	M(CKM_ECDSA_SHA256),
+	M(CKM_ECDSA_SHA384),
+	M(CKM_ECDSA_SHA512),
+	M(CKM_EDDSA),
+	M(CKM_SHA_1_HMAC),
+	M(CKM_SHA224_HMAC),
+	M(CKM_SHA256_HMAC),
+	M(CKM_SHA384_HMAC),
+	M(CKM_SHA512_HMAC),
+	M(CKM_AES_ECB),
+	M(CKM_AES_CBC),
+	M(CKM_AES_CBC_PAD),
+	M(CKM_AES_GCM),
+#undef M
+};
+
+const char *p11_mechanism_name(CK_MECHANISM_TYPE m)
+{
+	for (size_t i = 0; i < sizeof(mechanism_table) / sizeof(mechanism_table[0]); i++)
+		if (mechanism_table[i].m == m)
+			return mechanism_table[i].name;
+	return "CKM_(other)";
+}
+
 int p11_find(struct p11_token *t, const CK_ATTRIBUTE *tmpl, size_t n, CK_OBJECT_HANDLE *out, size_t max,
 	     size_t *ret_count)
 {

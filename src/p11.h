@@ -43,6 +43,8 @@ void p11_pin_free(char *pin, size_t len);
 /* The last failing call's CKR_ code, and the name of a code ("CKR_KEY_SIZE_RANGE"). */
 CK_RV p11_last_rv(const struct p11_token *t);
 const char *p11_rv_name(CK_RV rv);
+/* The name of a mechanism the relay uses ("CKM_ECDSA"). */
+const char *p11_mechanism_name(CK_MECHANISM_TYPE m);
 
 /* Whether the token lists mechanism m (C_GetMechanismList, once per connection). */
 bool p11_has_mechanism(struct p11_token *t, CK_MECHANISM_TYPE m);

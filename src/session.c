@@ -2,6 +2,7 @@
 
 #include "session.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -12,6 +13,9 @@
 #include "kmip.h"
 #include "log.h"
 #include "ops.h"
+#include "policy.h"
+
+#define AUTH_FAILURE_DELAY_S 1
 
 struct session {
 	const struct cfg *cfg;
@@ -20,6 +24,7 @@ struct session {
 	struct conn_token *token;
 	struct ttlv_limits limits;
 	char client[160]; /* the identity of the current request's client, for audit */
+	const struct cfg_client *entry; /* its "clients" entry, if the config has them */
 	/* The audit records of the request in hand; they are written after its response
 	 * is sent, so that logging adds nothing to the client's wait. */
 	struct audit_entry *audits;
@@ -30,6 +35,7 @@ struct audit_entry {
 	uint32_t operation;
 	enum kmip_reason reason;
 	uint64_t latency_us;
+	CK_MECHANISM_TYPE mechanism; /* 0: none */
 	char uid[STORE_MAX_UID + 1];
 };
 
@@ -44,22 +50,30 @@ static uint64_t now_us(void)
 static void audit_write(const struct session *s, const struct audit_entry *e)
 {
 	const char *result = e->reason ? kmip_enum_name(KMIP_TAG_RESULT_REASON, e->reason) : "Success";
+	const char *ns = s->entry ? s->entry->namespace : "";
+	const char *mechanism = e->mechanism ? p11_mechanism_name(e->mechanism) : "";
 	char latency[24];
 	json_t *rec = json_pack("{s:s, s:s, s:s, s:I}", "client", s->client, "operation", ops_name(e->operation),
 				"result", result ? result : "Unknown", "latency_us", (json_int_t)e->latency_us);
 
+	if (rec && ns[0])
+		json_object_set_new(rec, "namespace", json_string(ns));
 	if (rec && e->uid[0])
 		json_object_set_new(rec, "uid", json_string(e->uid));
+	if (rec && mechanism[0])
+		json_object_set_new(rec, "mechanism", json_string(mechanism));
 	char *text = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
 
 	snprintf(latency, sizeof(latency), "%" PRIu64, e->latency_us);
 	if (text) {
 		const struct log_field fields[] = {
 			{ "KMIP_CLIENT", s->client },
+			{ "KMIP_NAMESPACE", ns },
 			{ "KMIP_OPERATION", ops_name(e->operation) },
+			{ "KMIP_UID", e->uid },
+			{ "KMIP_MECHANISM", mechanism },
 			{ "KMIP_RESULT", result },
 			{ "KMIP_LATENCY_US", latency },
-			{ "KMIP_UID", e->uid },
 		};
 
 		log_record(e->reason ? LOG_NOTICE : LOG_INFO, text, fields, sizeof(fields) / sizeof(fields[0]));
@@ -70,18 +84,16 @@ static void audit_write(const struct session *s, const struct audit_entry *e)
 
 /* Queues the audit record of one batch item. */
 static void audit(struct session *s, uint32_t operation, const char *uid, enum kmip_reason reason,
-		  uint64_t latency_us)
+		  CK_MECHANISM_TYPE mechanism, uint64_t latency_us)
 {
-	struct audit_entry *e;
+	struct audit_entry *e, now = { operation, reason, latency_us, mechanism, "" };
 
+	snprintf(now.uid, sizeof(now.uid), "%s", uid ? uid : "");
 	if (s->n_audits == s->max_audits) {
 		size_t max = s->max_audits ? 2 * s->max_audits : 16;
 		struct audit_entry *v = realloc(s->audits, max * sizeof(*v));
 
 		if (!v) { /* no room to queue it: write it now rather than lose it */
-			struct audit_entry now = { operation, reason, latency_us, "" };
-
-			snprintf(now.uid, sizeof(now.uid), "%s", uid ? uid : "");
 			audit_write(s, &now);
 			return;
 		}
@@ -89,8 +101,7 @@ static void audit(struct session *s, uint32_t operation, const char *uid, enum k
 		s->max_audits = max;
 	}
 	e = &s->audits[s->n_audits++];
-	*e = (struct audit_entry){ operation, reason, latency_us, "" };
-	snprintf(e->uid, sizeof(e->uid), "%s", uid ? uid : "");
+	*e = now;
 }
 
 /* Writes the queued audit records, in one write per log file. */
@@ -114,7 +125,9 @@ static void set_client(struct session *s, const struct kmip_header *h)
 {
 	const struct tls_identity *id = tls_identity(s->tls);
 
-	if (id->has_certificate)
+	if (s->entry)
+		snprintf(s->client, sizeof(s->client), "%s", s->entry->name);
+	else if (id->has_certificate)
 		snprintf(s->client, sizeof(s->client), "sha256:%s", id->spki_sha256);
 	else if (h && h->username.ptr)
 		snprintf(s->client, sizeof(s->client), "user:%.*s", (int)(h->username.len > 64 ? 64 : h->username.len),
@@ -123,12 +136,40 @@ static void set_client(struct session *s, const struct kmip_header *h)
 		snprintf(s->client, sizeof(s->client), "anonymous");
 }
 
+/* Finds the request's "clients" entry; false (logged) if none matches. */
+static bool identify(struct session *s, const struct kmip_header *h)
+{
+	const char *why = "";
+
+	s->entry = policy_identify(s->cfg, tls_identity(s->tls), h, &why);
+	if (!s->entry)
+		log_msg(LOG_WARNING, "authentication failed: %s: %s", s->client, why);
+	set_client(s, h);
+	return s->entry != NULL;
+}
+
+/* A failed authentication is answered after a pause, which slows down guessing;
+ * the socket unit's MaxConnectionsPerSource bounds how many guess at once. */
+static void delay_failed_authentication(const struct session *s)
+{
+	for (size_t i = 0; i < s->n_audits; i++)
+		if (s->audits[i].reason == KMIP_REASON_AUTHENTICATION_NOT_SUCCESSFUL) {
+			struct timespec pause = { .tv_sec = AUTH_FAILURE_DELAY_S };
+
+			log_msg(LOG_NOTICE, "authentication failed: %s: answered after %d s", s->client,
+				AUTH_FAILURE_DELAY_S);
+			while (nanosleep(&pause, &pause) < 0 && errno == EINTR)
+				;
+			return;
+		}
+}
+
 /* Runs the batch items; each gets a response item with its payload or failure. */
 static void run_items(struct session *s, const struct kmip_message *req, struct kmip_version v,
 		     struct kmip_batch_item *out, size_t *ret_n, uint8_t **payloads, size_t *payload_lens)
 {
 	struct ops_ctx ctx = { .cfg = s->cfg, .version = v, .header = &req->header, .token = s->token,
-			       .credential_client = !tls_identity(s->tls)->has_certificate };
+			       .credential_client = !tls_identity(s->tls)->has_certificate, .client = s->entry };
 	bool stop_on_error = !(req->header.present & KMIP_FIELD(KMIP_H_BATCH_ERROR_OPTION)) ||
 			     req->header.batch_error_option == KMIP_BATCH_STOP;
 	size_t n = 0;
@@ -152,6 +193,7 @@ static void run_items(struct session *s, const struct kmip_message *req, struct 
 		}
 		ttlv_writer_init(&w, s->limits.max_size);
 		ctx.uid[0] = '\0';
+		ctx.mechanism = 0;
 		if (in->error)
 			res = (struct ops_result){ kmip_reason_for_error(in->error), kr_strerror(in->error) };
 		else
@@ -175,7 +217,7 @@ static void run_items(struct session *s, const struct kmip_message *req, struct 
 			o->payload.encoded = (struct kmip_bytes){ payloads[i], payload_lens[i] };
 			o->present |= KMIP_FIELD(KMIP_I_PAYLOAD);
 		}
-		audit(s, in->operation, ctx.uid, res.reason, now_us() - t0);
+		audit(s, in->operation, ctx.uid, res.reason, ctx.mechanism, now_us() - t0);
 		if (res.reason && stop_on_error) {
 			n++;
 			break;
@@ -209,7 +251,7 @@ static int refuse(struct session *s, const struct kmip_message *req, struct kmip
 		  enum kmip_reason reason, const char *message, uint8_t **ret, size_t *ret_len)
 {
 	for (size_t i = 0; i < req->n_items; i++)
-		audit(s, req->items[i].operation, NULL, reason, 0);
+		audit(s, req->items[i].operation, NULL, reason, 0, 0);
 	return whole_message_error(v, reason, message, ret, ret_len);
 }
 
@@ -246,6 +288,11 @@ static int handle(struct session *s, const uint8_t *buf, size_t len, uint8_t **r
 	if (!tls_identity(s->tls)->has_certificate && !req->header.username.ptr) {
 		r = refuse(s, req, v, KMIP_REASON_AUTHENTICATION_NOT_SUCCESSFUL,
 			   "a client without a certificate must send a Username and Password credential", ret, ret_len);
+		goto out;
+	}
+	if (s->cfg->n_clients && !identify(s, &req->header)) {
+		r = refuse(s, req, v, KMIP_REASON_AUTHENTICATION_NOT_SUCCESSFUL, "no clients entry matches this client",
+			   ret, ret_len);
 		goto out;
 	}
 	if ((req->header.present & KMIP_FIELD(KMIP_H_BATCH_ERROR_OPTION)) &&
@@ -368,6 +415,7 @@ static void serve(struct session *s, struct session_stats *st)
 			return;
 		}
 		trace_response(s, resp, resp_len);
+		delay_failed_authentication(s);
 		r = tls_write_full(t, resp, resp_len);
 		ttlv_buf_free(resp, resp_len);
 		audit_flush(s);

@@ -18,7 +18,8 @@ struct tls_conn {
 	gnutls_session_t s;
 	gnutls_datum_t ticket_key;
 	struct tls_identity id;
-	bool verify_clients;
+	const struct cfg *cfg;
+	bool verify_clients, has_ca;
 };
 
 void tls_conn_free(struct tls_conn *t)
@@ -36,6 +37,9 @@ void tls_conn_free(struct tls_conn *t)
 		gnutls_free(t->ticket_key.data);
 	}
 	free(t->id.dn);
+	for (size_t i = 0; i < t->id.n_names; i++)
+		free(t->id.names[i]);
+	free(t->id.names);
 	free(t);
 }
 
@@ -65,17 +69,71 @@ static int load_ticket_key(struct tls_conn *t, const char *file)
 	return t->ticket_key.size == CFG_TICKET_KEY_SIZE ? 0 : GNUTLS_E_INVALID_REQUEST;
 }
 
-/* Lets in a client without a certificate; one that sends a certificate must chain
- * to tls.client_ca. */
-static int verify_optional_client(gnutls_session_t s)
+static int hex_sha256(const gnutls_datum_t *d, char out[65])
 {
-	unsigned n = 0, status = 0;
+	uint8_t digest[32];
+	int r = gnutls_hash_fast(GNUTLS_DIG_SHA256, d->data, d->size, digest);
 
-	if (!gnutls_certificate_get_peers(s, &n) || n == 0)
-		return 0;
-	if (gnutls_certificate_verify_peers2(s, &status) < 0 || status != 0)
-		return GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR;
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < sizeof(digest); i++)
+		snprintf(out + 2 * i, 3, "%02x", digest[i]);
 	return 0;
+}
+
+/* The hex SHA-256 of a DER certificate's SubjectPublicKeyInfo. */
+static int spki_sha256(gnutls_x509_crt_t crt, char out[65])
+{
+	gnutls_pubkey_t pub = NULL;
+	gnutls_datum_t spki = { 0 };
+	int r;
+
+	if ((r = gnutls_pubkey_init(&pub)) >= 0 && (r = gnutls_pubkey_import_x509(pub, crt, 0)) >= 0 &&
+	    (r = gnutls_pubkey_export2(pub, GNUTLS_X509_FMT_DER, &spki)) >= 0)
+		r = hex_sha256(&spki, out);
+	gnutls_free(spki.data);
+	if (pub)
+		gnutls_pubkey_deinit(pub);
+	return r;
+}
+
+static bool chains_to_ca(struct tls_conn *t)
+{
+	unsigned status = 0;
+
+	return t->has_ca && gnutls_certificate_verify_peers2(t->s, &status) >= 0 && status == 0;
+}
+
+/* Whether a clients entry pins this certificate's key: such a certificate is let
+ * in whoever issued it. */
+static bool pinned(const struct tls_conn *t, const gnutls_datum_t *der)
+{
+	gnutls_x509_crt_t crt = NULL;
+	char hex[65];
+	bool found = false;
+
+	if (gnutls_x509_crt_init(&crt) < 0)
+		return false;
+	if (gnutls_x509_crt_import(crt, der, GNUTLS_X509_FMT_DER) >= 0 && spki_sha256(crt, hex) >= 0)
+		for (size_t i = 0; i < t->cfg->n_clients && !found; i++)
+			found = t->cfg->clients[i].spki_sha256 && strcmp(t->cfg->clients[i].spki_sha256, hex) == 0;
+	gnutls_x509_crt_deinit(crt);
+	return found;
+}
+
+/* A client's certificate must chain to tls.client_ca or be pinned; one that sends
+ * none gets in only when none is required. */
+static int verify_client(gnutls_session_t s)
+{
+	struct tls_conn *t = gnutls_session_get_ptr(s);
+	unsigned n = 0;
+	const gnutls_datum_t *certs = gnutls_certificate_get_peers(s, &n);
+
+	if (!certs || n == 0)
+		return t->cfg->tls.require_client_certificate ? GNUTLS_E_NO_CERTIFICATE_FOUND : 0;
+	if (chains_to_ca(t) || pinned(t, &certs[0]))
+		return 0;
+	return GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR;
 }
 
 int tls_conn_new(const struct cfg *c, gnutls_privkey_t privkey, int fd, struct tls_conn **ret,
@@ -88,6 +146,7 @@ int tls_conn_new(const struct cfg *c, gnutls_privkey_t privkey, int fd, struct t
 
 	if (!t)
 		return KR_E_NOMEM;
+	t->cfg = c;
 	if ((r = gnutls_certificate_allocate_credentials(&t->cred)) < 0) {
 		why = "TLS credentials";
 		goto out;
@@ -109,8 +168,11 @@ int tls_conn_new(const struct cfg *c, gnutls_privkey_t privkey, int fd, struct t
 			r = r < 0 ? r : GNUTLS_E_NO_CERTIFICATE_FOUND;
 			goto out;
 		}
-		t->verify_clients = true;
+		t->has_ca = true;
 	}
+	for (size_t i = 0; i < c->n_clients; i++)
+		t->verify_clients |= c->clients[i].spki_sha256 != NULL;
+	t->verify_clients |= t->has_ca;
 	if ((r = gnutls_priority_init(&t->prio, c->tls.priority, NULL)) < 0) {
 		why = "tls.priority: not a valid GnuTLS priority string";
 		goto out;
@@ -128,13 +190,8 @@ int tls_conn_new(const struct cfg *c, gnutls_privkey_t privkey, int fd, struct t
 	if (t->verify_clients) {
 		gnutls_certificate_server_set_request(t->s, c->tls.require_client_certificate ? GNUTLS_CERT_REQUIRE
 											: GNUTLS_CERT_REQUEST);
-		/* A certificate that is sent must verify, required or not. GnuTLS's own
-		 * check also fails a client that sends none, so it only fits when one is
-		 * required. */
-		if (c->tls.require_client_certificate)
-			gnutls_session_set_verify_cert(t->s, NULL, 0);
-		else
-			gnutls_session_set_verify_function(t->s, verify_optional_client);
+		gnutls_session_set_ptr(t->s, t);
+		gnutls_session_set_verify_function(t->s, verify_client);
 	}
 	if (t->ticket_key.data && (r = gnutls_session_ticket_enable_server(t->s, &t->ticket_key)) < 0) {
 		why = "tls.ticket_key: rejected by GnuTLS";
@@ -159,15 +216,30 @@ out:
 	return 0;
 }
 
-static int hex_sha256(const gnutls_datum_t *d, char out[65])
+/* The certificate's subject CN and DNS names, for certificate_name. */
+static int read_names(struct tls_identity *id, gnutls_x509_crt_t crt)
 {
-	uint8_t digest[32];
-	int r = gnutls_hash_fast(GNUTLS_DIG_SHA256, d->data, d->size, digest);
+	char buf[256];
+	size_t size = sizeof(buf);
+	unsigned critical;
+	char **names = calloc(33, sizeof(*names));
 
-	if (r < 0)
-		return r;
-	for (size_t i = 0; i < sizeof(digest); i++)
-		snprintf(out + 2 * i, 3, "%02x", digest[i]);
+	if (!names)
+		return GNUTLS_E_MEMORY_ERROR;
+	id->names = names;
+	if (gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, 0, buf, &size) >= 0 &&
+	    !(names[id->n_names++] = strndup(buf, size)))
+		return GNUTLS_E_MEMORY_ERROR;
+	for (unsigned seq = 0; id->n_names < 32; seq++) {
+		int type;
+
+		size = sizeof(buf);
+		type = gnutls_x509_crt_get_subject_alt_name(crt, seq, buf, &size, &critical);
+		if (type == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE)
+			break;
+		if (type == GNUTLS_SAN_DNSNAME && !(names[id->n_names++] = strndup(buf, size)))
+			return GNUTLS_E_MEMORY_ERROR;
+	}
 	return 0;
 }
 
@@ -176,18 +248,15 @@ static int read_identity(struct tls_conn *t)
 	unsigned n = 0;
 	const gnutls_datum_t *certs = gnutls_certificate_get_peers(t->s, &n);
 	gnutls_x509_crt_t crt = NULL;
-	gnutls_pubkey_t pub = NULL;
-	gnutls_datum_t dn = { 0 }, spki = { 0 };
+	gnutls_datum_t dn = { 0 };
 	int r;
 
 	if (!certs || n == 0)
 		return 0;
 	if ((r = gnutls_x509_crt_init(&crt)) < 0 ||
 	    (r = gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER)) < 0 ||
-	    (r = gnutls_x509_crt_get_dn3(crt, &dn, 0)) < 0 || (r = gnutls_pubkey_init(&pub)) < 0 ||
-	    (r = gnutls_pubkey_import_x509(pub, crt, 0)) < 0 ||
-	    (r = gnutls_pubkey_export2(pub, GNUTLS_X509_FMT_DER, &spki)) < 0 ||
-	    (r = hex_sha256(&spki, t->id.spki_sha256)) < 0)
+	    (r = gnutls_x509_crt_get_dn3(crt, &dn, 0)) < 0 || (r = spki_sha256(crt, t->id.spki_sha256)) < 0 ||
+	    (r = read_names(&t->id, crt)) < 0)
 		goto out;
 	t->id.dn = strndup((const char *)dn.data, dn.size);
 	if (!t->id.dn) {
@@ -195,11 +264,9 @@ static int read_identity(struct tls_conn *t)
 		goto out;
 	}
 	t->id.has_certificate = true;
+	t->id.ca_verified = chains_to_ca(t);
 out:
 	gnutls_free(dn.data);
-	gnutls_free(spki.data);
-	if (pub)
-		gnutls_pubkey_deinit(pub);
 	if (crt)
 		gnutls_x509_crt_deinit(crt);
 	return r;

@@ -19,6 +19,9 @@ struct tls_identity {
 	bool has_certificate;
 	char spki_sha256[65]; /* hex SHA-256 of the certificate's SubjectPublicKeyInfo */
 	char *dn;             /* subject DN (RFC 4514), owned */
+	bool ca_verified;     /* it chains to tls.client_ca (else it is pinned) */
+	char **names;         /* its subject CN and DNS SANs, owned */
+	size_t n_names;
 };
 
 /* Sets up credentials once per process. privkey is NULL for a PEM key file, or the

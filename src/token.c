@@ -23,17 +23,17 @@ void token_close(struct conn_token *ct)
 /* Module loading and login, serialised between processes by the lock file. A
  * module that hangs while this process holds the lock would stall every other
  * connection's login, so the lock is held for timeouts.handshake seconds at most:
- * then SIGALRM ends this process, and the kernel releases the lock. */
-static int open_and_login(struct conn_token *ct, const char *username, size_t username_len, const char *pin,
-			  size_t pin_len)
+ * then SIGALRM ends this process, and the kernel releases the lock. With a
+ * username, it picks the token; else token_uri does. */
+static int open_and_login(struct conn_token *ct, const char *token_uri, const char *username, size_t username_len,
+			  const char *pin, size_t pin_len)
 {
 	const struct cfg *c = ct->cfg;
 	int lock = -1, r;
 
 	r = p11_lock(c->pkcs11.lock_file, c->timeouts.handshake, &lock, &ct->why);
 	if (r == 0)
-		r = p11_open(c->pkcs11.module, username ? NULL : c->pkcs11.token, username, username_len, &ct->tok,
-			     &ct->why);
+		r = p11_open(c->pkcs11.module, token_uri, username, username_len, &ct->tok, &ct->why);
 	if (r == 0)
 		r = p11_login(ct->tok, pin, pin_len, &ct->why);
 	p11_unlock(lock);
@@ -46,17 +46,42 @@ static int open_and_login(struct conn_token *ct, const char *username, size_t us
 	return 0;
 }
 
-int token_open_configured(struct conn_token *ct)
+/* Opens token_uri with the PIN from a file or systemd credential. */
+static int open_with_pin_source(struct conn_token *ct, const char *token_uri, const char *pin_file,
+				const char *pin_credential)
 {
 	char *pin = NULL;
 	size_t pin_len = 0;
 	int r;
 
-	r = p11_read_pin(ct->cfg->pkcs11.pin_file, ct->cfg->pkcs11.pin_credential, &pin, &pin_len, &ct->why);
+	r = p11_read_pin(pin_file, pin_credential, &pin, &pin_len, &ct->why);
 	if (r == 0)
-		r = open_and_login(ct, NULL, 0, pin, pin_len);
+		r = open_and_login(ct, token_uri, NULL, 0, pin, pin_len);
 	p11_pin_free(pin, pin_len);
 	return r;
+}
+
+int token_open_configured(struct conn_token *ct)
+{
+	const struct cfg *c = ct->cfg;
+
+	return open_with_pin_source(ct, c->pkcs11.token, c->pkcs11.pin_file, c->pkcs11.pin_credential);
+}
+
+/* Opens the token the way the client's entry says (with none: the configured
+ * token, or with pkcs11.login_with_credentials the one a credential names). */
+static int open_for(struct conn_token *ct, const struct kmip_header *h, const struct cfg_client *cl, bool by_credential)
+{
+	const struct cfg *c = ct->cfg;
+	const char *uri = cl && cl->token ? cl->token : c->pkcs11.token;
+
+	if (by_credential && (!cl || cl->username_is_token))
+		return open_and_login(ct, NULL, h->username.ptr, h->username.len, h->password.ptr, h->password.len);
+	if (by_credential) /* password_is_pin */
+		return open_and_login(ct, uri, NULL, 0, h->password.ptr, h->password.len);
+	if (cl && (cl->pin_file || cl->pin_credential))
+		return open_with_pin_source(ct, uri, cl->pin_file, cl->pin_credential);
+	return open_with_pin_source(ct, uri, c->pkcs11.pin_file, c->pkcs11.pin_credential);
 }
 
 static void hash_password(const struct kmip_text *password, uint8_t out[32])
@@ -80,14 +105,23 @@ static bool same_credential(const struct conn_token *ct, const struct kmip_heade
 	return same;
 }
 
-int token_store(struct conn_token *ct, const struct kmip_header *h, bool credential_client, struct store **ret)
+int token_store(struct conn_token *ct, const struct kmip_header *h, const struct cfg_client *cl,
+		bool credential_client, struct store **ret)
 {
-	bool by_credential = ct->cfg->pkcs11.login_with_credentials && credential_client && h->username.ptr;
+	bool by_credential = h->username.ptr && (cl ? cl->username_is_token || cl->password_is_pin
+					      : ct->cfg->pkcs11.login_with_credentials && credential_client);
 	int r;
 
 	if (ct->error)
 		return ct->error;
-	if (ct->tok && ct->by_credential && !same_credential(ct, h)) {
+	/* Opened before the handshake for the TLS key: the clients that use the
+	 * configured token and PIN take it as it is. */
+	if (ct->tok && !ct->client_bound && !by_credential &&
+	    (!cl || (!cl->token && !cl->pin_file && !cl->pin_credential))) {
+		ct->client = cl;
+		ct->client_bound = true;
+	}
+	if (ct->tok && (!ct->client_bound || cl != ct->client || (ct->by_credential && !same_credential(ct, h)))) {
 		ct->why = "the credential differs from the one this connection logged in with";
 		return KR_E_P11_PIN;
 	}
@@ -100,8 +134,7 @@ int token_store(struct conn_token *ct, const struct kmip_header *h, bool credent
 			ct->why = "the username is too long";
 			return KR_E_P11_TOKEN;
 		}
-		r = by_credential ? open_and_login(ct, h->username.ptr, h->username.len, h->password.ptr, h->password.len)
-				  : token_open_configured(ct);
+		r = open_for(ct, h, cl, by_credential);
 		if (r < 0) {
 			log_msg(LOG_NOTICE, "token: %s", ct->why);
 			/* A wrong PIN stays wrong; a token that could not be opened may work
@@ -109,6 +142,8 @@ int token_store(struct conn_token *ct, const struct kmip_header *h, bool credent
 			ct->error = r == KR_E_P11_PIN ? r : 0;
 			return r;
 		}
+		ct->client = cl;
+		ct->client_bound = true;
 		if (by_credential) {
 			ct->by_credential = true;
 			memcpy(ct->username, h->username.ptr, h->username.len);

@@ -1025,24 +1025,25 @@ class AuditTest(CryptoTestCase):
             local = c.sock.getsockname()[1]
         records = self.audit_records(self.log_lines(wait_for="connection peer=127.0.0.1:%d " % local))
         client = "sha256:" + spki_sha256(self.client_cert)
-        self.assertEqual([(r["client"], r["operation"], r["result"], r.get("uid")) for r in records], [
-            (client, "Create Key Pair", "Success", priv),
-            (client, "Activate", "Success", priv),
-            (client, "Activate", "Success", pub),
-            (client, "Create", "Success", mac_key),
-            (client, "Activate", "Success", mac_key),
-            (client, "Sign", "Success", priv),
-            (client, "Signature Verify", "Success", pub),
-            (client, "Signature Verify", "Success", pub),
-            (client, "Sign", "Invalid Object Type", pub),
-            (client, "MAC", "Success", mac_key),
-            (client, "MAC Verify", "Success", mac_key),
-            (client, "RNG Retrieve", "Success", None),
-            (client, "RNG Retrieve", "Invalid Field", None),
+        self.assertEqual([(r["client"], r["operation"], r["result"], r.get("uid"), r.get("mechanism"))
+                          for r in records], [
+            (client, "Create Key Pair", "Success", priv, None),
+            (client, "Activate", "Success", priv, None),
+            (client, "Activate", "Success", pub, None),
+            (client, "Create", "Success", mac_key, None),
+            (client, "Activate", "Success", mac_key, None),
+            # SoftHSM has no CKM_ECDSA_SHA256: the relay hashes, the token signs the digest.
+            (client, "Sign", "Success", priv, "CKM_ECDSA"),
+            (client, "Signature Verify", "Success", pub, "CKM_ECDSA"),
+            (client, "Signature Verify", "Success", pub, "CKM_ECDSA"),
+            (client, "Sign", "Invalid Object Type", pub, None),
+            (client, "MAC", "Success", mac_key, "CKM_SHA256_HMAC"),
+            (client, "MAC Verify", "Success", mac_key, "CKM_SHA256_HMAC"),
+            (client, "RNG Retrieve", "Success", None, None),
+            (client, "RNG Retrieve", "Invalid Field", None, None),
         ])
         for r in records:
-            self.assertEqual(sorted(r), sorted(AUDIT_KEYS + (["uid"] if "uid" in r else [])))
-
+            self.assertEqual(sorted(r), sorted(AUDIT_KEYS + [k for k in ("uid", "mechanism") if k in r]))
 
 if __name__ == "__main__":
     unittest.main()
