@@ -8,6 +8,13 @@
  *     garbage  "GARBAGE\n" lines written to fd 1 and fd 2, then the call is
  *              forwarded as usual
  *     hang     sleep FAULTY_P11_HANG_SECONDS (default 30), then forward
+ *     corrupt  forward, then, if the call succeeded, flip the lowest bit of the
+ *              last byte of its output (C_Sign's signature, C_GenerateRandom's
+ *              bytes, C_Encrypt's ciphertext...): a token that returns wrong
+ *              results; functions without an output buffer are only forwarded
+ *     rv=NAME  return that CK_RV without forwarding: CKR_RANDOM_NO_RNG,
+ *              CKR_DEVICE_ERROR or another name in rv_names below, or a number
+ *              such as 0x121; anything else returns CKR_GENERAL_ERROR
  *   FAULTY_P11_FAULT_FILE=path   the fault is read from this file (first line) on
  *              every call instead, so that a test can change it between
  *              connections; a missing or empty file means no fault
@@ -90,8 +97,46 @@ static void garbage(void)
 		(void)0;
 }
 
-/* Called on entry to every function: misbehaves if the fault names this one. */
-static void maybe_fault(const char *function)
+static const struct {
+	const char *name;
+	CK_RV rv;
+} rv_names[] = {
+#define RV(rv) { #rv, rv }
+	RV(CKR_HOST_MEMORY), RV(CKR_GENERAL_ERROR), RV(CKR_FUNCTION_FAILED),
+	RV(CKR_DEVICE_ERROR), RV(CKR_DEVICE_MEMORY), RV(CKR_DEVICE_REMOVED), RV(CKR_TOKEN_NOT_PRESENT),
+	RV(CKR_SESSION_HANDLE_INVALID), RV(CKR_FUNCTION_NOT_SUPPORTED), RV(CKR_MECHANISM_INVALID),
+	RV(CKR_KEY_FUNCTION_NOT_PERMITTED), RV(CKR_RANDOM_NO_RNG),
+#undef RV
+};
+
+/* The CK_RV that "rv=<value>" names. */
+static CK_RV rv_value(const char *value)
+{
+	char *end;
+	unsigned long n;
+
+	for (size_t i = 0; i < sizeof(rv_names) / sizeof(rv_names[0]); i++)
+		if (strcmp(value, rv_names[i].name) == 0)
+			return rv_names[i].rv;
+	errno = 0;
+	n = strtoul(value, &end, 0);
+	return *value && !*end && errno == 0 ? (CK_RV)n : CKR_GENERAL_ERROR;
+}
+
+/* An output buffer of *len bytes, one bit changed; nothing to do for a size query
+ * (no buffer) or an empty output. */
+static void corrupt(CK_BYTE_PTR out, const CK_ULONG *len)
+{
+	if (out && len && *len > 0)
+		out[*len - 1] ^= 0x01;
+}
+
+/* What the forwarder does once maybe_fault returns. */
+enum effect { AS_USUAL, CORRUPT_OUTPUT, RETURN_RV };
+
+/* Called on entry to every function: misbehaves if the fault names this one, or
+ * tells the forwarder how to (*ret_rv for RETURN_RV). */
+static enum effect maybe_fault(const char *function, CK_RV *ret_rv)
 {
 	char fault[128];
 	size_t len = strlen(function);
@@ -99,7 +144,7 @@ static void maybe_fault(const char *function)
 
 	current_fault(fault, sizeof(fault));
 	if (strncmp(fault, function, len) != 0 || fault[len] != ':')
-		return;
+		return AS_USUAL;
 	action = fault + len + 1;
 	note(function, action);
 	if (strcmp(action, "segv") == 0) {
@@ -112,130 +157,144 @@ static void maybe_fault(const char *function)
 		garbage();
 	} else if (strcmp(action, "hang") == 0) {
 		hang();
+	} else if (strcmp(action, "corrupt") == 0) {
+		return CORRUPT_OUTPUT;
+	} else if (strncmp(action, "rv=", 3) == 0) {
+		*ret_rv = rv_value(action + 3);
+		return RETURN_RV;
 	}
+	return AS_USUAL;
 }
 
 /* Every function of the 2.40 list but C_GetFunctionList: its name, its
- * parameters and the arguments that forward them. */
+ * parameters, the arguments that forward them, and its output buffer with a
+ * pointer to its length, for corrupt ((NULL, NULL): none). */
 #define P11_FUNCTIONS(X) \
-	X(C_Initialize, (void *a), (a)) \
-	X(C_Finalize, (void *a), (a)) \
-	X(C_GetInfo, (CK_INFO_PTR a), (a)) \
-	X(C_GetSlotList, (CK_BBOOL a, CK_SLOT_ID_PTR b, CK_ULONG_PTR c), (a, b, c)) \
-	X(C_GetSlotInfo, (CK_SLOT_ID a, CK_SLOT_INFO_PTR b), (a, b)) \
-	X(C_GetTokenInfo, (CK_SLOT_ID a, CK_TOKEN_INFO_PTR b), (a, b)) \
-	X(C_GetMechanismList, (CK_SLOT_ID a, CK_MECHANISM_TYPE_PTR b, CK_ULONG_PTR c), (a, b, c)) \
-	X(C_GetMechanismInfo, (CK_SLOT_ID a, CK_MECHANISM_TYPE b, CK_MECHANISM_INFO_PTR c), (a, b, c)) \
-	X(C_InitToken, (CK_SLOT_ID a, CK_UTF8CHAR_PTR b, CK_ULONG c, CK_UTF8CHAR_PTR d), (a, b, c, d)) \
-	X(C_InitPIN, (CK_SESSION_HANDLE a, CK_UTF8CHAR_PTR b, CK_ULONG c), (a, b, c)) \
+	X(C_Initialize, (void *a), (a), (NULL, NULL)) \
+	X(C_Finalize, (void *a), (a), (NULL, NULL)) \
+	X(C_GetInfo, (CK_INFO_PTR a), (a), (NULL, NULL)) \
+	X(C_GetSlotList, (CK_BBOOL a, CK_SLOT_ID_PTR b, CK_ULONG_PTR c), (a, b, c), (NULL, NULL)) \
+	X(C_GetSlotInfo, (CK_SLOT_ID a, CK_SLOT_INFO_PTR b), (a, b), (NULL, NULL)) \
+	X(C_GetTokenInfo, (CK_SLOT_ID a, CK_TOKEN_INFO_PTR b), (a, b), (NULL, NULL)) \
+	X(C_GetMechanismList, (CK_SLOT_ID a, CK_MECHANISM_TYPE_PTR b, CK_ULONG_PTR c), (a, b, c), (NULL, NULL)) \
+	X(C_GetMechanismInfo, (CK_SLOT_ID a, CK_MECHANISM_TYPE b, CK_MECHANISM_INFO_PTR c), (a, b, c), (NULL, NULL)) \
+	X(C_InitToken, (CK_SLOT_ID a, CK_UTF8CHAR_PTR b, CK_ULONG c, CK_UTF8CHAR_PTR d), (a, b, c, d), (NULL, NULL)) \
+	X(C_InitPIN, (CK_SESSION_HANDLE a, CK_UTF8CHAR_PTR b, CK_ULONG c), (a, b, c), (NULL, NULL)) \
 	X(C_SetPIN, (CK_SESSION_HANDLE a, CK_UTF8CHAR_PTR b, CK_ULONG c, CK_UTF8CHAR_PTR d, CK_ULONG e), \
-	  (a, b, c, d, e)) \
+	  (a, b, c, d, e), (NULL, NULL)) \
 	X(C_OpenSession, (CK_SLOT_ID a, CK_FLAGS b, void *c, CK_NOTIFY d, CK_SESSION_HANDLE_PTR e), \
-	  (a, b, c, d, e)) \
-	X(C_CloseSession, (CK_SESSION_HANDLE a), (a)) \
-	X(C_CloseAllSessions, (CK_SLOT_ID a), (a)) \
-	X(C_GetSessionInfo, (CK_SESSION_HANDLE a, CK_SESSION_INFO_PTR b), (a, b)) \
-	X(C_GetOperationState, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG_PTR c), (a, b, c)) \
+	  (a, b, c, d, e), (NULL, NULL)) \
+	X(C_CloseSession, (CK_SESSION_HANDLE a), (a), (NULL, NULL)) \
+	X(C_CloseAllSessions, (CK_SLOT_ID a), (a), (NULL, NULL)) \
+	X(C_GetSessionInfo, (CK_SESSION_HANDLE a, CK_SESSION_INFO_PTR b), (a, b), (NULL, NULL)) \
+	X(C_GetOperationState, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG_PTR c), (a, b, c), (b, c)) \
 	X(C_SetOperationState, \
 	  (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_OBJECT_HANDLE d, CK_OBJECT_HANDLE e), \
-	  (a, b, c, d, e)) \
-	X(C_Login, (CK_SESSION_HANDLE a, CK_USER_TYPE b, CK_UTF8CHAR_PTR c, CK_ULONG d), (a, b, c, d)) \
-	X(C_Logout, (CK_SESSION_HANDLE a), (a)) \
+	  (a, b, c, d, e), (NULL, NULL)) \
+	X(C_Login, (CK_SESSION_HANDLE a, CK_USER_TYPE b, CK_UTF8CHAR_PTR c, CK_ULONG d), (a, b, c, d), (NULL, NULL)) \
+	X(C_Logout, (CK_SESSION_HANDLE a), (a), (NULL, NULL)) \
 	X(C_CreateObject, (CK_SESSION_HANDLE a, CK_ATTRIBUTE_PTR b, CK_ULONG c, CK_OBJECT_HANDLE_PTR d), \
-	  (a, b, c, d)) \
+	  (a, b, c, d), (NULL, NULL)) \
 	X(C_CopyObject, \
 	  (CK_SESSION_HANDLE a, CK_OBJECT_HANDLE b, CK_ATTRIBUTE_PTR c, CK_ULONG d, CK_OBJECT_HANDLE_PTR e), \
-	  (a, b, c, d, e)) \
-	X(C_DestroyObject, (CK_SESSION_HANDLE a, CK_OBJECT_HANDLE b), (a, b)) \
-	X(C_GetObjectSize, (CK_SESSION_HANDLE a, CK_OBJECT_HANDLE b, CK_ULONG_PTR c), (a, b, c)) \
+	  (a, b, c, d, e), (NULL, NULL)) \
+	X(C_DestroyObject, (CK_SESSION_HANDLE a, CK_OBJECT_HANDLE b), (a, b), (NULL, NULL)) \
+	X(C_GetObjectSize, (CK_SESSION_HANDLE a, CK_OBJECT_HANDLE b, CK_ULONG_PTR c), (a, b, c), (NULL, NULL)) \
 	X(C_GetAttributeValue, (CK_SESSION_HANDLE a, CK_OBJECT_HANDLE b, CK_ATTRIBUTE_PTR c, CK_ULONG d), \
-	  (a, b, c, d)) \
+	  (a, b, c, d), (NULL, NULL)) \
 	X(C_SetAttributeValue, (CK_SESSION_HANDLE a, CK_OBJECT_HANDLE b, CK_ATTRIBUTE_PTR c, CK_ULONG d), \
-	  (a, b, c, d)) \
-	X(C_FindObjectsInit, (CK_SESSION_HANDLE a, CK_ATTRIBUTE_PTR b, CK_ULONG c), (a, b, c)) \
+	  (a, b, c, d), (NULL, NULL)) \
+	X(C_FindObjectsInit, (CK_SESSION_HANDLE a, CK_ATTRIBUTE_PTR b, CK_ULONG c), (a, b, c), (NULL, NULL)) \
 	X(C_FindObjects, (CK_SESSION_HANDLE a, CK_OBJECT_HANDLE_PTR b, CK_ULONG c, CK_ULONG_PTR d), \
-	  (a, b, c, d)) \
-	X(C_FindObjectsFinal, (CK_SESSION_HANDLE a), (a)) \
-	X(C_EncryptInit, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_OBJECT_HANDLE c), (a, b, c)) \
+	  (a, b, c, d), (NULL, NULL)) \
+	X(C_FindObjectsFinal, (CK_SESSION_HANDLE a), (a), (NULL, NULL)) \
+	X(C_EncryptInit, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_OBJECT_HANDLE c), (a, b, c), (NULL, NULL)) \
 	X(C_Encrypt, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e), \
-	  (a, b, c, d, e)) \
+	  (a, b, c, d, e), (d, e)) \
 	X(C_EncryptUpdate, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e), \
-	  (a, b, c, d, e)) \
-	X(C_EncryptFinal, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG_PTR c), (a, b, c)) \
-	X(C_DecryptInit, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_OBJECT_HANDLE c), (a, b, c)) \
+	  (a, b, c, d, e), (d, e)) \
+	X(C_EncryptFinal, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG_PTR c), (a, b, c), (b, c)) \
+	X(C_DecryptInit, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_OBJECT_HANDLE c), (a, b, c), (NULL, NULL)) \
 	X(C_Decrypt, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e), \
-	  (a, b, c, d, e)) \
+	  (a, b, c, d, e), (d, e)) \
 	X(C_DecryptUpdate, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e), \
-	  (a, b, c, d, e)) \
-	X(C_DecryptFinal, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG_PTR c), (a, b, c)) \
-	X(C_DigestInit, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b), (a, b)) \
+	  (a, b, c, d, e), (d, e)) \
+	X(C_DecryptFinal, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG_PTR c), (a, b, c), (b, c)) \
+	X(C_DigestInit, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b), (a, b), (NULL, NULL)) \
 	X(C_Digest, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e), \
-	  (a, b, c, d, e)) \
-	X(C_DigestUpdate, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c), (a, b, c)) \
-	X(C_DigestKey, (CK_SESSION_HANDLE a, CK_OBJECT_HANDLE b), (a, b)) \
-	X(C_DigestFinal, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG_PTR c), (a, b, c)) \
-	X(C_SignInit, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_OBJECT_HANDLE c), (a, b, c)) \
+	  (a, b, c, d, e), (d, e)) \
+	X(C_DigestUpdate, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c), (a, b, c), (NULL, NULL)) \
+	X(C_DigestKey, (CK_SESSION_HANDLE a, CK_OBJECT_HANDLE b), (a, b), (NULL, NULL)) \
+	X(C_DigestFinal, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG_PTR c), (a, b, c), (b, c)) \
+	X(C_SignInit, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_OBJECT_HANDLE c), (a, b, c), (NULL, NULL)) \
 	X(C_Sign, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e), \
-	  (a, b, c, d, e)) \
-	X(C_SignUpdate, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c), (a, b, c)) \
-	X(C_SignFinal, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG_PTR c), (a, b, c)) \
-	X(C_SignRecoverInit, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_OBJECT_HANDLE c), (a, b, c)) \
+	  (a, b, c, d, e), (d, e)) \
+	X(C_SignUpdate, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c), (a, b, c), (NULL, NULL)) \
+	X(C_SignFinal, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG_PTR c), (a, b, c), (b, c)) \
+	X(C_SignRecoverInit, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_OBJECT_HANDLE c), (a, b, c), (NULL, NULL)) \
 	X(C_SignRecover, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e), \
-	  (a, b, c, d, e)) \
-	X(C_VerifyInit, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_OBJECT_HANDLE c), (a, b, c)) \
+	  (a, b, c, d, e), (d, e)) \
+	X(C_VerifyInit, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_OBJECT_HANDLE c), (a, b, c), (NULL, NULL)) \
 	X(C_Verify, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG e), \
-	  (a, b, c, d, e)) \
-	X(C_VerifyUpdate, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c), (a, b, c)) \
-	X(C_VerifyFinal, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c), (a, b, c)) \
-	X(C_VerifyRecoverInit, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_OBJECT_HANDLE c), (a, b, c)) \
+	  (a, b, c, d, e), (NULL, NULL)) \
+	X(C_VerifyUpdate, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c), (a, b, c), (NULL, NULL)) \
+	X(C_VerifyFinal, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c), (a, b, c), (NULL, NULL)) \
+	X(C_VerifyRecoverInit, (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_OBJECT_HANDLE c), (a, b, c), (NULL, NULL)) \
 	X(C_VerifyRecover, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e), \
-	  (a, b, c, d, e)) \
+	  (a, b, c, d, e), (d, e)) \
 	X(C_DigestEncryptUpdate, \
-	  (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e), (a, b, c, d, e)) \
+	  (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e), (a, b, c, d, e), (d, e)) \
 	X(C_DecryptDigestUpdate, \
-	  (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e), (a, b, c, d, e)) \
+	  (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e), (a, b, c, d, e), (d, e)) \
 	X(C_SignEncryptUpdate, \
-	  (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e), (a, b, c, d, e)) \
+	  (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e), (a, b, c, d, e), (d, e)) \
 	X(C_DecryptVerifyUpdate, \
-	  (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e), (a, b, c, d, e)) \
+	  (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c, CK_BYTE_PTR d, CK_ULONG_PTR e), (a, b, c, d, e), (d, e)) \
 	X(C_GenerateKey, \
 	  (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_ATTRIBUTE_PTR c, CK_ULONG d, CK_OBJECT_HANDLE_PTR e), \
-	  (a, b, c, d, e)) \
+	  (a, b, c, d, e), (NULL, NULL)) \
 	X(C_GenerateKeyPair, \
 	  (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_ATTRIBUTE_PTR c, CK_ULONG d, CK_ATTRIBUTE_PTR e, \
 	   CK_ULONG f, CK_OBJECT_HANDLE_PTR g, CK_OBJECT_HANDLE_PTR h), \
-	  (a, b, c, d, e, f, g, h)) \
+	  (a, b, c, d, e, f, g, h), (NULL, NULL)) \
 	X(C_WrapKey, \
 	  (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_OBJECT_HANDLE c, CK_OBJECT_HANDLE d, CK_BYTE_PTR e, \
 	   CK_ULONG_PTR f), \
-	  (a, b, c, d, e, f)) \
+	  (a, b, c, d, e, f), (e, f)) \
 	X(C_UnwrapKey, \
 	  (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_OBJECT_HANDLE c, CK_BYTE_PTR d, CK_ULONG e, \
 	   CK_ATTRIBUTE_PTR f, CK_ULONG g, CK_OBJECT_HANDLE_PTR h), \
-	  (a, b, c, d, e, f, g, h)) \
+	  (a, b, c, d, e, f, g, h), (NULL, NULL)) \
 	X(C_DeriveKey, \
 	  (CK_SESSION_HANDLE a, CK_MECHANISM_PTR b, CK_OBJECT_HANDLE c, CK_ATTRIBUTE_PTR d, CK_ULONG e, \
 	   CK_OBJECT_HANDLE_PTR f), \
-	  (a, b, c, d, e, f)) \
-	X(C_SeedRandom, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c), (a, b, c)) \
-	X(C_GenerateRandom, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c), (a, b, c)) \
-	X(C_GetFunctionStatus, (CK_SESSION_HANDLE a), (a)) \
-	X(C_CancelFunction, (CK_SESSION_HANDLE a), (a)) \
-	X(C_WaitForSlotEvent, (CK_FLAGS a, CK_SLOT_ID_PTR b, void *c), (a, b, c))
+	  (a, b, c, d, e, f), (NULL, NULL)) \
+	X(C_SeedRandom, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c), (a, b, c), (NULL, NULL)) \
+	X(C_GenerateRandom, (CK_SESSION_HANDLE a, CK_BYTE_PTR b, CK_ULONG c), (a, b, c), (b, &c)) \
+	X(C_GetFunctionStatus, (CK_SESSION_HANDLE a), (a), (NULL, NULL)) \
+	X(C_CancelFunction, (CK_SESSION_HANDLE a), (a), (NULL, NULL)) \
+	X(C_WaitForSlotEvent, (CK_FLAGS a, CK_SLOT_ID_PTR b, void *c), (a, b, c), (NULL, NULL))
 
 /* The forwarders: faulty_C_Login and so on. */
-#define FORWARD(name, params, args) \
+#define FORWARD(name, params, args, output) \
 	static CK_RV faulty_##name params \
 	{ \
-		maybe_fault(#name); \
-		return target->name args; \
+		CK_RV rv = CKR_OK; \
+		enum effect effect = maybe_fault(#name, &rv); \
+\
+		if (effect == RETURN_RV) \
+			return rv; \
+		rv = target->name args; \
+		if (effect == CORRUPT_OUTPUT && rv == CKR_OK) \
+			corrupt output; \
+		return rv; \
 	}
 P11_FUNCTIONS(FORWARD)
 
 static CK_FUNCTION_LIST functions = {
 	.version = { CRYPTOKI_VERSION_MAJOR, CRYPTOKI_VERSION_MINOR },
 	.C_GetFunctionList = C_GetFunctionList,
-#define ENTRY(name, params, args) .name = faulty_##name,
+#define ENTRY(name, params, args, output) .name = faulty_##name,
 	P11_FUNCTIONS(ENTRY)
 };
 
@@ -243,8 +302,10 @@ CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list)
 {
 	const char *path = getenv("FAULTY_P11_TARGET");
 	CK_C_GetFunctionList get_list;
+	CK_RV rv = CKR_OK;
 
-	maybe_fault("C_GetFunctionList");
+	if (maybe_fault("C_GetFunctionList", &rv) == RETURN_RV)
+		return rv;
 	if (!list)
 		return CKR_ARGUMENTS_BAD;
 	if (!target) {

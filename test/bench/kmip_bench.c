@@ -4,8 +4,11 @@
  * limit - a C_Sign loop in this process on the same token and key type, through the
  * same hashing path. It makes its own RSA-2048 and P-256 key pairs over KMIP, signs
  * with them one request at a time, in batches, on a new connection each time and on
- * parallel connections, then revokes and destroys them. It measures; it does not
- * judge: the exit status is 0 unless the set-up fails. */
+ * parallel connections, then revokes and destroys them. Given a second relay on
+ * the same token with keys.verify_signatures on (--verify-port), it also measures
+ * one connection there right after the same run here, for the cost of the
+ * self-check. It measures; it does not judge: the exit status is 0 unless the
+ * set-up fails. */
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -45,13 +48,13 @@ enum { USE_SIGN = 0x1, USE_VERIFY = 0x2, REVOKE_CESSATION_OF_OPERATION = 6, VALI
 static const struct kmip_version version = { 1, 2 };
 
 struct options {
-	const char *host, *port, *ca, *cert, *key, *module, *token, *pin_file, *lock_file;
+	const char *host, *port, *verify_port, *ca, *cert, *key, *module, *token, *pin_file, *lock_file;
 	double seconds;
 };
 
 struct bench {
 	struct options opt;
-	struct addrinfo *addr;
+	struct addrinfo *addr, *verify_addr; /* the relay, the one with verify_signatures */
 	gnutls_certificate_credentials_t cred;
 	bool host_is_ip;
 };
@@ -66,7 +69,7 @@ struct conn {
 	size_t resp_len, resp_cap;
 };
 
-enum mode { M_INPROCESS, M_ONE, M_BATCH, M_NEW_CONN, M_PAR2, M_PAR4, N_MODES };
+enum mode { M_INPROCESS, M_ONE, M_BATCH, M_NEW_CONN, M_PAR2, M_PAR4, M_ONE_CHECKED, M_BATCH_CHECKED, N_MODES };
 
 static const char *const mode_names[N_MODES] = {
 	[M_INPROCESS] = "in-process C_Sign loop (the limit)",
@@ -75,6 +78,8 @@ static const char *const mode_names[N_MODES] = {
 	[M_NEW_CONN] = "new connection per Sign",
 	[M_PAR2] = "2 connections in parallel",
 	[M_PAR4] = "4 connections in parallel",
+	[M_ONE_CHECKED] = "verify_signatures, 1 at a time",
+	[M_BATCH_CHECKED] = "verify_signatures, batches of 16",
 };
 
 struct result {
@@ -689,6 +694,19 @@ static void parallel(const struct run *base, unsigned n, struct result *ret)
 	ret->seconds = rate > 0 ? (double)ret->ops / rate : 0;
 }
 
+/* The same run against the relay with keys.verify_signatures on. */
+static struct result checked_run(const struct bench *b, const struct run *base)
+{
+	struct bench checked = *b;
+	struct run run = *base;
+
+	checked.addr = b->verify_addr;
+	run.b = &checked;
+	run.res = (struct result){ 0 };
+	persistent(&run);
+	return run.res;
+}
+
 static void measure_relay(const struct bench *b, struct key *k)
 {
 	struct run one_req = { .b = b, .req = k->sign, .len = k->sign_len, .n_items = 1, .seconds = b->opt.seconds };
@@ -697,10 +715,16 @@ static void measure_relay(const struct bench *b, struct key *k)
 	batch.req = k->sign_batch;
 	batch.len = k->sign_batch_len;
 	batch.n_items = BATCH;
+	/* Each run with the self-check right after the one without, so that both see
+	 * the same machine. */
 	persistent(&one_req);
 	k->res[M_ONE] = one_req.res;
+	if (b->verify_addr)
+		k->res[M_ONE_CHECKED] = checked_run(b, &one_req);
 	persistent(&batch);
 	k->res[M_BATCH] = batch.res;
+	if (b->verify_addr)
+		k->res[M_BATCH_CHECKED] = checked_run(b, &batch);
 	new_connections(&fresh);
 	k->res[M_NEW_CONN] = fresh.res;
 	parallel(&one_req, 2, &k->res[M_PAR2]);
@@ -860,6 +884,18 @@ static double rate(const struct result *r)
 	return r->seconds > 0 ? (double)r->ops / r->seconds : 0;
 }
 
+/* The self-check's cost: the rate with it as a share of the rate without, and the
+ * time it adds to each Sign. */
+static void print_cost(const char *what, const struct result *off, const struct result *on)
+{
+	double r_off = rate(off), r_on = rate(on);
+
+	if (r_off > 0 && r_on > 0)
+		printf("%s %.2f (%+.1f \u00b5s per Sign)", what, r_on / r_off, 1e6 / r_on - 1e6 / r_off);
+	else
+		printf("%s not measured", what);
+}
+
 static void print_key(const struct options *o, const struct key *k)
 {
 	double limit = rate(&k->res[M_INPROCESS]);
@@ -871,6 +907,8 @@ static void print_key(const struct options *o, const struct key *k)
 		double target = m == M_ONE ? k->target_one : m == M_BATCH ? k->target_batch : 0;
 		double ops = rate(r), ratio = limit > 0 ? ops / limit : 0;
 
+		if ((m == M_ONE_CHECKED || m == M_BATCH_CHECKED) && !o->verify_port)
+			continue;
 		if (r->why[0] && r->ops == 0) {
 			printf("  %-36s failed: %s\n", mode_names[m], r->why);
 			continue;
@@ -880,6 +918,12 @@ static void print_key(const struct options *o, const struct key *k)
 			printf("  >= %.2f %s", target, ratio >= target ? "met" : "NOT MET");
 		if (r->why[0])
 			printf("  (stopped after %lu: %s)", r->ops, r->why);
+		putchar('\n');
+	}
+	if (o->verify_port) {
+		printf("  verify_signatures on/off:");
+		print_cost(" 1 request at a time", &k->res[M_ONE], &k->res[M_ONE_CHECKED]);
+		print_cost(", batches of 16", &k->res[M_BATCH], &k->res[M_BATCH_CHECKED]);
 		putchar('\n');
 	}
 }
@@ -897,6 +941,10 @@ static void print_report(const struct options *o, const struct result *floor, co
 		print_key(o, &keys[i]);
 	printf("\n\u00b5s/op is wall time per Sign (for parallel connections, at their summed rate).\n"
 	       "The in-process loop runs single-threaded on the same token, key type and hashing path.\n");
+	if (o->verify_port)
+		printf("The verify_signatures rows: the relay on port %s, with keys.verify_signatures on, each run\n"
+		       "right after the same run without it.\n",
+		       o->verify_port);
 }
 
 /* Set-up. */
@@ -905,12 +953,15 @@ static void usage(FILE *out)
 {
 	fputs("Usage: kmip_bench --host HOST --port N --ca CA.pem --cert CLIENT.pem --key CLIENT.key\n"
 	      "                  --module MODULE.so --token LABEL --pin-file FILE\n"
-	      "                  [--lock-file FILE] [--seconds S]\n"
+	      "                  [--lock-file FILE] [--seconds S] [--verify-port N]\n"
 	      "Measures Sign through a running kmip-relay (RSA-2048 and P-256 keys it makes,\n"
 	      "uses and destroys) against a C_Sign loop in this process on the same token.\n"
 	      "  --token LABEL, --pin-file FILE  the token and PIN the relay is configured with\n"
 	      "  --lock-file FILE  the relay's pkcs11.lock_file, held while this process logs in\n"
-	      "  --seconds S       per measurement (default 3)\n",
+	      "  --seconds S       per measurement (default 3)\n"
+	      "  --verify-port N   a second relay on HOST, on the same token, with\n"
+	      "                    keys.verify_signatures on: one connection is measured there\n"
+	      "                    too, one request at a time and in batches, beside this one's\n",
 	      out);
 }
 
@@ -922,7 +973,8 @@ static int parse_options(int argc, char **argv, struct options *ret)
 		{ "key", required_argument, NULL, 'k' },      { "module", required_argument, NULL, 'm' },
 		{ "token", required_argument, NULL, 't' },    { "pin-file", required_argument, NULL, 'P' },
 		{ "lock-file", required_argument, NULL, 'l' }, { "seconds", required_argument, NULL, 's' },
-		{ "help", no_argument, NULL, 'h' },           { NULL, 0, NULL, 0 },
+		{ "verify-port", required_argument, NULL, 'v' }, { "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
 	};
 	struct options o = { .seconds = 3 };
 	char *end;
@@ -939,6 +991,7 @@ static int parse_options(int argc, char **argv, struct options *ret)
 		case 't': o.token = optarg; break;
 		case 'P': o.pin_file = optarg; break;
 		case 'l': o.lock_file = optarg; break;
+		case 'v': o.verify_port = optarg; break;
 		case 's':
 			errno = 0;
 			o.seconds = strtod(optarg, &end);
@@ -968,6 +1021,10 @@ static int setup_tls(struct bench *b, const char **ret_why)
 	b->host_is_ip = inet_pton(AF_INET, b->opt.host, ip) == 1 || inet_pton(AF_INET6, b->opt.host, ip) == 1;
 	if (getaddrinfo(b->opt.host, b->opt.port, &hints, &b->addr) != 0) {
 		*ret_why = "--host/--port: cannot resolve";
+		return KR_E_CONFIG;
+	}
+	if (b->opt.verify_port && getaddrinfo(b->opt.host, b->opt.verify_port, &hints, &b->verify_addr) != 0) {
+		*ret_why = "--host/--verify-port: cannot resolve";
 		return KR_E_CONFIG;
 	}
 	if (gnutls_certificate_allocate_credentials(&b->cred) < 0) {
@@ -1083,5 +1140,7 @@ int main(int argc, char **argv)
 		gnutls_certificate_free_credentials(b.cred);
 	if (b.addr)
 		freeaddrinfo(b.addr);
+	if (b.verify_addr)
+		freeaddrinfo(b.verify_addr);
 	return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }

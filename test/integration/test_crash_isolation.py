@@ -11,6 +11,10 @@ listener is served normally.
 - HandshakeFaultTest: the relay's TLS key lives in the token, so the module is
   loaded, logged into and used before and during the handshake.
 - OperationFaultTest: the fault hits a KMIP Get of a public key in the token.
+- WrongResultTest: the module does not crash but answers wrongly - a signature
+  with a bit flipped, which keys.verify_signatures must catch, or an error code
+  for C_GenerateRandom, which keys.software_random works around only when the
+  token has no generator.
 
 A hung module holds its own process for as long as it hangs (nothing in the relay
 bounds a module call), except while that process holds pkcs11.lock_file, which
@@ -28,8 +32,14 @@ import ssl
 import time
 import unittest
 
-from relaytest import (BYTES, ENUM, OP_QUERY, OP_SIGN, RELAY, TEXT, RelayTestCase, T, Token,
-                       batch_items, exchange, find, item, request)
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding
+
+from relaytest import (BYTES, CRYPTOGRAPHIC_FAILURE, ENUM, FAILED, GENERAL_FAILURE, INTEGER, INVALID_FIELD,
+                       OP_QUERY, OP_RNG_RETRIEVE, OP_SIGN, RELAY, SUCCESS, TEXT,
+                       UNSUPPORTED_CRYPTOGRAPHIC_PARAMETERS, V1, V2, RelayTestCase, T, Token, batch_items,
+                       exchange, find, item, key_material, public_key_of, reason_in, request, spki_sha256)
 
 FAULTY_P11 = os.environ.get("FAULTY_P11") or os.path.join(os.path.dirname(os.path.abspath(RELAY)),
                                                           "test", "faulty_p11.so")
@@ -359,6 +369,128 @@ class OperationFaultTest(FaultTestCase):
                 self.assertEqual(hung.recv(8), b"")
             except (ConnectionError, ssl.SSLEOFError):
                 pass
+
+
+class WrongResultTest(FaultTestCase):
+    """A module that answers wrongly instead of crashing, on key pairs made outside
+    the relay (the TLS key is a file). Every request goes on a connection of its
+    own, to one of two relays on the same token that differ in one keys.* switch."""
+
+    KEYS = {"ec": ("EC:prime256v1", "A1B2C3"), "rsa": ("RSA:2048", "D4E5F6")}
+    SELF_CHECK_FAILED = "verify_signatures: the signature does not verify with the public key"
+
+    def setUp(self):
+        super().setUp()
+        for key_type, key_id in self.KEYS.values():
+            self.token.keypair(key_type, key_id.lower(), "wrong-" + key_id)
+
+    def serve(self, **keys):
+        return self.start(self.config(pkcs11=self.pkcs11, keys=keys))
+
+    def call(self, port, version, operation, payload):
+        """The response batch item of one request on a new connection."""
+        with self.kmip(port, version=version) as c:
+            c.sock.settimeout(CLIENT_TIMEOUT)
+            return c.call(operation, payload)
+
+    def assert_failed(self, bi, reason, message):
+        """A failed item with exactly this Result Reason and Message, and no payload."""
+        self.assertEqual((bi[T["ResultStatus"]], bi.get(T["ResultReason"]), bi.get(T["ResultMessage"])),
+                         (FAILED, reason, message))
+        self.assertNotIn(T["ResponsePayload"], bi)
+
+    def signature(self, bi):
+        self.assertEqual(bi[T["ResultStatus"]], SUCCESS, bi.get(T["ResultMessage"]))
+        (sig,) = find(bi[T["ResponsePayload"]], SIGNATURE_DATA)
+        return sig
+
+    def summarised_log(self, connections, timeout=10):
+        """The log's lines once it ends that many connections (the summary line comes
+        after a connection's audit records)."""
+        deadline = time.time() + timeout
+        while True:
+            lines = self.log_lines()
+            if sum("]: connection peer=" in l for l in lines) >= connections or time.time() > deadline:
+                return lines
+            time.sleep(0.05)
+
+    @staticmethod
+    def verifies(public, signature, message):
+        """Whether python-cryptography accepts the signature: ECDSA or RSA PKCS#1
+        v1.5, with SHA-256 (the relay's default for both)."""
+        try:
+            if isinstance(public, ec.EllipticCurvePublicKey):
+                public.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+            else:
+                public.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+            return True
+        except InvalidSignature:
+            return False
+
+    def test_verify_signatures_catches_a_corrupt_signature(self):
+        checked, unchecked = self.serve(verify_signatures=True), self.serve(verify_signatures=False)
+        message = b"a bit will flip " + os.urandom(16)
+        expected_audit = []
+        for name, (_, key_id) in sorted(self.KEYS.items()):
+            priv = key_id + "_priv"
+            sign = [item(UNIQUE_IDENTIFIER, TEXT, priv), item(DATA, BYTES, message)]
+            for version in (V1, V2):
+                with self.subTest(key=name, version=version):
+                    self.set_fault("")
+                    public = public_key_of(*key_material(self.call(unchecked, V2, OP_GET, [
+                        item(UNIQUE_IDENTIFIER, TEXT, key_id + "_pub")])[T["ResponsePayload"]]))
+                    good = self.signature(self.call(checked, version, OP_SIGN, sign))
+                    self.assertTrue(self.verifies(public, good, message))
+                    self.set_fault("C_Sign:corrupt")
+                    # The self-check refuses the signature: nothing of it goes out.
+                    self.assert_failed(self.call(checked, version, OP_SIGN, sign), CRYPTOGRAPHIC_FAILURE,
+                                       self.SELF_CHECK_FAILED)
+                    # The negative control: without it, the client gets the bad signature.
+                    bad = self.signature(self.call(unchecked, version, OP_SIGN, sign))
+                    self.assertFalse(self.verifies(public, bad, message))
+                    if name == "rsa":  # PKCS#1 v1.5 is deterministic: exactly the bit flipped
+                        self.assertEqual(bad, good[:-1] + bytes([good[-1] ^ 0x01]))
+                    expected_audit += [("Get", "Success", key_id + "_pub"), ("Sign", "Success", priv),
+                                       ("Sign", "Cryptographic Failure", priv), ("Sign", "Success", priv)]
+        self.set_fault("")
+        fired = self.fired()
+        self.assertEqual([(fn, action) for _, fn, action in fired], [("C_Sign", "corrupt")] * 8)
+        self.assertEqual(len({pid for pid, _, _ in fired}), 8, "one corrupt C_Sign per connection")
+        # The audit record of each refused Sign names the key and the failure.
+        records = self.audit_records(self.summarised_log(len(expected_audit)))
+        client = "sha256:" + spki_sha256(self.client_cert)
+        self.assertEqual({r["client"] for r in records}, {client})
+        self.assertEqual([(r["operation"], r["result"], r.get("uid")) for r in records], expected_audit)
+
+    def test_software_random_only_without_a_generator(self):
+        strict, fallback = self.serve(software_random=False), self.serve(software_random=True)
+        self.set_fault("C_GenerateRandom:rv=CKR_RANDOM_NO_RNG")
+        requests = 0
+        for version in (V1, V2):
+            with self.subTest(version=version):
+                self.assert_failed(self.call(strict, version, OP_RNG_RETRIEVE, [item(T["DataLength"], INTEGER, 32)]),
+                                   reason_in(version, INVALID_FIELD, UNSUPPORTED_CRYPTOGRAPHIC_PARAMETERS),
+                                   "the token does not support this mechanism")
+                got = {}
+                for n in (1, 32, 32, 65536):
+                    bi = self.call(fallback, version, OP_RNG_RETRIEVE, [item(T["DataLength"], INTEGER, n)])
+                    self.assertEqual(bi[T["ResultStatus"]], SUCCESS, bi.get(T["ResultMessage"]))
+                    self.assertEqual([(t, ty) for t, ty, _ in bi[T["ResponsePayload"]]], [(T["Data"], BYTES)])
+                    data = bi[T["ResponsePayload"]][0][2]
+                    self.assertEqual(len(data), n)
+                    got.setdefault(n, []).append(data)
+                self.assertNotEqual(got[32][0], got[32][1])
+                self.assertEqual(len(set(got[65536][0])), 256, "every byte value in 64 KiB of random bytes")
+                requests += 5
+        # Any other failure of the token's generator is the client's to see.
+        self.set_fault("C_GenerateRandom:rv=CKR_DEVICE_ERROR")
+        self.assert_failed(self.call(fallback, V2, OP_RNG_RETRIEVE, [item(T["DataLength"], INTEGER, 32)]),
+                           GENERAL_FAILURE, "the token is not available")
+        self.set_fault("")
+        # The token was asked every time, once.
+        self.assertEqual([(fn, action) for _, fn, action in self.fired()],
+                         [("C_GenerateRandom", "rv=CKR_RANDOM_NO_RNG")] * requests +
+                         [("C_GenerateRandom", "rv=CKR_DEVICE_ERROR")])
 
 
 if __name__ == "__main__":
