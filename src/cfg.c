@@ -83,6 +83,11 @@ static const struct key pkcs11_keys[] = {
 	{ 0 },
 };
 
+static const struct key testing_keys[] = {
+	K("interop", KT_BOOL, testing.interop),
+	{ 0 },
+};
+
 static const struct key top_keys[] = {
 	{ "tls", KT_SECTION, 0, tls_keys },
 	{ "timeouts", KT_SECTION, 0, timeout_keys },
@@ -90,6 +95,7 @@ static const struct key top_keys[] = {
 	{ "log", KT_SECTION, 0, log_keys },
 	{ "pkcs11", KT_SECTION, 0, pkcs11_keys },
 	{ "keys", KT_SECTION, 0, key_keys },
+	{ "testing", KT_SECTION, 0, testing_keys },
 	{ "clients", KT_LATER, 0, NULL },
 	{ "namespaces", KT_LATER, 0, NULL },
 	{ 0 },

@@ -74,6 +74,9 @@ struct cfg {
 		bool verify_signatures; /* check every signature with the public half first */
 	} keys;
 	struct {
+		bool interop; /* offer the test-only Interop and Log operations */
+	} testing;
+	struct {
 		char *module;         /* PKCS#11 module path */
 		char *token;          /* pkcs11: URI selecting the token */
 		char *pin_file;       /* the user PIN, from this file... */

@@ -4,12 +4,17 @@
 
 #include <string.h>
 
+#include "log.h"
 #include "policy.h"
 
 static void op_discover_versions(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
 				 struct ops_result *res);
 static void op_query(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
 		     struct ops_result *res);
+static void op_interop(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
+		       struct ops_result *res);
+static void op_log(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
+		   struct ops_result *res);
 
 /* In code order: Query lists them so. "changes": it changes the token, which a
  * read-only client may not. */
@@ -41,9 +46,29 @@ static const struct {
 	{ KMIP_OP_MAC, op_mac, false },
 	{ KMIP_OP_MAC_VERIFY, op_mac_verify, false },
 	{ KMIP_OP_RNG_RETRIEVE, op_rng_retrieve, false },
+	{ KMIP_OP_HASH, op_hash, false },
+	/* For conformance test runs only, with testing.interop. */
+	{ KMIP_OP_LOG, op_log, false },
+	{ KMIP_OP_INTEROP, op_interop, false },
 };
 
 #define N_OPS (sizeof(ops_table) / sizeof(ops_table[0]))
+
+static bool is_testing_op(uint32_t operation)
+{
+	return operation == KMIP_OP_INTEROP || operation == KMIP_OP_LOG;
+}
+
+/* Client text for a log line: at most max bytes, control characters replaced, so
+ * that it cannot forge lines. */
+static void loggable(const struct ttlv_item *text, char *out, size_t max)
+{
+	size_t n = text->len < max - 1 ? text->len : max - 1;
+
+	for (size_t i = 0; i < n; i++)
+		out[i] = ((const unsigned char *)text->value)[i] < 0x20 ? '?' : ((const char *)text->value)[i];
+	out[n] = '\0';
+}
 
 const char *ops_name(uint32_t operation)
 {
@@ -188,7 +213,8 @@ static void op_query(struct ops_ctx *ctx, const struct ttlv_item *payload, struc
 	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
 	if (want[QUERY_OPERATIONS])
 		for (size_t i = 0; i < N_OPS; i++)
-			if (kmip_operation_defined(ops_table[i].operation, ctx->version))
+			if (kmip_operation_defined(ops_table[i].operation, ctx->version) &&
+			    (!is_testing_op(ops_table[i].operation) || ctx->cfg->testing.interop))
 				ttlv_put_enum(w, KMIP_TAG_OPERATION, ops_table[i].operation);
 	if (want[QUERY_OBJECTS])
 		for (size_t i = 0; i < sizeof(query_objects) / sizeof(query_objects[0]); i++)
@@ -198,11 +224,56 @@ static void op_query(struct ops_ctx *ctx, const struct ttlv_item *payload, struc
 	ttlv_end(w);
 }
 
+/* Interop: the conformance test cases mark their start and end with it; nothing
+ * to do but answer. */
+static void op_interop(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
+		       struct ops_result *res)
+{
+	const struct ttlv_item *fn = ttlv_find(payload, KMIP_TAG_INTEROP_FUNCTION);
+	const struct ttlv_item *id = ttlv_find(payload, KMIP_TAG_INTEROP_IDENTIFIER);
+	const char *name;
+	char text[129];
+
+	(void)ctx;
+	if (!fn || fn->type != TTLV_ENUMERATION || !id || id->type != TTLV_TEXT_STRING) {
+		ops_fail(res, KMIP_REASON_MISSING_DATA, "Interop needs an Interop Function and an Interop Identifier");
+		return;
+	}
+	name = kmip_enum_name(KMIP_TAG_INTEROP_FUNCTION, ttlv_enum(fn));
+	loggable(id, text, sizeof(text));
+	log_msg(LOG_INFO, "interop %s %s", name ? name : "(unknown)", text);
+	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
+	ttlv_end(w);
+}
+
+/* Log: the client's message goes to the relay's log. */
+static void op_log(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
+		   struct ops_result *res)
+{
+	const struct ttlv_item *msg = ttlv_find(payload, KMIP_TAG_LOG_MESSAGE);
+	char text[1025];
+
+	(void)ctx;
+	if (!msg || msg->type != TTLV_TEXT_STRING) {
+		ops_fail(res, KMIP_REASON_MISSING_DATA, "Log needs a Log Message");
+		return;
+	}
+	loggable(msg, text, sizeof(text));
+	log_msg(LOG_NOTICE, "client log: %s", text);
+	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
+	ttlv_end(w);
+}
+
 void ops_run(struct ops_ctx *ctx, const struct kmip_batch_item *item, struct ttlv_writer *w,
 	     struct ops_result *res)
 {
 	*res = (struct ops_result){ 0 };
-	if (!kmip_operation_defined(item->operation, ctx->version)) {
+	if (is_testing_op(item->operation) && !ctx->cfg->testing.interop) {
+		ops_fail(res, KMIP_REASON_OPERATION_NOT_SUPPORTED, "operation not supported");
+		return;
+	}
+	/* The OASIS 1.4 test cases use the 2.0 Interop and Log operations too. */
+	if (!kmip_operation_defined(item->operation, ctx->version) && !is_testing_op(item->operation)) {
 		ops_fail(res, KMIP_REASON_OPERATION_NOT_SUPPORTED, "operation not defined in this protocol version");
 		return;
 	}

@@ -84,9 +84,6 @@ static bool read_params(const struct ttlv_item *payload, struct crypto_params *p
 	return true;
 }
 
-/* The mechanism for a signature by a key of this type, and the bytes it takes: RSA
- * hashes on the token (CKM_SHA256_RSA_PKCS...), a digest goes in as its DigestInfo;
- * ECDSA is hashed here, as SoftHSM has no CKM_ECDSA_SHA256; EdDSA takes the message. */
 struct sig_input {
 	CK_MECHANISM mech;
 	CK_RSA_PKCS_PSS_PARAMS pss;
@@ -151,7 +148,7 @@ static int signature_input(struct p11_token *tok, CK_KEY_TYPE type, const struct
  * the token's own CKR_ code. */
 static void crypto_fail(struct store *st, const struct store_obj *o, int r, struct ops_result *res)
 {
-	if (r == KR_E_P11_NOT_PERMITTED) {
+	if (r == KR_E_P11_NOT_PERMITTED && o) {
 		ops_explain_refusal(st, o, res);
 		return;
 	}
@@ -474,6 +471,43 @@ void op_mac_verify(struct ops_ctx *ctx, const struct ttlv_item *payload, struct 
 		   struct ops_result *res)
 {
 	mac(ctx, payload, w, res, true);
+}
+
+/* Hash: the token's digest of the Data, with the Hashing Algorithm that the
+ * Cryptographic Parameters name. */
+void op_hash(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res)
+{
+	const struct ttlv_item *data = ttlv_find(payload, KMIP_TAG_DATA);
+	const struct hash *h;
+	struct crypto_params p;
+	struct store *st;
+	CK_MECHANISM mech = { 0, NULL, 0 };
+	uint8_t out[64];
+	size_t out_len = sizeof(out);
+	int r;
+
+	if (!data || data->type != TTLV_BYTE_STRING) {
+		ops_fail(res, KMIP_REASON_MISSING_DATA, "Hash needs Data");
+		return;
+	}
+	if (!read_params(payload, &p, res))
+		return;
+	if (!p.hash || !(h = find_hash(p.hash))) {
+		ops_fail(res, p.hash ? KMIP_REASON_UNSUPPORTED_CRYPTOGRAPHIC_PARAMETERS : KMIP_REASON_MISSING_DATA,
+			 "Hash needs a Hashing Algorithm of SHA-1, SHA-224, SHA-256, SHA-384 or SHA-512");
+		return;
+	}
+	if (!(st = ops_store(ctx, res)))
+		return;
+	mech.mechanism = ctx->mechanism = h->digest;
+	r = p11_digest(st->tok, &mech, data->value, data->len, out, &out_len);
+	if (r < 0) {
+		crypto_fail(st, NULL, r, res);
+		return;
+	}
+	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
+	ttlv_put_bytes(w, KMIP_TAG_DATA, out, out_len);
+	ttlv_end(w);
 }
 
 #define MAX_RANDOM (64 * 1024)

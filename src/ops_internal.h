@@ -29,6 +29,7 @@ void op_signature_verify(struct ops_ctx *ctx, const struct ttlv_item *payload, s
 void op_mac(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res);
 void op_mac_verify(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
 		   struct ops_result *res);
+void op_hash(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res);
 void op_rng_retrieve(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
 		     struct ops_result *res);
 

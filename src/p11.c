@@ -539,6 +539,19 @@ int p11_sign(struct p11_token *t, CK_MECHANISM *m, CK_OBJECT_HANDLE key, const u
 	return r;
 }
 
+int p11_digest(struct p11_token *t, CK_MECHANISM *m, const uint8_t *in, size_t in_len, uint8_t *out,
+	       size_t *inout_len)
+{
+	CK_ULONG len = *inout_len;
+	int r = check(t, t->f->C_DigestInit(t->session, m));
+
+	if (r == 0)
+		r = check(t, t->f->C_Digest(t->session, (CK_BYTE *)in, in_len, out, &len));
+	if (r == 0)
+		*inout_len = len;
+	return r;
+}
+
 int p11_random(struct p11_token *t, uint8_t *out, size_t len)
 {
 	return check(t, t->f->C_GenerateRandom(t->session, out, len));

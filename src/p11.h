@@ -76,6 +76,9 @@ int p11_encrypt(struct p11_token *t, CK_MECHANISM *m, CK_OBJECT_HANDLE key, cons
 		uint8_t **ret, size_t *ret_len) KR_WUR;
 int p11_decrypt(struct p11_token *t, CK_MECHANISM *m, CK_OBJECT_HANDLE key, const uint8_t *in, size_t in_len,
 		uint8_t **ret, size_t *ret_len) KR_WUR;
+/* C_DigestInit and C_Digest, as p11_sign. */
+int p11_digest(struct p11_token *t, CK_MECHANISM *m, const uint8_t *in, size_t in_len, uint8_t *out,
+	       size_t *inout_len) KR_WUR;
 int p11_random(struct p11_token *t, uint8_t *out, size_t len) KR_WUR;
 
 #endif

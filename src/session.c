@@ -25,6 +25,7 @@ struct session {
 	struct ttlv_limits limits;
 	char client[160]; /* the identity of the current request's client, for audit */
 	const struct cfg_client *entry; /* its "clients" entry, if the config has them */
+	const char *auth_failure;       /* why the current request's client was refused */
 	/* The audit records of the request in hand; they are written after its response
 	 * is sent, so that logging adds nothing to the client's wait. */
 	struct audit_entry *audits;
@@ -136,32 +137,45 @@ static void set_client(struct session *s, const struct kmip_header *h)
 		snprintf(s->client, sizeof(s->client), "anonymous");
 }
 
-/* Finds the request's "clients" entry; false (logged) if none matches. */
+/* Finds the request's "clients" entry. A client whose Password is its PIN is
+ * authenticated only once C_Login takes it, so its token is opened here: a wrong
+ * PIN then fails every request, not just those that reach the token. */
 static bool identify(struct session *s, const struct kmip_header *h)
 {
-	const char *why = "";
+	struct store *st;
+	int r;
 
-	s->entry = policy_identify(s->cfg, tls_identity(s->tls), h, &why);
-	if (!s->entry)
-		log_msg(LOG_WARNING, "authentication failed: %s: %s", s->client, why);
+	s->entry = policy_identify(s->cfg, tls_identity(s->tls), h, &s->auth_failure);
 	set_client(s, h);
-	return s->entry != NULL;
+	if (!s->entry)
+		return false;
+	if (!s->entry->password_is_pin && !s->entry->username_is_token)
+		return true;
+	r = token_store(s->token, h, s->entry, !tls_identity(s->tls)->has_certificate, &st);
+	if (r != KR_E_P11_PIN)
+		return true; /* a token that cannot be reached is the operations' failure */
+	s->auth_failure = s->token->why;
+	return false;
 }
 
-/* A failed authentication is answered after a pause, which slows down guessing;
- * the socket unit's MaxConnectionsPerSource bounds how many guess at once. */
-static void delay_failed_authentication(const struct session *s)
+/* A failed authentication is logged and answered after a pause, which slows down
+ * guessing; the socket unit's MaxConnectionsPerSource bounds how many guess at
+ * once. */
+static void delay_failed_authentication(struct session *s)
 {
 	for (size_t i = 0; i < s->n_audits; i++)
 		if (s->audits[i].reason == KMIP_REASON_AUTHENTICATION_NOT_SUCCESSFUL) {
 			struct timespec pause = { .tv_sec = AUTH_FAILURE_DELAY_S };
 
-			log_msg(LOG_NOTICE, "authentication failed: %s: answered after %d s", s->client,
-				AUTH_FAILURE_DELAY_S);
+			if (!s->auth_failure)
+				s->auth_failure = s->token->why ? s->token->why : "no credential";
+			log_msg(LOG_NOTICE, "authentication failed: %s: %s (answered after %d s)", s->client,
+				s->auth_failure, AUTH_FAILURE_DELAY_S);
 			while (nanosleep(&pause, &pause) < 0 && errno == EINTR)
 				;
-			return;
+			break;
 		}
+	s->auth_failure = NULL;
 }
 
 /* Runs the batch items; each gets a response item with its payload or failure. */
@@ -286,13 +300,15 @@ static int handle(struct session *s, const uint8_t *buf, size_t len, uint8_t **r
 		goto out;
 	}
 	if (!tls_identity(s->tls)->has_certificate && !req->header.username.ptr) {
+		s->auth_failure = "no certificate and no Username and Password";
 		r = refuse(s, req, v, KMIP_REASON_AUTHENTICATION_NOT_SUCCESSFUL,
 			   "a client without a certificate must send a Username and Password credential", ret, ret_len);
 		goto out;
 	}
 	if (s->cfg->n_clients && !identify(s, &req->header)) {
-		r = refuse(s, req, v, KMIP_REASON_AUTHENTICATION_NOT_SUCCESSFUL, "no clients entry matches this client",
-			   ret, ret_len);
+		r = refuse(s, req, v, KMIP_REASON_AUTHENTICATION_NOT_SUCCESSFUL,
+			   s->entry ? "the token refused the Password as PIN" : "no clients entry matches this client", ret,
+			   ret_len);
 		goto out;
 	}
 	if ((req->header.present & KMIP_FIELD(KMIP_H_BATCH_ERROR_OPTION)) &&

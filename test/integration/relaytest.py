@@ -98,16 +98,27 @@ class PKI:
              "--outfile", pem])
         return pem, key
 
-    def issue(self, name, cn, server=False, ca=None, ca_key=None):
-        """A certificate signed by this CA (or by ca/ca_key); returns (pem, key)."""
+    def issue(self, name, cn, server=False, ca=None, ca_key=None, dns_names=()):
+        """A certificate signed by this CA (or by ca/ca_key), with dns_names as DNS
+        subjectAltNames besides a server's; returns (pem, key)."""
         key = self._key(name)
         pem = self._path(name + ".pem")
-        lines = ['cn = "%s"' % cn, "signing_key"]
+        lines = ['cn = "%s"' % cn, "signing_key"] + ['dns_name = "%s"' % d for d in dns_names]
         lines += ['dns_name = "localhost"', 'ip_address = "127.0.0.1"', "tls_www_server",
                   "encryption_key"] if server else ["tls_www_client"]
         tmpl = self._template(name, lines)
         run(["certtool", "--generate-certificate", "--load-privkey", key, "--load-ca-certificate",
              ca or self.ca, "--load-ca-privkey", ca_key or self.ca_key, "--template", tmpl,
+             "--outfile", pem])
+        return pem, key
+
+    def self_signed(self, name, cn, dns_names=()):
+        """A self-signed client certificate (no CA vouches for it); returns (pem, key)."""
+        key = self._key(name)
+        pem = self._path(name + ".pem")
+        tmpl = self._template(name, ['cn = "%s"' % cn, "signing_key", "tls_www_client"] +
+                              ['dns_name = "%s"' % d for d in dns_names])
+        run(["certtool", "--generate-self-signed", "--load-privkey", key, "--template", tmpl,
              "--outfile", pem])
         return pem, key
 
@@ -242,14 +253,18 @@ class RelayTestCase(unittest.TestCase):
         self.assertEqual(texts, [], "sanitizer reports")
 
     def config(self, **sections):
-        """Writes a config: the test PKI and log file, with sections merged over them."""
+        """Writes a config: the test PKI and log file, with sections merged over them
+        (a section that is not a dict, e.g. a "clients" list, is set as given)."""
         cfg = {
             "tls": {"certificate": self.pki.server, "key": self.pki.server_key,
                     "client_ca": self.pki.ca},
             "log": {"file": self.log},
         }
         for name, values in sections.items():
-            cfg.setdefault(name, {}).update(values)
+            if isinstance(values, dict):
+                cfg.setdefault(name, {}).update(values)
+            else:  # a list ("clients") replaces
+                cfg[name] = values
         path = os.path.join(self.tmp, "relay-%d.json" % len(os.listdir(self.tmp)))
         with open(path, "w") as f:
             json.dump(cfg, f)
@@ -475,7 +490,7 @@ OP_QUERY, OP_DISCOVER_VERSIONS, OP_SIGN, OP_ARCHIVE, OP_CHECK = 0x18, 0x1E, 0x21
 # What Query lists, by the version that defines each (1.1 adds Discover Versions,
 # 1.2 the cryptographic operations).
 OPERATIONS_1_0 = [0x01, 0x02, 0x03, 0x08, 0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x0E, 0x0F, 0x12, 0x13, 0x14, 0x18]
-OPERATIONS_1_2 = OPERATIONS_1_0 + [0x1E, 0x1F, 0x20, 0x21, 0x22, 0x23, 0x24, 0x25]
+OPERATIONS_1_2 = OPERATIONS_1_0 + [0x1E, 0x1F, 0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x27]
 
 
 def protocol_version(major, minor):
