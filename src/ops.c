@@ -54,6 +54,14 @@ static const struct {
 
 #define N_OPS (sizeof(ops_table) / sizeof(ops_table[0]))
 
+bool ops_changes(uint32_t operation)
+{
+	for (size_t i = 0; i < N_OPS; i++)
+		if (ops_table[i].operation == operation)
+			return ops_table[i].changes;
+	return false;
+}
+
 static bool is_testing_op(uint32_t operation)
 {
 	return operation == KMIP_OP_INTEROP || operation == KMIP_OP_LOG;

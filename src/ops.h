@@ -32,6 +32,21 @@ struct ops_result {
 void ops_run(struct ops_ctx *ctx, const struct kmip_batch_item *item, struct ttlv_writer *w,
 	     struct ops_result *res);
 
+/* Whether the operation changes the token. */
+bool ops_changes(uint32_t operation);
+
+/* Batch Error Continuation Option Undo (ops_undo.c). ops_undoable says whether an
+ * operation can be undone at all (Destroy cannot). Before a batch item runs,
+ * ops_undo_prepare keeps what it may change (NULL: out of memory); after it
+ * succeeded, ops_undo_done notes what it made; if a later item fails,
+ * ops_undo_apply puts it back. */
+struct ops_undo;
+bool ops_undoable(uint32_t operation);
+struct ops_undo *ops_undo_prepare(struct ops_ctx *ctx, const struct kmip_batch_item *item);
+void ops_undo_done(struct ops_ctx *ctx, const struct kmip_batch_item *item, struct ops_undo *u);
+int ops_undo_apply(struct ops_ctx *ctx, struct ops_undo *u) KR_WUR;
+void ops_undo_free(struct ops_undo *u);
+
 /* Name of an operation for logs ("Query"), or "Unknown". */
 const char *ops_name(uint32_t operation);
 

@@ -20,14 +20,26 @@ struct key_request {
 	int64_t activation;
 	struct kmip_text name;
 	int sensitive, extractable; /* -1: not given */
+	bool generated; /* by the token (Create, Create Key Pair), not registered */
 	struct kmip_attr kept[32]; /* attributes the token has no place for; they borrow
 				    * from the request */
 	size_t n_kept;
 };
 
-static void key_request_init(struct key_request *k)
+static void key_request_init(struct key_request *k, bool generated)
 {
-	*k = (struct key_request){ .sensitive = -1, .extractable = -1 };
+	*k = (struct key_request){ .sensitive = -1, .extractable = -1, .generated = generated };
+}
+
+/* Keeps an attribute the token has no place for, for the new object's metadata. */
+static bool keep_attr(struct key_request *k, const struct kmip_attr *a, struct ops_result *res)
+{
+	if (k->n_kept == sizeof(k->kept) / sizeof(k->kept[0])) {
+		ops_fail(res, KMIP_REASON_SERVER_LIMIT_EXCEEDED, "too many attributes");
+		return false;
+	}
+	k->kept[k->n_kept++] = *a;
+	return true;
 }
 
 /* Reads one attribute of a creation template into k. */
@@ -81,21 +93,20 @@ static bool read_key_attr(const struct kmip_attr *a, struct key_request *k, stru
 			break;
 		*(a->tag == KMIP_TAG_SENSITIVE ? &k->sensitive : &k->extractable) = ttlv_bool(v);
 		return true;
-	case KMIP_TAG_UNIQUE_IDENTIFIER:
-	case KMIP_TAG_OBJECT_TYPE:
-	case KMIP_TAG_STATE:
-	case KMIP_TAG_INITIAL_DATE:
-	case KMIP_TAG_LAST_CHANGE_DATE:
-	case KMIP_TAG_LINK:
-		ops_fail(res, KMIP_REASON_ATTRIBUTE_READ_ONLY, "the server sets this attribute");
-		return false;
+	case KMIP_TAG_CERTIFICATE_TYPE:
+		/* The server sets it from the certificate, which can only be X.509. */
+		if (v->type != TTLV_ENUMERATION || ttlv_enum(v) != CERT_X509)
+			break;
+		return true;
 	default:
-		if (k->n_kept == sizeof(k->kept) / sizeof(k->kept[0])) {
-			ops_fail(res, KMIP_REASON_SERVER_LIMIT_EXCEEDED, "too many attributes");
+		/* The relay links the halves of a pair itself; a key it makes was created now,
+		 * by the token's generator. */
+		if (ops_attr_rule(a->tag) == ATTR_SERVER || a->tag == KMIP_TAG_LINK ||
+		    (k->generated && ops_attr_rule(a->tag) == ATTR_ONCE)) {
+			ops_fail(res, KMIP_REASON_ATTRIBUTE_READ_ONLY, "the server sets this attribute");
 			return false;
 		}
-		k->kept[k->n_kept++] = *a;
-		return true;
+		return keep_attr(k, a, res);
 	}
 	ops_fail(res, KMIP_REASON_INVALID_ATTRIBUTE_VALUE, "attribute value of the wrong type");
 	return false;
@@ -133,15 +144,94 @@ struct new_meta {
 	uint32_t state, usage;
 	const char *link_uid;
 	uint32_t link_type;
+	struct store *st;
+	const struct store_obj *o;
+	uint32_t format;                  /* its Key Format Type; 0 for certificates and Opaque Objects */
+	const struct ttlv_item *material; /* Register: the Key Material as the request gave it */
+	const struct ttlv_item *value;    /* Register: a certificate's or an Opaque Object's bytes */
 };
+
+enum { RNG_UNSPECIFIED = 1 };
+
+/* The Digest (KMIP 2.1 section 4.21) of what the relay can see: the material the
+ * request gave, else the key as the token lets it out (not a sensitive one). KMIP
+ * wants one in the default format too. */
+static void put_digests(struct ttlv_writer *w, const struct new_meta *m)
+{
+	uint32_t dflt = ops_default_format(m->o->kind, m->o->key_type);
+
+	if (m->value) {
+		ops_put_digest(w, m->value->value, m->value->len, 0);
+		return;
+	}
+	if (m->material)
+		ops_put_material_digest(w, m->material, m->format);
+	else
+		ops_put_token_digest(w, m->st, m->o, m->format);
+	if (m->format != dflt)
+		ops_put_token_digest(w, m->st, m->o, dflt);
+}
+
+/* The Certificate Attributes (KMIP 2.1 section 4.6): the subject's and the issuer's
+ * name parts, in the order of their tags (Certificate Subject CN = 0x420108 to DN
+ * Qualifier, then the same for the issuer). */
+static const char *const dn_oids[] = {
+	GNUTLS_OID_X520_COMMON_NAME, GNUTLS_OID_X520_ORGANIZATION_NAME, GNUTLS_OID_X520_ORGANIZATIONAL_UNIT_NAME,
+	GNUTLS_OID_PKCS9_EMAIL, GNUTLS_OID_X520_COUNTRY_NAME, GNUTLS_OID_X520_STATE_OR_PROVINCE_NAME,
+	GNUTLS_OID_X520_LOCALITY_NAME, GNUTLS_OID_LDAP_UID, "2.5.4.5" /* serialNumber */, GNUTLS_OID_X520_TITLE,
+	GNUTLS_OID_LDAP_DC, GNUTLS_OID_X520_DN_QUALIFIER,
+};
+#define N_DN_PARTS (sizeof(dn_oids) / sizeof(dn_oids[0]))
+
+static void put_name_parts(struct ttlv_writer *w, gnutls_x509_crt_t crt, bool issuer)
+{
+	uint32_t first = issuer ? KMIP_TAG_CERTIFICATE_ISSUER_CN : KMIP_TAG_CERTIFICATE_SUBJECT_CN;
+
+	for (size_t i = 0; i < N_DN_PARTS; i++)
+		for (unsigned idx = 0;; idx++) {
+			char part[1024]; /* X.520 bounds each part far below this */
+			size_t len = sizeof(part);
+			int r = issuer ? gnutls_x509_crt_get_issuer_dn_by_oid(crt, dn_oids[i], idx, 0, part, &len)
+				       : gnutls_x509_crt_get_dn_by_oid(crt, dn_oids[i], idx, 0, part, &len);
+
+			if (r < 0 || len >= sizeof(part))
+				break;
+			ttlv_put_text(w, first + (uint32_t)i, part, len);
+		}
+}
+
+static void put_certificate_attrs(struct ttlv_writer *w, const struct ttlv_item *der)
+{
+	gnutls_x509_crt_t crt = NULL;
+	gnutls_datum_t d = { (uint8_t *)der->value, der->len };
+
+	ttlv_put_enum(w, KMIP_TAG_CERTIFICATE_TYPE, CERT_X509);
+	ttlv_put_int(w, KMIP_TAG_CERTIFICATE_LENGTH, (int32_t)der->len);
+	if (gnutls_x509_crt_init(&crt) < 0)
+		return;
+	if (gnutls_x509_crt_import(crt, &d, GNUTLS_X509_FMT_DER) == 0) {
+		put_name_parts(w, crt, false);
+		put_name_parts(w, crt, true);
+	}
+	gnutls_x509_crt_deinit(crt);
+}
 
 static void put_new_meta(struct ttlv_writer *w, const void *arg)
 {
 	const struct new_meta *m = arg;
 	const struct kmip_attrs kept = { (struct kmip_attr *)m->k->kept, m->k->n_kept };
+	int64_t now = ops_now();
 
 	ttlv_put_enum(w, KMIP_TAG_STATE, m->state);
-	ttlv_put_datetime(w, KMIP_TAG_INITIAL_DATE, ops_now());
+	ttlv_put_datetime(w, KMIP_TAG_INITIAL_DATE, now);
+	if (m->k->generated) {
+		/* KMIP 2.1 sections 4.38 and 4.46: the token made the key now, with a
+		 * generator the relay cannot name. */
+		ttlv_put_datetime(w, KMIP_TAG_ORIGINAL_CREATION_DATE, now);
+		ttlv_begin(w, KMIP_TAG_RANDOM_NUMBER_GENERATOR);
+		ttlv_put_enum(w, KMIP_TAG_RNG_ALGORITHM, RNG_UNSPECIFIED);
+		ttlv_end(w);
+	}
 	if (m->k->has_activation)
 		ttlv_put_datetime(w, KMIP_TAG_ACTIVATION_DATE, m->k->activation);
 	if (m->k->algorithm) /* certificates have none */
@@ -151,6 +241,16 @@ static void put_new_meta(struct ttlv_writer *w, const void *arg)
 	ttlv_put_int(w, KMIP_TAG_CRYPTOGRAPHIC_USAGE_MASK, (int32_t)m->usage);
 	if (m->link_uid)
 		ops_put_link(w, m->link_type, m->link_uid);
+	/* PKCS#11 gives a public key no flags for these; the metadata keeps them. */
+	if (m->o->kind == STORE_PUBLIC && m->k->sensitive >= 0)
+		ttlv_put_bool(w, KMIP_TAG_SENSITIVE, m->k->sensitive);
+	if (m->o->kind == STORE_PUBLIC && m->k->extractable >= 0)
+		ttlv_put_bool(w, KMIP_TAG_EXTRACTABLE, m->k->extractable);
+	if (m->format)
+		ttlv_put_enum(w, KMIP_TAG_KEY_FORMAT_TYPE, m->format);
+	put_digests(w, m);
+	if (m->o->kind == STORE_CERT)
+		put_certificate_attrs(w, m->value);
 	kmip_attrs_encode(w, 0, &kept, ops_meta_version);
 }
 
@@ -159,7 +259,8 @@ static uint32_t initial_state(const struct key_request *k)
 	return k->has_activation && k->activation <= ops_now() ? STATE_ACTIVE : STATE_PRE_ACTIVE;
 }
 
-/* Common attributes of every new key object. */
+/* Common attributes of every new key object: at most 13, and a key's own (at most 9,
+ * a Transparent RSA Private Key). */
 struct key_template {
 	CK_ATTRIBUTE a[24];
 	size_t n;
@@ -203,7 +304,7 @@ static bool put_first_meta(struct store *st, const struct store_obj *o, const st
 	int r = ops_meta_rewrite(st, o, NULL, NULL, 0, put_new_meta, m);
 
 	if (r < 0)
-		ops_fail_err(res, r);
+		ops_fail_token(st, res, r);
 	return r == 0;
 }
 
@@ -238,8 +339,8 @@ void op_create_key_pair(struct ops_ctx *ctx, const struct ttlv_item *payload, st
 	size_t curve = 0;
 	int r;
 
-	key_request_init(&kpriv);
-	key_request_init(&kpub);
+	key_request_init(&kpriv, true);
+	key_request_init(&kpub, true);
 	if (!read_templates(ctx, payload, pair_common, 2, &kpriv, res) ||
 	    !read_templates(ctx, payload, pair_common, 2, &kpub, res) ||
 	    !read_templates(ctx, payload, pair_private, 2, &kpriv, res) ||
@@ -291,7 +392,7 @@ void op_create_key_pair(struct ops_ctx *ctx, const struct ttlv_item *payload, st
 	if (!(st = ops_store(ctx, res)))
 		return;
 	if ((r = ops_new_id(ctx, st, id)) < 0) {
-		ops_fail_err(res, r);
+		ops_fail_token(st, res, r);
 		return;
 	}
 	tmpl_init(&tpriv, ctx, STORE_PRIVATE, &kpriv, id, upriv);
@@ -305,7 +406,7 @@ void op_create_key_pair(struct ops_ctx *ctx, const struct ttlv_item *payload, st
 	}
 	r = p11_generate_key_pair(st->tok, &mech, tpub.a, tpub.n, tpriv.a, tpriv.n, &opub.handle, &opriv.handle);
 	if (r < 0) {
-		ops_fail_err(res, r);
+		ops_fail_token(st, res, r);
 		return;
 	}
 	opriv.key_type = opub.key_type = mech.mechanism == CKM_RSA_PKCS_KEY_PAIR_GEN ? CKK_RSA
@@ -317,8 +418,10 @@ void op_create_key_pair(struct ops_ctx *ctx, const struct ttlv_item *payload, st
 	store_uid(STORE_PRIVATE, id, STORE_ID_LEN, opriv.uid);
 	store_uid(STORE_PUBLIC, id, STORE_ID_LEN, opub.uid);
 	{
-		const struct new_meta mpriv = { &kpriv, initial_state(&kpriv), upriv, opub.uid, LINK_PUBLIC_KEY };
-		const struct new_meta mpub = { &kpub, initial_state(&kpub), upub, opriv.uid, LINK_PRIVATE_KEY };
+		const struct new_meta mpriv = { &kpriv, initial_state(&kpriv), upriv, opub.uid, LINK_PUBLIC_KEY, st, &opriv,
+						ops_default_format(STORE_PRIVATE, opriv.key_type), NULL, NULL };
+		const struct new_meta mpub = { &kpub, initial_state(&kpub), upub, opriv.uid, LINK_PRIVATE_KEY, st, &opub,
+					       ops_default_format(STORE_PUBLIC, opub.key_type), NULL, NULL };
 
 		if (!put_first_meta(st, &opriv, &mpriv, res) || !put_first_meta(st, &opub, &mpub, res)) {
 			/* No half-made pair is left behind. */
@@ -339,32 +442,19 @@ void op_create_key_pair(struct ops_ctx *ctx, const struct ttlv_item *payload, st
 
 static const uint32_t create_tags[] = { KMIP_TAG_TEMPLATE_ATTRIBUTE, KMIP_TAG_ATTRIBUTES };
 
-/* HMAC keys are generic secrets, by default as long as the hash. */
-static int32_t hmac_length(uint32_t algorithm)
-{
-	switch (algorithm) {
-	case ALG_HMAC_SHA1: return 160;
-	case ALG_HMAC_SHA224: return 224;
-	case ALG_HMAC_SHA256: return 256;
-	case ALG_HMAC_SHA384: return 384;
-	case ALG_HMAC_SHA512: return 512;
-	default: return 0;
-	}
-}
-
 void op_create(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res)
 {
 	const struct ttlv_item *type = ttlv_find(payload, KMIP_TAG_OBJECT_TYPE);
+	const struct ops_symmetric *sym;
 	struct key_request k;
 	struct key_template t;
 	struct store_obj o = { .kind = STORE_SECRET, .id_len = STORE_ID_LEN };
-	CK_MECHANISM mech = { CKM_AES_KEY_GEN, NULL, 0 };
-	CK_KEY_TYPE key_type = CKK_AES;
+	CK_MECHANISM mech = { 0, NULL, 0 };
 	CK_ULONG value_len;
 	struct store *st;
 	int r;
 
-	key_request_init(&k);
+	key_request_init(&k, true);
 	if (!type || type->type != TTLV_ENUMERATION) {
 		ops_fail(res, KMIP_REASON_MISSING_DATA, "Object Type is required");
 		return;
@@ -375,48 +465,45 @@ void op_create(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv
 	}
 	if (!read_templates(ctx, payload, create_tags, 2, &k, res))
 		return;
-	if (k.algorithm == ALG_AES) {
-		if (k.length != 128 && k.length != 192 && k.length != 256) {
-			ops_fail(res, KMIP_REASON_INVALID_ATTRIBUTE_VALUE, "AES keys are 128, 192 or 256 bits");
-			return;
-		}
-		if (!k.has_usage)
-			k.usage = USE_ENCRYPT | USE_DECRYPT;
-	} else if (hmac_length(k.algorithm)) {
-		if (!k.length)
-			k.length = hmac_length(k.algorithm);
-		if (k.length % 8 != 0 || k.length < 8) {
-			ops_fail(res, KMIP_REASON_INVALID_ATTRIBUTE_VALUE, "HMAC key length must be whole bytes");
-			return;
-		}
-		mech.mechanism = CKM_GENERIC_SECRET_KEY_GEN;
-		key_type = CKK_GENERIC_SECRET;
-		if (!k.has_usage)
-			k.usage = USE_MAC_GENERATE | USE_MAC_VERIFY;
-	} else {
+	if (!(sym = ops_symmetric_by_algorithm(k.algorithm))) {
 		ops_fail(res, k.algorithm ? KMIP_REASON_INVALID_ATTRIBUTE_VALUE : KMIP_REASON_MISSING_DATA,
-			 "Create makes AES and HMAC keys");
+			 "Create makes AES, HMAC and ChaCha20 keys");
 		return;
 	}
+	if (!k.length)
+		k.length = sym->default_length;
+	if (sym->algorithm == ALG_AES && k.length != 128 && k.length != 192 && k.length != 256) {
+		ops_fail(res, KMIP_REASON_INVALID_ATTRIBUTE_VALUE, "AES keys are 128, 192 or 256 bits");
+		return;
+	}
+	if (k.length % 8 != 0 || k.length < 8) {
+		ops_fail(res, KMIP_REASON_INVALID_ATTRIBUTE_VALUE, "key length must be whole bytes");
+		return;
+	}
+	if (!k.has_usage)
+		k.usage = sym->key_type == CKK_GENERIC_SECRET ? USE_MAC_GENERATE | USE_MAC_VERIFY
+							      : USE_ENCRYPT | USE_DECRYPT;
 	if (!ops_key_allowed(ctx, k.algorithm, k.length, res) || !(st = ops_store(ctx, res)))
 		return;
 	if ((r = ops_new_id(ctx, st, o.id)) < 0) {
-		ops_fail_err(res, r);
+		ops_fail_token(st, res, r);
 		return;
 	}
 	tmpl_init(&t, ctx, STORE_SECRET, &k, o.id, k.usage);
 	value_len = (CK_ULONG)k.length / 8;
 	tmpl_add(&t, CKA_VALUE_LEN, &value_len, sizeof(value_len));
-	tmpl_add(&t, CKA_KEY_TYPE, &key_type, sizeof(key_type));
+	tmpl_add(&t, CKA_KEY_TYPE, &sym->key_type, sizeof(sym->key_type));
+	mech.mechanism = sym->generate;
 	r = p11_generate_key(st->tok, &mech, t.a, t.n, &o.handle);
 	if (r < 0) {
-		ops_fail_err(res, r);
+		ops_fail_token(st, res, r);
 		return;
 	}
 	store_uid(STORE_SECRET, o.id, o.id_len, o.uid);
-	o.key_type = key_type;
+	o.key_type = sym->key_type;
 	{
-		const struct new_meta m = { &k, initial_state(&k), k.usage, NULL, 0 };
+		const struct new_meta m = { &k, initial_state(&k), k.usage, NULL, 0, st, &o,
+					    ops_default_format(STORE_SECRET, o.key_type), NULL, NULL };
 
 		if (!put_first_meta(st, &o, &m, res)) {
 			if (p11_destroy(st->tok, o.handle) < 0)
@@ -513,7 +600,7 @@ static void tmpl_number(struct key_template *t, struct values *v, CK_ATTRIBUTE_T
 	tmpl_add(t, type, d.data + skip, d.size - skip);
 }
 
-/* An RSA modulus's size in bits, without DER's leading zero byte. */
+/* An RSA modulus's (or a DSA prime's) size in bits, without DER's leading zero byte. */
 static int32_t rsa_bits(const gnutls_datum_t *n)
 {
 	return (int32_t)(n->size - (n->size && !n->data[0])) * 8;
@@ -529,8 +616,7 @@ static int curve_der(gnutls_ecc_curve_t c, size_t *ret)
 	return KR_E_KMIP_FORMAT;
 }
 
-/* A public key from PKCS#1, X.509 (SubjectPublicKeyInfo, also as Raw for EC) or
- * Transparent RSA. */
+/* A public key from PKCS#1 or X.509 (SubjectPublicKeyInfo, also as Raw for EC). */
 static int public_template(const struct key_block *kb, struct key_template *t, struct values *v, struct key_request *k)
 {
 	gnutls_pubkey_t pub = NULL;
@@ -548,28 +634,6 @@ static int public_template(const struct key_block *kb, struct key_template *t, s
 		tmpl_number(t, v, CKA_PUBLIC_EXPONENT, b);
 		k->algorithm = ALG_RSA;
 		k->length = rsa_bits(&a);
-		return 0;
-	}
-	if (kb->format == FMT_TRANSPARENT_RSA_PUBLIC) {
-		const struct ttlv_item *n = material_field(kb->material, KMIP_TAG_MODULUS);
-		const struct ttlv_item *e = material_field(kb->material, KMIP_TAG_PUBLIC_EXPONENT);
-
-		gnutls_datum_t nd, ed_;
-
-		if (!n || !e)
-			return KR_E_KMIP_FORMAT;
-		/* A Big Integer carries sign-extension zeros; PKCS#11 wants the magnitude. */
-		nd = item_datum(n);
-		ed_ = item_datum(e);
-		while (nd.size > 1 && nd.data[0] == 0)
-			nd.data++, nd.size--;
-		while (ed_.size > 1 && ed_.data[0] == 0)
-			ed_.data++, ed_.size--;
-		tmpl_add(t, CKA_KEY_TYPE, &rsa, sizeof(rsa));
-		tmpl_add(t, CKA_MODULUS, nd.data, nd.size);
-		tmpl_add(t, CKA_PUBLIC_EXPONENT, ed_.data, ed_.size);
-		k->algorithm = ALG_RSA;
-		k->length = rsa_bits(&nd);
 		return 0;
 	}
 	if ((kb->format != FMT_X509 && kb->format != FMT_RAW) || !der.data || gnutls_pubkey_init(&pub) < 0)
@@ -641,7 +705,7 @@ static int private_template(const struct key_block *kb, struct key_template *t, 
 	int r = KR_E_KMIP_FORMAT;
 
 	if (kb->material->type != TTLV_BYTE_STRING ||
-	    (kb->format != FMT_PKCS8 && kb->format != FMT_PKCS1 && kb->format != 6 /* ECPrivateKey */))
+	    (kb->format != FMT_PKCS8 && kb->format != FMT_PKCS1 && kb->format != FMT_EC_PRIVATE_KEY))
 		return KR_E_KMIP_FORMAT;
 	der = item_datum(kb->material);
 	if (gnutls_x509_privkey_init(&key) < 0)
@@ -685,24 +749,52 @@ out:
 	return r;
 }
 
-static int symmetric_template(const struct key_block *kb, struct key_template *t, struct key_request *k)
+/* A key in a Transparent format that the token holds field by field. A Big
+ * Integer's sign-extension zeros go; PKCS#11 wants the magnitude. */
+static int transparent_template(const struct key_block *kb, enum store_kind kind, struct key_template *t,
+				struct key_request *k)
 {
-	static CK_KEY_TYPE aes = CKK_AES, generic = CKK_GENERIC_SECRET;
+	const struct ops_transparent *tr = ops_transparent(kb->format);
+
+	if (!tr || tr->kind != kind)
+		return KR_E_KMIP_FORMAT;
+	for (size_t i = 0; i < tr->n_fields; i++) {
+		const struct ttlv_item *f = material_field(kb->material, tr->fields[i].tag);
+		gnutls_datum_t d;
+
+		if (!f && i < tr->n_required)
+			return KR_E_KMIP_FORMAT;
+		if (!f)
+			continue;
+		d = item_datum(f);
+		if (f->type == TTLV_BIG_INTEGER && d.size && (d.data[0] & 0x80)) /* negative */
+			return KR_E_KMIP_FORMAT;
+		while (d.size > 1 && d.data[0] == 0)
+			d.data++, d.size--;
+		if (i == 0)
+			k->length = rsa_bits(&d);
+		tmpl_add(t, tr->fields[i].attribute, d.data, d.size);
+	}
+	tmpl_add(t, CKA_KEY_TYPE, &tr->key_type, sizeof(tr->key_type));
+	k->algorithm = tr->algorithm;
+	return 0;
+}
+
+static int symmetric_template(const struct key_block *kb, const struct ops_symmetric *sym, struct key_template *t,
+			      struct key_request *k)
+{
 	const struct ttlv_item *key = kb->format == FMT_RAW && kb->material->type == TTLV_BYTE_STRING ? kb->material
 				      : kb->format == FMT_TRANSPARENT_SYMMETRIC ? material_field(kb->material, KMIP_TAG_KEY)
 										  : NULL;
 
 	if (!key)
 		return KR_E_KMIP_FORMAT;
-	k->algorithm = kb->algorithm ? kb->algorithm : k->algorithm;
-	if (k->algorithm != ALG_AES && !hmac_length(k->algorithm))
-		return KR_E_P11_TEMPLATE;
-	tmpl_add(t, CKA_KEY_TYPE, k->algorithm == ALG_AES ? &aes : &generic, sizeof(CK_KEY_TYPE));
+	k->algorithm = sym->algorithm;
+	tmpl_add(t, CKA_KEY_TYPE, &sym->key_type, sizeof(sym->key_type));
 	tmpl_add(t, CKA_VALUE, key->value, key->len);
 	k->length = (int32_t)key->len * 8;
 	return 0;
 }
-
 
 /* An X.509 certificate: its DER, and the subject PKCS#11 requires beside it. */
 static int certificate_template(const struct ttlv_item *cert, struct key_template *t, struct values *v)
@@ -758,14 +850,7 @@ static int opaque_template(const struct ttlv_item *opaque, struct key_template *
  * the new object's metadata. */
 static bool keep_item(struct key_request *k, const struct ttlv_item *it, struct ops_result *res)
 {
-	if (!it)
-		return true;
-	if (k->n_kept == sizeof(k->kept) / sizeof(k->kept[0])) {
-		ops_fail(res, KMIP_REASON_SERVER_LIMIT_EXCEEDED, "too many attributes");
-		return false;
-	}
-	k->kept[k->n_kept++] = (struct kmip_attr){ .tag = it->tag, .value = it };
-	return true;
+	return !it || keep_attr(k, &(struct kmip_attr){ .tag = it->tag, .value = it }, res);
 }
 
 static const enum store_kind register_kinds[] = {
@@ -777,16 +862,18 @@ void op_register(struct ops_ctx *ctx, const struct ttlv_item *payload, struct tt
 		 struct ops_result *res)
 {
 	const struct ttlv_item *type = ttlv_find(payload, KMIP_TAG_OBJECT_TYPE), *object;
+	const struct ops_symmetric *sym = NULL;
 	struct key_request k;
 	struct key_template t;
 	struct values v = { .n = 0 };
 	struct key_block kb = { 0 };
-	struct store_obj o = { .id_len = STORE_ID_LEN };
+	struct store_obj o = { .id_len = STORE_ID_LEN, .key_type = CK_UNAVAILABLE_INFORMATION };
+	bool has_block;
 	uint32_t obj_type;
 	struct store *st;
 	int r;
 
-	key_request_init(&k);
+	key_request_init(&k, false);
 	if (!type || type->type != TTLV_ENUMERATION) {
 		ops_fail(res, KMIP_REASON_MISSING_DATA, "Object Type is required");
 		return;
@@ -799,11 +886,11 @@ void op_register(struct ops_ctx *ctx, const struct ttlv_item *payload, struct tt
 		return;
 	}
 	o.kind = register_kinds[obj_type];
+	has_block = o.kind != STORE_CERT && o.kind != STORE_DATA; /* keys and Secret Data */
 	object = ttlv_find(payload, obj_type == OBJ_SECRET_DATA ? KMIP_TAG_SECRET_DATA : ops_object_tags[o.kind]);
 	if (object && object->type != TTLV_STRUCTURE)
 		object = NULL;
-	if (!read_templates(ctx, payload, create_tags, 2, &k, res) ||
-	    (o.kind != STORE_CERT && o.kind != STORE_DATA && !read_key_block(object, &kb, res)))
+	if (!read_templates(ctx, payload, create_tags, 2, &k, res) || (has_block && !read_key_block(object, &kb, res)))
 		return;
 	if (obj_type == OBJ_SECRET_DATA) {
 		/* A password or seed is registered to be given back. */
@@ -816,14 +903,18 @@ void op_register(struct ops_ctx *ctx, const struct ttlv_item *payload, struct tt
 		if (!keep_item(&k, object ? ttlv_find(object, KMIP_TAG_OPAQUE_DATA_TYPE) : NULL, res))
 			return;
 		k.has_usage = true;
+	} else if (obj_type == OBJ_SYMMETRIC_KEY &&
+		   !(sym = ops_symmetric_by_algorithm(kb.algorithm ? kb.algorithm : k.algorithm))) {
+		ops_fail(res, KMIP_REASON_INVALID_ATTRIBUTE_VALUE, "symmetric keys are AES, HMAC or ChaCha20 keys");
+		return;
 	}
-	if (o.kind != STORE_CERT && o.kind != STORE_DATA && obj_type != OBJ_SECRET_DATA &&
+	if (has_block && obj_type != OBJ_SECRET_DATA &&
 	    !ops_key_allowed(ctx, kb.algorithm ? kb.algorithm : k.algorithm, kb.length ? kb.length : k.length, res))
 		return;
 	if (!(st = ops_store(ctx, res)))
 		return;
 	if ((r = ops_new_id(ctx, st, o.id)) < 0) {
-		ops_fail_err(res, r);
+		ops_fail_token(st, res, r);
 		return;
 	}
 	if (!k.has_usage)
@@ -832,12 +923,13 @@ void op_register(struct ops_ctx *ctx, const struct ttlv_item *payload, struct tt
 			  : o.kind == STORE_SECRET  ? USE_ENCRYPT | USE_DECRYPT
 						    : USE_VERIFY;
 	tmpl_init(&t, ctx, o.kind, &k, o.id, k.usage);
-	r = obj_type == OBJ_SECRET_DATA ? secret_data_template(&kb, &t)
-	    : o.kind == STORE_PUBLIC    ? public_template(&kb, &t, &v, &k)
-	    : o.kind == STORE_PRIVATE   ? private_template(&kb, &t, &v, &k)
-	    : o.kind == STORE_SECRET    ? symmetric_template(&kb, &t, &k)
-	    : o.kind == STORE_DATA      ? opaque_template(object, &t)
-					: certificate_template(object, &t, &v);
+	r = obj_type == OBJ_SECRET_DATA   ? secret_data_template(&kb, &t)
+	    : ops_transparent(kb.format) ? transparent_template(&kb, o.kind, &t, &k)
+	    : o.kind == STORE_PUBLIC      ? public_template(&kb, &t, &v, &k)
+	    : o.kind == STORE_PRIVATE     ? private_template(&kb, &t, &v, &k)
+	    : o.kind == STORE_SECRET      ? symmetric_template(&kb, sym, &t, &k)
+	    : o.kind == STORE_DATA        ? opaque_template(object, &t)
+					  : certificate_template(object, &t, &v);
 	if (r == 0)
 		r = p11_create(st->tok, t.a, t.n, &o.handle);
 	values_clear(&v);
@@ -846,12 +938,22 @@ void op_register(struct ops_ctx *ctx, const struct ttlv_item *payload, struct tt
 		return;
 	}
 	if (r < 0) {
-		ops_fail_err(res, r);
+		ops_fail_token(st, res, r);
 		return;
 	}
 	store_uid(o.kind, o.id, o.id_len, o.uid);
+	if (has_block) {
+		CK_ATTRIBUTE kt = { CKA_KEY_TYPE, &o.key_type, sizeof(o.key_type) };
+
+		if (p11_get_attrs(st->tok, o.handle, &kt, 1) < 0)
+			o.key_type = CK_UNAVAILABLE_INFORMATION;
+	}
 	{
-		const struct new_meta m = { &k, initial_state(&k), k.usage, NULL, 0 };
+		const struct ttlv_item *value = !object || has_block	  ? NULL
+						: o.kind == STORE_CERT ? ttlv_find(object, KMIP_TAG_CERTIFICATE_VALUE)
+								       : ttlv_find(object, KMIP_TAG_OPAQUE_DATA_VALUE);
+		const struct new_meta m = { &k, initial_state(&k), k.usage, NULL, 0, st, &o,
+					    has_block ? kb.format : 0, has_block ? kb.material : NULL, value };
 
 		if (!put_first_meta(st, &o, &m, res)) {
 			if (p11_destroy(st->tok, o.handle) < 0)
@@ -859,12 +961,8 @@ void op_register(struct ops_ctx *ctx, const struct ttlv_item *payload, struct tt
 			return;
 		}
 	}
-	{
-		CK_ATTRIBUTE kt = { CKA_KEY_TYPE, &o.key_type, sizeof(o.key_type) };
-
-		if (o.kind == STORE_CERT || o.kind == STORE_DATA || p11_get_attrs(st->tok, o.handle, &kt, 1) == 0)
-			store_remember(st, &o);
-	}
+	if (!has_block || o.key_type != CK_UNAVAILABLE_INFORMATION)
+		store_remember(st, &o);
 	ops_acted_on(ctx, &o);
 	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
 	ops_put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, o.uid);

@@ -22,26 +22,49 @@ struct key_info {
 	uint8_t *label_buf;
 };
 
+/* A destroyed object's record holds what the token held (see op_destroy). */
+static void record_key_info(const struct store_meta *m, struct key_info *ki)
+{
+	const struct kmip_attr *len = ops_meta_attr(m, KMIP_TAG_CRYPTOGRAPHIC_LENGTH);
+	const struct kmip_attr *name = ops_meta_attr(m, KMIP_TAG_NAME);
+	const struct ttlv_item *nv = name && name->value->type == TTLV_STRUCTURE
+					     ? ttlv_find(name->value, KMIP_TAG_NAME_VALUE)
+					     : NULL;
+
+	ki->algorithm = ops_meta_enum(m, KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM, 0);
+	if (len && len->value->type == TTLV_INTEGER)
+		ki->length = ttlv_int(len->value);
+	if (nv && nv->type == TTLV_TEXT_STRING)
+		ki->label = (struct kmip_text){ (const char *)nv->value, nv->len };
+}
+
 static int read_key_info(struct store *st, const struct store_obj *o, const struct store_meta *m, struct key_info *ki)
 {
 	CK_ATTRIBUTE type = { CKA_KEY_TYPE, &ki->key_type, sizeof(ki->key_type) };
+	const struct ops_symmetric *sym;
 	uint8_t *buf = NULL;
 	size_t len = 0;
 	int r;
 
-	*ki = (struct key_info){ .object_type = ops_object_types[o->kind] };
+	/* Secret Data is kept as a generic secret key; the metadata says which it is. */
+	*ki = (struct key_info){ .object_type = ops_meta_enum(m, KMIP_TAG_OBJECT_TYPE, ops_object_types[o->kind]),
+				 .key_type = CK_UNAVAILABLE_INFORMATION };
+	if (o->destroyed) {
+		record_key_info(m, ki);
+		return 0;
+	}
 	if (p11_get_attr_alloc(st->tok, o->handle, CKA_LABEL, &ki->label_buf, &len) == 0)
 		ki->label = (struct kmip_text){ (const char *)ki->label_buf, len };
-	/* Secret Data is kept as a generic secret key; the metadata says which it is. */
-	ki->object_type = ops_meta_enum(m, KMIP_TAG_OBJECT_TYPE, ki->object_type);
 	if (o->kind == STORE_CERT || o->kind == STORE_DATA)
 		return 0;
 	if ((r = p11_get_attrs(st->tok, o->handle, &type, 1)) < 0)
 		return r;
 	switch (ki->key_type) {
 	case CKK_RSA:
-		ki->algorithm = ALG_RSA;
-		if ((r = p11_get_attr_alloc(st->tok, o->handle, CKA_MODULUS, &buf, &len)) == 0)
+	case CKK_DSA:
+		ki->algorithm = ki->key_type == CKK_RSA ? ALG_RSA : ALG_DSA;
+		if ((r = p11_get_attr_alloc(st->tok, o->handle, ki->key_type == CKK_RSA ? CKA_MODULUS : CKA_PRIME, &buf,
+					    &len)) == 0)
 			ki->length = (int32_t)len * 8;
 		break;
 	case CKK_EC:
@@ -51,22 +74,23 @@ static int read_key_info(struct store *st, const struct store_obj *o, const stru
 		    ops_find_curve(buf, len, &ki->curve))
 			ki->length = ops_curves[ki->curve].bits;
 		break;
-	case CKK_AES:
-	case CKK_GENERIC_SECRET: {
-		CK_ULONG vlen = 0;
-		CK_ATTRIBUTE a = { CKA_VALUE_LEN, &vlen, sizeof(vlen) };
-
-		ki->algorithm = ki->key_type == CKK_AES ? ALG_AES : ALG_HMAC_SHA256;
-		if ((r = p11_get_attrs(st->tok, o->handle, &a, 1)) == 0)
-			ki->length = (int32_t)vlen * 8;
-		break;
-	}
 	default:
+		if ((sym = ops_symmetric_by_key_type(ki->key_type))) {
+			CK_ULONG vlen = 0;
+			CK_ATTRIBUTE a = { CKA_VALUE_LEN, &vlen, sizeof(vlen) };
+
+			ki->algorithm = sym->algorithm;
+			if ((r = p11_get_attrs(st->tok, o->handle, &a, 1)) == 0)
+				ki->length = (int32_t)vlen * 8;
+		}
 		break;
 	}
 	free(buf);
-	/* The algorithm the client named (EC or ECDSA, which HMAC) is in the metadata. */
+	/* The algorithm the client named (EC or ECDSA, which HMAC) is in the metadata;
+	 * Secret Data has none. */
 	ki->algorithm = ops_meta_enum(m, KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM, ki->algorithm);
+	if (ki->object_type == OBJ_SECRET_DATA)
+		ki->algorithm = ki->length = 0;
 	return r;
 }
 
@@ -76,6 +100,51 @@ static void key_info_clear(struct key_info *ki)
 	ki->label_buf = NULL;
 }
 
+/* Whether an object holds key material, which has a Key Format Type. */
+static bool has_key_format(const struct store_obj *o)
+{
+	return o->kind != STORE_CERT && o->kind != STORE_DATA;
+}
+
+/* KMIP's Sensitive, Always Sensitive, Extractable and Never Extractable (2.1
+ * sections 4.3, 4.23, 4.33, 4.55), in that order: the token's flags of a private
+ * or secret key; what the metadata says of a public key, which PKCS#11 gives no
+ * such flags, and of a destroyed object. */
+enum { PROT_SENSITIVE, PROT_ALWAYS_SENSITIVE, PROT_EXTRACTABLE, PROT_NEVER_EXTRACTABLE, N_PROT };
+static const uint32_t prot_tags[N_PROT] = {
+	KMIP_TAG_SENSITIVE, KMIP_TAG_ALWAYS_SENSITIVE, KMIP_TAG_EXTRACTABLE, KMIP_TAG_NEVER_EXTRACTABLE,
+};
+
+static bool meta_bool(const struct store_meta *m, uint32_t tag, bool dflt)
+{
+	const struct kmip_attr *a = ops_meta_attr(m, tag);
+
+	return a && a->value->type == TTLV_BOOLEAN ? ttlv_bool(a->value) : dflt;
+}
+
+static int read_protection(struct store *st, const struct store_obj *o, const struct store_meta *m, bool ret[N_PROT])
+{
+	CK_BBOOL f[N_PROT] = { CK_FALSE, CK_FALSE, CK_FALSE, CK_FALSE };
+	CK_ATTRIBUTE a[N_PROT] = {
+		{ CKA_SENSITIVE, &f[0], sizeof(CK_BBOOL) }, { CKA_ALWAYS_SENSITIVE, &f[1], sizeof(CK_BBOOL) },
+		{ CKA_EXTRACTABLE, &f[2], sizeof(CK_BBOOL) }, { CKA_NEVER_EXTRACTABLE, &f[3], sizeof(CK_BBOOL) },
+	};
+	int r;
+
+	if (o->destroyed || o->kind == STORE_PUBLIC) {
+		ret[PROT_SENSITIVE] = meta_bool(m, KMIP_TAG_SENSITIVE, false);
+		ret[PROT_ALWAYS_SENSITIVE] = meta_bool(m, KMIP_TAG_ALWAYS_SENSITIVE, ret[PROT_SENSITIVE]);
+		ret[PROT_EXTRACTABLE] = meta_bool(m, KMIP_TAG_EXTRACTABLE, true);
+		ret[PROT_NEVER_EXTRACTABLE] = meta_bool(m, KMIP_TAG_NEVER_EXTRACTABLE, !ret[PROT_EXTRACTABLE]);
+		return 0;
+	}
+	if ((r = p11_get_attrs(st->tok, o->handle, a, N_PROT)) < 0)
+		return r;
+	for (size_t i = 0; i < N_PROT; i++)
+		ret[i] = f[i] == CK_TRUE;
+	return 0;
+}
+
 /* Every attribute of an object as one KMIP 2.x Attributes structure: what the token
  * holds, then the metadata. */
 static int all_attributes(struct store *st, const struct store_obj *o, const struct store_meta *m, uint8_t **ret,
@@ -83,8 +152,10 @@ static int all_attributes(struct store *st, const struct store_obj *o, const str
 {
 	static const uint32_t computed[] = {
 		KMIP_TAG_UNIQUE_IDENTIFIER, KMIP_TAG_OBJECT_TYPE, KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM,
-		KMIP_TAG_CRYPTOGRAPHIC_LENGTH, KMIP_TAG_NAME, KMIP_TAG_STATE,
+		KMIP_TAG_CRYPTOGRAPHIC_LENGTH, KMIP_TAG_NAME, KMIP_TAG_STATE, KMIP_TAG_KEY_FORMAT_TYPE,
+		KMIP_TAG_SENSITIVE, KMIP_TAG_ALWAYS_SENSITIVE, KMIP_TAG_EXTRACTABLE, KMIP_TAG_NEVER_EXTRACTABLE,
 	};
+	bool prot[N_PROT];
 	struct key_info ki;
 	struct ttlv_writer w;
 	int r = read_key_info(st, o, m, &ki);
@@ -107,9 +178,16 @@ static int all_attributes(struct store *st, const struct store_obj *o, const str
 		ttlv_put_enum(&w, KMIP_TAG_NAME_TYPE, NAME_UNINTERPRETED);
 		ttlv_end(&w);
 	}
-	ttlv_put_enum(&w, KMIP_TAG_STATE, ops_meta_state(m));
+	ttlv_put_enum(&w, KMIP_TAG_STATE, ops_state(o, m));
+	if (has_key_format(o))
+		ttlv_put_enum(&w, KMIP_TAG_KEY_FORMAT_TYPE,
+			      ops_meta_enum(m, KMIP_TAG_KEY_FORMAT_TYPE, ops_default_format(o->kind, ki.key_type)));
+	/* A token that lacks the flags (PKCS#11 before 2.0) leaves them out. */
+	if (has_key_format(o) && read_protection(st, o, m, prot) == 0)
+		for (size_t i = 0; i < N_PROT; i++)
+			ttlv_put_bool(&w, prot_tags[i], prot[i]);
 	/* A key pair made elsewhere has no Link in metadata; the shared CKA_ID is its link. */
-	if (!ops_meta_attr(m, KMIP_TAG_LINK) && (o->kind == STORE_PUBLIC || o->kind == STORE_PRIVATE)) {
+	if (!o->destroyed && !ops_meta_attr(m, KMIP_TAG_LINK) && (o->kind == STORE_PUBLIC || o->kind == STORE_PRIVATE)) {
 		enum store_kind other = o->kind == STORE_PUBLIC ? STORE_PRIVATE : STORE_PUBLIC;
 		struct store_obj half;
 
@@ -130,50 +208,76 @@ static int all_attributes(struct store *st, const struct store_obj *o, const str
 	return ttlv_writer_finish(&w, ret, ret_len);
 }
 
-/* The object's attributes decoded into the model, for filtering and re-encoding. */
-struct object_attrs {
-	uint8_t *buf;
-	size_t len;
-	struct ttlv_item *tree;
-	struct kmip_attrs attrs;
-};
-
-static int load_attrs(struct store *st, const struct store_obj *o, struct object_attrs *oa)
+int ops_load_attrs(struct store *st, const struct store_obj *o, const struct store_meta *m, struct ops_attrs *ret)
 {
-	struct store_meta m = { 0 };
+	struct ops_attrs oa = { 0 };
 	int r;
 
-	*oa = (struct object_attrs){ 0 };
-	if ((r = store_meta_read(st, o, &m)) == 0 && (r = all_attributes(st, o, &m, &oa->buf, &oa->len)) == 0 &&
-	    (r = ttlv_decode(oa->buf, oa->len, &ttlv_default_limits, &oa->tree)) == 0)
-		r = kmip_attrs_decode(oa->tree, ops_meta_version, &oa->attrs);
-	store_meta_clear(&m);
-	return r;
+	if ((r = all_attributes(st, o, m, &oa.buf, &oa.len)) == 0 &&
+	    (r = ttlv_decode(oa.buf, oa.len, &ttlv_default_limits, &oa.tree)) == 0)
+		r = kmip_attrs_decode(oa.tree, ops_meta_version, &oa.attrs);
+	if (r < 0) {
+		ops_attrs_clear(&oa);
+		return r;
+	}
+	*ret = oa;
+	return 0;
 }
 
-static void object_attrs_clear(struct object_attrs *oa)
+void ops_attrs_clear(struct ops_attrs *oa)
 {
 	kmip_attrs_clear(&oa->attrs);
 	ttlv_free(oa->tree);
 	ttlv_buf_free(oa->buf, oa->len);
+	*oa = (struct ops_attrs){ 0 };
 }
 
-/* Whether a request asks for an attribute: by 1.x Attribute Name or 2.x Attribute
- * Reference; asking for none means all. */
-/* The object the request names, with all its attributes. */
+/* The object the request names, or a destroyed one's record, with all its
+ * attributes. */
 static bool object_and_attrs(struct ops_ctx *ctx, const struct ttlv_item *payload, struct store_obj *o,
-			     struct object_attrs *oa, struct ops_result *res)
+			     struct ops_attrs *oa, struct ops_result *res)
 {
 	struct store *st = ops_store(ctx, res);
+	struct store_meta m = { 0 };
 	int r;
 
-	if (!st || !ops_find_object(ctx, st, payload, o, res))
+	if (!st || !ops_find_object_or_record(ctx, st, payload, o, res))
 		return false;
-	if ((r = load_attrs(st, o, oa)) < 0) {
-		ops_fail_err(res, r);
-		object_attrs_clear(oa);
+	if ((r = store_meta_read(st, o, &m)) == 0)
+		r = ops_load_attrs(st, o, &m, oa);
+	store_meta_clear(&m);
+	if (r < 0) {
+		ops_fail_token(st, res, r);
 		return false;
 	}
+	return true;
+}
+
+/* Attributes newer than KMIP 1.0 that the relay sets, with the version that brought
+ * each: a response in an older version leaves them out, so that its client meets
+ * none it does not know. */
+static const struct {
+	uint32_t tag;
+	struct kmip_version since;
+} attribute_versions[] = {
+	{ KMIP_TAG_CERTIFICATE_LENGTH, { 1, 1 } },
+	{ KMIP_TAG_ORIGINAL_CREATION_DATE, { 1, 2 } },
+	{ KMIP_TAG_FRESH, { 1, 1 } },
+	{ KMIP_TAG_RANDOM_NUMBER_GENERATOR, { 1, 3 } },
+	{ KMIP_TAG_SENSITIVE, { 1, 4 } },
+	{ KMIP_TAG_ALWAYS_SENSITIVE, { 1, 4 } },
+	{ KMIP_TAG_EXTRACTABLE, { 1, 4 } },
+	{ KMIP_TAG_NEVER_EXTRACTABLE, { 1, 4 } },
+	{ KMIP_TAG_KEY_FORMAT_TYPE, { 2, 0 } },
+};
+
+static bool defined_in(const struct kmip_attr *a, struct kmip_version v)
+{
+	if (a->tag >= KMIP_TAG_CERTIFICATE_SUBJECT_CN && a->tag <= KMIP_TAG_CERTIFICATE_ISSUER_DN_QUALIFIER)
+		return v.major >= 2;
+	for (size_t i = 0; i < sizeof(attribute_versions) / sizeof(attribute_versions[0]); i++)
+		if (attribute_versions[i].tag == a->tag)
+			return kmip_version_cmp(v, attribute_versions[i].since) >= 0;
 	return true;
 }
 
@@ -224,7 +328,7 @@ static bool wanted(const struct ttlv_item *payload, const struct kmip_attr *a)
 void op_get_attributes(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
 		       struct ops_result *res)
 {
-	struct object_attrs oa;
+	struct ops_attrs oa = { 0 };
 	struct kmip_attr chosen[64];
 	struct kmip_attrs out = { chosen, 0 };
 	struct store_obj o;
@@ -232,19 +336,19 @@ void op_get_attributes(struct ops_ctx *ctx, const struct ttlv_item *payload, str
 	if (!object_and_attrs(ctx, payload, &o, &oa, res))
 		return;
 	for (size_t i = 0; i < oa.attrs.n && out.n < 64; i++)
-		if (wanted(payload, &oa.attrs.v[i]))
+		if (defined_in(&oa.attrs.v[i], ctx->version) && wanted(payload, &oa.attrs.v[i]))
 			chosen[out.n++] = oa.attrs.v[i];
 	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
 	ops_put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, o.uid);
 	kmip_attrs_encode(w, ctx->version.major >= 2 ? KMIP_TAG_ATTRIBUTES : 0, &out, ctx->version);
 	ttlv_end(w);
-	object_attrs_clear(&oa);
+	ops_attrs_clear(&oa);
 }
 
 void op_get_attribute_list(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
 			   struct ops_result *res)
 {
-	struct object_attrs oa;
+	struct ops_attrs oa = { 0 };
 	struct store_obj o;
 
 	if (!object_and_attrs(ctx, payload, &o, &oa, res))
@@ -256,6 +360,8 @@ void op_get_attribute_list(struct ops_ctx *ctx, const struct ttlv_item *payload,
 		const char *name = a->tag ? kmip_tag_name(a->tag) : NULL;
 		char custom[256];
 
+		if (!defined_in(a, ctx->version))
+			continue;
 		if (ctx->version.major >= 2 && a->tag) {
 			ttlv_put_enum(w, KMIP_TAG_ATTRIBUTE_REFERENCE, a->tag);
 		} else if (ctx->version.major >= 2) {
@@ -273,10 +379,11 @@ void op_get_attribute_list(struct ops_ctx *ctx, const struct ttlv_item *payload,
 		}
 	}
 	ttlv_end(w);
-	object_attrs_clear(&oa);
+	ops_attrs_clear(&oa);
 }
 
-/* Key material of a public key in the requested format. */
+/* Key material of a public key in PKCS#1, X.509 (SubjectPublicKeyInfo) or, for
+ * keys other than RSA, Raw holding a SubjectPublicKeyInfo. */
 static int public_key_material(struct store *st, const struct store_obj *o, const struct key_info *ki,
 			       uint32_t format, struct ttlv_writer *w)
 {
@@ -286,17 +393,10 @@ static int public_key_material(struct store *st, const struct store_obj *o, cons
 	size_t alen = 0, blen = 0;
 	int r;
 
-	if (ki->key_type == CKK_RSA && (format == FMT_PKCS1 || format == FMT_TRANSPARENT_RSA_PUBLIC)) {
+	if (ki->key_type == CKK_RSA && format == FMT_PKCS1) {
 		if ((r = p11_get_attr_alloc(st->tok, o->handle, CKA_MODULUS, &a, &alen)) < 0 ||
 		    (r = p11_get_attr_alloc(st->tok, o->handle, CKA_PUBLIC_EXPONENT, &b, &blen)) < 0)
 			goto out;
-		if (format == FMT_TRANSPARENT_RSA_PUBLIC) {
-			ttlv_begin(w, KMIP_TAG_KEY_MATERIAL);
-			ttlv_put_bigint(w, KMIP_TAG_MODULUS, a, alen);
-			ttlv_put_bigint(w, KMIP_TAG_PUBLIC_EXPONENT, b, blen);
-			ttlv_end(w);
-			goto out;
-		}
 		/* RSAPublicKey is SEQUENCE { INTEGER n, INTEGER e }: the same shape GnuTLS
 		 * writes for a DSA/ECDSA signature value. */
 		n = (gnutls_datum_t){ a, (unsigned)alen };
@@ -343,9 +443,30 @@ static int secret_key_material(struct store *st, const struct store_obj *o, uint
 	return 0;
 }
 
-/* A private key's components, exported by GnuTLS as PKCS#8 or PKCS#1/ECPrivateKey;
- * only an extractable key gives them up. An EC key's public point comes from its
- * public half. */
+/* A Transparent key's fields, each a token attribute; a field the token holds
+ * empty (an RSA key registered without its CRT values) is left out. */
+static int transparent_material(struct store *st, const struct store_obj *o, const struct ops_transparent *t,
+				struct ttlv_writer *w)
+{
+	int r = 0;
+
+	ttlv_begin(w, KMIP_TAG_KEY_MATERIAL);
+	for (size_t i = 0; r == 0 && i < t->n_fields; i++) {
+		uint8_t *v = NULL;
+		size_t len = 0;
+
+		if ((r = p11_get_attr_alloc(st->tok, o->handle, t->fields[i].attribute, &v, &len)) == 0 && len)
+			ttlv_put_bigint(w, t->fields[i].tag, v, len);
+		if (v)
+			explicit_bzero(v, len);
+		free(v);
+	}
+	ttlv_end(w);
+	return r;
+}
+
+/* A private key's components, exported by GnuTLS as PKCS#8 or PKCS#1/ECPrivateKey.
+ * An EC key's public point comes from its public half. */
 static int private_key_material(struct store *st, const struct store_obj *o, const struct key_info *ki,
 				uint32_t format, struct ttlv_writer *w)
 {
@@ -357,20 +478,11 @@ static int private_key_material(struct store *st, const struct store_obj *o, con
 	size_t len;
 	int r = 0;
 
-	CK_BBOOL sensitive = CK_TRUE, extractable = CK_FALSE;
-	CK_ATTRIBUTE flags[] = { { CKA_SENSITIVE, &sensitive, sizeof(sensitive) },
-				 { CKA_EXTRACTABLE, &extractable, sizeof(extractable) } };
-
-	/* A key that may not leave says so, whatever format was asked for. */
-	if ((r = p11_get_attrs(st->tok, o->handle, flags, 2)) < 0)
-		return r;
-	if (sensitive || !extractable)
-		return KR_E_P11_SENSITIVE;
-	if (format != FMT_PKCS8 && format != FMT_PKCS1 && format != 6 /* ECPrivateKey */)
+	if (format != FMT_PKCS8 && format != FMT_PKCS1 && format != FMT_EC_PRIVATE_KEY)
 		return KR_E_KMIP_FORMAT;
 	if (gnutls_x509_privkey_init(&key) < 0)
 		return KR_E_NOMEM;
-	if (ki->key_type == CKK_RSA && format != 6) {
+	if (ki->key_type == CKK_RSA && format != FMT_EC_PRIVATE_KEY) {
 		for (size_t i = 0; r == 0 && i < 8; i++)
 			if ((r = p11_get_attr_alloc(st->tok, o->handle, ops_rsa_private_attributes[i], &buf, &len)) == 0)
 				d[n++] = (gnutls_datum_t){ buf, (unsigned)len };
@@ -422,14 +534,44 @@ static int private_key_material(struct store *st, const struct store_obj *o, con
 	return r;
 }
 
-/* With no format asked for: PKCS#1 for RSA (which Cascade, Krill and PyKMIP all
- * read), Raw holding a SubjectPublicKeyInfo for EC (all Cascade reads), Raw for
- * symmetric keys. */
-static uint32_t default_format(const struct store_obj *o, const struct key_info *ki)
+/* A key's material in a format, as Get writes it. */
+static int key_material(struct store *st, const struct store_obj *o, const struct key_info *ki, uint32_t format,
+			struct ttlv_writer *w)
 {
-	if (o->kind == STORE_PRIVATE)
-		return FMT_PKCS8;
-	return ki->key_type == CKK_RSA ? FMT_PKCS1 : FMT_RAW;
+	const struct ops_transparent *t = ops_transparent(format);
+
+	if (t)
+		return t->kind == o->kind && t->key_type == ki->key_type ? transparent_material(st, o, t, w)
+									 : KR_E_KMIP_FORMAT;
+	switch (o->kind) {
+	case STORE_PUBLIC:
+		return public_key_material(st, o, ki, format, w);
+	case STORE_SECRET:
+		return secret_key_material(st, o, format, w);
+	case STORE_PRIVATE:
+		return private_key_material(st, o, ki, format, w);
+	default:
+		return KR_E_KMIP_FORMAT;
+	}
+}
+
+void ops_put_token_digest(struct ttlv_writer *w, struct store *st, const struct store_obj *o, uint32_t format)
+{
+	const struct store_meta none = { 0 };
+	struct ttlv_writer enc;
+	struct ttlv_item *material = NULL;
+	struct key_info ki;
+	uint8_t *buf = NULL;
+	size_t len = 0;
+
+	ttlv_writer_init(&enc, TTLV_DEFAULT_MAX_SIZE);
+	if (read_key_info(st, o, &none, &ki) == 0 && key_material(st, o, &ki, format, &enc) == 0 &&
+	    ttlv_writer_finish(&enc, &buf, &len) == 0 && ttlv_decode(buf, len, &ttlv_default_limits, &material) == 0)
+		ops_put_material_digest(w, material, format);
+	ttlv_free(material);
+	ttlv_writer_clear(&enc);
+	ttlv_buf_free(buf, len);
+	key_info_clear(&ki);
 }
 
 /* A certificate is returned as it was registered. */
@@ -440,14 +582,14 @@ static void get_certificate(struct store *st, const struct store_obj *o, struct 
 	int r = p11_get_attr_alloc(st->tok, o->handle, CKA_VALUE, &der, &len);
 
 	if (r < 0) {
-		ops_fail_err(res, r);
+		ops_fail_token(st, res, r);
 		return;
 	}
 	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
-	ttlv_put_enum(w, KMIP_TAG_OBJECT_TYPE, 1 /* Certificate */);
+	ttlv_put_enum(w, KMIP_TAG_OBJECT_TYPE, OBJ_CERTIFICATE);
 	ops_put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, o->uid);
 	ttlv_begin(w, KMIP_TAG_CERTIFICATE);
-	ttlv_put_enum(w, KMIP_TAG_CERTIFICATE_TYPE, 1 /* X.509 */);
+	ttlv_put_enum(w, KMIP_TAG_CERTIFICATE_TYPE, CERT_X509);
 	ttlv_put_bytes(w, KMIP_TAG_CERTIFICATE_VALUE, der, len);
 	ttlv_end(w);
 	ttlv_end(w);
@@ -455,16 +597,16 @@ static void get_certificate(struct store *st, const struct store_obj *o, struct 
 }
 
 /* Secret Data and Opaque Objects come back as they were registered, if the token
- * lets their bytes out. */
+ * lets their bytes out. Secret Data's bytes are the same in Raw and Opaque. */
 static void get_data(struct store *st, const struct store_obj *o, const struct store_meta *m, uint32_t object_type,
-		     struct ttlv_writer *w, struct ops_result *res)
+		     uint32_t format, struct ttlv_writer *w, struct ops_result *res)
 {
 	uint8_t *value = NULL;
 	size_t len = 0;
-	int r = p11_get_attr_alloc(st->tok, o->handle, CKA_VALUE, &value, &len);
+	int r;
 
-	if (r < 0) {
-		ops_fail_err(res, r);
+	if ((r = p11_get_attr_alloc(st->tok, o->handle, CKA_VALUE, &value, &len)) < 0) {
+		ops_fail_token(st, res, r);
 		return;
 	}
 	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
@@ -478,7 +620,7 @@ static void get_data(struct store *st, const struct store_obj *o, const struct s
 		ttlv_begin(w, KMIP_TAG_SECRET_DATA);
 		ttlv_put_enum(w, KMIP_TAG_SECRET_DATA_TYPE, ops_meta_enum(m, KMIP_TAG_SECRET_DATA_TYPE, 1 /* Password */));
 		ttlv_begin(w, KMIP_TAG_KEY_BLOCK);
-		ttlv_put_enum(w, KMIP_TAG_KEY_FORMAT_TYPE, FMT_OPAQUE);
+		ttlv_put_enum(w, KMIP_TAG_KEY_FORMAT_TYPE, format);
 		ttlv_begin(w, KMIP_TAG_KEY_VALUE);
 		ttlv_put_bytes(w, KMIP_TAG_KEY_MATERIAL, value, len);
 		ttlv_end(w);
@@ -490,7 +632,100 @@ static void get_data(struct store *st, const struct store_obj *o, const struct s
 	free(value);
 }
 
+/* Whether an object of this kind ever comes in a format: a request for another is
+ * refused before the key is looked at. */
+static bool kind_has_format(const struct store_obj *o, uint32_t object_type, uint32_t format)
+{
+	const struct ops_transparent *t = ops_transparent(format);
 
+	switch (o->kind) {
+	case STORE_SECRET:
+		if (object_type == OBJ_SECRET_DATA) /* the same bytes either way */
+			return format == FMT_RAW || format == FMT_OPAQUE;
+		return format == FMT_RAW || format == FMT_TRANSPARENT_SYMMETRIC;
+	case STORE_PUBLIC:
+		return format == FMT_PKCS1 || format == FMT_X509 || format == FMT_RAW || (t && t->kind == STORE_PUBLIC);
+	case STORE_PRIVATE:
+		return format == FMT_PKCS8 || format == FMT_PKCS1 || format == FMT_EC_PRIVATE_KEY ||
+		       (t && t->kind == STORE_PRIVATE);
+	default:
+		return true;
+	}
+}
+
+/* Whether a key's value may leave: a Sensitive key says so whatever format was asked
+ * for, and so does one that is not Extractable. */
+static bool may_export(struct store *st, const struct store_obj *o, const struct store_meta *m,
+		       struct ops_result *res)
+{
+	bool prot[N_PROT];
+	int r;
+
+	if (!has_key_format(o))
+		return true;
+	if ((r = read_protection(st, o, m, prot)) < 0) {
+		ops_fail_token(st, res, r);
+		return false;
+	}
+	if (prot[PROT_SENSITIVE])
+		ops_fail(res, KMIP_REASON_SENSITIVE, "the key is sensitive: its value does not leave the token");
+	else if (!prot[PROT_EXTRACTABLE])
+		ops_fail(res, KMIP_REASON_NOT_EXTRACTABLE, "the key is not extractable");
+	return !prot[PROT_SENSITIVE] && prot[PROT_EXTRACTABLE];
+}
+
+/* Fresh turns false once the object has been served (KMIP 2.1 section 4.24). Only
+ * an object registered with a Fresh attribute has one: giving every object one
+ * would make every first Get a metadata write, and a read-only client's Get a
+ * change to the token. */
+static void put_served(struct ttlv_writer *w, const void *arg)
+{
+	(void)arg;
+	ttlv_put_bool(w, KMIP_TAG_FRESH, false);
+}
+
+static int mark_served(struct store *st, const struct store_obj *o)
+{
+	static const uint32_t fresh[] = { KMIP_TAG_FRESH };
+	struct store_meta m = { 0 };
+	int lock = -1;
+	int r = store_lock(st, &lock);
+
+	if (r == 0 && (r = store_meta_read(st, o, &m)) == 0 && meta_bool(&m, KMIP_TAG_FRESH, false))
+		r = ops_meta_rewrite(st, o, &m, fresh, 1, put_served, NULL);
+	store_meta_clear(&m);
+	store_unlock(lock);
+	return r;
+}
+
+/* A key in a Key Block. */
+static void get_key(struct store *st, const struct store_obj *o, const struct key_info *ki, uint32_t format,
+		    struct ttlv_writer *w, struct ops_result *res)
+{
+	int r;
+
+	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
+	ttlv_put_enum(w, KMIP_TAG_OBJECT_TYPE, ki->object_type);
+	ops_put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, o->uid);
+	ttlv_begin(w, ops_object_tags[o->kind]);
+	ttlv_begin(w, KMIP_TAG_KEY_BLOCK);
+	ttlv_put_enum(w, KMIP_TAG_KEY_FORMAT_TYPE, format);
+	ttlv_begin(w, KMIP_TAG_KEY_VALUE);
+	r = key_material(st, o, ki, format, w);
+	ttlv_end(w);
+	ttlv_put_enum(w, KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM, ki->algorithm);
+	ttlv_put_int(w, KMIP_TAG_CRYPTOGRAPHIC_LENGTH, ki->length);
+	ttlv_end(w);
+	ttlv_end(w);
+	ttlv_end(w);
+	if (r == KR_E_KMIP_FORMAT)
+		ops_fail(res, KMIP_REASON_KEY_FORMAT_TYPE_NOT_SUPPORTED, "this key cannot be given in that format");
+	else if (r < 0)
+		ops_fail_token(st, res, r);
+}
+
+/* Get: without a Key Format Type, the object comes in the one it was registered in
+ * (or, made by the relay, the one its Key Format Type attribute names). */
 void op_get(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res)
 {
 	const struct ttlv_item *fmt = ttlv_find(payload, KMIP_TAG_KEY_FORMAT_TYPE);
@@ -507,58 +742,50 @@ void op_get(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_wr
 		ops_fail(res, KMIP_REASON_FEATURE_NOT_SUPPORTED, "key wrapping is not supported");
 		return;
 	}
+	if (fmt && fmt->type != TTLV_ENUMERATION) {
+		ops_fail(res, KMIP_REASON_INVALID_FIELD, "Key Format Type must be an Enumeration");
+		return;
+	}
 	if ((r = store_meta_read(st, &o, &m)) < 0 || (r = read_key_info(st, &o, &m, &ki)) < 0) {
-		ops_fail_err(res, r);
+		ops_fail_token(st, res, r);
 		goto out;
 	}
-	if (o.kind == STORE_CERT) {
+	format = fmt ? ttlv_enum(fmt)
+		     : ops_meta_enum(&m, KMIP_TAG_KEY_FORMAT_TYPE, ops_default_format(o.kind, ki.key_type));
+	if (!kind_has_format(&o, ki.object_type, format)) {
+		ops_fail(res, KMIP_REASON_KEY_FORMAT_TYPE_NOT_SUPPORTED, "this object does not come in that format");
+		goto out;
+	}
+	if (!may_export(st, &o, &m, res))
+		goto out;
+	if (o.kind == STORE_CERT)
 		get_certificate(st, &o, w, res);
-		goto out;
-	}
-	if (o.kind == STORE_DATA || ki.object_type == OBJ_SECRET_DATA) {
-		get_data(st, &o, &m, ki.object_type, w, res);
-		goto out;
-	}
-	format = fmt && fmt->type == TTLV_ENUMERATION ? ttlv_enum(fmt) : default_format(&o, &ki);
-	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
-	ttlv_put_enum(w, KMIP_TAG_OBJECT_TYPE, ki.object_type);
-	ops_put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, o.uid);
-	ttlv_begin(w, ops_object_tags[o.kind]);
-	ttlv_begin(w, KMIP_TAG_KEY_BLOCK);
-	ttlv_put_enum(w, KMIP_TAG_KEY_FORMAT_TYPE, format);
-	ttlv_begin(w, KMIP_TAG_KEY_VALUE);
-	switch (o.kind) {
-	case STORE_PUBLIC:
-		r = public_key_material(st, &o, &ki, format, w);
-		break;
-	case STORE_SECRET:
-		r = secret_key_material(st, &o, format, w);
-		break;
-	case STORE_PRIVATE:
-		r = private_key_material(st, &o, &ki, format, w);
-		break;
-	default:
-		r = KR_E_KMIP_FORMAT;
-		break;
-	}
-	ttlv_end(w);
-	ttlv_put_enum(w, KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM, ki.algorithm);
-	ttlv_put_int(w, KMIP_TAG_CRYPTOGRAPHIC_LENGTH, ki.length);
-	ttlv_end(w);
-	ttlv_end(w);
-	ttlv_end(w);
-	if (r == KR_E_KMIP_FORMAT)
-		ops_fail(res, KMIP_REASON_KEY_FORMAT_TYPE_NOT_SUPPORTED, "this key cannot be given in that format");
-	else if (r < 0)
-		ops_fail_err(res, r);
+	else if (o.kind == STORE_DATA || ki.object_type == OBJ_SECRET_DATA)
+		get_data(st, &o, &m, ki.object_type, format, w, res);
+	else
+		get_key(st, &o, &ki, format, w, res);
+	/* Served only if it is on record that it was. */
+	if (!res->reason && meta_bool(&m, KMIP_TAG_FRESH, false) && (r = mark_served(st, &o)) < 0)
+		ops_fail_token(st, res, r);
 out:
 	key_info_clear(&ki);
 	store_meta_clear(&m);
 }
 
 /* Locate: the token filters what a template can say (class, label, key type); the
- * relay filters the rest, over a bounded number of candidates. */
+ * relay filters the rest, over a bounded number of candidates. Destroyed objects'
+ * records are searched only if the Storage Status Mask asks for them (KMIP 2.1
+ * section 6.1.27). */
 #define LOCATE_MAX_CANDIDATES 1024
+#define LOCATE_MAX_DATES 4
+enum { STORAGE_ONLINE = 1, STORAGE_DESTROYED = 4 };
+
+/* A date attribute given once must match; given twice, it is a range. */
+struct locate_date {
+	uint32_t tag;
+	int64_t from, to;
+	bool range;
+};
 
 struct locate_query {
 	int kind;            /* -1: any key */
@@ -567,7 +794,35 @@ struct locate_query {
 	bool has_algorithm, has_length, has_state;
 	uint32_t algorithm, state, object_type;
 	int32_t length;
+	struct locate_date dates[LOCATE_MAX_DATES];
+	size_t n_dates;
 };
+
+static bool read_locate_date(const struct kmip_attr *a, struct locate_query *q, struct ops_result *res)
+{
+	int64_t t = ttlv_long(a->value);
+
+	for (size_t i = 0; i < q->n_dates; i++) {
+		if (q->dates[i].tag != a->tag)
+			continue;
+		if (q->dates[i].range) {
+			ops_fail(res, KMIP_REASON_INVALID_FIELD, "a date attribute takes one value, or two for a range");
+			return false;
+		}
+		q->dates[i].range = true;
+		if (t < q->dates[i].from)
+			q->dates[i].from = t;
+		else
+			q->dates[i].to = t;
+		return true;
+	}
+	if (q->n_dates == LOCATE_MAX_DATES) {
+		ops_fail(res, KMIP_REASON_SERVER_LIMIT_EXCEEDED, "too many date attributes");
+		return false;
+	}
+	q->dates[q->n_dates++] = (struct locate_date){ a->tag, t, t, false };
+	return true;
+}
 
 static bool read_locate_attr(const struct kmip_attr *a, struct locate_query *q, struct ops_result *res)
 {
@@ -622,8 +877,11 @@ static bool read_locate_attr(const struct kmip_attr *a, struct locate_query *q, 
 		q->state = q->has_state ? ttlv_enum(v) : 0;
 		return q->has_state || (ops_fail(res, KMIP_REASON_INVALID_FIELD, "bad state"), false);
 	default:
+		if (a->tag && v->type == TTLV_DATE_TIME)
+			return read_locate_date(a, q, res);
 		ops_fail(res, KMIP_REASON_FEATURE_NOT_SUPPORTED, "Locate filters by Object Type, Name, Link, "
-								  "Cryptographic Algorithm, Cryptographic Length and State");
+								  "Cryptographic Algorithm, Cryptographic Length, State "
+								  "and dates");
 		return false;
 	}
 	ops_fail(res, KMIP_REASON_INVALID_FIELD, "malformed Name or Link");
@@ -638,12 +896,35 @@ static bool algorithm_matches(uint32_t want, uint32_t have)
 	return want == have;
 }
 
-static bool locate_matches(struct store *st, const struct store_obj *o, const struct locate_query *q)
+static bool dates_match(const struct store_meta *m, const struct locate_query *q)
+{
+	for (size_t i = 0; i < q->n_dates; i++) {
+		const struct kmip_attr *a = ops_meta_attr(m, q->dates[i].tag);
+		int64_t t;
+
+		if (!a || a->value->type != TTLV_DATE_TIME)
+			return false;
+		t = ttlv_long(a->value);
+		if (t < q->dates[i].from || t > q->dates[i].to)
+			return false;
+	}
+	return true;
+}
+
+/* The token matched a live object's class, label and CKA_ID already; a record's are
+ * checked here. */
+static bool locate_matches(struct store *st, const struct store_obj *o, const struct locate_query *q,
+			   const struct store_obj *linked)
 {
 	struct store_meta m = { 0 };
 	struct key_info ki = { 0 };
 	bool ok = store_meta_read(st, o, &m) == 0 && read_key_info(st, o, &m, &ki) == 0;
 
+	if (ok && o->destroyed && q->name.ptr)
+		ok = q->name.len == ki.label.len && (!q->name.len || memcmp(q->name.ptr, ki.label.ptr, q->name.len) == 0);
+	if (ok && o->destroyed)
+		ok = (q->kind < 0 || q->kind == (int)o->kind) &&
+		     (!q->link_uid.ptr || (o->id_len == linked->id_len && memcmp(o->id, linked->id, o->id_len) == 0));
 	if (ok && q->object_type)
 		ok = q->object_type == ki.object_type;
 	if (ok && q->has_algorithm)
@@ -651,28 +932,121 @@ static bool locate_matches(struct store *st, const struct store_obj *o, const st
 	if (ok && q->has_length)
 		ok = q->length == ki.length;
 	if (ok && q->has_state)
-		ok = q->state == ops_meta_state(&m);
+		ok = q->state == ops_state(o, &m);
+	if (ok)
+		ok = dates_match(&m, q);
 	key_info_clear(&ki);
 	store_meta_clear(&m);
 	return ok;
+}
+
+/* The UIDs that match: Located Items counts them all, the page holds Maximum Items
+ * of them after Offset Items. */
+struct locate_page {
+	size_t skip, limit, total, listed;
+	struct ttlv_writer uids;
+};
+
+static void page_add(struct locate_page *p, const char *uid)
+{
+	p->total++;
+	if (p->skip) {
+		p->skip--;
+		return;
+	}
+	if (p->listed < p->limit) {
+		ops_put_uid(&p->uids, KMIP_TAG_UNIQUE_IDENTIFIER, uid);
+		p->listed++;
+	}
+}
+
+/* The live objects of each kind the query allows. */
+static int locate_objects(struct ops_ctx *ctx, struct store *st, const struct locate_query *q,
+			  const struct store_obj *linked, struct locate_page *page)
+{
+	CK_OBJECT_HANDLE *handles = calloc(LOCATE_MAX_CANDIDATES, sizeof(*handles));
+	size_t n_found = 0;
+	int r = 0;
+
+	if (!handles)
+		return KR_E_NOMEM;
+	for (int k = 0; r == 0 && k < STORE_N_KINDS; k++) {
+		CK_OBJECT_CLASS cls;
+		CK_ATTRIBUTE tmpl[4];
+		size_t n_tmpl;
+
+		if (q->kind == -2 || (q->kind >= 0 && q->kind != k))
+			continue;
+		n_tmpl = store_kind_template((enum store_kind)k, q->link_uid.ptr ? linked->id : NULL, linked->id_len, &cls,
+					     tmpl);
+		if (q->name.ptr)
+			tmpl[n_tmpl++] = (CK_ATTRIBUTE){ CKA_LABEL, (void *)q->name.ptr, q->name.len };
+		if ((r = p11_find(st->tok, tmpl, n_tmpl, handles, LOCATE_MAX_CANDIDATES, &n_found)) < 0)
+			break;
+		for (size_t i = 0; i < n_found; i++) {
+			uint8_t id[STORE_MAX_ID];
+			CK_ATTRIBUTE ida = { store_id_attribute((enum store_kind)k), id, sizeof(id) };
+			struct store_obj o = { .kind = (enum store_kind)k, .handle = handles[i] };
+
+			if (p11_get_attrs(st->tok, handles[i], &ida, 1) < 0 || ida.ulValueLen == 0 ||
+			    ida.ulValueLen > STORE_MAX_ID)
+				continue;
+			o.id_len = ida.ulValueLen;
+			memcpy(o.id, id, o.id_len);
+			store_uid(o.kind, o.id, o.id_len, o.uid);
+			if (policy_visible(ctx->cfg, ctx->client, o.id, o.id_len) && locate_matches(st, &o, q, linked))
+				page_add(page, o.uid);
+		}
+	}
+	free(handles);
+	return r;
+}
+
+/* The records destroyed objects left. */
+static int locate_records(struct ops_ctx *ctx, struct store *st, const struct locate_query *q,
+			  const struct store_obj *linked, struct locate_page *page)
+{
+	struct store_obj *recs = calloc(LOCATE_MAX_CANDIDATES, sizeof(*recs));
+	size_t n = 0;
+	int r;
+
+	if (!recs)
+		return KR_E_NOMEM;
+	if (q->kind != -2 && (r = store_records(st, recs, LOCATE_MAX_CANDIDATES, &n)) < 0) {
+		free(recs);
+		return r;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (policy_visible(ctx->cfg, ctx->client, recs[i].id, recs[i].id_len) &&
+		    locate_matches(st, &recs[i], q, linked))
+			page_add(page, recs[i].uid);
+	free(recs);
+	return 0;
 }
 
 void op_locate(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res)
 {
 	const struct ttlv_item *max_items = ttlv_find(payload, KMIP_TAG_MAXIMUM_ITEMS);
 	const struct ttlv_item *offset = ttlv_find(payload, KMIP_TAG_OFFSET_ITEMS);
+	const struct ttlv_item *storage = ttlv_find(payload, KMIP_TAG_STORAGE_STATUS_MASK);
 	struct locate_query q = { .kind = -1 };
+	struct locate_page page = { .limit = SIZE_MAX };
 	struct kmip_attrs attrs = { 0 };
 	struct ttlv_item holder = { .type = TTLV_STRUCTURE };
 	struct ttlv_item items[64]; /* the decoded attributes borrow from these until the end */
-	CK_OBJECT_HANDLE *handles = NULL;
-	struct ttlv_writer found; /* the UIDs of this page */
+	uint32_t mask = STORAGE_ONLINE;
 	uint8_t *uids = NULL;
-	size_t n_found = 0, skip = 0, limit = SIZE_MAX, matched = 0, total = 0, uids_len = 0;
+	size_t uids_len = 0;
 	struct store_obj linked = { .id_len = 0 };
 	struct store *st;
 	int r = 0;
 
+	if (storage && storage->type != TTLV_INTEGER) {
+		ops_fail(res, KMIP_REASON_INVALID_FIELD, "Storage Status Mask must be an Integer");
+		return;
+	}
+	if (storage)
+		mask = (uint32_t)ttlv_int(storage);
 	/* 1.x puts Attribute items in the payload; 2.x an Attributes structure. */
 	if (ctx->version.major >= 2) {
 		const struct ttlv_item *c = ttlv_find(payload, KMIP_TAG_ATTRIBUTES);
@@ -705,12 +1079,10 @@ void op_locate(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv
 			return;
 		}
 	if (max_items && max_items->type == TTLV_INTEGER && ttlv_int(max_items) >= 0)
-		limit = (size_t)ttlv_int(max_items);
+		page.limit = (size_t)ttlv_int(max_items);
 	if (offset && offset->type == TTLV_INTEGER && ttlv_int(offset) > 0)
-		skip = (size_t)ttlv_int(offset);
-	if (!(st = ops_store(ctx, res)) || !(handles = calloc(LOCATE_MAX_CANDIDATES, sizeof(*handles)))) {
-		if (st)
-			ops_fail_err(res, KR_E_NOMEM);
+		page.skip = (size_t)ttlv_int(offset);
+	if (!(st = ops_store(ctx, res))) {
 		kmip_attrs_clear(&attrs);
 		return;
 	}
@@ -720,57 +1092,22 @@ void op_locate(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv
 		q.kind = -2;
 		r = 0;
 	}
-	ttlv_writer_init(&found, TTLV_DEFAULT_MAX_SIZE);
-	for (int k = 0; k < STORE_N_KINDS; k++) {
-		CK_OBJECT_CLASS cls;
-		CK_ATTRIBUTE tmpl[4];
-		size_t n_tmpl;
-
-		if (q.kind == -2 || (q.kind >= 0 && q.kind != k))
-			continue;
-		n_tmpl = store_kind_template((enum store_kind)k, q.link_uid.ptr ? linked.id : NULL, linked.id_len, &cls,
-					     tmpl);
-		if (q.name.ptr)
-			tmpl[n_tmpl++] = (CK_ATTRIBUTE){ CKA_LABEL, (void *)q.name.ptr, q.name.len };
-		if ((r = p11_find(st->tok, tmpl, n_tmpl, handles, LOCATE_MAX_CANDIDATES, &n_found)) < 0)
-			break;
-		for (size_t i = 0; i < n_found; i++) {
-			uint8_t id[STORE_MAX_ID];
-			CK_ATTRIBUTE ida = { store_id_attribute((enum store_kind)k), id, sizeof(id) };
-			struct store_obj o = { .kind = (enum store_kind)k, .handle = handles[i] };
-
-			if (p11_get_attrs(st->tok, handles[i], &ida, 1) < 0 || ida.ulValueLen == 0 ||
-			    ida.ulValueLen > STORE_MAX_ID)
-				continue;
-			o.id_len = ida.ulValueLen;
-			memcpy(o.id, id, o.id_len);
-			store_uid(o.kind, o.id, o.id_len, o.uid);
-			if (!policy_visible(ctx->cfg, ctx->client, o.id, o.id_len) || !locate_matches(st, &o, &q))
-				continue;
-			/* Located Items counts every match, the page holds Maximum Items. */
-			total++;
-			if (skip) {
-				skip--;
-				continue;
-			}
-			if (matched < limit) {
-				ops_put_uid(&found, KMIP_TAG_UNIQUE_IDENTIFIER, o.uid);
-				matched++;
-			}
-		}
-	}
-	free(handles);
+	ttlv_writer_init(&page.uids, TTLV_DEFAULT_MAX_SIZE);
+	if (mask & STORAGE_ONLINE)
+		r = locate_objects(ctx, st, &q, &linked, &page);
+	if (r == 0 && (mask & STORAGE_DESTROYED))
+		r = locate_records(ctx, st, &q, &linked, &page);
 	kmip_attrs_clear(&attrs);
-	if (r == 0 && matched)
-		r = ttlv_writer_finish(&found, &uids, &uids_len);
-	ttlv_writer_clear(&found);
+	if (r == 0 && page.listed)
+		r = ttlv_writer_finish(&page.uids, &uids, &uids_len);
+	ttlv_writer_clear(&page.uids);
 	if (r < 0) {
-		ops_fail_err(res, r);
+		ops_fail_token(st, res, r);
 		return;
 	}
 	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
 	if (ctx->version.major >= 2 || (ctx->version.major == 1 && ctx->version.minor >= 3))
-		ttlv_put_int(w, KMIP_TAG_LOCATED_ITEMS, (int32_t)(total > INT32_MAX ? INT32_MAX : total));
+		ttlv_put_int(w, KMIP_TAG_LOCATED_ITEMS, (int32_t)(page.total > INT32_MAX ? INT32_MAX : page.total));
 	if (uids)
 		ttlv_put_encoded(w, uids, uids_len);
 	ttlv_end(w);
@@ -793,7 +1130,7 @@ void op_check(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_
 		return;
 	}
 	if ((r = store_meta_read(st, &o, &m)) < 0) {
-		ops_fail_err(res, r);
+		ops_fail_token(st, res, r);
 		return;
 	}
 	if (mask && ((uint32_t)ttlv_int(mask) & ~ops_usage_of(st, &o, &m))) {

@@ -14,7 +14,9 @@ void ops_fail_err(struct ops_result *res, int err);
 
 /* The connection's store, opening the token if needed; NULL with res set. */
 struct store *ops_store(struct ops_ctx *ctx, struct ops_result *res);
-/* The object the payload's Unique Identifier (or the ID Placeholder) names. */
+/* The object the payload's Unique Identifier (or the ID Placeholder) names; for the
+ * record of a destroyed object, Object Destroyed (operations that answer for
+ * records look them up themselves). */
 bool ops_find_object(struct ops_ctx *ctx, struct store *st, const struct ttlv_item *payload, struct store_obj *ret,
 		     struct ops_result *res);
 /* Why the token refused to use a key: its lifecycle state, else its usage mask. */

@@ -9,13 +9,15 @@
 #include "ops_objects.h"
 
 /* A state change: the token's usage flags first (so that the token enforces it),
- * then the metadata, with the state and the dates that go with it. */
+ * then the metadata, with the state and the dates that go with it. A record has no
+ * flags left to change. */
 struct state_change {
 	uint32_t state;
 	uint32_t usage;
 	uint32_t date_tags[2];
 	size_t n_dates;
 	const struct ttlv_item *revocation_reason;
+	int64_t when; /* the dates' value */
 };
 
 static void put_state_change(struct ttlv_writer *w, const void *arg)
@@ -25,7 +27,7 @@ static void put_state_change(struct ttlv_writer *w, const void *arg)
 	ttlv_put_enum(w, KMIP_TAG_STATE, c->state);
 	ttlv_put_int(w, KMIP_TAG_CRYPTOGRAPHIC_USAGE_MASK, (int32_t)c->usage);
 	for (size_t i = 0; i < c->n_dates; i++)
-		ttlv_put_datetime(w, c->date_tags[i], ops_now());
+		ttlv_put_datetime(w, c->date_tags[i], c->when);
 	if (c->revocation_reason)
 		ttlv_put_item(w, KMIP_TAG_REVOCATION_REASON, c->revocation_reason);
 }
@@ -37,7 +39,7 @@ static int change_state(struct store *st, const struct store_obj *o, const struc
 	size_t n_replaced = 3;
 	CK_ATTRIBUTE flags[OPS_MAX_FLAGS];
 	CK_BBOOL values[OPS_MAX_FLAGS];
-	size_t n = ops_usage_template(o->kind, c->usage, c->state, values, flags);
+	size_t n = o->destroyed ? 0 : ops_usage_template(o->kind, c->usage, c->state, values, flags);
 	int r = n ? p11_set_attrs(st->tok, o->handle, flags, n) : 0;
 
 	for (size_t i = 0; i < c->n_dates; i++)
@@ -47,7 +49,8 @@ static int change_state(struct store *st, const struct store_obj *o, const struc
 	return r;
 }
 
-/* The common start of a lifecycle operation: the lock, the object, its metadata. */
+/* The common start of a lifecycle operation: the lock, the object (or with records,
+ * a destroyed object's record), its metadata. */
 struct locked_object {
 	struct store *st;
 	struct store_obj o;
@@ -55,17 +58,19 @@ struct locked_object {
 	int lock;
 };
 
-static bool lock_object(struct ops_ctx *ctx, const struct ttlv_item *payload, struct locked_object *lo,
+static bool lock_object(struct ops_ctx *ctx, const struct ttlv_item *payload, bool records, struct locked_object *lo,
 			struct ops_result *res)
 {
 	int r;
 
 	*lo = (struct locked_object){ .lock = -1 };
-	if (!(lo->st = ops_store(ctx, res)) || !ops_find_object(ctx, lo->st, payload, &lo->o, res))
+	if (!(lo->st = ops_store(ctx, res)))
+		return false;
+	if (!(records ? ops_find_object_or_record : ops_find_object)(ctx, lo->st, payload, &lo->o, res))
 		return false;
 	if ((r = store_lock(lo->st, &lo->lock)) < 0 || (r = store_meta_read(lo->st, &lo->o, &lo->meta)) < 0) {
 		store_unlock(lo->lock);
-		ops_fail_err(res, r);
+		ops_fail_token(lo->st, res, r);
 		return false;
 	}
 	return true;
@@ -90,16 +95,16 @@ void op_activate(struct ops_ctx *ctx, const struct ttlv_item *payload, struct tt
 	struct locked_object lo;
 	int r;
 
-	if (!lock_object(ctx, payload, &lo, res))
+	if (!lock_object(ctx, payload, false, &lo, res))
 		return;
 	if (ops_meta_state(&lo.meta) != STATE_PRE_ACTIVE) {
 		ops_fail(res, KMIP_REASON_WRONG_KEY_LIFECYCLE_STATE, "the object is not Pre-Active");
 	} else {
 		const struct state_change c = { STATE_ACTIVE, ops_usage_of(lo.st, &lo.o, &lo.meta),
-						{ KMIP_TAG_ACTIVATION_DATE }, 1, NULL };
+						{ KMIP_TAG_ACTIVATION_DATE }, 1, NULL, ops_now() };
 
 		if ((r = change_state(lo.st, &lo.o, &lo.meta, &c)) < 0)
-			ops_fail_err(res, r);
+			ops_fail_token(lo.st, res, r);
 		else
 			put_uid_payload(w, &lo.o);
 	}
@@ -126,48 +131,93 @@ void op_revoke(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv
 		return;
 	}
 	compromised = ttlv_enum(code) == REVOKE_KEY_COMPROMISE || ttlv_enum(code) == REVOKE_CA_COMPROMISE;
-	if (!lock_object(ctx, payload, &lo, res))
+	if (!lock_object(ctx, payload, true, &lo, res))
 		return;
-	state = ops_meta_state(&lo.meta);
-	if (state == STATE_DESTROYED || (state == STATE_COMPROMISED && !compromised)) {
+	/* A destroyed object may still be marked compromised (KMIP 2.1 section 4.57,
+	 * transition 10); nothing else is left to revoke. */
+	state = ops_state(&lo.o, &lo.meta);
+	if (state == STATE_DESTROYED_COMPROMISED || (state == STATE_DESTROYED && !compromised) ||
+	    (state == STATE_COMPROMISED && !compromised)) {
 		ops_fail(res, KMIP_REASON_WRONG_KEY_LIFECYCLE_STATE, "the object cannot be revoked in its state");
 	} else {
 		const struct state_change c = {
-			compromised ? STATE_COMPROMISED : STATE_DEACTIVATED,
+			state == STATE_DESTROYED ? STATE_DESTROYED_COMPROMISED
+			: compromised		 ? STATE_COMPROMISED
+						 : STATE_DEACTIVATED,
 			ops_usage_of(lo.st, &lo.o, &lo.meta),
 			{ compromised ? KMIP_TAG_COMPROMISE_DATE : KMIP_TAG_DEACTIVATION_DATE },
 			1,
 			reason,
+			ops_now(),
 		};
 
 		if ((r = change_state(lo.st, &lo.o, &lo.meta, &c)) < 0)
-			ops_fail_err(res, r);
+			ops_fail_token(lo.st, res, r);
 		else
 			put_uid_payload(w, &lo.o);
 	}
 	unlock_object(&lo);
 }
 
+/* The record a destroyed object leaves: every attribute it had (its Name and what
+ * else the token held included), in the state Destroy leads to, with the Destroy
+ * Date. */
+struct record {
+	const struct ops_attrs *had;
+	uint32_t state;
+};
+
+static void put_record(struct ttlv_writer *w, const void *arg)
+{
+	const struct record *rec = arg;
+
+	for (size_t i = 0; i < rec->had->attrs.n; i++) {
+		const struct kmip_attr *a = &rec->had->attrs.v[i];
+
+		if (a->tag != KMIP_TAG_UNIQUE_IDENTIFIER && a->tag != KMIP_TAG_STATE &&
+		    a->tag != KMIP_TAG_LAST_CHANGE_DATE)
+			ops_put_attr(w, a);
+	}
+	ttlv_put_enum(w, KMIP_TAG_STATE, rec->state);
+	ttlv_put_datetime(w, KMIP_TAG_DESTROY_DATE, ops_now());
+}
+
+/* Destroy removes the token object and keeps its attributes as a record (KMIP 2.1
+ * section 6.1.15: "the meta-data ... SHALL be retained"). The object goes first: a
+ * failure in between leaves a record that still counts as destroyed. */
 void op_destroy(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
 		struct ops_result *res)
 {
+	struct ops_attrs had = { 0 };
 	struct locked_object lo;
+	uint32_t state;
 	int r;
 
-	if (!lock_object(ctx, payload, &lo, res))
+	if (!lock_object(ctx, payload, false, &lo, res))
 		return;
+	state = ops_meta_state(&lo.meta);
 	/* The spec keeps an Active key from being destroyed; Cascade destroys without
 	 * revoking, so the config may let its clients through. */
-	if (ops_meta_state(&lo.meta) == STATE_ACTIVE &&
+	if (state == STATE_ACTIVE &&
 	    !(ctx->client ? ctx->client->destroy_revokes
 			  : ctx->credential_client && ctx->cfg->keys.destroy_revokes_for_credential_clients)) {
 		ops_fail(res, KMIP_REASON_WRONG_KEY_LIFECYCLE_STATE, "an Active object must be revoked first");
-	} else if ((r = p11_destroy(lo.st->tok, lo.o.handle)) < 0 || (r = store_meta_destroy(lo.st, &lo.o)) < 0) {
-		ops_fail_err(res, r);
+	} else if ((r = ops_load_attrs(lo.st, &lo.o, &lo.meta, &had)) < 0 ||
+		   (r = p11_destroy(lo.st->tok, lo.o.handle)) < 0) {
+		ops_fail_token(lo.st, res, r);
 	} else {
+		const struct record rec = { &had, state == STATE_COMPROMISED ? STATE_DESTROYED_COMPROMISED
+									   : STATE_DESTROYED };
+
 		store_forget(lo.st, &lo.o);
-		put_uid_payload(w, &lo.o);
+		if ((r = ops_meta_rewrite(lo.st, &lo.o, NULL, NULL, 0, put_record, &rec)) < 0) {
+			ops_fail_token(lo.st, res, r);
+			res->message = "the object was destroyed, but its record was not written";
+		} else {
+			put_uid_payload(w, &lo.o);
+		}
 	}
+	ops_attrs_clear(&had);
 	unlock_object(&lo);
 }
 
@@ -195,28 +245,6 @@ static bool modified_attr(const struct ops_ctx *ctx, const struct ttlv_item *pay
 		return false;
 	}
 	return true;
-}
-
-static bool read_only(uint32_t tag)
-{
-	switch (tag) {
-	case KMIP_TAG_UNIQUE_IDENTIFIER:
-	case KMIP_TAG_OBJECT_TYPE:
-	case KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM:
-	case KMIP_TAG_CRYPTOGRAPHIC_LENGTH:
-	case KMIP_TAG_STATE:
-	case KMIP_TAG_INITIAL_DATE:
-	case KMIP_TAG_LAST_CHANGE_DATE:
-	case KMIP_TAG_ACTIVATION_DATE:
-	case KMIP_TAG_DEACTIVATION_DATE:
-	case KMIP_TAG_COMPROMISE_DATE:
-	case KMIP_TAG_DESTROY_DATE:
-	case KMIP_TAG_REVOCATION_REASON:
-	case KMIP_TAG_CRYPTOGRAPHIC_USAGE_MASK:
-		return true;
-	default:
-		return false;
-	}
 }
 
 /* Which attribute a request means: a standard one by tag, a vendor one by name. */
@@ -268,100 +296,180 @@ static void put_rewrite(struct ttlv_writer *w, const void *arg)
 		ops_put_attr(w, rw->add);
 }
 
+/* The Activation Date may change while the object is Pre-Active (KMIP 2.1 section
+ * 4.1); a date that has come activates it, as Activate would. */
+static bool set_activation_date(struct locked_object *lo, const struct kmip_attr *a, struct ops_result *res)
+{
+	struct state_change c;
+	int r;
+
+	if (a->value->type != TTLV_DATE_TIME) {
+		ops_fail(res, KMIP_REASON_INVALID_ATTRIBUTE_VALUE, "Activation Date is a Date-Time");
+		return false;
+	}
+	if (ops_meta_state(&lo->meta) != STATE_PRE_ACTIVE) {
+		ops_fail(res, KMIP_REASON_WRONG_KEY_LIFECYCLE_STATE, "the Activation Date changes only while Pre-Active");
+		return false;
+	}
+	c = (struct state_change){ ttlv_long(a->value) <= ops_now() ? STATE_ACTIVE : STATE_PRE_ACTIVE,
+				   ops_usage_of(lo->st, &lo->o, &lo->meta),
+				   { KMIP_TAG_ACTIVATION_DATE },
+				   1,
+				   NULL,
+				   ttlv_long(a->value) };
+	if ((r = change_state(lo->st, &lo->o, &lo->meta, &c)) < 0) {
+		ops_fail_token(lo->st, res, r);
+		return false;
+	}
+	return true;
+}
+
+/* A Name is the object's CKA_LABEL, where other PKCS#11 software sees it. */
+static const struct ttlv_item *name_value(const struct kmip_attr *a, struct ops_result *res)
+{
+	const struct ttlv_item *nv = a->value->type == TTLV_STRUCTURE ? ttlv_find(a->value, KMIP_TAG_NAME_VALUE) : NULL;
+
+	if (!nv || nv->type != TTLV_TEXT_STRING) {
+		ops_fail(res, KMIP_REASON_INVALID_ATTRIBUTE_VALUE, "a Name needs a Name Value");
+		return NULL;
+	}
+	return nv;
+}
+
+static bool set_name(struct locked_object *lo, const struct ttlv_item *nv, struct ops_result *res)
+{
+	CK_ATTRIBUTE label = { CKA_LABEL, (void *)nv->value, nv->len };
+	int r = p11_set_attrs(lo->st->tok, lo->o.handle, &label, 1);
+
+	if (r < 0)
+		ops_fail_token(lo->st, res, r);
+	return r == 0;
+}
+
+/* The token keeps one label, so an object has at most one Name: one can be added
+ * only to an object that has none. Names are not checked across objects: PKCS#11
+ * labels need not be unique, and the halves of a pair made elsewhere share one. */
+static bool add_name(struct locked_object *lo, const struct kmip_attr *a, struct ops_result *res)
+{
+	const struct ttlv_item *nv = name_value(a, res);
+	uint8_t *label = NULL;
+	size_t len = 0;
+	bool ok = false;
+	int r;
+
+	if (!nv)
+		return false;
+	if ((r = p11_get_attr_alloc(lo->st->tok, lo->o.handle, CKA_LABEL, &label, &len)) < 0)
+		ops_fail_token(lo->st, res, r);
+	else if (len == nv->len && memcmp(label, nv->value, len) == 0)
+		ops_fail(res, KMIP_REASON_NON_UNIQUE_NAME_ATTRIBUTE, "the object has this Name already");
+	else if (len)
+		ops_fail(res, KMIP_REASON_ATTRIBUTE_SINGLE_VALUED, "an object has one Name: modify it");
+	else
+		ok = set_name(lo, nv, res);
+	free(label);
+	return ok;
+}
+
+static void put_changed(struct ttlv_writer *w, const struct ops_ctx *ctx, const struct store_obj *o,
+			const struct kmip_attrs *attrs)
+{
+	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
+	ops_put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, o->uid);
+	if (ctx->version.major < 2)
+		kmip_attrs_encode(w, 0, attrs, ctx->version);
+	ttlv_end(w);
+}
+
 void op_modify_attribute(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
 			 struct ops_result *res)
 {
 	struct kmip_attrs attrs = { 0 };
 	struct locked_object lo;
 	const struct kmip_attr *a;
-	int r = 0;
+	const struct ttlv_item *nv;
+	bool ok = false;
+	int r;
 
 	if (!modified_attr(ctx, payload, &attrs, res))
 		return;
 	a = &attrs.v[0];
-	if (a->tag && read_only(a->tag)) {
+	if (a->tag && ops_attr_rule(a->tag) != ATTR_CLIENT && a->tag != KMIP_TAG_ACTIVATION_DATE) {
 		ops_fail(res, KMIP_REASON_ATTRIBUTE_READ_ONLY, "the server keeps this attribute");
 		kmip_attrs_clear(&attrs);
 		return;
 	}
-	if (!lock_object(ctx, payload, &lo, res)) {
+	if (!lock_object(ctx, payload, false, &lo, res)) {
 		kmip_attrs_clear(&attrs);
 		return;
 	}
 	if (a->tag == KMIP_TAG_NAME) {
-		/* A Name is the object's CKA_LABEL, where other PKCS#11 software sees it. */
-		const struct ttlv_item *nv = a->value->type == TTLV_STRUCTURE ? ttlv_find(a->value, KMIP_TAG_NAME_VALUE) : NULL;
-		CK_ATTRIBUTE label = { CKA_LABEL, NULL, 0 };
-
-		if (!nv || nv->type != TTLV_TEXT_STRING) {
-			ops_fail(res, KMIP_REASON_INVALID_ATTRIBUTE_VALUE, "a Name needs a Name Value");
-			goto out;
-		}
-		label.pValue = (void *)nv->value;
-		label.ulValueLen = nv->len;
-		r = p11_set_attrs(lo.st->tok, lo.o.handle, &label, 1);
+		ok = (nv = name_value(a, res)) && set_name(&lo, nv, res);
+	} else if (a->tag == KMIP_TAG_ACTIVATION_DATE) {
+		/* A Pre-Active object without one gets its first with Add Attribute. */
+		if (ops_meta_state(&lo.meta) == STATE_PRE_ACTIVE && !ops_meta_attr(&lo.meta, a->tag))
+			ops_fail(res, KMIP_REASON_ATTRIBUTE_NOT_FOUND, "the object has no Activation Date to modify");
+		else
+			ok = set_activation_date(&lo, a, res);
 	} else {
 		const struct attr_ref ref = ref_of(a);
 		const struct rewrite rw = { &lo.meta, &ref, a };
 
-		if (!meta_has(&lo.meta, &ref)) {
+		if (!meta_has(&lo.meta, &ref))
 			ops_fail(res, KMIP_REASON_ATTRIBUTE_NOT_FOUND, "the object has no such attribute to modify");
-			goto out;
-		}
-		r = ops_meta_rewrite(lo.st, &lo.o, NULL, NULL, 0, put_rewrite, &rw);
+		else if ((r = ops_meta_rewrite(lo.st, &lo.o, NULL, NULL, 0, put_rewrite, &rw)) < 0)
+			ops_fail_token(lo.st, res, r);
+		else
+			ok = true;
 	}
-	if (r < 0) {
-		ops_fail_err(res, r);
-		goto out;
-	}
-	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
-	ops_put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, lo.o.uid);
-	if (ctx->version.major < 2)
-		kmip_attrs_encode(w, 0, &attrs, ctx->version);
-	ttlv_end(w);
-out:
+	if (ok)
+		put_changed(w, ctx, &lo.o, &attrs);
 	unlock_object(&lo);
 	kmip_attrs_clear(&attrs);
 }
 
-/* Add Attribute and Delete Attribute change only the metadata: Name, which is the
- * token's CKA_LABEL, is changed with Modify Attribute. */
+/* Add Attribute: a Name where the object has none, an Activation Date to a
+ * Pre-Active object, an Original Creation Date or a Random Number Generator it
+ * lacks, and attributes of the client's. */
 void op_add_attribute(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
 		      struct ops_result *res)
 {
 	struct kmip_attrs attrs = { 0 };
 	struct locked_object lo;
 	const struct kmip_attr *a;
+	enum ops_attr_rule rule;
+	bool ok = false;
 	int r;
 
 	if (!modified_attr(ctx, payload, &attrs, res))
 		return;
 	a = &attrs.v[0];
-	if (a->tag && (read_only(a->tag) || a->tag == KMIP_TAG_NAME)) {
-		ops_fail(res, a->tag == KMIP_TAG_NAME ? KMIP_REASON_ATTRIBUTE_SINGLE_VALUED : KMIP_REASON_ATTRIBUTE_READ_ONLY,
-			 a->tag == KMIP_TAG_NAME ? "an object has one Name: modify it" : "the server keeps this attribute");
+	rule = a->tag ? ops_attr_rule(a->tag) : ATTR_CLIENT;
+	if ((rule == ATTR_SERVER || rule == ATTR_AT_CREATION) && a->tag != KMIP_TAG_ACTIVATION_DATE) {
+		ops_fail(res, KMIP_REASON_ATTRIBUTE_READ_ONLY, "the server keeps this attribute");
 		kmip_attrs_clear(&attrs);
 		return;
 	}
-	if (!lock_object(ctx, payload, &lo, res)) {
+	if (!lock_object(ctx, payload, false, &lo, res)) {
 		kmip_attrs_clear(&attrs);
 		return;
 	}
-	if (meta_has(&lo.meta, &(struct attr_ref){ a->tag, a->vendor, a->name })) {
+	if (a->tag == KMIP_TAG_NAME) {
+		ok = add_name(&lo, a, res);
+	} else if (meta_has(&lo.meta, &(struct attr_ref){ a->tag, a->vendor, a->name })) {
 		ops_fail(res, KMIP_REASON_ATTRIBUTE_SINGLE_VALUED, "the object has this attribute already");
+	} else if (a->tag == KMIP_TAG_ACTIVATION_DATE) {
+		ok = set_activation_date(&lo, a, res);
 	} else {
 		const struct rewrite rw = { &lo.meta, NULL, a };
 
-		if ((r = ops_meta_rewrite(lo.st, &lo.o, NULL, NULL, 0, put_rewrite, &rw)) < 0) {
-			ops_fail_err(res, r);
-		} else {
-			ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
-			ops_put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, lo.o.uid);
-			if (ctx->version.major < 2)
-				kmip_attrs_encode(w, 0, &attrs, ctx->version);
-			ttlv_end(w);
-		}
+		if ((r = ops_meta_rewrite(lo.st, &lo.o, NULL, NULL, 0, put_rewrite, &rw)) < 0)
+			ops_fail_token(lo.st, res, r);
+		else
+			ok = true;
 	}
+	if (ok)
+		put_changed(w, ctx, &lo.o, &attrs);
 	unlock_object(&lo);
 	kmip_attrs_clear(&attrs);
 }
@@ -411,11 +519,11 @@ void op_delete_attribute(struct ops_ctx *ctx, const struct ttlv_item *payload, s
 
 	if (!deleted_attr(ctx, payload, &ref, res))
 		return;
-	if (ref.tag && (read_only(ref.tag) || ref.tag == KMIP_TAG_NAME)) {
+	if (ref.tag && (ops_attr_rule(ref.tag) != ATTR_CLIENT || ref.tag == KMIP_TAG_NAME)) {
 		ops_fail(res, KMIP_REASON_ATTRIBUTE_READ_ONLY, "this attribute cannot be deleted");
 		return;
 	}
-	if (!lock_object(ctx, payload, &lo, res))
+	if (!lock_object(ctx, payload, false, &lo, res))
 		return;
 	for (size_t i = 0; i < lo.meta.attrs.n && !found; i++)
 		if (same_attr(&lo.meta.attrs.v[i], &ref))
@@ -426,7 +534,7 @@ void op_delete_attribute(struct ops_ctx *ctx, const struct ttlv_item *payload, s
 		const struct rewrite rw = { &lo.meta, &ref, NULL };
 
 		if ((r = ops_meta_rewrite(lo.st, &lo.o, NULL, NULL, 0, put_rewrite, &rw)) < 0) {
-			ops_fail_err(res, r);
+			ops_fail_token(lo.st, res, r);
 		} else {
 			const struct kmip_attrs one = { (struct kmip_attr *)found, 1 };
 

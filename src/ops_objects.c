@@ -3,6 +3,7 @@
 /* The helpers the managed-object operations share (see ops_objects.h). */
 
 #include <gnutls/abstract.h>
+#include <gnutls/crypto.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -17,6 +18,120 @@ const struct ops_curve ops_curves[OPS_N_CURVES] = {
 	{ CURVE_P521, 521, (const uint8_t *)"\x06\x05\x2b\x81\x04\x00\x23", 7, GNUTLS_ECC_CURVE_SECP521R1 },
 	{ CURVE_ED25519, 255, (const uint8_t *)"\x06\x03\x2b\x65\x70", 5, GNUTLS_ECC_CURVE_ED25519 },
 };
+
+/* The first entry of a key type names its keys when metadata does not. ChaCha20 goes
+ * to the token as PKCS#11 3.0 has it; a token without it refuses it itself. */
+static const struct ops_symmetric symmetric[] = {
+	{ ALG_AES, CKK_AES, CKM_AES_KEY_GEN, 0 },
+	{ ALG_HMAC_SHA256, CKK_GENERIC_SECRET, CKM_GENERIC_SECRET_KEY_GEN, 256 },
+	{ ALG_HMAC_SHA1, CKK_GENERIC_SECRET, CKM_GENERIC_SECRET_KEY_GEN, 160 },
+	{ ALG_HMAC_SHA224, CKK_GENERIC_SECRET, CKM_GENERIC_SECRET_KEY_GEN, 224 },
+	{ ALG_HMAC_SHA384, CKK_GENERIC_SECRET, CKM_GENERIC_SECRET_KEY_GEN, 384 },
+	{ ALG_HMAC_SHA512, CKK_GENERIC_SECRET, CKM_GENERIC_SECRET_KEY_GEN, 512 },
+	{ ALG_CHACHA20, CKK_CHACHA20, CKM_CHACHA20_KEY_GEN, 256 },
+	{ ALG_CHACHA20_POLY1305, CKK_CHACHA20, CKM_CHACHA20_KEY_GEN, 256 },
+};
+
+const struct ops_symmetric *ops_symmetric_by_algorithm(uint32_t algorithm)
+{
+	for (size_t i = 0; i < sizeof(symmetric) / sizeof(symmetric[0]); i++)
+		if (symmetric[i].algorithm == algorithm)
+			return &symmetric[i];
+	return NULL;
+}
+
+const struct ops_symmetric *ops_symmetric_by_key_type(CK_KEY_TYPE key_type)
+{
+	for (size_t i = 0; i < sizeof(symmetric) / sizeof(symmetric[0]); i++)
+		if (symmetric[i].key_type == key_type)
+			return &symmetric[i];
+	return NULL;
+}
+
+/* KMIP 2.1 sections 3.5 to 3.8; the PKCS#11 attributes of RSA and DSA keys. */
+static const struct ops_transparent transparent[] = {
+	{ FMT_TRANSPARENT_RSA_PUBLIC, STORE_PUBLIC, CKK_RSA, ALG_RSA, 2, 2,
+	  { { KMIP_TAG_MODULUS, CKA_MODULUS }, { KMIP_TAG_PUBLIC_EXPONENT, CKA_PUBLIC_EXPONENT } } },
+	{ FMT_TRANSPARENT_RSA_PRIVATE, STORE_PRIVATE, CKK_RSA, ALG_RSA, 2, 8,
+	  { { KMIP_TAG_MODULUS, CKA_MODULUS }, { KMIP_TAG_PRIVATE_EXPONENT, CKA_PRIVATE_EXPONENT },
+	    { KMIP_TAG_PUBLIC_EXPONENT, CKA_PUBLIC_EXPONENT }, { KMIP_TAG_P, CKA_PRIME_1 }, { KMIP_TAG_Q, CKA_PRIME_2 },
+	    { KMIP_TAG_PRIME_EXPONENT_P, CKA_EXPONENT_1 }, { KMIP_TAG_PRIME_EXPONENT_Q, CKA_EXPONENT_2 },
+	    { KMIP_TAG_CRT_COEFFICIENT, CKA_COEFFICIENT } } },
+	{ FMT_TRANSPARENT_DSA_PUBLIC, STORE_PUBLIC, CKK_DSA, ALG_DSA, 4, 4,
+	  { { KMIP_TAG_P, CKA_PRIME }, { KMIP_TAG_Q, CKA_SUBPRIME }, { KMIP_TAG_G, CKA_BASE },
+	    { KMIP_TAG_Y, CKA_VALUE } } },
+	{ FMT_TRANSPARENT_DSA_PRIVATE, STORE_PRIVATE, CKK_DSA, ALG_DSA, 4, 4,
+	  { { KMIP_TAG_P, CKA_PRIME }, { KMIP_TAG_Q, CKA_SUBPRIME }, { KMIP_TAG_G, CKA_BASE },
+	    { KMIP_TAG_X, CKA_VALUE } } },
+};
+
+const struct ops_transparent *ops_transparent(uint32_t format)
+{
+	for (size_t i = 0; i < sizeof(transparent) / sizeof(transparent[0]); i++)
+		if (transparent[i].format == format)
+			return &transparent[i];
+	return NULL;
+}
+
+/* KMIP's defaults (2.1 section 4.26), except for EC keys, which come as Raw holding
+ * a SubjectPublicKeyInfo (what Cascade reads) and as PKCS#8: the relay does not
+ * write Transparent EC keys. */
+uint32_t ops_default_format(enum store_kind kind, CK_KEY_TYPE key_type)
+{
+	switch (kind) {
+	case STORE_PUBLIC:
+		return key_type == CKK_RSA ? FMT_PKCS1 : key_type == CKK_DSA ? FMT_TRANSPARENT_DSA_PUBLIC : FMT_RAW;
+	case STORE_PRIVATE:
+		return key_type == CKK_RSA ? FMT_PKCS1 : key_type == CKK_DSA ? FMT_TRANSPARENT_DSA_PRIVATE : FMT_PKCS8;
+	case STORE_CERT:
+		return FMT_X509;
+	case STORE_DATA:
+		return FMT_OPAQUE;
+	default:
+		return FMT_RAW;
+	}
+}
+
+/* KMIP 2.1 section 4, each attribute's "Modifiable by client" and "Initially set
+ * by"; attributes not listed are the client's. */
+static const struct {
+	uint32_t tag;
+	enum ops_attr_rule rule;
+} attr_rules[] = {
+	{ KMIP_TAG_UNIQUE_IDENTIFIER, ATTR_SERVER },
+	{ KMIP_TAG_OBJECT_TYPE, ATTR_SERVER },
+	{ KMIP_TAG_STATE, ATTR_SERVER },
+	{ KMIP_TAG_INITIAL_DATE, ATTR_SERVER },
+	{ KMIP_TAG_LAST_CHANGE_DATE, ATTR_SERVER },
+	{ KMIP_TAG_DESTROY_DATE, ATTR_SERVER },
+	{ KMIP_TAG_COMPROMISE_DATE, ATTR_SERVER },
+	{ KMIP_TAG_REVOCATION_REASON, ATTR_SERVER },
+	{ KMIP_TAG_DIGEST, ATTR_SERVER },
+	{ KMIP_TAG_KEY_FORMAT_TYPE, ATTR_SERVER },
+	{ KMIP_TAG_CERTIFICATE_TYPE, ATTR_SERVER },
+	{ KMIP_TAG_CERTIFICATE_LENGTH, ATTR_SERVER },
+	{ KMIP_TAG_ALWAYS_SENSITIVE, ATTR_SERVER },
+	{ KMIP_TAG_NEVER_EXTRACTABLE, ATTR_SERVER },
+	{ KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM, ATTR_AT_CREATION },
+	{ KMIP_TAG_CRYPTOGRAPHIC_LENGTH, ATTR_AT_CREATION },
+	{ KMIP_TAG_CRYPTOGRAPHIC_USAGE_MASK, ATTR_AT_CREATION },
+	{ KMIP_TAG_ACTIVATION_DATE, ATTR_AT_CREATION },
+	{ KMIP_TAG_DEACTIVATION_DATE, ATTR_AT_CREATION },
+	{ KMIP_TAG_FRESH, ATTR_ONCE },
+	{ KMIP_TAG_ORIGINAL_CREATION_DATE, ATTR_ONCE },
+	{ KMIP_TAG_RANDOM_NUMBER_GENERATOR, ATTR_ONCE },
+};
+
+enum ops_attr_rule ops_attr_rule(uint32_t tag)
+{
+	/* Certificate Subject CN ... Certificate Issuer DN Qualifier: read from the certificate. */
+	if (tag >= KMIP_TAG_CERTIFICATE_SUBJECT_CN && tag <= KMIP_TAG_CERTIFICATE_ISSUER_DN_QUALIFIER)
+		return ATTR_SERVER;
+	for (size_t i = 0; i < sizeof(attr_rules) / sizeof(attr_rules[0]); i++)
+		if (attr_rules[i].tag == tag)
+			return attr_rules[i].rule;
+	return ATTR_CLIENT;
+}
 
 /* Which PKCS#11 usage flag each usage-mask bit sets, on which kind of object, and
  * whether it only processes (verify, decrypt), which a Deactivated or Compromised key
@@ -115,9 +230,10 @@ void ops_acted_on(struct ops_ctx *ctx, const struct store_obj *o)
 }
 
 /* The object a request names by Unique Identifier, or, without one, the object the
- * previous batch item acted on (the ID Placeholder). */
-bool ops_find_object(struct ops_ctx *ctx, struct store *st, const struct ttlv_item *payload, struct store_obj *ret,
-		     struct ops_result *res)
+ * previous batch item acted on (the ID Placeholder); with records, also the record
+ * of a destroyed object. */
+static bool find_object(struct ops_ctx *ctx, struct store *st, const struct ttlv_item *payload, bool records,
+			struct store_obj *ret, struct ops_result *res)
 {
 	const struct ttlv_item *uid = ttlv_find(payload, KMIP_TAG_UNIQUE_IDENTIFIER);
 	int r;
@@ -135,12 +251,43 @@ bool ops_find_object(struct ops_ctx *ctx, struct store *st, const struct ttlv_it
 	/* Another namespace's object is not found, so that its existence does not leak. */
 	if (r == 0 && !policy_visible(ctx->cfg, ctx->client, ret->id, ret->id_len))
 		r = KR_E_P11_NOT_FOUND;
+	if (r == KR_E_P11_NOT_FOUND) {
+		/* KMIP 2.x names this Object Not Found; 1.x gets Item Not Found. */
+		ops_fail(res, KMIP_REASON_OBJECT_NOT_FOUND, "no object has this Unique Identifier");
+		return false;
+	}
 	if (r < 0) {
-		ops_fail_err(res, r);
+		ops_fail_token(st, res, r);
 		return false;
 	}
 	ops_acted_on(ctx, ret);
+	if (ret->destroyed && !records) {
+		ops_fail(res, KMIP_REASON_OBJECT_DESTROYED, "the object was destroyed");
+		return false;
+	}
 	return true;
+}
+
+bool ops_find_object(struct ops_ctx *ctx, struct store *st, const struct ttlv_item *payload, struct store_obj *ret,
+		     struct ops_result *res)
+{
+	return find_object(ctx, st, payload, false, ret, res);
+}
+
+bool ops_find_object_or_record(struct ops_ctx *ctx, struct store *st, const struct ttlv_item *payload,
+			       struct store_obj *ret, struct ops_result *res)
+{
+	return find_object(ctx, st, payload, true, ret, res);
+}
+
+void ops_fail_token(struct store *st, struct ops_result *res, int err)
+{
+	CK_RV rv = p11_last_rv(st->tok);
+
+	ops_fail_err(res, err);
+	/* CKR_OK: the relay refused by itself, or the failure was not the token's. */
+	if (err <= KR_E_P11_MODULE && err >= KR_E_P11_DEVICE && rv != CKR_OK)
+		res->message = p11_rv_name(rv);
 }
 
 /* Metadata helpers: the attributes the token has no place for. */
@@ -166,6 +313,16 @@ uint32_t ops_meta_state(const struct store_meta *m)
 	return ops_meta_enum(m, KMIP_TAG_STATE, STATE_ACTIVE);
 }
 
+uint32_t ops_state(const struct store_obj *o, const struct store_meta *m)
+{
+	uint32_t state = ops_meta_state(m);
+
+	/* A record whose metadata says otherwise lost its object some other way. */
+	if (o->destroyed && state != STATE_DESTROYED_COMPROMISED)
+		return STATE_DESTROYED;
+	return state;
+}
+
 const struct kmip_version ops_meta_version = { 2, 1 };
 
 /* One attribute as metadata holds it: under its tag, or as a vendor Attribute. */
@@ -176,9 +333,21 @@ void ops_put_attr(struct ttlv_writer *w, const struct kmip_attr *a)
 	kmip_attrs_encode(w, 0, &one, ops_meta_version);
 }
 
+/* Metadata writes by this process, for ops_meta_changes. */
+static unsigned long meta_changes;
+
+unsigned long ops_meta_changes(void)
+{
+	return meta_changes;
+}
+
+void ops_meta_changed(void)
+{
+	meta_changes++;
+}
+
 /* A new metadata generation: the old attributes minus those in replace[], then what
  * add() writes, and a new Last Change Date. */
-
 int ops_meta_rewrite(struct store *st, const struct store_obj *o, const struct store_meta *old,
 			const uint32_t *replace, size_t n_replace, ops_meta_add_fn add, const void *arg)
 {
@@ -204,8 +373,47 @@ int ops_meta_rewrite(struct store *st, const struct store_obj *o, const struct s
 	r = ttlv_writer_finish(&w, &buf, &len);
 	if (r == 0)
 		r = store_meta_write(st, o, buf, len);
+	ops_meta_changed(); /* even a failed write may have changed something */
 	ttlv_buf_free(buf, len);
 	return r;
+}
+
+/* KMIP's Hashing Algorithm SHA-256 */
+#define DIGEST_SHA256 0x06
+
+void ops_put_digest(struct ttlv_writer *w, const uint8_t *value, size_t len, uint32_t format)
+{
+	uint8_t md[32];
+
+	if (gnutls_hash_fast(GNUTLS_DIG_SHA256, value, len, md) < 0) {
+		w->err = w->err ? w->err : KR_E_NOMEM;
+		return;
+	}
+	ttlv_begin(w, KMIP_TAG_DIGEST);
+	ttlv_put_enum(w, KMIP_TAG_HASHING_ALGORITHM, DIGEST_SHA256);
+	ttlv_put_bytes(w, KMIP_TAG_DIGEST_VALUE, md, sizeof(md));
+	if (format)
+		ttlv_put_enum(w, KMIP_TAG_KEY_FORMAT_TYPE, format);
+	ttlv_end(w);
+}
+
+void ops_put_material_digest(struct ttlv_writer *w, const struct ttlv_item *material, uint32_t format)
+{
+	struct ttlv_writer enc;
+	uint8_t *buf = NULL;
+	size_t len = 0;
+
+	if (material->type == TTLV_BYTE_STRING) {
+		ops_put_digest(w, material->value, material->len, format);
+		return;
+	}
+	ttlv_writer_init(&enc, TTLV_DEFAULT_MAX_SIZE);
+	ttlv_put_item(&enc, material->tag, material);
+	if (ttlv_writer_finish(&enc, &buf, &len) == 0)
+		ops_put_digest(w, buf, len, format);
+	else
+		w->err = w->err ? w->err : KR_E_NOMEM;
+	ttlv_buf_free(buf, len);
 }
 
 void ops_put_link(struct ttlv_writer *w, uint32_t type, const char *uid)
@@ -230,7 +438,7 @@ uint32_t ops_usage_of(struct store *st, const struct store_obj *o, const struct 
 
 	if (a && a->value->type == TTLV_INTEGER)
 		return (uint32_t)ttlv_int(a->value);
-	for (unsigned i = 0; i < N_USAGE_FLAGS; i++) {
+	for (unsigned i = 0; !o->destroyed && i < N_USAGE_FLAGS; i++) {
 		CK_BBOOL v = CK_FALSE;
 		CK_ATTRIBUTE attr = { usage_flags[i].flag, &v, sizeof(v) };
 

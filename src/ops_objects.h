@@ -12,14 +12,21 @@
 
 /* KMIP values these operations speak. */
 enum {
-	ALG_AES = 0x03, ALG_RSA = 0x04, ALG_ECDSA = 0x06, ALG_HMAC_SHA1 = 0x07, ALG_HMAC_SHA224 = 0x08,
-	ALG_HMAC_SHA256 = 0x09, ALG_HMAC_SHA384 = 0x0A, ALG_HMAC_SHA512 = 0x0B, ALG_EC = 0x1A, ALG_ED25519 = 0x37,
+	ALG_AES = 0x03, ALG_RSA = 0x04, ALG_DSA = 0x05, ALG_ECDSA = 0x06, ALG_HMAC_SHA1 = 0x07, ALG_HMAC_SHA224 = 0x08,
+	ALG_HMAC_SHA256 = 0x09, ALG_HMAC_SHA384 = 0x0A, ALG_HMAC_SHA512 = 0x0B, ALG_EC = 0x1A, ALG_CHACHA20 = 0x1C,
+	ALG_CHACHA20_POLY1305 = 0x1E, ALG_ED25519 = 0x37,
 };
 enum { CURVE_P256 = 0x07, CURVE_P384 = 0x0A, CURVE_P521 = 0x0D, CURVE_ED25519 = 0x44 };
 enum { OBJ_SYMMETRIC_KEY = 2, OBJ_PUBLIC_KEY = 3, OBJ_PRIVATE_KEY = 4, OBJ_SECRET_DATA = 7, OBJ_OPAQUE = 8 };
-enum { STATE_PRE_ACTIVE = 1, STATE_ACTIVE = 2, STATE_DEACTIVATED = 3, STATE_COMPROMISED = 4, STATE_DESTROYED = 5 };
-enum { FMT_RAW = 1, FMT_OPAQUE = 2, FMT_PKCS1 = 3, FMT_PKCS8 = 4, FMT_X509 = 5, FMT_TRANSPARENT_SYMMETRIC = 7,
-       FMT_TRANSPARENT_RSA_PUBLIC = 0x0B };
+enum {
+	STATE_PRE_ACTIVE = 1, STATE_ACTIVE = 2, STATE_DEACTIVATED = 3, STATE_COMPROMISED = 4, STATE_DESTROYED = 5,
+	STATE_DESTROYED_COMPROMISED = 6,
+};
+enum {
+	FMT_RAW = 1, FMT_OPAQUE = 2, FMT_PKCS1 = 3, FMT_PKCS8 = 4, FMT_X509 = 5, FMT_EC_PRIVATE_KEY = 6,
+	FMT_TRANSPARENT_SYMMETRIC = 7, FMT_TRANSPARENT_DSA_PRIVATE = 8, FMT_TRANSPARENT_DSA_PUBLIC = 9,
+	FMT_TRANSPARENT_RSA_PRIVATE = 0x0A, FMT_TRANSPARENT_RSA_PUBLIC = 0x0B,
+};
 enum { LINK_PUBLIC_KEY = 0x102, LINK_PRIVATE_KEY = 0x103 };
 enum { NAME_UNINTERPRETED = 1 };
 enum { REVOKE_KEY_COMPROMISE = 2, REVOKE_CA_COMPROMISE = 3 };
@@ -28,6 +35,53 @@ enum {
 	USE_MAC_GENERATE = 0x80, USE_MAC_VERIFY = 0x100,
 };
 enum { OBJ_CERTIFICATE = 1, CERT_X509 = 1 };
+
+/* PKCS#11 3.0 names that p11-kit 0.24's pkcs11.h (2.40) lacks. */
+#ifndef CKK_CHACHA20
+#define CKK_CHACHA20 0x33UL
+#endif
+#ifndef CKM_CHACHA20_KEY_GEN
+#define CKM_CHACHA20_KEY_GEN 0x1225UL
+#endif
+
+/* A symmetric algorithm: the token's key type for it, the mechanism that makes such
+ * keys, and the length a key has when the request names none (0: it must). */
+struct ops_symmetric {
+	uint32_t algorithm;
+	CK_KEY_TYPE key_type;
+	CK_MECHANISM_TYPE generate;
+	int32_t default_length;
+};
+const struct ops_symmetric *ops_symmetric_by_algorithm(uint32_t algorithm);
+/* The first algorithm of a key type: what a key says it is without metadata. */
+const struct ops_symmetric *ops_symmetric_by_key_type(CK_KEY_TYPE key_type);
+
+/* A Transparent key format that the token holds field by field: each Key Material
+ * field and the token attribute that holds it, the first n_required of them needed
+ * to register a key. The first field gives the key's length. */
+#define OPS_MAX_FIELDS 8
+struct ops_transparent {
+	uint32_t format;
+	enum store_kind kind;
+	CK_KEY_TYPE key_type;
+	uint32_t algorithm;
+	size_t n_required, n_fields;
+	struct {
+		uint32_t tag;
+		CK_ATTRIBUTE_TYPE attribute;
+	} fields[OPS_MAX_FIELDS];
+};
+const struct ops_transparent *ops_transparent(uint32_t format);
+
+/* The Key Format Type of an object with none recorded: what Get gives it in when
+ * none is asked for. */
+uint32_t ops_default_format(enum store_kind kind, CK_KEY_TYPE key_type);
+
+/* How a client may give an attribute: any time, only at creation, only when the
+ * object is registered or by adding it once (Original Creation Date, Random Number
+ * Generator), or never (the server sets it). */
+enum ops_attr_rule { ATTR_CLIENT, ATTR_AT_CREATION, ATTR_ONCE, ATTR_SERVER };
+enum ops_attr_rule ops_attr_rule(uint32_t tag);
 
 /* The curves, with their DER ECParameters for CKA_EC_PARAMS. */
 struct ops_curve {
@@ -58,6 +112,32 @@ size_t ops_usage_template(enum store_kind kind, uint32_t mask, uint32_t state, C
  * elsewhere, what its token flags allow now. */
 uint32_t ops_usage_of(struct store *st, const struct store_obj *o, const struct store_meta *m);
 
+/* An object's state: its metadata's, or Destroyed (Destroyed Compromised) once
+ * only the metadata is left. */
+uint32_t ops_state(const struct store_obj *o, const struct store_meta *m);
+
+/* The Digest attribute: SHA-256 of value, with the Key Format Type it was computed
+ * in (0 for certificates and Opaque Objects, which have none). */
+void ops_put_digest(struct ttlv_writer *w, const uint8_t *value, size_t len, uint32_t format);
+/* The Digest of a Key Material item: of its bytes if it is a Byte String, else of
+ * its TTLV encoding (KMIP 2.1 section 4.21). */
+void ops_put_material_digest(struct ttlv_writer *w, const struct ttlv_item *material, uint32_t format);
+/* Every attribute of an object (or record), decoded: what the token holds, then the
+ * metadata m (ops_get.c). The attributes borrow from buf and tree. */
+struct ops_attrs {
+	uint8_t *buf;
+	size_t len;
+	struct ttlv_item *tree;
+	struct kmip_attrs attrs;
+};
+int ops_load_attrs(struct store *st, const struct store_obj *o, const struct store_meta *m,
+		   struct ops_attrs *ret) KR_WUR;
+void ops_attrs_clear(struct ops_attrs *oa);
+
+/* The Digest of a token object's key material in a format, if the token lets the
+ * relay read the key in it; nothing otherwise (ops_get.c). */
+void ops_put_token_digest(struct ttlv_writer *w, struct store *st, const struct store_obj *o, uint32_t format);
+
 /* A public key object of the token as a GnuTLS key (RSA, EC, Ed25519). */
 int ops_gnutls_pubkey(struct store *st, const struct store_obj *o, gnutls_pubkey_t *ret) KR_WUR;
 
@@ -76,6 +156,14 @@ void ops_acted_on(struct ops_ctx *ctx, const struct store_obj *o);
 void ops_put_uid(struct ttlv_writer *w, uint32_t tag, const char *uid);
 void ops_put_link(struct ttlv_writer *w, uint32_t type, const char *uid);
 
+/* The object the payload names, or the record a destroyed one left (Get Attributes,
+ * Get Attribute List, Revoke); ops_find_object answers Object Destroyed for those. */
+bool ops_find_object_or_record(struct ops_ctx *ctx, struct store *st, const struct ttlv_item *payload,
+			       struct store_obj *ret, struct ops_result *res);
+/* A token failure as the Result Reason that says it best, with the token's CKR_
+ * code as the Result Message where the token refused. */
+void ops_fail_token(struct store *st, struct ops_result *res, int err);
+
 /* Metadata: the attributes the token has no place for, as KMIP 2.x Attributes. */
 extern const struct kmip_version ops_meta_version;
 const struct kmip_attr *ops_meta_attr(const struct store_meta *m, uint32_t tag);
@@ -88,5 +176,10 @@ void ops_put_attr(struct ttlv_writer *w, const struct kmip_attr *a);
 typedef void (*ops_meta_add_fn)(struct ttlv_writer *w, const void *arg);
 int ops_meta_rewrite(struct store *st, const struct store_obj *o, const struct store_meta *old,
 		     const uint32_t *replace, size_t n_replace, ops_meta_add_fn add, const void *arg) KR_WUR;
+/* How many metadata writes this process has made: what caches metadata compares it
+ * to see whether the connection changed anything since. */
+unsigned long ops_meta_changes(void);
+/* Counts a metadata write made other than through ops_meta_rewrite. */
+void ops_meta_changed(void);
 
 #endif

@@ -567,25 +567,41 @@ int p11_verify(struct p11_token *t, CK_MECHANISM *m, CK_OBJECT_HANDLE key, const
 	return r;
 }
 
-/* One-part encryption or decryption into a new buffer of the size the token asks
- * for. */
-static int crypt_alloc(struct p11_token *t, bool encrypt, CK_MECHANISM *m, CK_OBJECT_HANDLE key,
+/* Encryption and decryption in one part (C_Encrypt) or in several (C_EncryptUpdate,
+ * C_EncryptFinal). */
+enum crypt_step { CRYPT_ONCE, CRYPT_UPDATE, CRYPT_FINAL };
+
+static CK_RV crypt_call(struct p11_token *t, CK_SESSION_HANDLE s, bool encrypt, enum crypt_step step,
+			const uint8_t *in, size_t in_len, uint8_t *out, CK_ULONG *len)
+{
+	CK_BYTE *i = (CK_BYTE *)in;
+
+	switch (step) {
+	case CRYPT_ONCE:
+		return encrypt ? t->f->C_Encrypt(s, i, in_len, out, len) : t->f->C_Decrypt(s, i, in_len, out, len);
+	case CRYPT_UPDATE:
+		return encrypt ? t->f->C_EncryptUpdate(s, i, in_len, out, len) : t->f->C_DecryptUpdate(s, i, in_len, out, len);
+	default:
+		return encrypt ? t->f->C_EncryptFinal(s, out, len) : t->f->C_DecryptFinal(s, out, len);
+	}
+}
+
+/* One step on session s, into a new buffer of the size the token asks for. */
+static int crypt_alloc(struct p11_token *t, CK_SESSION_HANDLE s, bool encrypt, enum crypt_step step,
 		       const uint8_t *in, size_t in_len, uint8_t **ret, size_t *ret_len)
 {
-	CK_ULONG len = 0;
+	CK_ULONG len = 0, size;
 	uint8_t *out = NULL;
-	int r = check(t, encrypt ? t->f->C_EncryptInit(t->session, m, key) : t->f->C_DecryptInit(t->session, m, key));
+	int r = check(t, crypt_call(t, s, encrypt, step, in, in_len, NULL, &len));
 
-	if (r < 0)
-		return r;
-	r = check(t, encrypt ? t->f->C_Encrypt(t->session, (CK_BYTE *)in, in_len, NULL, &len)
-			     : t->f->C_Decrypt(t->session, (CK_BYTE *)in, in_len, NULL, &len));
-	if (r == 0 && !(out = malloc(len ? len : 1)))
+	size = len ? len : 1;
+	if (r == 0 && !(out = malloc(size)))
 		r = KR_E_NOMEM;
 	if (r == 0)
-		r = check(t, encrypt ? t->f->C_Encrypt(t->session, (CK_BYTE *)in, in_len, out, &len)
-				     : t->f->C_Decrypt(t->session, (CK_BYTE *)in, in_len, out, &len));
+		r = check(t, crypt_call(t, s, encrypt, step, in, in_len, out, &len));
 	if (r < 0) {
+		if (out)
+			explicit_bzero(out, size);
 		free(out);
 		return r;
 	}
@@ -594,14 +610,49 @@ static int crypt_alloc(struct p11_token *t, bool encrypt, CK_MECHANISM *m, CK_OB
 	return 0;
 }
 
+int p11_crypt_init(struct p11_token *t, CK_SESSION_HANDLE s, bool encrypt, CK_MECHANISM *m, CK_OBJECT_HANDLE key)
+{
+	return check(t, encrypt ? t->f->C_EncryptInit(s, m, key) : t->f->C_DecryptInit(s, m, key));
+}
+
 int p11_encrypt(struct p11_token *t, CK_MECHANISM *m, CK_OBJECT_HANDLE key, const uint8_t *in, size_t in_len,
 		uint8_t **ret, size_t *ret_len)
 {
-	return crypt_alloc(t, true, m, key, in, in_len, ret, ret_len);
+	int r = p11_crypt_init(t, t->session, true, m, key);
+
+	return r < 0 ? r : crypt_alloc(t, t->session, true, CRYPT_ONCE, in, in_len, ret, ret_len);
 }
 
 int p11_decrypt(struct p11_token *t, CK_MECHANISM *m, CK_OBJECT_HANDLE key, const uint8_t *in, size_t in_len,
 		uint8_t **ret, size_t *ret_len)
 {
-	return crypt_alloc(t, false, m, key, in, in_len, ret, ret_len);
+	int r = p11_crypt_init(t, t->session, false, m, key);
+
+	return r < 0 ? r : crypt_alloc(t, t->session, false, CRYPT_ONCE, in, in_len, ret, ret_len);
+}
+
+int p11_session_open(struct p11_token *t, CK_SESSION_HANDLE *ret)
+{
+	CK_SESSION_HANDLE s;
+	int r = check(t, t->f->C_OpenSession(t->slot, CKF_SERIAL_SESSION, NULL, NULL, &s));
+
+	if (r == 0)
+		*ret = s;
+	return r;
+}
+
+void p11_session_close(struct p11_token *t, CK_SESSION_HANDLE s)
+{
+	t->f->C_CloseSession(s);
+}
+
+int p11_crypt_update(struct p11_token *t, CK_SESSION_HANDLE s, bool encrypt, const uint8_t *in, size_t in_len,
+		     uint8_t **ret, size_t *ret_len)
+{
+	return crypt_alloc(t, s, encrypt, CRYPT_UPDATE, in, in_len, ret, ret_len);
+}
+
+int p11_crypt_final(struct p11_token *t, CK_SESSION_HANDLE s, bool encrypt, uint8_t **ret, size_t *ret_len)
+{
+	return crypt_alloc(t, s, encrypt, CRYPT_FINAL, NULL, 0, ret, ret_len);
 }

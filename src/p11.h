@@ -76,6 +76,19 @@ int p11_encrypt(struct p11_token *t, CK_MECHANISM *m, CK_OBJECT_HANDLE key, cons
 		uint8_t **ret, size_t *ret_len) KR_WUR;
 int p11_decrypt(struct p11_token *t, CK_MECHANISM *m, CK_OBJECT_HANDLE key, const uint8_t *in, size_t in_len,
 		uint8_t **ret, size_t *ret_len) KR_WUR;
+/* A session of its own for a multi-part operation that stays open across requests:
+ * PKCS#11 allows one encryption and one decryption at a time per session. The
+ * login is the token's, so the session is logged in. */
+int p11_session_open(struct p11_token *t, CK_SESSION_HANDLE *ret) KR_WUR;
+void p11_session_close(struct p11_token *t, CK_SESSION_HANDLE s);
+/* Multi-part encryption or decryption on such a session: init, updates, final. Each
+ * output is a new buffer (wipe and free), possibly empty. A failure ends the
+ * operation. */
+int p11_crypt_init(struct p11_token *t, CK_SESSION_HANDLE s, bool encrypt, CK_MECHANISM *m,
+		   CK_OBJECT_HANDLE key) KR_WUR;
+int p11_crypt_update(struct p11_token *t, CK_SESSION_HANDLE s, bool encrypt, const uint8_t *in, size_t in_len,
+		     uint8_t **ret, size_t *ret_len) KR_WUR;
+int p11_crypt_final(struct p11_token *t, CK_SESSION_HANDLE s, bool encrypt, uint8_t **ret, size_t *ret_len) KR_WUR;
 /* C_DigestInit and C_Digest, as p11_sign. */
 int p11_digest(struct p11_token *t, CK_MECHANISM *m, const uint8_t *in, size_t in_len, uint8_t *out,
 	       size_t *inout_len) KR_WUR;

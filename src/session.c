@@ -178,14 +178,36 @@ static void delay_failed_authentication(struct session *s)
 	s->auth_failure = NULL;
 }
 
+/* Puts back what items 0..n-1 changed, last first, when item n failed under the
+ * Undo option. */
+static void undo_items(struct ops_ctx *ctx, struct ops_undo **undos, struct kmip_batch_item *out, size_t n)
+{
+	static const char failed[] = "the operation succeeded, but could not be undone";
+
+	while (n--) {
+		if (ops_undo_apply(ctx, undos[n]) == 0) {
+			out[n].result_status = KMIP_STATUS_OPERATION_UNDONE;
+			continue;
+		}
+		log_msg(LOG_ERR, "batch undo: item %zu could not be undone", n);
+		out[n].result_status = KMIP_STATUS_OPERATION_FAILED;
+		out[n].result_reason = kmip_reason_for(KMIP_REASON_GENERAL_FAILURE, ctx->version);
+		out[n].result_message = (struct kmip_text){ failed, sizeof(failed) - 1 };
+		out[n].present |= KMIP_FIELD(KMIP_I_RESULT_REASON) | KMIP_FIELD(KMIP_I_RESULT_MESSAGE);
+	}
+}
+
 /* Runs the batch items; each gets a response item with its payload or failure. */
 static void run_items(struct session *s, const struct kmip_message *req, struct kmip_version v,
 		     struct kmip_batch_item *out, size_t *ret_n, uint8_t **payloads, size_t *payload_lens)
 {
 	struct ops_ctx ctx = { .cfg = s->cfg, .version = v, .header = &req->header, .token = s->token,
 			       .credential_client = !tls_identity(s->tls)->has_certificate, .client = s->entry };
-	bool stop_on_error = !(req->header.present & KMIP_FIELD(KMIP_H_BATCH_ERROR_OPTION)) ||
+	bool undo = (req->header.present & KMIP_FIELD(KMIP_H_BATCH_ERROR_OPTION)) &&
+		    req->header.batch_error_option == KMIP_BATCH_UNDO;
+	bool stop_on_error = undo || !(req->header.present & KMIP_FIELD(KMIP_H_BATCH_ERROR_OPTION)) ||
 			     req->header.batch_error_option == KMIP_BATCH_STOP;
+	struct ops_undo **undos = undo ? calloc(req->n_items, sizeof(*undos)) : NULL;
 	size_t n = 0;
 
 	for (size_t i = 0; i < req->n_items; i++, n++) {
@@ -210,8 +232,12 @@ static void run_items(struct session *s, const struct kmip_message *req, struct 
 		ctx.mechanism = 0;
 		if (in->error)
 			res = (struct ops_result){ kmip_reason_for_error(in->error), kr_strerror(in->error) };
+		else if (undo && (!undos || !(undos[i] = ops_undo_prepare(&ctx, in))))
+			res = (struct ops_result){ kmip_reason_for_error(KR_E_NOMEM), kr_strerror(KR_E_NOMEM) };
 		else
 			ops_run(&ctx, in, &w, &res);
+		if (undo && !res.reason)
+			ops_undo_done(&ctx, in, undos[i]);
 		if (!res.reason && w.len) {
 			r = ttlv_writer_finish(&w, &payloads[i], &payload_lens[i]);
 			if (r < 0)
@@ -233,10 +259,15 @@ static void run_items(struct session *s, const struct kmip_message *req, struct 
 		}
 		audit(s, in->operation, ctx.uid, res.reason, ctx.mechanism, now_us() - t0);
 		if (res.reason && stop_on_error) {
+			if (undo)
+				undo_items(&ctx, undos, out, i);
 			n++;
 			break;
 		}
 	}
+	for (size_t i = 0; undos && i < req->n_items; i++)
+		ops_undo_free(undos[i]);
+	free(undos);
 	*ret_n = n;
 }
 
@@ -267,6 +298,14 @@ static int refuse(struct session *s, const struct kmip_message *req, struct kmip
 	for (size_t i = 0; i < req->n_items; i++)
 		audit(s, req->items[i].operation, NULL, reason, 0, 0);
 	return whole_message_error(v, reason, message, ret, ret_len);
+}
+
+static bool undoable(const struct kmip_message *req)
+{
+	for (size_t i = 0; i < req->n_items; i++)
+		if (!ops_undoable(req->items[i].operation))
+			return false;
+	return true;
 }
 
 /* Turns one request into its response. */
@@ -312,9 +351,9 @@ static int handle(struct session *s, const uint8_t *buf, size_t len, uint8_t **r
 		goto out;
 	}
 	if ((req->header.present & KMIP_FIELD(KMIP_H_BATCH_ERROR_OPTION)) &&
-	    req->header.batch_error_option == KMIP_BATCH_UNDO) {
+	    req->header.batch_error_option == KMIP_BATCH_UNDO && !undoable(req)) {
 		r = refuse(s, req, v, KMIP_REASON_FEATURE_NOT_SUPPORTED,
-			   "Batch Error Continuation Option Undo: token operations cannot be undone", ret, ret_len);
+			   "Batch Error Continuation Option Undo: a destroyed key cannot be brought back", ret, ret_len);
 		goto out;
 	}
 	items = calloc(req->n_items, sizeof(*items));

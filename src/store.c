@@ -167,24 +167,6 @@ int store_find_kind(struct store *s, enum store_kind kind, const uint8_t *id, si
 	return 0;
 }
 
-int store_find(struct store *s, const char *uid, size_t len, struct store_obj *ret)
-{
-	uint8_t id[STORE_MAX_ID];
-	size_t id_len;
-	int kind, r = KR_E_P11_NOT_FOUND;
-
-	if (!parse_uid(uid, len, id, &id_len, &kind))
-		return KR_E_P11_NOT_FOUND;
-	if (kind >= 0)
-		return store_find_kind(s, (enum store_kind)kind, id, id_len, ret);
-	for (size_t i = 0; i < sizeof(bare_order) / sizeof(bare_order[0]); i++) {
-		r = store_find_kind(s, bare_order[i], id, id_len, ret);
-		if (r != KR_E_P11_NOT_FOUND)
-			return r;
-	}
-	return r;
-}
-
 int store_new_id(struct store *s, uint8_t id[STORE_ID_LEN])
 {
 	/* The token's generator if it has one, else GnuTLS's. */
@@ -235,6 +217,93 @@ static int find_generations(struct store *s, const struct store_obj *o, struct g
 			continue;
 		out[k++] = (struct generation){ h[i], strtoull(label + pl, NULL, 10) };
 	}
+	*ret_n = k;
+	return 0;
+}
+
+/* The record that a destroyed object of this kind and CKA_ID left, if any. */
+static int find_record(struct store *s, enum store_kind kind, const uint8_t *id, size_t id_len,
+		       struct store_obj *ret)
+{
+	struct store_obj o = { .kind = kind, .destroyed = true, .handle = CK_INVALID_HANDLE,
+			       .key_type = CK_UNAVAILABLE_INFORMATION, .id_len = id_len };
+	struct generation gens[MAX_GENERATIONS];
+	size_t n = 0;
+	int r;
+
+	memcpy(o.id, id, id_len);
+	store_uid(kind, id, id_len, o.uid);
+	if ((r = find_generations(s, &o, gens, &n)) < 0)
+		return r;
+	if (n == 0)
+		return KR_E_P11_NOT_FOUND;
+	*ret = o;
+	return 0;
+}
+
+int store_find(struct store *s, const char *uid, size_t len, struct store_obj *ret)
+{
+	uint8_t id[STORE_MAX_ID];
+	size_t id_len;
+	int kind, r = KR_E_P11_NOT_FOUND;
+	size_t n_kinds = sizeof(bare_order) / sizeof(bare_order[0]);
+
+	if (!parse_uid(uid, len, id, &id_len, &kind))
+		return KR_E_P11_NOT_FOUND;
+	if (kind >= 0) {
+		r = store_find_kind(s, (enum store_kind)kind, id, id_len, ret);
+		return r == KR_E_P11_NOT_FOUND ? find_record(s, (enum store_kind)kind, id, id_len, ret) : r;
+	}
+	for (size_t i = 0; i < n_kinds && r == KR_E_P11_NOT_FOUND; i++)
+		r = store_find_kind(s, bare_order[i], id, id_len, ret);
+	for (size_t i = 0; i < n_kinds && r == KR_E_P11_NOT_FOUND; i++)
+		r = find_record(s, bare_order[i], id, id_len, ret);
+	return r;
+}
+
+int store_records(struct store *s, struct store_obj *out, size_t max, size_t *ret_n)
+{
+	CK_OBJECT_CLASS cls = CKO_DATA;
+	CK_ATTRIBUTE tmpl[] = {
+		{ CKA_CLASS, &cls, sizeof(cls) },
+		{ CKA_APPLICATION, (void *)META_APPLICATION, strlen(META_APPLICATION) },
+	};
+	CK_OBJECT_HANDLE *h = calloc(max ? max : 1, sizeof(*h));
+	size_t n = 0, k = 0;
+	int r;
+
+	if (!h)
+		return KR_E_NOMEM;
+	r = p11_find(s->tok, tmpl, 2, h, max, &n);
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		char uid[STORE_MAX_UID + 1] = { 0 };
+		CK_ATTRIBUTE a = { CKA_OBJECT_ID, uid, STORE_MAX_UID };
+		uint8_t id[STORE_MAX_ID];
+		size_t id_len;
+		int kind;
+		bool seen = false;
+		struct store_obj live;
+
+		/* A generation that a writer destroyed meanwhile, or a UID of no kind. */
+		if (p11_get_attrs(s->tok, h[i], &a, 1) < 0 || !parse_uid(uid, a.ulValueLen, id, &id_len, &kind) ||
+		    kind < 0)
+			continue;
+		/* An object has one record, however many generations are in the token. */
+		for (size_t j = 0; j < k && !seen; j++)
+			seen = strcmp(out[j].uid, uid) == 0;
+		if (seen)
+			continue;
+		r = store_find_kind(s, (enum store_kind)kind, id, id_len, &live);
+		if (r == 0)
+			continue; /* the object is there: this is its metadata, not a record */
+		if (r == KR_E_P11_NOT_FOUND && (r = find_record(s, (enum store_kind)kind, id, id_len, &out[k])) == 0)
+			k++;
+		if (r == KR_E_P11_NOT_FOUND) /* gone meanwhile */
+			r = 0;
+	}
+	free(h);
+	if (r < 0)
+		return r;
 	*ret_n = k;
 	return 0;
 }

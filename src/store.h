@@ -2,7 +2,9 @@
  * uppercase hex of CKA_ID and a suffix for the object class - so it is the same in
  * every process and on every host. The KMIP attributes that PKCS#11 has no place for
  * (state, dates, links, custom attributes...) live in the token too, as a KMIP 2.x
- * Attributes structure in a data object beside the key. */
+ * Attributes structure in a data object beside the key. When a key is destroyed its
+ * metadata stays (KMIP keeps a destroyed object's attributes): a UID whose object is
+ * gone but whose metadata is there names that record. */
 #ifndef KR_STORE_H
 #define KR_STORE_H
 
@@ -28,6 +30,7 @@ enum store_kind {
 
 struct store_obj {
 	enum store_kind kind;
+	bool destroyed;         /* only the metadata is left; handle is CK_INVALID_HANDLE */
 	CK_OBJECT_HANDLE handle;
 	CK_KEY_TYPE key_type; /* read with the handle, once per connection */
 	uint8_t id[STORE_MAX_ID];
@@ -57,9 +60,13 @@ void store_uid(enum store_kind kind, const uint8_t *id, size_t id_len, char out[
 
 /* Finds the object a UID names: "<HEX>_pub" and the like, or a bare hex CKA_ID
  * (the public half if there is one, else the private half, else a secret key or a
- * certificate). A handle is looked up at most once per connection. A malformed UID
- * is simply not found. */
+ * certificate). A handle is looked up at most once per connection. Without a token
+ * object, the record of a destroyed one (ret->destroyed); a bare CKA_ID prefers the
+ * objects there are to records. A malformed UID is simply not found. */
 int store_find(struct store *s, const char *uid, size_t len, struct store_obj *ret) KR_WUR;
+/* The records of destroyed objects (metadata without its object), at most max, in
+ * the token's order. */
+int store_records(struct store *s, struct store_obj *out, size_t max, size_t *ret_n) KR_WUR;
 /* Remembers an object the connection made, and forgets a destroyed one. */
 void store_remember(struct store *s, const struct store_obj *o);
 void store_forget(struct store *s, const struct store_obj *o);
@@ -87,7 +94,7 @@ void store_meta_clear(struct store_meta *m);
  * hold store_lock around it, so that concurrent updates are serialised and none is
  * lost; readers take the newest generation. */
 int store_meta_write(struct store *s, const struct store_obj *o, const uint8_t *encoded, size_t len) KR_WUR;
-/* Destroys every generation (with the object itself). */
+/* Destroys every generation: undoes a creation that failed halfway. */
 int store_meta_destroy(struct store *s, const struct store_obj *o) KR_WUR;
 int store_lock(struct store *s, int *ret_fd) KR_WUR;
 void store_unlock(int fd);

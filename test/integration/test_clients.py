@@ -38,6 +38,7 @@ KRILL_OPERATIONS = {OP_CREATE_KEY_PAIR: "Create Key Pair", OP_ACTIVATE: "Activat
 PKCS1_V15 = 8  # Padding Method; Hashing Algorithm SHA-256 is sign_payload's default
 
 TOKEN_LABEL, TOKEN_PIN = "cascade-token", "8642-pin"
+DESTROYED = 5  # State
 
 
 def query_payload(*functions):
@@ -102,6 +103,13 @@ class ClientTestCase(RelayTestCase):
 
     def assert_no_metadata(self):
         self.assertNotIn("kmip-relay metadata", self.token.objects("data"))
+
+    def assert_only_records(self, n):
+        """The keys are gone; their attributes stay, one metadata object each (KMIP
+        keeps a destroyed object's attributes)."""
+        for kind in ("privkey", "pubkey", "secrkey"):
+            self.assertNotIn("Object", self.token.objects(kind))
+        self.assertEqual(self.token.objects("data").count("kmip-relay metadata"), n)
 
     def create_pair(self, c, algorithm, length, private_name, public_name, version=V10, **kw):
         payload = c.ok(OP_CREATE_KEY_PAIR,
@@ -202,9 +210,10 @@ class CascadeTest(ClientTestCase):
             self.assertEqual(c.ok(OP_DESTROY, [uid_item(priv)], V10), [uid_item_value(priv)])
             self.assertEqual(c.ok(OP_DESTROY, [uid_item(pub)], V10), [uid_item_value(pub)])
             for uid in (priv, pub, priv[:40]):
-                self.assertEqual(c.fails(OP_GET_ATTRIBUTES, [uid_item(uid)], V10), ITEM_NOT_FOUND)
+                self.assertEqual(single(c.get_attributes(uid), "State"), DESTROYED)
+                self.assertEqual(c.fails(OP_GET, [uid_item(uid)], V10), ITEM_NOT_FOUND)
         self.assertNotIn(zone, self.token.objects())
-        self.assert_no_metadata()
+        self.assert_only_records(2)
         self.assert_parsable_reasons(c)
         records = self.audit_records(self.log_lines(wait_for="connection peer="))
         self.assertTrue(records)
@@ -239,7 +248,7 @@ class CascadeTest(ClientTestCase):
         with self.cascade(self.port) as c:
             c.ok(OP_DESTROY, [uid_item(priv)], V10)
             c.ok(OP_DESTROY, [uid_item(pub)], V10)
-        self.assert_no_metadata()
+        self.assert_only_records(2)
 
     def test_destroy_of_an_active_key_without_the_switch_is_refused(self):
         port = self.start(self.relay_config(destroy_switch=False))
@@ -354,10 +363,10 @@ class KrillTest(ClientTestCase):
             k.ok(OP_REVOKE, revoke_payload(priv, CESSATION_OF_OPERATION), V10)
             self.assertEqual(single(k.get_attributes(priv), "State"), DEACTIVATED)
             k.ok(OP_DESTROY, [uid_item(priv)], V10)
-            self.assertEqual(k.fails(OP_GET_ATTRIBUTES, [uid_item(priv)], V10), ITEM_NOT_FOUND)
+            self.assertEqual(single(k.get_attributes(priv), "State"), DESTROYED)
         self.assert_parsable_reasons(k)
-        self.assertNotIn("krill-", self.token.objects())
-        self.assert_no_metadata()
+        self.assertNotIn("krill-", self.token.objects("privkey") + self.token.objects("pubkey"))
+        self.assert_only_records(2)
 
 
 class ForeignKeyTest(ClientTestCase):
@@ -481,11 +490,11 @@ class TwoConnectionsTest(ClientTestCase):
 
             # b destroys what a has looked up (and may have cached a handle of).
             b.ok(OP_DESTROY, [uid_item(priv)], V10)
-            self.assertEqual(a.fails(OP_GET_ATTRIBUTES, [uid_item(priv)], V10), ITEM_NOT_FOUND)
+            self.assertEqual(single(a.get_attributes(priv), "State"), DESTROYED)
             a.ok(OP_DESTROY, [uid_item(pub)], V10)
             self.assertEqual(b.fails(OP_GET, [uid_item(pub)], V10), ITEM_NOT_FOUND)
         self.assert_parsable_reasons(a, b)
-        self.assert_no_metadata()
+        self.assert_only_records(2)
 
 
 class ConcurrentUpdateTest(ClientTestCase):

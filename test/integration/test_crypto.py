@@ -10,6 +10,8 @@ Retrieve's bounds, and the audit records."""
 import hashlib
 import hmac
 import os
+import re
+import time
 import unittest
 
 from cryptography.exceptions import InvalidSignature
@@ -17,13 +19,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from relaytest import (ALG_EC, STRUCTURE, CRYPTOGRAPHIC_FAILURE, HASH_SHA1, MISSING_INITIALIZATION_VECTOR, MODE_CBC,
+from relaytest import (ALG_AES, ALG_EC, STRUCTURE, CRYPTOGRAPHIC_FAILURE, HASH_SHA1, MODE_CBC,
                        MODE_ECB, MODE_GCM, OP_DECRYPT, OP_ENCRYPT, PAD_PKCS5, ALG_ECDSA, ALG_ED25519, ALG_HMAC_SHA256, ALG_HMAC_SHA384,
                        ALG_HMAC_SHA512, ALG_RSA, BYTES, CESSATION_OF_OPERATION, CURVE_P256,
                        CURVE_P384, CURVE_P521, ENUM, FMT_PKCS1, FMT_RAW, FMT_X509, HASH_MD5,
                        HASH_SHA256, HASH_SHA384, HASH_SHA512, ILLEGAL_OPERATION,
                        INCOMPATIBLE_CRYPTOGRAPHIC_USAGE_MASK, INTEGER, INVALID,
-                       INVALID_FIELD, INVALID_OBJECT_TYPE,
+                       INVALID_FIELD, INVALID_OBJECT_TYPE, ITEM_NOT_FOUND, GENERAL_FAILURE, FEATURE_NOT_SUPPORTED,
+                       OBJ_SYMMETRIC_KEY, DATETIME, BOOL, attribute, container, attr,
                        KEY_COMPROMISE, LONG, MISSING_DATA, NUMERIC_RANGE, OP_ACTIVATE,
                        OP_CREATE, OP_CREATE_KEY_PAIR, OP_GET, OP_GET_ATTRIBUTES, OP_MAC, OP_MAC_VERIFY, OP_REVOKE, OP_RNG_RETRIEVE,
                        OP_SIGN, OP_SIGNATURE_VERIFY, PAD_NONE, PAD_OAEP, PAD_PKCS1_V15, PAD_PSS,
@@ -32,7 +35,7 @@ from relaytest import (ALG_EC, STRUCTURE, CRYPTOGRAPHIC_FAILURE, HASH_SHA1, MISS
                        V1, V2, VALID, WRONG_KEY_LIFECYCLE_STATE, batch_item, batch_items, create_payload,
                        crypto_parameters, der_integer_sequence, exchange, find, get_payload, item,
                        key_material, pair_payload, public_key_of, reason_in, request_message,
-                       returned_attributes, attribute_refs, revoke_payload, spki_sha256, uid_item)
+                       returned_attributes, attribute_refs, revoke_payload, spki_sha256, uid_item, RELAY)
 
 V14 = (1, 4)  # the first 1.x with Digested Data
 OPERATION_NOT_SUPPORTED = 0x05
@@ -581,6 +584,20 @@ class VerifySignaturesTest(CryptoTestCase):
             python_verify(publics["ed"], "ed25519", None, sig, message)
 
 
+    def test_self_check_with_pss_salt_lengths(self):
+        port = self.serve(keys={"verify_signatures": True})
+        with self.client(port, V2) as c:
+            priv, pub = self.active_pair(c, V2, ALG_RSA, 2048, None)
+            public = self.public_key(c, pub)
+            for salt in (None, 0, 222, None, 32):
+                with self.subTest(salt=salt):
+                    fields = [item(T["PaddingMethod"], ENUM, PAD_PSS), item(T["HashingAlgorithm"], ENUM, HASH_SHA256)]
+                    fields += [] if salt is None else [item(0x420100, INTEGER, salt)]  # Salt Length
+                    sig = self.sign(c, priv, item(T["CryptographicParameters"], STRUCTURE, fields), b"m")
+                    public.verify(sig, b"m", padding.PSS(mgf=padding.MGF1(hashes.SHA256()),
+                                                         salt_length=32 if salt is None else salt), hashes.SHA256())
+
+
 class KeyRulesTest(CryptoTestCase):
     """The lifecycle and the usage mask, which the token enforces through the key's
     usage flags, as Result Reasons on the hot path."""
@@ -883,13 +900,13 @@ class CipherTest(CryptoTestCase):
             out = self.cipher(c, OP_ENCRYPT, uid, self.aes_params(MODE_ECB), data)
             enc = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
             self.assertEqual(out, {T["UniqueIdentifier"]: uid, T["Data"]: enc.update(data) + enc.finalize()})
-            # Decryption without the IV.
-            bi = c.call(OP_DECRYPT, [uid_item(uid), self.aes_params(MODE_CBC, PAD_PKCS5),
-                                     item(T["Data"], BYTES, b"B" * 16)], V2)
-            self.assertEqual(bi[T["ResultReason"]], MISSING_INITIALIZATION_VECTOR)
-            bi = c.call(OP_DECRYPT, [uid_item(uid), self.aes_params(MODE_CBC, PAD_PKCS5),
-                                     item(T["Data"], BYTES, b"B" * 16)], V1)
-            self.assertEqual(bi[T["ResultReason"]], MISSING_DATA)
+            # Decryption without the IV: Invalid Message, as the OASIS test cases
+            # CS-BC-M-11 to 13 have it, in 1.x and 2.x.
+            for version in (V1, V2):
+                bi = c.call(OP_DECRYPT, [uid_item(uid), self.aes_params(MODE_CBC, PAD_PKCS5),
+                                         item(T["Data"], BYTES, b"B" * 16)], version)
+                self.assertEqual((bi[T["ResultReason"]], bi[T["ResultMessage"]]),
+                                 (INVALID_MESSAGE, "decryption needs the IV/Counter/Nonce"))
 
     def test_aes_gcm(self):
         from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -946,6 +963,13 @@ class CipherTest(CryptoTestCase):
                                      item(T["Data"], BYTES, b"x")], V2)
             self.assertEqual((bi[T["ResultReason"]], bi[T["ResultMessage"]]),
                              (UNSUPPORTED_CRYPTOGRAPHIC_PARAMETERS, "CKR_ARGUMENTS_BAD"))
+            # So is a label (P Source), which it takes no more than SHA-256.
+            labelled = item(T["CryptographicParameters"], STRUCTURE, [
+                item(T["PaddingMethod"], ENUM, PAD_OAEP), item(T["HashingAlgorithm"], ENUM, HASH_SHA1),
+                item(0x420103, BYTES, b"label")])  # P Source
+            bi = c.call(OP_ENCRYPT, [uid_item(pub), labelled, item(T["Data"], BYTES, b"x")], V2)
+            self.assertEqual((bi[T["ResultReason"]], bi[T["ResultMessage"]]),
+                             (UNSUPPORTED_CRYPTOGRAPHIC_PARAMETERS, "CKR_ARGUMENTS_BAD"))
             # The wrong half.
             self.assertEqual(c.fails(OP_ENCRYPT, [uid_item(priv), oaep_sha1, item(T["Data"], BYTES, b"x")], V2),
                              INVALID_OBJECT_TYPE)
@@ -979,6 +1003,485 @@ class CipherTest(CryptoTestCase):
             self.assertEqual((len(ct), len(iv)), (16, 16))
             self.assertEqual(c.decrypt(ct, uid=uid, cryptographic_parameters=params, iv_counter_nonce=iv),
                              b"pykmip data")
+
+
+# Multi-part operations, key attributes that rule cryptographic use, and the Result
+# Reasons that go with them.
+T.update({
+    "CorrelationValue": 0x4200D6, "InitIndicator": 0x4200D7, "FinalIndicator": 0x4200D8,
+    "UsageLimits": 0x420095, "UsageLimitsCount": 0x420096, "UsageLimitsTotal": 0x420097,
+    "UsageLimitsUnit": 0x420098, "ProcessStartDate": 0x420067, "ProtectStopDate": 0x420068,
+    "SaltLength": 0x420100,
+})
+INVALID_MESSAGE, INVALID_CORRELATION_VALUE, SERVER_LIMIT_EXCEEDED = 0x04, 0x2E, 0x3A
+UNIT_BYTE, UNIT_OBJECT = 1, 2
+
+
+def key_attr(version, name, typ, value):
+    """An attribute that relaytest's attr() does not know, by its name."""
+    return attribute(name, typ, value) if version[0] < 2 else item(T[name.replace(" ", "")], typ, value)
+
+
+def usage_limits(version, total, unit):
+    return key_attr(version, "Usage Limits", STRUCTURE, [item(T["UsageLimitsTotal"], LONG, total),
+                                                         item(T["UsageLimitsUnit"], ENUM, unit)])
+
+
+def aes_create(version, extra=()):
+    """A Create payload of an AES-256 key with more attributes."""
+    return [item(T["ObjectType"], ENUM, OBJ_SYMMETRIC_KEY),
+            container(version, "template", [attr(version, "Cryptographic Algorithm", ENUM, ALG_AES),
+                                            attr(version, "Cryptographic Length", INTEGER, 256)] + list(extra))]
+
+
+def stream_request(uid, params, data=None, correlation=None, init=False, final=False, **extra):
+    """An Encrypt or Decrypt payload, part of a stream (extra: IVCounterNonce, AEADData,
+    AEADTag)."""
+    payload = [uid_item(uid)] + ([params] if params is not None else [])
+    if data is not None:
+        payload.append(item(T["Data"], BYTES, data))
+    payload += [item(T[name], BYTES, value) for name, value in sorted(extra.items())]
+    if correlation is not None:
+        payload.append(item(T["CorrelationValue"], BYTES, correlation))
+    if init:
+        payload.append(item(T["InitIndicator"], BOOL, True))
+    if final:
+        payload.append(item(T["FinalIndicator"], BOOL, True))
+    return payload
+
+
+class KeyAttributesTestCase(CryptoTestCase):
+    def active_key(self, c, version, extra=()):
+        """The UID of a new active AES-256 key with the extra attributes."""
+        uid = find(c.ok(OP_CREATE, aes_create(version, extra), version), T["UniqueIdentifier"])[0]
+        c.ok(OP_ACTIVATE, [uid_item(uid)], version)
+        return uid
+
+    def key_bytes(self, c, uid, version=V2):
+        return key_material(c.ok(OP_GET, get_payload(uid, FMT_RAW), version))[1]
+
+    aes_params = staticmethod(CipherTest.aes_params)
+    fields = staticmethod(CipherTest.fields)
+
+    def cipher(self, c, op, uid, params, data, version=V2, **extra):
+        """The response fields of a one-part Encrypt or Decrypt (params None: none)."""
+        return self.fields(c.ok(op, stream_request(uid, params, data, **extra), version))
+
+    def metadata_generations(self):
+        """The labels of the token's metadata objects: each write makes a new one."""
+        return sorted(re.findall(r"kmip-relay metadata \d+", self.token.objects("data")))
+
+
+class ECBPaddingTest(KeyAttributesTestCase):
+    def test_round_trip_against_python(self):
+        from cryptography.hazmat.primitives import padding as sym_padding
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+        port = self.serve(keys={"extractable": True})
+        with self.client(port, V2) as c:
+            uid = self.active_key(c, V2)
+            key = self.key_bytes(c, uid)
+        params = self.aes_params(MODE_ECB, PAD_PKCS5)
+        for version in (V1, V2):
+            with self.client(port, version) as c:
+                for n in (0, 1, 15, 16, 17, 33):
+                    with self.subTest(version=version, length=n):
+                        data = os.urandom(n)
+                        padder = sym_padding.PKCS7(128).padder()
+                        enc = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+                        want = enc.update(padder.update(data) + padder.finalize()) + enc.finalize()
+                        self.assertEqual(self.cipher(c, OP_ENCRYPT, uid, params, data, version),
+                                         {T["UniqueIdentifier"]: uid, T["Data"]: want})
+                        self.assertEqual(self.cipher(c, OP_DECRYPT, uid, params, want, version),
+                                         {T["UniqueIdentifier"]: uid, T["Data"]: data})
+
+    def test_bad_padding(self):
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+        port = self.serve(keys={"extractable": True})
+        with self.client(port, V2) as c:
+            uid = self.active_key(c, V2)
+            key = self.key_bytes(c, uid)
+            params = self.aes_params(MODE_ECB, PAD_PKCS5)
+            for name, plain in (("zero", b"A" * 15 + b"\0"), ("longer than a block", b"A" * 15 + b"\x11"),
+                                ("uneven", b"A" * 13 + b"\x02\x03\x03"),
+                                ("whole block short", b"\x10" * 14 + b"\x0f\x10")):
+                with self.subTest(padding=name):
+                    enc = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+                    bad = enc.update(plain) + enc.finalize()
+                    bi = c.call(OP_DECRYPT, [uid_item(uid), params, item(T["Data"], BYTES, bad)], V2)
+                    self.assertEqual((bi[T["ResultReason"]], bi[T["ResultMessage"]]),
+                                     (CRYPTOGRAPHIC_FAILURE, "the decrypted data does not end in PKCS#5 padding"))
+            bi = c.call(OP_DECRYPT, [uid_item(uid), params, item(T["Data"], BYTES, b"")], V2)
+            self.assertEqual((bi[T["ResultReason"]], bi[T["ResultMessage"]]),
+                             (CRYPTOGRAPHIC_FAILURE, "the decrypted data does not end in PKCS#5 padding"))
+            bi = c.call(OP_DECRYPT, [uid_item(uid), params, item(T["Data"], BYTES, b"x" * 15)], V2)
+            self.assertEqual((bi[T["ResultReason"]], bi[T["ResultMessage"]]),
+                             (CRYPTOGRAPHIC_FAILURE, "CKR_ENCRYPTED_DATA_LEN_RANGE"))
+
+
+class GCMParametersTest(KeyAttributesTestCase):
+    def test_long_iv_and_tag_lengths(self):
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+        port = self.serve(keys={"extractable": True})
+        with self.client(port, V2) as c:
+            uid = self.active_key(c, V2)
+            key = self.key_bytes(c, uid)
+            iv, data = os.urandom(60), b"NIST's test case 6 has a 60-byte IV"
+            out = self.cipher(c, OP_ENCRYPT, uid, self.aes_params(MODE_GCM), data, IVCounterNonce=iv)
+            enc = Cipher(algorithms.AES(key), modes.GCM(iv)).encryptor()
+            self.assertEqual(out, {T["UniqueIdentifier"]: uid, T["Data"]: enc.update(data) + enc.finalize(),
+                                   T["AEADTag"]: enc.tag})
+            back = self.cipher(c, OP_DECRYPT, uid, self.aes_params(MODE_GCM), out[T["Data"]], IVCounterNonce=iv,
+                               AEADTag=out[T["AEADTag"]])
+            self.assertEqual(back[T["Data"]], data)
+            # Tag Lengths outside 4..16 bytes: General Failure, as in the OASIS test
+            # case CS-BC-M-GCM-1.
+            for version in (V1, V2):
+                for tag_length in (0, 3, 17, 32):
+                    bi = c.call(OP_ENCRYPT, [uid_item(uid), self.aes_params(MODE_GCM, tag_length=tag_length),
+                                             item(T["Data"], BYTES, data), item(T["IVCounterNonce"], BYTES, iv)],
+                                version)
+                    self.assertEqual((bi[T["ResultReason"]], bi[T["ResultMessage"]]),
+                                     (GENERAL_FAILURE, "Tag Length must be 4 to 16 bytes"), tag_length)
+
+
+class KeyParametersTest(KeyAttributesTestCase):
+    """A key's Cryptographic Parameters attribute fills in what a request's leave out."""
+
+    def test_rsa_pss(self):
+        port = self.serve()
+        for version in (V1, V2):
+            with self.client(port, version) as c, self.subTest(version=version):
+                pss384 = key_attr(version, "Cryptographic Parameters", STRUCTURE,
+                                  [item(T["PaddingMethod"], ENUM, PAD_PSS),
+                                   item(T["HashingAlgorithm"], ENUM, HASH_SHA384)])
+                payload = pair_payload(version, ALG_RSA, 2048)
+                payload[0] = container(version, "common", [attr(version, "Cryptographic Algorithm", ENUM, ALG_RSA),
+                                                           attr(version, "Cryptographic Length", INTEGER, 2048),
+                                                           pss384])
+                created = c.ok(OP_CREATE_KEY_PAIR, payload)
+                priv = find(created, T["PrivateKeyUniqueIdentifier"])[0]
+                pub = find(created, T["PublicKeyUniqueIdentifier"])[0]
+                for uid in (priv, pub):
+                    c.ok(OP_ACTIVATE, [uid_item(uid)])
+                public = self.public_key(c, pub)
+                message = os.urandom(50)
+                # No parameters: the key's PSS with SHA-384.
+                sig = self.sign(c, priv, None, message)
+                python_verify(public, "pss", HASH_SHA384, sig, message)
+                self.assertEqual(self.verify(c, pub, None, sig, message), VALID)
+                self.assertEqual(self.verify(c, pub, None, flip(sig), message), INVALID)
+                # The request's padding wins; the hash is still the key's.
+                sig = self.sign(c, priv, crypto_parameters(PAD_PKCS1_V15), message)
+                python_verify(public, "pkcs1", HASH_SHA384, sig, message)
+                self.assertEqual(self.verify(c, pub, crypto_parameters(PAD_PKCS1_V15), sig, message), VALID)
+                self.assertEqual(self.verify(c, pub, None, sig, message), INVALID)
+
+    def test_pss_salt_lengths(self):
+        # Without a Salt Length a signature verifies with the hash's length or with
+        # the longest (OpenSSL's default, and the OASIS test cases'); with one named,
+        # only with that one.
+        port = self.serve()
+        keys = RegisteredKeysTest.register(self, port)
+        rsa_key, priv = keys["rsa-priv"]
+        pub = keys["rsa-x509"][1]
+        message = b"salted"
+
+        def pss(salt):
+            return padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=salt)
+
+        def params(salt=None):
+            fields = [item(T["PaddingMethod"], ENUM, PAD_PSS), item(T["HashingAlgorithm"], ENUM, HASH_SHA256)]
+            fields += [] if salt is None else [item(T["SaltLength"], INTEGER, salt)]
+            return item(T["CryptographicParameters"], STRUCTURE, fields)
+        with self.client(port, V2) as c:
+            for salt, named, valid in ((32, None, VALID), (222, None, VALID), (222, 222, VALID), (222, 32, INVALID),
+                                       (20, None, INVALID), (20, 20, VALID)):
+                with self.subTest(salt=salt, named=named):
+                    sig = rsa_key.sign(message, pss(salt), hashes.SHA256())
+                    self.assertEqual(self.verify(c, pub, params(named), sig, message), valid)
+            sig = self.sign(c, priv, params(222), message)
+            rsa_key.public_key().verify(sig, message, pss(222), hashes.SHA256())
+
+    def test_aes_gcm(self):
+        from cryptography.hazmat.primitives import padding as sym_padding
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+        port = self.serve(keys={"extractable": True})
+        for version in (V1, V2):
+            with self.client(port, version) as c, self.subTest(version=version):
+                gcm12 = key_attr(version, "Cryptographic Parameters", STRUCTURE,
+                                 [item(T["BlockCipherMode"], ENUM, MODE_GCM), item(T["TagLength"], INTEGER, 12)])
+                uid = self.active_key(c, version, [gcm12])
+                key = self.key_bytes(c, uid, version)
+                data = os.urandom(40)
+                out = self.cipher(c, OP_ENCRYPT, uid, None, data, version)
+                iv = out[T["IVCounterNonce"]]
+                enc = Cipher(algorithms.AES(key), modes.GCM(iv)).encryptor()
+                self.assertEqual(out, {T["UniqueIdentifier"]: uid, T["Data"]: enc.update(data) + enc.finalize(),
+                                       T["IVCounterNonce"]: iv, T["AEADTag"]: enc.tag[:12]})
+                back = self.cipher(c, OP_DECRYPT, uid, None, out[T["Data"]], version, IVCounterNonce=iv,
+                                   AEADTag=out[T["AEADTag"]])
+                self.assertEqual(back[T["Data"]], data)
+                # The request's mode wins: CBC, with its default padding.
+                out = self.cipher(c, OP_ENCRYPT, uid, self.aes_params(MODE_CBC), data, version)
+                padder = sym_padding.PKCS7(128).padder()
+                enc = Cipher(algorithms.AES(key), modes.CBC(out[T["IVCounterNonce"]])).encryptor()
+                self.assertEqual(out[T["Data"]], enc.update(padder.update(data) + padder.finalize()) + enc.finalize())
+
+
+class KeyDatesTest(KeyAttributesTestCase):
+    """The Process Start Date begins decryption and verification, the Protect Stop
+    Date ends encryption and signing (KMIP 2.1 4.40, 4.41)."""
+
+    def test_aes(self):
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+        port = self.serve(keys={"extractable": True})
+        params = self.aes_params(MODE_ECB)
+        for version in (V1, V2):
+            with self.client(port, version) as c, self.subTest(version=version):
+                refused = reason_in(version, PERMISSION_DENIED, WRONG_KEY_LIFECYCLE_STATE)
+                now = int(time.time())
+                early = self.active_key(c, version, [key_attr(version, "Process Start Date", DATETIME, now + 3600)])
+                out = self.cipher(c, OP_ENCRYPT, early, params, b"B" * 16, version)
+                bi = c.call(OP_DECRYPT, [uid_item(early), params, item(T["Data"], BYTES, out[T["Data"]])], version)
+                self.assertEqual((bi[T["ResultReason"]], bi[T["ResultMessage"]]),
+                                 (refused, "the key's Process Start Date has not come"))
+                late = self.active_key(c, version, [key_attr(version, "Protect Stop Date", DATETIME, now - 3600)])
+                key = self.key_bytes(c, late, version)
+                bi = c.call(OP_ENCRYPT, [uid_item(late), params, item(T["Data"], BYTES, b"B" * 16)], version)
+                self.assertEqual((bi[T["ResultReason"]], bi[T["ResultMessage"]]),
+                                 (refused, "the key's Protect Stop Date has passed"))
+                enc = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+                ct = enc.update(b"C" * 16) + enc.finalize()
+                self.assertEqual(self.cipher(c, OP_DECRYPT, late, params, ct, version)[T["Data"]], b"C" * 16)
+
+    def test_signatures(self):
+        port = self.serve()
+        for version in (V1, V2):
+            with self.client(port, version) as c, self.subTest(version=version):
+                refused = reason_in(version, PERMISSION_DENIED, WRONG_KEY_LIFECYCLE_STATE)
+                now = int(time.time())
+                payload = pair_payload(version, ALG_EC, curve=CURVE_P256)
+                payload[0] = container(version, "common", [
+                    attr(version, "Cryptographic Algorithm", ENUM, ALG_EC),
+                    attr(version, "Cryptographic Domain Parameters", STRUCTURE,
+                         [item(T["RecommendedCurve"], ENUM, CURVE_P256)]),
+                    key_attr(version, "Process Start Date", DATETIME, now + 3600),
+                    key_attr(version, "Protect Stop Date", DATETIME, now - 3600)])
+                created = c.ok(OP_CREATE_KEY_PAIR, payload)
+                priv = find(created, T["PrivateKeyUniqueIdentifier"])[0]
+                pub = find(created, T["PublicKeyUniqueIdentifier"])[0]
+                for uid in (priv, pub):
+                    c.ok(OP_ACTIVATE, [uid_item(uid)])
+                params = crypto_parameters(None, HASH_SHA256, ALG_ECDSA)
+                self.assertEqual(c.fails(OP_SIGN, sign_request(priv, params, b"m")), refused)
+                self.assertEqual(c.fails(OP_SIGNATURE_VERIFY, verify_request(pub, params, b"\0" * 64, b"m")),
+                                 refused)
+
+
+class UsageLimitsTest(KeyAttributesTestCase):
+    def usage_count(self, c, uid, version):
+        if version[0] < 2:
+            (limits,) = c.get_attributes(uid, ["Usage Limits"], version)["Usage Limits"]
+        else:
+            got = c.ok(OP_GET_ATTRIBUTES, [uid_item(uid), item(T["AttributeReference"], ENUM, T["UsageLimits"])],
+                       version)
+            (limits,) = find(find(got, T["Attributes"])[0], T["UsageLimits"])
+        return find(limits, T["UsageLimitsCount"])[0]
+
+    def test_bytes(self):
+        port = self.serve()
+        params = self.aes_params(MODE_ECB)
+        for version in (V1, V2):
+            with self.client(port, version) as c, self.subTest(version=version):
+                uid = self.active_key(c, version, [usage_limits(version, 32, UNIT_BYTE)])
+                out = self.cipher(c, OP_ENCRYPT, uid, params, b"A" * 16, version)
+                self.assertEqual(self.usage_count(c, uid, version), 16)
+                # Another connection takes its share from the same count.
+                with self.client(port, version) as other:
+                    self.cipher(other, OP_ENCRYPT, uid, params, b"B" * 16, version)
+                bi = c.call(OP_ENCRYPT, [uid_item(uid), params, item(T["Data"], BYTES, b"C" * 16)], version)
+                self.assertEqual((bi[T["ResultReason"]], bi[T["ResultMessage"]]),
+                                 (PERMISSION_DENIED, "the key's Usage Limits are used up"))
+                self.assertEqual(self.usage_count(c, uid, version), 0)
+                # Decryption is not limited.
+                self.assertEqual(self.cipher(c, OP_DECRYPT, uid, params, out[T["Data"]], version)[T["Data"]],
+                                 b"A" * 16)
+
+    def test_objects_and_streams(self):
+        port = self.serve()
+        params = self.aes_params(MODE_CBC, PAD_PKCS5)
+        with self.client(port, V2) as c:
+            uid = self.active_key(c, V2, [usage_limits(V2, 2, UNIT_OBJECT)])
+            # A stream of three parts is one object.
+            got = self.fields(c.ok(OP_ENCRYPT, stream_request(uid, params, b"1" * 10, init=True)))
+            corr = got[T["CorrelationValue"]]
+            c.ok(OP_ENCRYPT, stream_request(uid, None, b"2" * 10, correlation=corr))
+            c.ok(OP_ENCRYPT, stream_request(uid, None, b"3" * 10, correlation=corr, final=True))
+            self.assertEqual(self.usage_count(c, uid, V2), 1)
+            self.cipher(c, OP_ENCRYPT, uid, params, b"x")
+            self.assertEqual(c.fails(OP_ENCRYPT, [uid_item(uid), params, item(T["Data"], BYTES, b"x")]),
+                             PERMISSION_DENIED)
+            self.assertEqual(c.fails(OP_ENCRYPT, stream_request(uid, params, b"x", init=True)), PERMISSION_DENIED)
+            # Bytes: every part takes its share, and the stream ends when they run out.
+            uid = self.active_key(c, V2, [usage_limits(V2, 20, UNIT_BYTE)])
+            corr = self.fields(c.ok(OP_ENCRYPT, stream_request(uid, params, b"1" * 10, init=True)))[
+                T["CorrelationValue"]]
+            c.ok(OP_ENCRYPT, stream_request(uid, None, b"2" * 10, correlation=corr))
+            self.assertEqual(c.fails(OP_ENCRYPT, stream_request(uid, None, b"3", correlation=corr)),
+                             PERMISSION_DENIED)
+            self.assertEqual(c.fails(OP_ENCRYPT, stream_request(uid, None, correlation=corr, final=True)),
+                             INVALID_CORRELATION_VALUE)
+
+    def test_unlimited_keys_are_not_written(self):
+        port = self.serve()
+        with self.client(port, V2) as c:
+            uid = self.active_key(c, V2)
+            priv, _ = self.active_pair(c, V2, ALG_EC, curve=CURVE_P256)
+            before = self.metadata_generations()
+            for _ in range(3):
+                self.cipher(c, OP_ENCRYPT, uid, self.aes_params(MODE_ECB), b"A" * 16)
+                self.sign(c, priv, crypto_parameters(None, HASH_SHA256, ALG_ECDSA), b"m")
+            self.assertEqual(self.metadata_generations(), before)
+
+
+class HotPathTest(KeyAttributesTestCase):
+    def test_a_key_is_read_once_per_connection(self):
+        # After a key's first Sign on a connection, its metadata (parameters, dates,
+        # Usage Limits) comes from memory: with the token failing every object
+        # search and attribute read, Signs still succeed.
+        faulty = os.environ.get("FAULTY_P11") or os.path.join(os.path.dirname(os.path.abspath(RELAY)), "test",
+                                                              "faulty_p11.so")
+        fault_file = os.path.join(self.tmp, "fault")
+        self.env["FAULTY_P11_FAULT_FILE"] = fault_file
+        port = self.serve(module=faulty)
+        with self.client(port, V2) as c:
+            priv, _ = self.active_pair(c, V2, ALG_EC, curve=CURVE_P256)
+        params = crypto_parameters(None, HASH_SHA256, ALG_ECDSA)
+        with self.client(port, V2) as c:
+            self.sign(c, priv, params, b"first")
+            for function in ("C_FindObjectsInit", "C_GetAttributeValue"):
+                with open(fault_file, "w") as f:
+                    f.write(function + ":rv=CKR_DEVICE_ERROR\n")
+                for i in range(3):
+                    self.sign(c, priv, params, b"again %d" % i)
+        with self.client(port, V2) as c:  # where the fault bites
+            self.assertEqual(c.fails(OP_SIGN, sign_request(priv, params, b"new connection")), GENERAL_FAILURE)
+
+
+class StreamTest(KeyAttributesTestCase):
+    """Encrypt and Decrypt in parts: Init Indicator, Correlation Value, Final Indicator."""
+
+    def stream(self, c, op, uid, params, parts, version=V2, **first):
+        """The responses (field dicts) of a stream of len(parts) requests; first:
+        the first request's IV, additional data or tag."""
+        got = [self.fields(c.ok(op, stream_request(uid, params, parts[0], init=True, **first), version))]
+        corr = got[0][T["CorrelationValue"]]
+        for i, part in enumerate(parts[1:], 2):
+            got.append(self.fields(c.ok(op, stream_request(uid, None, part, correlation=corr,
+                                                           final=i == len(parts)), version)))
+        return got
+
+    def test_gcm(self):
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+        port = self.serve(keys={"extractable": True})
+        with self.client(port, V2) as c:
+            uid = self.active_key(c, V2)
+            key = self.key_bytes(c, uid)
+            iv, aad, data = os.urandom(12), b"additional", os.urandom(100)
+            parts = [data[:33], data[33:73], data[73:]]
+            got = self.stream(c, OP_ENCRYPT, uid, self.aes_params(MODE_GCM), parts, IVCounterNonce=iv, AEADData=aad)
+            corr = got[0][T["CorrelationValue"]]
+            going_on = sorted([T["UniqueIdentifier"], T["Data"], T["CorrelationValue"]])
+            self.assertEqual([sorted(g) for g in got],
+                             [going_on, going_on, sorted([T["UniqueIdentifier"], T["Data"], T["AEADTag"]])])
+            self.assertEqual(got[1][T["CorrelationValue"]], corr)
+            enc = Cipher(algorithms.AES(key), modes.GCM(iv)).encryptor()
+            enc.authenticate_additional_data(aad)
+            ct = enc.update(data) + enc.finalize()
+            self.assertEqual(b"".join(g[T["Data"]] for g in got), ct)
+            self.assertEqual(got[2][T["AEADTag"]], enc.tag)
+            # The stream is over.
+            self.assertEqual(c.fails(OP_ENCRYPT, stream_request(uid, None, b"x", correlation=corr)),
+                             INVALID_CORRELATION_VALUE)
+            got = self.stream(c, OP_DECRYPT, uid, self.aes_params(MODE_GCM), [ct[:50], ct[50:], None],
+                              IVCounterNonce=iv, AEADData=aad, AEADTag=enc.tag)
+            self.assertEqual(b"".join(g[T["Data"]] for g in got), data)
+            # A wrong tag fails at the end.
+            first = self.fields(c.ok(OP_DECRYPT, stream_request(uid, self.aes_params(MODE_GCM), ct, init=True,
+                                                                IVCounterNonce=iv, AEADData=aad,
+                                                                AEADTag=flip(enc.tag))))
+            self.assertEqual(c.fails(OP_DECRYPT, stream_request(uid, None, correlation=first[T["CorrelationValue"]],
+                                                                final=True)), CRYPTOGRAPHIC_FAILURE)
+
+    def test_cbc_and_ecb_with_padding(self):
+        from cryptography.hazmat.primitives import padding as sym_padding
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+        port = self.serve(keys={"extractable": True})
+        data = os.urandom(45)
+        for version in (V1, V2):
+            with self.client(port, version) as c:
+                uid = self.active_key(c, version)
+                key = self.key_bytes(c, uid, version)
+                for mode in (MODE_CBC, MODE_ECB):
+                    for cuts in ((5, 25), (16, 32), (0, 45)):
+                        with self.subTest(version=version, mode=mode, cuts=cuts):
+                            iv = os.urandom(16)
+                            extra = {"IVCounterNonce": iv} if mode == MODE_CBC else {}
+                            params = self.aes_params(mode, PAD_PKCS5)
+                            parts = [data[:cuts[0]], data[cuts[0]:cuts[1]], data[cuts[1]:], None]
+                            got = self.stream(c, OP_ENCRYPT, uid, params, parts, version, **extra)
+                            ct = b"".join(g[T["Data"]] for g in got)
+                            padder = sym_padding.PKCS7(128).padder()
+                            enc = Cipher(algorithms.AES(key),
+                                         modes.CBC(iv) if mode == MODE_CBC else modes.ECB()).encryptor()
+                            self.assertEqual(ct, enc.update(padder.update(data) + padder.finalize()) + enc.finalize())
+                            got = self.stream(c, OP_DECRYPT, uid, params, [ct[:cuts[0]], ct[cuts[0]:cuts[1]],
+                                                                           ct[cuts[1]:], None], version, **extra)
+                            self.assertEqual(b"".join(g[T["Data"]] for g in got), data)
+
+    def test_refusals(self):
+        port = self.serve()
+        with self.client(port, V2) as c:
+            uid = self.active_key(c, V2)
+            priv, pub = self.active_pair(c, V2, ALG_RSA, 2048, None, private_usage=USAGE_DECRYPT | USAGE_SIGN,
+                                         public_usage=USAGE_ENCRYPT)
+        params = self.aes_params(MODE_CBC, PAD_PKCS5)
+        for version in (V1, V2):
+            with self.client(port, version) as c, self.subTest(version=version):
+                unknown = reason_in(version, ITEM_NOT_FOUND, INVALID_CORRELATION_VALUE)
+                bi = c.call(OP_ENCRYPT, stream_request(uid, None, b"x", correlation=b"\0" * 16))
+                self.assertEqual((bi[T["ResultReason"]], bi[T["ResultMessage"]]),
+                                 (unknown, "no Encrypt stream has this Correlation Value"))
+                self.assertEqual(c.fails(OP_ENCRYPT, stream_request(uid, None, b"x", final=True)), MISSING_DATA)
+                corr = [self.fields(c.ok(OP_ENCRYPT, stream_request(uid, params, b"x", init=True)))[
+                    T["CorrelationValue"]] for _ in range(4)]
+                # Four at a time.
+                bi = c.call(OP_ENCRYPT, stream_request(uid, params, b"x", init=True))
+                self.assertEqual((bi[T["ResultReason"]], bi[T["ResultMessage"]]),
+                                 (reason_in(version, GENERAL_FAILURE, SERVER_LIMIT_EXCEEDED),
+                                  "at most 4 Encrypt and Decrypt streams at a time"))
+                # An Encrypt stream is no Decrypt stream; a request that names a
+                # stream wrongly ends it.
+                self.assertEqual(c.fails(OP_DECRYPT, stream_request(uid, None, b"x", correlation=corr[0])), unknown)
+                self.assertEqual(c.fails(OP_ENCRYPT, stream_request(uid, None, b"x", correlation=corr[0],
+                                                                    init=True)), INVALID_FIELD)
+                self.assertEqual(c.fails(OP_ENCRYPT, stream_request(uid, None, b"x", correlation=corr[0])), unknown)
+                bi = c.call(OP_ENCRYPT, stream_request(pub, None, b"x", correlation=corr[1]))
+                self.assertEqual((bi[T["ResultReason"]], bi[T["ResultMessage"]]),
+                                 (unknown, "the Correlation Value is of a stream with another key"))
+                for value in corr[2:]:
+                    c.ok(OP_ENCRYPT, stream_request(uid, None, correlation=value, final=True))
+                # RSA and signatures come in one part.
+                bi = c.call(OP_ENCRYPT, stream_request(pub, crypto_parameters(PAD_OAEP, HASH_SHA1), b"x", init=True))
+                self.assertEqual((bi[T["ResultReason"]], bi[T["ResultMessage"]]),
+                                 (FEATURE_NOT_SUPPORTED, "RSA encrypts and decrypts in one part"))
+                bi = c.call(OP_SIGN, sign_request(priv, None, b"m") + [item(T["InitIndicator"], BOOL, True)])
+                self.assertEqual((bi[T["ResultReason"]], bi[T["ResultMessage"]]),
+                                 (FEATURE_NOT_SUPPORTED, "multi-part operations are for Encrypt and Decrypt"))
+                # Init and Final together are one part.
+                self.assertEqual(sorted(self.fields(c.ok(OP_ENCRYPT, stream_request(
+                    uid, params, b"x", init=True, final=True, IVCounterNonce=b"\0" * 16)))),
+                    sorted([T["UniqueIdentifier"], T["Data"]]))
 
 
 class RNGRetrieveTest(CryptoTestCase):

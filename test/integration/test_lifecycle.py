@@ -5,14 +5,18 @@ encodings (KMIP 1.x Template-Attribute, KMIP 2.x Attributes); every Result Reaso
 these operations give, in 1.x and 2.x; ID Placeholders in batches; state shared
 between relay processes through the token; audit records."""
 
+import datetime
 import glob
+import hashlib
 import os
 import shutil
 import time
 import unittest
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
+from cryptography.x509.oid import NameOID
 
 from relaytest import (ACTIVE, ALG_ECDSA, ALG_RSA, ATTRIBUTE_NAMES, ATTRIBUTE_TAGS,
                        AUTHENTICATION_NOT_SUCCESSFUL, BIGINT, BYTES, CESSATION_OF_OPERATION,
@@ -36,8 +40,74 @@ from relaytest import (ALG_AES, ALG_EC, ALG_ED25519, ALG_HMAC_SHA256, ALG_HMAC_S
                        MISSING_DATA, OBJ_SYMMETRIC_KEY, pair_payload, reason_in, SUCCESS,
                        TokenTestCase, UID_RE, USAGE_DECRYPT, USAGE_ENCRYPT, USAGE_MAC_GENERATE,
                        USAGE_MAC_VERIFY, V1, V2)
+from relaytest import (BOOL, DATETIME, OP_ADD_ATTRIBUTE, OP_DELETE_ATTRIBUTE, OP_REGISTER,
+                       UNSUPPORTED_CRYPTOGRAPHIC_PARAMETERS, INCOMPATIBLE_CRYPTOGRAPHIC_USAGE_MASK)
 
 V14 = (1, 4)              # the newest 1.x: Locate has Offset Items and Located Items
+
+# The attributes the relay sets besides those relaytest knows, and the items of
+# the objects that these tests register.
+T.update({
+    "Digest": 0x420034, "DigestValue": 0x420035, "OriginalCreationDate": 0x4200BC,
+    "RandomNumberGenerator": 0x4200DE, "RNGAlgorithm": 0x4200DA, "Fresh": 0x4200A8,
+    "AlwaysSensitive": 0x420121, "NeverExtractable": 0x420123, "DestroyDate": 0x420033,
+    "CertificateType": 0x42001D, "CertificateLength": 0x4200AD, "CertificateSubjectCN": 0x420108,
+    "CertificateSubjectO": 0x420109, "CertificateIssuerCN": 0x420114, "ProtectStopDate": 0x420068,
+    "StorageStatusMask": 0x42008E, "SecretData": 0x420085, "SecretDataType": 0x420086,
+    "Certificate": 0x420013, "CertificateValue": 0x42001E, "OpaqueObject": 0x42005B,
+    "OpaqueDataType": 0x420059, "OpaqueDataValue": 0x42005A, "PrivateExponent": 0x420063,
+    "P": 0x42005E, "Q": 0x420071, "G": 0x420037, "X": 0x42009F, "Y": 0x4200A0,
+    "PrimeExponentP": 0x420060, "PrimeExponentQ": 0x420061, "CRTCoefficient": 0x420027,
+})
+for _name, _tag in (("Digest", "Digest"), ("Original Creation Date", "OriginalCreationDate"),
+                    ("Random Number Generator", "RandomNumberGenerator"), ("Fresh", "Fresh"),
+                    ("Key Format Type", "KeyFormatType"), ("Always Sensitive", "AlwaysSensitive"),
+                    ("Never Extractable", "NeverExtractable"), ("Destroy Date", "DestroyDate"),
+                    ("Certificate Type", "CertificateType"), ("Certificate Length", "CertificateLength"),
+                    ("Certificate Subject CN", "CertificateSubjectCN"),
+                    ("Certificate Subject O", "CertificateSubjectO"),
+                    ("Certificate Issuer CN", "CertificateIssuerCN"), ("Protect Stop Date", "ProtectStopDate")):
+    ATTRIBUTE_TAGS[_name] = T[_tag]
+    ATTRIBUTE_NAMES[T[_tag]] = _name
+DESTROYED, DESTROYED_COMPROMISED = 5, 6
+OBJECT_DESTROYED, OBJECT_NOT_FOUND, SENSITIVE = 0x36, 0x37, 0x16
+NON_UNIQUE_NAME_ATTRIBUTE, ATTRIBUTE_SINGLE_VALUED, INDEX_OUT_OF_BOUNDS = 0x35, 0x23, 0x0E
+FMT_PKCS8, FMT_TRANSPARENT_DSA_PRIVATE, FMT_TRANSPARENT_DSA_PUBLIC = 0x04, 0x08, 0x09
+FMT_TRANSPARENT_RSA_PRIVATE = 0x0A
+OBJ_CERTIFICATE, OBJ_SECRET_DATA, OBJ_OPAQUE = 1, 7, 8
+ALG_DSA, ALG_CHACHA20 = 0x05, 0x1C
+SHA_256, RNG_UNSPECIFIED = 0x06, 0x01
+STORAGE_ONLINE, STORAGE_DESTROYED = 1, 4
+
+
+def digest(data, key_format=None):
+    """A Digest attribute as relaytest.decode gives it: SHA-256 of data, with the Key
+    Format Type it was computed in (none for certificates and Opaque Objects)."""
+    fields = [(T["HashingAlgorithm"], ENUM, SHA_256), (T["DigestValue"], BYTES, hashlib.sha256(data).digest())]
+    return fields + ([(T["KeyFormatType"], ENUM, key_format)] if key_format else [])
+
+
+def protection(sensitive, extractable, always_sensitive=None, never_extractable=None):
+    """Sensitive, Always Sensitive, Extractable and Never Extractable, as returned."""
+    return {"Sensitive": [sensitive], "Extractable": [extractable],
+            "Always Sensitive": [sensitive if always_sensitive is None else always_sensitive],
+            "Never Extractable": [(not extractable) if never_extractable is None else never_extractable]}
+
+
+def big(n):
+    """A non-negative integer as a TTLV Big Integer's bytes (sign-extended, padded to 8)."""
+    raw = n.to_bytes(n.bit_length() // 8 + 1, "big")
+    return b"\0" * (-len(raw) % 8) + raw
+
+
+def register_payload(object_type, obj_tag, key_format, material, algorithm=None, length=None, attrs=(),
+                     version=(2, 1), extra=()):
+    """A 2.x Register of a key object (or Secret Data) with one Key Block."""
+    block = [item(T["KeyFormatType"], ENUM, key_format), item(T["KeyValue"], STRUCTURE, [material])]
+    if algorithm is not None:
+        block += [item(T["CryptographicAlgorithm"], ENUM, algorithm), item(T["CryptographicLength"], INTEGER, length)]
+    return [item(T["ObjectType"], ENUM, object_type), container(version, "template", list(attrs)),
+            item(obj_tag, STRUCTURE, list(extra) + [item(T["KeyBlock"], STRUCTURE, block)])]
 
 AUDIT_KEYS = ["client", "latency_us", "operation", "result"]
 
@@ -108,9 +178,12 @@ class PyKMIPLifecycleTest(TokenTestCase):
                 "State": [enums.State.PRE_ACTIVE], "Name": ["pykmip-aes"],
                 "Cryptographic Algorithm": [enums.CryptographicAlgorithm.AES],
                 "Cryptographic Length": [256]})
+            # KMIP 1.2 has Original Creation Date; no Digest of a key the relay cannot
+            # read.
             self.assertEqual(c.get_attribute_list(uid), sorted([
                 "Unique Identifier", "Object Type", "Cryptographic Algorithm", "Cryptographic Length",
-                "Name", "State", "Initial Date", "Cryptographic Usage Mask", "Last Change Date"]))
+                "Name", "State", "Initial Date", "Cryptographic Usage Mask", "Last Change Date",
+                "Original Creation Date"]))
             c.activate(uid)
             _, attrs = c.get_attributes(uid, ["State"])
             self.assertEqual(pykmip_attributes(attrs), {"State": [enums.State.ACTIVE]})
@@ -165,10 +238,11 @@ class PyKMIPLifecycleTest(TokenTestCase):
             self.assertEqual(pykmip_attributes(attrs), {"State": [enums.State.DEACTIVATED]})
             c.destroy(priv)
             c.destroy(pub)
+            # KMIP keeps a destroyed object's attributes; 1.2 says Item Not Found for
+            # its value.
             for uid in (pub, priv):
-                with self.assertRaises(KmipOperationFailure) as cm:
-                    c.get_attributes(uid, ["State"])
-                self.assertEqual(cm.exception.reason, enums.ResultReason.ITEM_NOT_FOUND)
+                _, attrs = c.get_attributes(uid, ["State"])
+                self.assertEqual(pykmip_attributes(attrs), {"State": [enums.State.DESTROYED]})
             with self.assertRaises(KmipOperationFailure) as cm:
                 c.get(pub)
             self.assertEqual(cm.exception.reason, enums.ResultReason.ITEM_NOT_FOUND)
@@ -341,11 +415,19 @@ class RawLifecycleTest(TokenTestCase):
             everything = returned_attributes(c.ok(OP_GET_ATTRIBUTES, [uid_item(uid)]), version)
             created = everything["Initial Date"][0]
             self.assertLess(abs(created - time.time()), 300)
-            self.assertEqual(everything, {
+            key_digest = everything.pop("Digest")  # checked against the key below
+            expected = {
                 "Unique Identifier": [uid], "Object Type": [OBJ_SYMMETRIC_KEY],
                 "Cryptographic Algorithm": [ALG_AES], "Cryptographic Length": [256],
                 "Name": [decoded_name("raw-aes")], "State": [PRE_ACTIVE], "Initial Date": [created],
-                "Cryptographic Usage Mask": [USAGE_ENCRYPT | USAGE_DECRYPT], "Last Change Date": [created]})
+                "Cryptographic Usage Mask": [USAGE_ENCRYPT | USAGE_DECRYPT], "Last Change Date": [created],
+                "Original Creation Date": [created]}
+            if version[0] >= 2:  # 1.3, 1.4 and 2.0 attributes
+                expected.update(protection(False, True))
+                expected.update({"Random Number Generator": [[(T["RNGAlgorithm"], ENUM, RNG_UNSPECIFIED)]],
+                                 "Key Format Type": [FMT_RAW]})
+            self.assertEqual(everything, expected)
+            everything["Digest"] = key_digest
             self.assertEqual(self.attribute_list(c, uid, version), sorted(everything))
             # A bare CKA_ID names the key too; the response gives its full UID.
             got = c.ok(OP_GET_ATTRIBUTES, [uid_item(uid[:40])] + attribute_refs(version, ["State"]))
@@ -368,6 +450,7 @@ class RawLifecycleTest(TokenTestCase):
             self.assertEqual(find(got, T["ObjectType"]), [OBJ_SYMMETRIC_KEY])
             fmt, raw = key_material(got)
             self.assertEqual((fmt, len(raw)), (FMT_RAW, 32))
+            self.assertEqual(key_digest, [digest(raw, FMT_RAW)])
             block = find(find(got, T["SymmetricKey"])[0], T["KeyBlock"])[0]
             self.assertEqual((find(block, T["CryptographicAlgorithm"]), find(block, T["CryptographicLength"])),
                              ([ALG_AES], [256]))
@@ -377,9 +460,13 @@ class RawLifecycleTest(TokenTestCase):
                              [(T["UniqueIdentifier"], TEXT, uid)])
             self.assertEqual(self.state(c, uid, version), [DEACTIVATED])
             self.assertEqual(c.ok(OP_DESTROY, [uid_item(uid)]), [(T["UniqueIdentifier"], TEXT, uid)])
-            self.assertEqual(c.fails(OP_GET, [uid_item(uid)]), ITEM_NOT_FOUND)
-            self.assertEqual(c.fails(OP_GET_ATTRIBUTES, [uid_item(uid)]), ITEM_NOT_FOUND)
-        self.assertNotIn(uid[:40].lower(), self.token.objects().lower(), "the key is gone from the token")
+            # The value is gone, the attributes stay (KMIP 2.1 section 6.1.15).
+            self.assertEqual(c.fails(OP_GET, [uid_item(uid)]), reason_in(version, ITEM_NOT_FOUND, OBJECT_DESTROYED))
+            got = returned_attributes(c.ok(OP_GET_ATTRIBUTES, [uid_item(uid)]), version)
+            self.assertEqual((got["State"], got["Name"], got["Digest"]),
+                             ([DESTROYED], [decoded_name("raw-aes-2")], key_digest))
+            self.assertLess(abs(got["Destroy Date"][0] - time.time()), 300)
+        self.assertNotIn(uid[:40].lower(), self.token.objects("secrkey").lower(), "the key is gone from the token")
 
     def attribute_list(self, c, uid, version):
         """The names Get Attribute List gives, sorted."""
@@ -441,9 +528,10 @@ class RawLifecycleTest(TokenTestCase):
             self.assertEqual(self.state(c, priv, version), [4])  # Compromised
             for uid in (priv, pub):
                 self.assertEqual(c.ok(OP_DESTROY, [uid_item(uid)]), [(T["UniqueIdentifier"], TEXT, uid)])
-            for uid in (priv, pub):
-                self.assertEqual(c.fails(OP_GET_ATTRIBUTES, [uid_item(uid)]), ITEM_NOT_FOUND)
-        self.assertNotIn(priv[:40].lower(), self.token.objects().lower(), "the pair is gone from the token")
+            self.assertEqual(self.state(c, priv, version), [DESTROYED_COMPROMISED])
+            self.assertEqual(self.state(c, pub, version), [DESTROYED])
+        for kind in ("privkey", "pubkey"):
+            self.assertNotIn(priv[:40].lower(), self.token.objects(kind).lower(), "the pair is gone from the token")
 
     def test_aes_kmip1(self):
         self.check_aes(V1)
@@ -550,12 +638,10 @@ class ResultReasonTest(TokenTestCase):
     def test_item_not_found(self):
         port = self.serve()
         with self.client(port) as c:
-            destroyed = self.create_aes(c)
-            c.ok(OP_DESTROY, [uid_item(destroyed)])
             live = self.create_aes(c)
         unknown = ["00" * 20 + "_pub", "0123456789ABCDEF0123456789ABCDEF01234567_secret",
                    live[:40] + "_pub",  # the CKA_ID of a secret key, as a public key
-                   "zz", "", "ZZ_secret", live + "x", "_secret", destroyed, destroyed[:40]]
+                   "zz", "", "ZZ_secret", live + "x", "_secret", "AAABBBCCC"]
         for version in (V1, V2):
             with self.client(port, version) as c:
                 for uid in unknown:
@@ -566,7 +652,9 @@ class ResultReasonTest(TokenTestCase):
                                         (OP_MODIFY_ATTRIBUTE, modify_payload(version, uid, "Name", STRUCTURE,
                                                                              name_value("n")))):
                         with self.subTest(version=version, uid=uid, op=op):
-                            self.assertEqual(c.fails(op, payload), ITEM_NOT_FOUND)
+                            # KMIP 2.1 section 6.1.19.1 and BL-M-4-21: Object Not Found.
+                            self.assertEqual(c.fails(op, payload), reason_in(version, ITEM_NOT_FOUND,
+                                                                             OBJECT_NOT_FOUND))
                 # The live key is still there, Pre-Active.
                 self.assertEqual(self.state(c, live, version), [PRE_ACTIVE])
 
@@ -636,17 +724,19 @@ class ResultReasonTest(TokenTestCase):
             with self.client(port, version) as c:
                 self.assertEqual(c.fails(OP_GET, get_payload(pub, FMT_RAW)), KEY_FORMAT_TYPE_NOT_SUPPORTED)
                 self.assertEqual(c.fails(OP_GET, get_payload(secret, FMT_X509)), KEY_FORMAT_TYPE_NOT_SUPPORTED)
-                # Sensitive keys (the default): the token keeps them in.
-                self.assertEqual(c.fails(OP_GET, get_payload(priv)), PERMISSION_DENIED)
-                self.assertEqual(c.fails(OP_GET, get_payload(ec_priv)), PERMISSION_DENIED)
-                self.assertEqual(c.fails(OP_GET, get_payload(secret)), PERMISSION_DENIED)
+                # Sensitive keys (the default): the token keeps them in. KMIP 2.1
+                # section 6.1.19.1 names the reason (BL-M-12-21).
+                sensitive = reason_in(version, PERMISSION_DENIED, SENSITIVE)
+                self.assertEqual(c.fails(OP_GET, get_payload(priv)), sensitive)
+                self.assertEqual(c.fails(OP_GET, get_payload(ec_priv)), sensitive)
+                self.assertEqual(c.fails(OP_GET, get_payload(secret)), sensitive)
                 self.assertEqual(c.fails(OP_GET, get_payload(pub, wrapping=True)), FEATURE_NOT_SUPPORTED)
 
     def test_get_sensitive_ed25519_private_key(self):
         port = self.serve()
         with self.client(port, V2) as c:
             priv, _ = self.create_pair(c, V2, ALG_ED25519, curve=None)
-            self.assertEqual(c.fails(OP_GET, get_payload(priv)), PERMISSION_DENIED)
+            self.assertEqual(c.fails(OP_GET, get_payload(priv)), SENSITIVE)
 
     def test_revoke(self):
         port = self.serve()
@@ -759,6 +849,70 @@ class IDPlaceholderTest(TokenTestCase):
         with self.client(port) as c:
             self.create_aes(c)
             self.assertEqual(c.fails(OP_ACTIVATE, []), MISSING_DATA)
+
+
+class UndoTest(TokenTestCase):
+    """Batch Error Continuation Option Undo: when an item fails, what the items before
+    it changed is put back, in the metadata and in the token's flags."""
+
+    UNDO, OPERATION_UNDONE = 3, 3  # the option, and the Result Status
+
+    def undo_batch(self, c, version, items):
+        return batch_items(exchange(c.sock, request_message(items, version=version, batch_error_option=self.UNDO)))
+
+    def test_activate_and_attribute_changes_are_undone(self):
+        port = self.serve()
+        for version in (V1, V2):
+            with self.subTest(version=version), self.client(port, version) as c:
+                name = "undo-%d" % version[0]
+                uid = self.create_aes(c, version, name=name)
+                flags = self.token.usage()[("Secret Key", name)]
+                activated, renamed, checked = self.undo_batch(c, version, [
+                    batch_item(OP_ACTIVATE, [uid_item(uid)], b"\x01"),
+                    batch_item(OP_MODIFY_ATTRIBUTE, modify_payload(version, uid, "Name", STRUCTURE,
+                                                                   name_value(name + "-new")), b"\x02"),
+                    batch_item(OP_CHECK, [uid_item(uid), item(T["CryptographicUsageMask"], INTEGER, 0x01)],
+                               b"\x03")])
+                self.assertEqual([(bi[T["UniqueBatchItemID"]], bi[T["ResultStatus"]], bi.get(T["ResultReason"]))
+                                  for bi in (activated, renamed, checked)],
+                                 [(b"\x01", self.OPERATION_UNDONE, None), (b"\x02", self.OPERATION_UNDONE, None),
+                                  (b"\x03", FAILED,
+                                   reason_in(version, PERMISSION_DENIED, INCOMPATIBLE_CRYPTOGRAPHIC_USAGE_MASK))])
+                # An undone item keeps its response, as the OASIS case BL-M-2 has it.
+                self.assertEqual(activated[T["ResponsePayload"]], [(T["UniqueIdentifier"], TEXT, uid)])
+                self.assertEqual(self.state(c, uid, version), [PRE_ACTIVE])
+                self.assertEqual(self.token.usage()[("Secret Key", name)], flags)
+                self.assertNotIn("label:    " + name + "-new", self.token.objects())
+                # Activate again works: the key really is Pre-Active.
+                c.ok(OP_ACTIVATE, [uid_item(uid)])
+                self.assertEqual(self.state(c, uid, version), [ACTIVE])
+
+    def test_creation_is_undone(self):
+        port = self.serve()
+        with self.client(port, V2) as c:
+            before = self.token.objects()
+            created, activated, missing = self.undo_batch(c, V2, [
+                batch_item(OP_CREATE_KEY_PAIR, pair_payload(V2, ALG_EC, curve=CURVE_P256, private_name="undone"),
+                           b"\x01"),
+                batch_item(OP_ACTIVATE, [], b"\x02"),
+                batch_item(OP_GET, [uid_item("00" * 20 + "_priv")], b"\x03")])
+            self.assertEqual([bi[T["ResultStatus"]] for bi in (created, activated, missing)],
+                             [self.OPERATION_UNDONE, self.OPERATION_UNDONE, FAILED])
+            priv = find(created[T["ResponsePayload"]], T["PrivateKeyUniqueIdentifier"])[0]
+            # The pair and its metadata are gone: the token is as it was.
+            self.assertEqual(self.token.objects(), before)
+            self.assertEqual(c.fails(OP_GET_ATTRIBUTES, [uid_item(priv)], V2), OBJECT_NOT_FOUND)
+
+    def test_destroy_cannot_be_undone(self):
+        port = self.serve()
+        with self.client(port, V2) as c:
+            uid = self.create_aes(c, V2, name="kept")
+            (refused,) = self.undo_batch(c, V2, [batch_item(OP_DESTROY, [uid_item(uid)], b"\x01"),
+                                                batch_item(OP_QUERY, [], b"\x02")])
+            self.assertEqual((refused[T["ResultStatus"]], refused[T["ResultReason"]], refused[T["ResultMessage"]]),
+                             (FAILED, FEATURE_NOT_SUPPORTED,
+                              "Batch Error Continuation Option Undo: a destroyed key cannot be brought back"))
+            self.assertEqual(self.state(c, uid, V2), [PRE_ACTIVE])
 
 
 class TwoProcessesTest(TokenTestCase):
@@ -878,6 +1032,488 @@ class LocateTest(TokenTestCase):
                         self.assertEqual(find(payload, T["LocatedItems"]), [9])
 
 
+def certificate(subject_cn, subject_o, issuer_cn):
+    """A self-made X.509 certificate's DER, signed by a key of its own."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = lambda *parts: x509.Name([x509.NameAttribute(oid, v) for oid, v in parts])
+    now = time.time()
+    return (x509.CertificateBuilder()
+            .subject_name(name((NameOID.COMMON_NAME, subject_cn), (NameOID.ORGANIZATION_NAME, subject_o)))
+            .issuer_name(name((NameOID.COMMON_NAME, issuer_cn)))
+            .public_key(key.public_key()).serial_number(1)
+            .not_valid_before(datetime.datetime.fromtimestamp(now - 60))
+            .not_valid_after(datetime.datetime.fromtimestamp(now + 3600))
+            .sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER))
+
+
+def key_material_item(value):
+    """A Key Material item: a Byte String, or a structure of (tag name, Big Integer)."""
+    if isinstance(value, bytes):
+        return item(T["KeyMaterial"], BYTES, value)
+    return item(T["KeyMaterial"], STRUCTURE, [item(T[name], BIGINT, big(n)) for name, n in value])
+
+
+def rsa_private_fields(k):
+    n = k.private_numbers()
+    return [("Modulus", n.public_numbers.n), ("PrivateExponent", n.d), ("PublicExponent", n.public_numbers.e),
+            ("P", n.p), ("Q", n.q), ("PrimeExponentP", n.dmp1), ("PrimeExponentQ", n.dmq1),
+            ("CRTCoefficient", n.iqmp)]
+
+
+class KmipAttributesTest(TokenTestCase):
+    """The attributes the relay sets: Digest, Original Creation Date, Random Number
+    Generator, Key Format Type, Fresh, the protection flags and the certificate's."""
+
+    def attributes(self, c, uid, names=(), version=V2):
+        return returned_attributes(c.ok(OP_GET_ATTRIBUTES, [uid_item(uid)] + attribute_refs(version, names),
+                                        version), version)
+
+    def register(self, c, payload):
+        return find(c.ok(OP_REGISTER, payload, V2), T["UniqueIdentifier"])[0]
+
+    def test_digest_of_registered_objects(self):
+        # The material as registered, and (where the token lets the key out) the
+        # KMIP default format too (KMIP 2.1 section 4.21).
+        port, port_x = self.serve(), self.serve(keys={"extractable": True})
+        key = bytes(range(32))
+        aes_transparent = item(T["KeyMaterial"], STRUCTURE, [item(T["Key"], BYTES, key)])
+        k = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pkcs1 = k.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)
+        spki = k.public_key().public_bytes(serialization.Encoding.DER,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+        der = certificate("digest", "Example", "digest CA")
+        with self.client(port, V2) as c, self.client(port_x, V2) as x:
+            def digests(client, payload):
+                uid = self.register(client, payload)
+                return self.attributes(client, uid, ["Digest", "Key Format Type"])
+
+            self.assertEqual(digests(c, register_payload(OBJ_SYMMETRIC_KEY, T["SymmetricKey"], FMT_RAW,
+                                                         key_material_item(key), ALG_AES, 256)),
+                             {"Digest": [digest(key, FMT_RAW)], "Key Format Type": [FMT_RAW]})
+            # A sensitive key: only the digest of what the request carried.
+            payload = register_payload(OBJ_SYMMETRIC_KEY, T["SymmetricKey"], FMT_TRANSPARENT_SYMMETRIC,
+                                       aes_transparent, ALG_AES, 256)
+            self.assertEqual(digests(c, payload), {"Digest": [digest(aes_transparent, FMT_TRANSPARENT_SYMMETRIC)],
+                                                   "Key Format Type": [FMT_TRANSPARENT_SYMMETRIC]})
+            self.assertEqual(digests(x, payload), {
+                "Digest": [digest(aes_transparent, FMT_TRANSPARENT_SYMMETRIC), digest(key, FMT_RAW)],
+                "Key Format Type": [FMT_TRANSPARENT_SYMMETRIC]})
+            self.assertEqual(digests(c, register_payload(OBJ_PUBLIC_KEY, T["PublicKey"], FMT_PKCS1,
+                                                         key_material_item(pkcs1), ALG_RSA, 2048)),
+                             {"Digest": [digest(pkcs1, FMT_PKCS1)], "Key Format Type": [FMT_PKCS1]})
+            self.assertEqual(digests(c, register_payload(OBJ_PUBLIC_KEY, T["PublicKey"], FMT_X509,
+                                                         key_material_item(spki), ALG_RSA, 2048)),
+                             {"Digest": [digest(spki, FMT_X509), digest(pkcs1, FMT_PKCS1)],
+                              "Key Format Type": [FMT_X509]})
+            self.assertEqual(digests(c, register_payload(OBJ_SECRET_DATA, T["SecretData"], FMT_RAW,
+                                                         key_material_item(b"password"),
+                                                         extra=[item(T["SecretDataType"], ENUM, 1)])),
+                             {"Digest": [digest(b"password", FMT_RAW)], "Key Format Type": [FMT_RAW]})
+            cert = self.register(c, [item(T["ObjectType"], ENUM, OBJ_CERTIFICATE), container(V2, "template", []),
+                                     item(T["Certificate"], STRUCTURE, [item(T["CertificateType"], ENUM, 1),
+                                                                        item(T["CertificateValue"], BYTES, der)])])
+            self.assertEqual(self.attributes(c, cert, ["Digest"]), {"Digest": [digest(der)]})
+            blob = self.register(c, [item(T["ObjectType"], ENUM, OBJ_OPAQUE), container(V2, "template", []),
+                                     item(T["OpaqueObject"], STRUCTURE, [item(T["OpaqueDataType"], ENUM, 0x80000000),
+                                                                         item(T["OpaqueDataValue"], BYTES, b"blob")])])
+            self.assertEqual(self.attributes(c, blob, ["Digest"]), {"Digest": [digest(b"blob")]})
+
+    def test_digest_of_generated_keys(self):
+        # Made by the token: a digest of what the token lets out, in the format Get
+        # gives by default; none of a key the relay cannot read.
+        port, port_x = self.serve(), self.serve(keys={"extractable": True})
+        with self.client(port_x, V2) as x:
+            aes = self.create_aes(x, V2)
+            _, raw = key_material(x.ok(OP_GET, [uid_item(aes)]))
+            self.assertEqual(self.attributes(x, aes, ["Digest"]), {"Digest": [digest(raw, FMT_RAW)]})
+            priv, pub = self.create_pair(x, V2, ALG_RSA, 2048, None)
+            for uid in (priv, pub):
+                fmt, der = key_material(x.ok(OP_GET, [uid_item(uid)]))
+                self.assertEqual(fmt, FMT_PKCS1)  # KMIP's default, for private keys too
+                self.assertEqual(self.attributes(x, uid, ["Digest", "Key Format Type"]),
+                                 {"Digest": [digest(der, FMT_PKCS1)], "Key Format Type": [FMT_PKCS1]})
+            loaded = serialization.load_der_private_key(key_material(x.ok(OP_GET, [uid_item(priv)]))[1], None)
+            self.assertEqual(loaded.key_size, 2048)
+        with self.client(port, V2) as c:
+            aes = self.create_aes(c, V2)
+            priv, pub = self.create_pair(c, V2, ALG_RSA, 2048, None)
+            self.assertEqual(self.attributes(c, aes, ["Digest"]), {})
+            self.assertEqual(self.attributes(c, priv, ["Digest"]), {})
+            _, der = key_material(c.ok(OP_GET, [uid_item(pub)]))
+            self.assertEqual(self.attributes(c, pub, ["Digest"]), {"Digest": [digest(der, FMT_PKCS1)]})
+
+    def test_origin_of_generated_and_registered_keys(self):
+        port = self.serve()
+        with self.client(port, V2) as c:
+            aes = self.create_aes(c, V2)
+            got = self.attributes(c, aes, ["Initial Date", "Original Creation Date", "Random Number Generator"])
+            # The token made it now, with a generator the relay cannot name.
+            self.assertEqual(got["Original Creation Date"], got["Initial Date"])
+            self.assertEqual(got["Random Number Generator"], [[(T["RNGAlgorithm"], ENUM, RNG_UNSPECIFIED)]])
+            created = 946684800  # 2000-01-01: the client's own word for a key it made
+            uid = self.register(c, register_payload(
+                OBJ_SYMMETRIC_KEY, T["SymmetricKey"], FMT_RAW, key_material_item(b"\1" * 16), ALG_AES, 128,
+                attrs=[item(T["OriginalCreationDate"], DATETIME, created)]))
+            self.assertEqual(self.attributes(c, uid, ["Original Creation Date", "Random Number Generator"]),
+                             {"Original Creation Date": [created]})
+            # The server sets these for the keys it makes.
+            for a in (item(T["OriginalCreationDate"], DATETIME, created),
+                      item(T["Digest"], STRUCTURE, [item(T["HashingAlgorithm"], ENUM, SHA_256)])):
+                payload = create_payload(V2)
+                payload[1] = item(T["Attributes"], STRUCTURE, [attr(V2, "Cryptographic Algorithm", ENUM, ALG_AES),
+                                                              attr(V2, "Cryptographic Length", INTEGER, 128), a])
+                self.assertEqual(c.fails(OP_CREATE, payload), ATTRIBUTE_READ_ONLY)
+
+    def test_server_attributes_are_read_only(self):
+        port = self.serve()
+        der = certificate("ro", "Example", "ro CA")
+        for version in (V1, V2):
+            with self.client(port, version) as c:
+                cert = find(c.ok(OP_REGISTER, [item(T["ObjectType"], ENUM, OBJ_CERTIFICATE),
+                                               container(version, "template", []),
+                                               item(T["Certificate"], STRUCTURE, [
+                                                   item(T["CertificateType"], ENUM, 1),
+                                                   item(T["CertificateValue"], BYTES, der)])]),
+                            T["UniqueIdentifier"])[0]
+                read_only = reason_in(version, PERMISSION_DENIED, ATTRIBUTE_READ_ONLY)
+                # BL-M-10-21: Certificate Length is the server's.
+                self.assertEqual(c.fails(OP_MODIFY_ATTRIBUTE, modify_payload(version, cert, "Certificate Length",
+                                                                             INTEGER, 123)), read_only)
+                self.assertEqual(c.fails(OP_ADD_ATTRIBUTE, modify_payload(version, cert, "Digest", STRUCTURE, [
+                    item(T["HashingAlgorithm"], ENUM, SHA_256)])), read_only)
+                self.assertEqual(c.fails(OP_DELETE_ATTRIBUTE, [uid_item(cert)] + attribute_refs(
+                    version, ["Certificate Type"])), read_only)
+                self.assertEqual(self.attributes(c, cert, ["Certificate Length"], version),
+                                 {"Certificate Length": [len(der)]})
+                # Original Creation Date: a registered object may get it once.
+                self.assertEqual(c.ok(OP_ADD_ATTRIBUTE, modify_payload(version, cert, "Original Creation Date",
+                                                                       DATETIME, 946684800))[0],
+                                 (T["UniqueIdentifier"], TEXT, cert))
+                self.assertEqual(c.fails(OP_MODIFY_ATTRIBUTE, modify_payload(
+                    version, cert, "Original Creation Date", DATETIME, 1)), read_only)
+
+    def test_certificate_attributes(self):
+        port = self.serve()
+        der = certificate("relay test", "Example Org", "Example CA")
+        with self.client(port, V2) as c:
+            cert = self.register(c, [item(T["ObjectType"], ENUM, OBJ_CERTIFICATE),
+                                     container(V2, "template", [item(T["CertificateType"], ENUM, 1)]),
+                                     item(T["Certificate"], STRUCTURE, [item(T["CertificateType"], ENUM, 1),
+                                                                        item(T["CertificateValue"], BYTES, der)])])
+            self.assertEqual(self.attributes(c, cert, [
+                "Certificate Type", "Certificate Length", "Certificate Subject CN", "Certificate Subject O",
+                "Certificate Issuer CN"]), {
+                "Certificate Type": [1], "Certificate Length": [len(der)],
+                "Certificate Subject CN": ["relay test"], "Certificate Subject O": ["Example Org"],
+                "Certificate Issuer CN": ["Example CA"]})
+        with self.client(port, V1) as c:
+            # KMIP 1.2 has Certificate Length, not the 2.x certificate attributes.
+            got = self.attributes(c, cert, version=V1)
+            self.assertEqual(got["Certificate Length"], [len(der)])
+            self.assertFalse({"Certificate Subject CN", "Certificate Issuer CN", "Key Format Type"} & set(got))
+
+    def test_fresh_until_served(self):
+        # BL-M-13-21: an object registered Fresh is no longer once Get served it.
+        # Objects without the attribute get none (see mark_served).
+        port = self.serve(keys={"extractable": True})
+        with self.client(port, V2) as c:
+            def register(fresh):
+                return self.register(c, register_payload(OBJ_SYMMETRIC_KEY, T["SymmetricKey"], FMT_RAW,
+                                                          key_material_item(b"\2" * 16), ALG_AES, 128,
+                                                          attrs=[item(T["Fresh"], BOOL, fresh)]))
+
+            fresh, stale = register(True), register(False)
+            self.assertEqual(self.attributes(c, fresh, ["Fresh"]), {"Fresh": [True]})
+            self.assertEqual(c.fails(OP_GET, get_payload(fresh, FMT_PKCS1)), KEY_FORMAT_TYPE_NOT_SUPPORTED)
+            self.assertEqual(self.attributes(c, fresh, ["Fresh"]), {"Fresh": [True]}, "not served")
+            c.ok(OP_GET, [uid_item(fresh)])
+            self.assertEqual(self.attributes(c, fresh, ["Fresh"]), {"Fresh": [False]})
+            self.assertEqual(self.attributes(c, stale, ["Fresh"]), {"Fresh": [False]})
+            aes = self.create_aes(c, V2)
+            c.ok(OP_GET, [uid_item(aes)])
+            self.assertEqual(self.attributes(c, aes, ["Fresh"]), {})
+            self.assertEqual(c.fails(OP_MODIFY_ATTRIBUTE, modify_payload(V2, fresh, "Fresh", BOOL, True)),
+                             ATTRIBUTE_READ_ONLY)
+
+    def test_sensitive_public_key(self):
+        # BL-M-12-21: PKCS#11 has no such flag on a public key; the metadata keeps it.
+        port = self.serve()
+        pkcs1 = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.PKCS1)
+        with self.client(port, V2) as c:
+            uid = self.register(c, register_payload(OBJ_PUBLIC_KEY, T["PublicKey"], FMT_PKCS1,
+                                                    key_material_item(pkcs1), ALG_RSA, 2048,
+                                                    attrs=[item(T["Sensitive"], BOOL, True)]))
+            self.assertEqual(c.fails(OP_GET, [uid_item(uid)]), SENSITIVE)
+            self.assertEqual(c.fails(OP_GET, [uid_item(uid)], V1), PERMISSION_DENIED)
+            self.assertEqual(self.attributes(c, uid, ["Sensitive", "Always Sensitive", "Extractable",
+                                                      "Never Extractable"]), protection(True, True))
+            plain = self.register(c, register_payload(OBJ_PUBLIC_KEY, T["PublicKey"], FMT_PKCS1,
+                                                      key_material_item(pkcs1), ALG_RSA, 2048))
+            self.assertEqual(key_material(c.ok(OP_GET, [uid_item(plain)])), (FMT_PKCS1, pkcs1))
+            self.assertEqual(self.attributes(c, plain, ["Sensitive", "Always Sensitive", "Extractable",
+                                                        "Never Extractable"]), protection(False, True))
+            # A token key's own flags: sensitive and never extractable by default.
+            aes = self.create_aes(c, V2)
+            self.assertEqual(self.attributes(c, aes, ["Sensitive", "Always Sensitive", "Extractable",
+                                                      "Never Extractable"]), protection(True, False))
+
+
+class KeyFormatTest(TokenTestCase):
+    """Register in the Transparent formats, and Get in the format a key was
+    registered in (KMIP 2.1 section 6.1.19)."""
+
+    def register(self, c, payload):
+        return find(c.ok(OP_REGISTER, payload, V2), T["UniqueIdentifier"])[0]
+
+    FIELDS = {T[n]: n for n in ("Modulus", "PrivateExponent", "PublicExponent", "P", "Q", "G", "X", "Y",
+                                "PrimeExponentP", "PrimeExponentQ", "CRTCoefficient")}
+
+    def fields(self, c, uid, key_format=None):
+        """(Key Format Type, [(field name, value)]) of a Transparent key from Get."""
+        fmt, material = key_material(c.ok(OP_GET, get_payload(uid, key_format)))
+        return fmt, [(self.FIELDS[t], bigint_value(v)) for t, _, v in material]
+
+    def test_transparent_rsa_private_key(self):
+        port = self.serve(keys={"extractable": True})
+        k = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+        with self.client(port, V2) as c:
+            uid = self.register(c, register_payload(OBJ_PRIVATE_KEY, T["PrivateKey"], FMT_TRANSPARENT_RSA_PRIVATE,
+                                                    key_material_item(rsa_private_fields(k)), ALG_RSA, 1024))
+            self.assertEqual(self.fields(c, uid), (FMT_TRANSPARENT_RSA_PRIVATE, rsa_private_fields(k)))
+            fmt, der = key_material(c.ok(OP_GET, get_payload(uid, FMT_PKCS1)))
+            self.assertEqual((fmt, der), (FMT_PKCS1, k.private_bytes(serialization.Encoding.DER,
+                                                                      serialization.PrivateFormat.TraditionalOpenSSL,
+                                                                      serialization.NoEncryption())))
+            got = returned_attributes(c.ok(OP_GET_ATTRIBUTES, [uid_item(uid)] + attribute_refs(
+                V2, ["Cryptographic Algorithm", "Cryptographic Length", "Key Format Type"])), V2)
+            self.assertEqual(got, {"Cryptographic Algorithm": [ALG_RSA], "Cryptographic Length": [1024],
+                                   "Key Format Type": [FMT_TRANSPARENT_RSA_PRIVATE]})
+            # Without the private exponent there is no key to hold.
+            partial = [f for f in rsa_private_fields(k) if f[0] != "PrivateExponent"]
+            self.assertEqual(c.fails(OP_REGISTER, register_payload(
+                OBJ_PRIVATE_KEY, T["PrivateKey"], FMT_TRANSPARENT_RSA_PRIVATE, key_material_item(partial),
+                ALG_RSA, 1024)), KEY_FORMAT_TYPE_NOT_SUPPORTED)
+
+    def test_transparent_dsa_keys(self):
+        port = self.serve(keys={"extractable": True})
+        k = dsa.generate_private_key(key_size=1024)
+        n = k.private_numbers()
+        p, q, g = n.public_numbers.parameter_numbers.p, n.public_numbers.parameter_numbers.q, \
+            n.public_numbers.parameter_numbers.g
+        public = [("P", p), ("Q", q), ("G", g), ("Y", n.public_numbers.y)]
+        private = [("P", p), ("Q", q), ("G", g), ("X", n.x)]
+        with self.client(port, V2) as c:
+            pub = self.register(c, register_payload(OBJ_PUBLIC_KEY, T["PublicKey"], FMT_TRANSPARENT_DSA_PUBLIC,
+                                                    key_material_item(public), ALG_DSA, 1024))
+            priv = self.register(c, register_payload(OBJ_PRIVATE_KEY, T["PrivateKey"], FMT_TRANSPARENT_DSA_PRIVATE,
+                                                     key_material_item(private), ALG_DSA, 1024))
+            self.assertEqual(self.fields(c, pub), (FMT_TRANSPARENT_DSA_PUBLIC, public))
+            self.assertEqual(self.fields(c, priv), (FMT_TRANSPARENT_DSA_PRIVATE, private))
+            for uid in (pub, priv):
+                got = returned_attributes(c.ok(OP_GET_ATTRIBUTES, [uid_item(uid)] + attribute_refs(
+                    V2, ["Cryptographic Algorithm", "Cryptographic Length"])), V2)
+                self.assertEqual(got, {"Cryptographic Algorithm": [ALG_DSA], "Cryptographic Length": [1024]})
+            # A format of another key type, or of the other half, is refused.
+            self.assertEqual(c.fails(OP_GET, get_payload(pub, FMT_TRANSPARENT_RSA_PUBLIC)),
+                             KEY_FORMAT_TYPE_NOT_SUPPORTED)
+            self.assertEqual(c.fails(OP_GET, get_payload(priv, FMT_TRANSPARENT_DSA_PUBLIC)),
+                             KEY_FORMAT_TYPE_NOT_SUPPORTED)
+
+    def test_get_gives_the_registered_format(self):
+        port = self.serve(keys={"extractable": True})
+        key = bytes(range(16))
+        with self.client(port, V2) as c:
+            # BL-M-3-21
+            uid = self.register(c, register_payload(OBJ_SYMMETRIC_KEY, T["SymmetricKey"], FMT_TRANSPARENT_SYMMETRIC,
+                                                    item(T["KeyMaterial"], STRUCTURE, [item(T["Key"], BYTES, key)]),
+                                                    ALG_AES, 128))
+            self.assertEqual(key_material(c.ok(OP_GET, [uid_item(uid)])),
+                             (FMT_TRANSPARENT_SYMMETRIC, [(T["Key"], BYTES, key)]))
+            self.assertEqual(key_material(c.ok(OP_GET, get_payload(uid, FMT_RAW))), (FMT_RAW, key))
+            # BL-M-4-21: Secret Data comes back as Raw or Opaque, as registered.
+            for fmt in (FMT_RAW, 0x02):
+                secret = self.register(c, register_payload(OBJ_SECRET_DATA, T["SecretData"], fmt,
+                                                           key_material_item(b"password"),
+                                                           extra=[item(T["SecretDataType"], ENUM, 1)]))
+                got = c.ok(OP_GET, [uid_item(secret)])
+                block = find(find(got, T["SecretData"])[0], T["KeyBlock"])[0]
+                self.assertEqual((find(block, T["KeyFormatType"]), find(find(block, T["KeyValue"])[0],
+                                                                        T["KeyMaterial"])), ([fmt], [b"password"]))
+            self.assertEqual(c.fails(OP_GET, get_payload(secret, FMT_PKCS1)), KEY_FORMAT_TYPE_NOT_SUPPORTED)
+
+
+class DestroyedObjectTest(TokenTestCase):
+    """Destroy removes the key from the token and keeps its attributes: Get says
+    Object Destroyed, Get Attributes answers, and Locate finds the records only when
+    the Storage Status Mask asks for destroyed objects (KMIP 2.1 sections 6.1.15,
+    6.1.27; BL-M-8-21, BL-M-9-21)."""
+
+    def locate(self, c, attrs=(), mask=None):
+        payload = locate_payload(V2, attrs)
+        if mask is not None:
+            payload.insert(0, item(T["StorageStatusMask"], INTEGER, mask))
+        return sorted(find(c.ok(OP_LOCATE, payload), T["UniqueIdentifier"]))
+
+    def test_records(self):
+        port = self.serve()
+        with self.client(port, V2) as c:
+            priv, pub = self.create_pair(c, V2, ALG_EC, curve=CURVE_P256, private_name="gone-priv",
+                                         public_name="gone-pub")
+            kept = self.create_aes(c, V2, "kept")
+            c.ok(OP_REVOKE, revoke_payload(priv, KEY_COMPROMISE))
+            for uid in (priv, pub):
+                c.ok(OP_DESTROY, [uid_item(uid)])
+            for version in (V1, V2):
+                self.assertEqual(c.fails(OP_GET, [uid_item(pub)], version),
+                                 reason_in(version, ITEM_NOT_FOUND, OBJECT_DESTROYED))
+            got = returned_attributes(c.ok(OP_GET_ATTRIBUTES, [uid_item(priv)]), V2)
+            self.assertEqual((got["State"], got["Name"], got["Object Type"], got["Cryptographic Length"]),
+                             ([DESTROYED_COMPROMISED], [decoded_name("gone-priv")], [OBJ_PRIVATE_KEY], [256]))
+            self.assertEqual(got["Link"], [[(T["LinkType"], ENUM, LINK_PUBLIC_KEY),
+                                            (T["LinkedObjectIdentifier"], TEXT, pub)]])
+            self.assertLess(abs(got["Destroy Date"][0] - time.time()), 300)
+            self.assertIn(T["DestroyDate"], find(c.ok(OP_GET_ATTRIBUTE_LIST, [uid_item(pub)]),
+                                                 T["AttributeReference"]))
+            # A bare CKA_ID names the record too.
+            self.assertEqual(find(c.ok(OP_GET_ATTRIBUTES, [uid_item(pub[:40])]), T["UniqueIdentifier"]), [pub])
+            # Nothing is left to use or change.
+            for op, payload in ((OP_ACTIVATE, [uid_item(pub)]), (OP_DESTROY, [uid_item(pub)]),
+                                (OP_CHECK, [uid_item(pub)]),
+                                (OP_MODIFY_ATTRIBUTE, modify_payload(V2, pub, "Name", STRUCTURE, name_value("n"))),
+                                (OP_ADD_ATTRIBUTE, modify_payload(V2, pub, "Contact Information", TEXT, "x"))):
+                with self.subTest(op=op):
+                    self.assertEqual(c.fails(op, payload), OBJECT_DESTROYED)
+            # But a destroyed key may turn out compromised (transition 10).
+            self.assertEqual(c.fails(OP_REVOKE, revoke_payload(pub, CESSATION_OF_OPERATION)),
+                             WRONG_KEY_LIFECYCLE_STATE)
+            c.ok(OP_REVOKE, revoke_payload(pub, KEY_COMPROMISE))
+            got = returned_attributes(c.ok(OP_GET_ATTRIBUTES, [uid_item(pub)]), V2)
+            self.assertEqual(got["State"], [DESTROYED_COMPROMISED])
+            self.assertIn("Compromise Date", got)
+            self.assertEqual(c.fails(OP_REVOKE, revoke_payload(pub, KEY_COMPROMISE)), WRONG_KEY_LIFECYCLE_STATE)
+            # Locate: on-line objects unless destroyed ones are asked for.
+            self.assertEqual(self.locate(c), [kept])
+            self.assertEqual(self.locate(c, mask=STORAGE_DESTROYED), sorted([priv, pub]))
+            self.assertEqual(self.locate(c, mask=STORAGE_ONLINE | STORAGE_DESTROYED), sorted([priv, pub, kept]))
+            self.assertEqual(self.locate(c, [name_attr(V2, "gone-pub")], STORAGE_DESTROYED), [pub])
+            self.assertEqual(self.locate(c, [attr(V2, "Object Type", ENUM, OBJ_PRIVATE_KEY)], STORAGE_DESTROYED),
+                             [priv])
+            self.assertEqual(self.locate(c, [attr(V2, "Link", STRUCTURE, [
+                item(T["LinkType"], ENUM, LINK_PUBLIC_KEY), item(T["LinkedObjectIdentifier"], TEXT, pub)])],
+                STORAGE_DESTROYED), [priv])
+            self.assertEqual(self.locate(c, [attr(V2, "State", ENUM, ACTIVE)], STORAGE_DESTROYED), [])
+        for kind in ("privkey", "pubkey"):
+            self.assertNotIn(priv[:40].lower(), self.token.objects(kind).lower())
+
+
+class LocateDateTest(TokenTestCase):
+    def test_dates_and_ranges(self):
+        # BL-M-4-21: two values of one date attribute are a range.
+        day = 86400
+        t0 = 949327200  # 2000-01-31T14:00:00Z
+        port = self.serve()
+        with self.client(port, V2) as c:
+            def secret(stop):
+                payload = register_payload(OBJ_SECRET_DATA, T["SecretData"], FMT_RAW, key_material_item(b"pw"),
+                                           attrs=[item(T["ProtectStopDate"], DATETIME, stop)],
+                                           extra=[item(T["SecretDataType"], ENUM, 1)])
+                return find(c.ok(OP_REGISTER, payload), T["UniqueIdentifier"])[0]
+
+            early, late = secret(t0), secret(t0 + 10 * day)
+            aes = self.create_aes(c, V2)
+
+            def by(*stops):
+                attrs = [attr(V2, "Object Type", ENUM, OBJ_SECRET_DATA)] + [
+                    item(T["ProtectStopDate"], DATETIME, t) for t in stops]
+                return sorted(find(c.ok(OP_LOCATE, locate_payload(V2, attrs)), T["UniqueIdentifier"]))
+
+            self.assertEqual(by(t0 - day, t0 + day), [early])
+            self.assertEqual(by(t0 + 20 * day, t0 - day), sorted([early, late]))  # either order
+            self.assertEqual(by(t0), [early])
+            self.assertEqual(by(t0 + 1), [])
+            self.assertEqual(by(t0 + day, t0 + 2 * day), [])
+            self.assertEqual(c.fails(OP_LOCATE, locate_payload(V2, [item(T["ProtectStopDate"], DATETIME, t)
+                                                                   for t in (1, 2, 3)])), INVALID_FIELD)
+            # Any date attribute: Initial Date around now finds the new objects.
+            now = int(time.time())
+            found = find(c.ok(OP_LOCATE, locate_payload(V2, [item(T["InitialDate"], DATETIME, now - 300),
+                                                              item(T["InitialDate"], DATETIME, now + 300)])),
+                         T["UniqueIdentifier"])
+            self.assertEqual(sorted(found), sorted([early, late, aes]))
+
+
+class AttributeChangeTest(TokenTestCase):
+    """What Add and Modify Attribute may change, and the Result Reasons when not."""
+
+    def test_activation_date(self):
+        port = self.serve()
+        for version in (V1, V2):
+            with self.client(port, version) as c:
+                # SKLC-M-3-21 and AKLC-M-3-21: not once the key is Active.
+                active = self.create_aes(c, version)
+                c.ok(OP_ACTIVATE, [uid_item(active)])
+                self.assertEqual(c.fails(OP_MODIFY_ATTRIBUTE, modify_payload(
+                    version, active, "Activation Date", DATETIME, int(time.time()))),
+                    reason_in(version, PERMISSION_DENIED, WRONG_KEY_LIFECYCLE_STATE))
+                # Pre-Active: a date to come is set, a date that has come activates.
+                uid = self.create_aes(c, version, "flags-%d" % version[0])
+                self.assertEqual(c.fails(OP_MODIFY_ATTRIBUTE, modify_payload(
+                    version, uid, "Activation Date", DATETIME, 1)), reason_in(version, ITEM_NOT_FOUND,
+                                                                             ATTRIBUTE_NOT_FOUND))
+                later = int(time.time()) + 3600
+                c.ok(OP_ADD_ATTRIBUTE, modify_payload(version, uid, "Activation Date", DATETIME, later))
+                got = returned_attributes(c.ok(OP_GET_ATTRIBUTES, [uid_item(uid)] + attribute_refs(
+                    version, ["State", "Activation Date"])), version)
+                self.assertEqual(got, {"State": [PRE_ACTIVE], "Activation Date": [later]})
+                earlier = int(time.time()) - 60
+                c.ok(OP_MODIFY_ATTRIBUTE, modify_payload(version, uid, "Activation Date", DATETIME, earlier))
+                got = returned_attributes(c.ok(OP_GET_ATTRIBUTES, [uid_item(uid)] + attribute_refs(
+                    version, ["State", "Activation Date"])), version)
+                self.assertEqual(got, {"State": [ACTIVE], "Activation Date": [earlier]})
+                # The token enforces it: the key may encrypt now.
+                self.assertEqual(self.token.usage()[("Secret Key", "flags-%d" % version[0])], ["encrypt", "decrypt"])
+
+    def test_add_name(self):
+        port = self.serve()
+        for version in (V1, V2):
+            with self.client(port, version) as c:
+                named = self.create_aes(c, version, "named-%d" % version[0])
+                # BL-M-8-21: the object has this Name already.
+                self.assertEqual(c.fails(OP_ADD_ATTRIBUTE, modify_payload(
+                    version, named, "Name", STRUCTURE, name_value("named-%d" % version[0]))),
+                    reason_in(version, INVALID_FIELD, NON_UNIQUE_NAME_ATTRIBUTE))
+                # The token's label is the one Name an object has.
+                self.assertEqual(c.fails(OP_ADD_ATTRIBUTE, modify_payload(
+                    version, named, "Name", STRUCTURE, name_value("second"))),
+                    reason_in(version, INDEX_OUT_OF_BOUNDS, ATTRIBUTE_SINGLE_VALUED))
+                unnamed = self.create_aes(c, version)
+                c.ok(OP_ADD_ATTRIBUTE, modify_payload(version, unnamed, "Name", STRUCTURE,
+                                                      name_value("added-%d" % version[0])))
+                got = returned_attributes(c.ok(OP_GET_ATTRIBUTES, [uid_item(unnamed)] + attribute_refs(
+                    version, ["Name"])), version)
+                self.assertEqual(got, {"Name": [decoded_name("added-%d" % version[0])]})
+                self.assertEqual(find(c.ok(OP_LOCATE, locate_payload(version, [
+                    name_attr(version, "added-%d" % version[0])])), T["UniqueIdentifier"]), [unnamed])
+
+
+class TokenRefusalTest(TokenTestCase):
+    def test_chacha20_goes_to_the_token(self):
+        # KMIP has ChaCha20 keys; SoftHSM 2.6 has no CKK_CHACHA20 (PKCS#11 3.0), and
+        # says so itself.
+        port = self.serve()
+        with self.client(port, V2) as c:
+            bi = c.call(OP_REGISTER, register_payload(OBJ_SYMMETRIC_KEY, T["SymmetricKey"], FMT_RAW,
+                                                      key_material_item(bytes(32)), ALG_CHACHA20, 256))
+            self.assertEqual((bi[T["ResultStatus"]], bi[T["ResultReason"]], bi[T["ResultMessage"]]),
+                             (FAILED, INVALID_ATTRIBUTE_VALUE, "CKR_ATTRIBUTE_VALUE_INVALID"))
+            bi = c.call(OP_CREATE, create_payload(V2, ALG_CHACHA20, 256))
+            self.assertEqual((bi[T["ResultStatus"]], bi[T["ResultReason"]], bi[T["ResultMessage"]]),
+                             (FAILED, UNSUPPORTED_CRYPTOGRAPHIC_PARAMETERS, "CKR_MECHANISM_INVALID"))
+            self.assertEqual(find(c.ok(OP_LOCATE, locate_payload(V2)), T["UniqueIdentifier"]), [])
+        self.assertNotIn("kmip-relay metadata", self.token.objects("data"))
+
+
 class AuditTest(TokenTestCase):
     def test_operations_on_objects_name_the_uid(self):
         port = self.serve()
@@ -903,12 +1539,12 @@ class AuditTest(TokenTestCase):
             (client, "Get Attributes", "Success", uid),
             (client, "Get Attribute List", "Success", uid),
             (client, "Activate", "Success", uid),
-            (client, "Get", "Permission Denied", uid),
+            (client, "Get", "Sensitive", uid),
             (client, "Locate", "Success", None),
             (client, "Modify Attribute", "Success", uid),
             (client, "Revoke", "Success", uid),
             (client, "Destroy", "Success", uid),
-            (client, "Get", "Item Not Found", None),
+            (client, "Get", "Object Destroyed", uid),
             (client, "Create Key Pair", "Success", priv),
             (client, "Get", "Success", pub),
             (client, "Query", "Success", None),

@@ -35,6 +35,14 @@ from relaytest import (ACTIVE, ALG_AES, ALG_EC, ALG_ECDSA, ALG_ED25519, ALG_HMAC
                        find, item, key_material, name_attr, name_value, pair_payload, returned_attributes,
                        request, revoke_payload, sign_payload, spki_sha256, uid_item, V1, V2)
 
+# KMIP 2.x names an unknown Unique Identifier Object Not Found (2.1 section 6.1.19.1);
+# 1.x has only Item Not Found.
+OBJECT_NOT_FOUND = 0x37
+
+
+def not_found(version):
+    return ITEM_NOT_FOUND if version[0] < 2 else OBJECT_NOT_FOUND
+
 TOKEN_LABEL = "policy-token"
 # Distinctive secrets, looked for in the log after every test.
 PIN = "Hsm-7301-Qv-pin"                  # the token's PIN (pin_file, and password_is_pin)
@@ -320,7 +328,7 @@ class IsolationTest(PolicyTestCase):
                         with self.subTest(version=version, uid=uid, operation=name):
                             bi = b.call(op, payload, version)
                             self.assertEqual((bi[T["ResultStatus"]], bi.get(T["ResultReason"])),
-                                             (FAILED, ITEM_NOT_FOUND), bi.get(T["ResultMessage"]))
+                                             (FAILED, not_found(version)), bi.get(T["ResultMessage"]))
                             refused += 1
                             # Answered exactly as for a key that does not exist.
                             ref = b.call(op, reference[name], version)
@@ -344,14 +352,14 @@ class IsolationTest(PolicyTestCase):
                 self.assertEqual(got["x-owner"], [owner_id[0]])
                 self.assertNotIn("x-intruder", got)
             self.sign_and_check(a, priv, pub, V2)
-            self.assertEqual(a.call(OP_GET_ATTRIBUTES, [uid_item(own)], V2)[T["ResultReason"]], ITEM_NOT_FOUND)
+            self.assertEqual(a.call(OP_GET_ATTRIBUTES, [uid_item(own)], V2)[T["ResultReason"]], OBJECT_NOT_FOUND)
         objects = self.token.objects()
         self.assertNotIn("hijacked", objects)
         records = self.records()
         self.check_record_fields(records)
         mine = [r for r in records if r["client"] == intruder_id[0]]
         self.assertEqual({r["namespace"] for r in mine}, {intruder_id[1]})
-        self.assertEqual(len([r for r in mine if r["result"] == "Item Not Found"]), refused)
+        self.assertEqual(len([r for r in mine if r["result"] == "Object Not Found"]), refused)
         self.assertEqual({r["namespace"] for r in records if r["client"] == owner_id[0]}, {owner_id[1]})
         self.assertEqual({r["client"] for r in records}, {owner_id[0], intruder_id[0]})
 
@@ -428,7 +436,8 @@ class NamespaceTagTest(PolicyTestCase):
             shared_priv = made["s-ec-1-priv"][1]
             c_uid = made["s-ec-1-pub"][1]
             self.assertEqual(self.state(b, shared_priv, V2), [PRE_ACTIVE])
-            self.assertEqual(b.call(OP_GET, [uid_item(made["a-aes-1"][1])], V2)[T["ResultReason"]], ITEM_NOT_FOUND)
+            self.assertEqual(b.call(OP_GET, [uid_item(made["a-aes-1"][1])], V2)[T["ResultReason"]],
+                             OBJECT_NOT_FOUND)
             key_material(b.ok(OP_GET, [uid_item(c_uid)], V2))
         records = self.records()
         self.check_record_fields(records)
@@ -593,9 +602,9 @@ class UntaggedKeyTest(PolicyTestCase):
             for uid in uids + [uids[0][:8]]:
                 with self.subTest(uid=uid, version=version):
                     self.assertEqual(c.call(OP_GET_ATTRIBUTES, [uid_item(uid)], version).get(T["ResultReason"]),
-                                     ITEM_NOT_FOUND)
+                                     not_found(version))
                     self.assertEqual(c.call(OP_SIGN, sign_payload(uid, ALG_ECDSA, b"x"), version).get(
-                        T["ResultReason"]), ITEM_NOT_FOUND)
+                        T["ResultReason"]), not_found(version))
 
         for version in (V1, V2):
             with self.as_cert(port, "pol-tenant-a", version) as old:
@@ -843,7 +852,8 @@ class PerClientSwitchTest(PolicyTestCase):
             self.assertEqual(s.fails(OP_DESTROY, [uid_item(p2)]), PERMISSION_DENIED)
             self.assertEqual(self.state(s, p2), [ACTIVE])
             c.ok(OP_DESTROY, [uid_item(p2)])
-            self.assertEqual(s.call(OP_GET_ATTRIBUTES, [uid_item(p2)]).get(T["ResultReason"]), ITEM_NOT_FOUND)
+            self.assertEqual(self.state(s, p2), [5])  # Destroyed: KMIP keeps its attributes
+            self.assertEqual(s.call(OP_GET, [uid_item(p2)]).get(T["ResultReason"]), ITEM_NOT_FOUND)
             # Extractable keys for "cascade" only.
             mine, theirs = self.create_aes(c, "x-aes"), self.create_aes(s, "s-aes")
             self.assertEqual(len(key_material(c.ok(OP_GET, [uid_item(mine)]))[1]), 32)

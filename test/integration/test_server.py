@@ -23,6 +23,7 @@ SUCCESS, FAILED = 0, 1
 RESPONSE_TOO_LARGE, AUTHENTICATION_NOT_SUCCESSFUL, INVALID_MESSAGE = 2, 3, 4
 OPERATION_NOT_SUPPORTED, FEATURE_NOT_SUPPORTED, UNSUPPORTED_PROTOCOL_VERSION = 5, 8, 0x3F
 CONTINUE, STOP, UNDO = 1, 2, 3
+OPERATION_UNDONE = 3  # Result Status
 
 ALL_VERSIONS = [(2, 1), (2, 0), (1, 4), (1, 3), (1, 2), (1, 1), (1, 0)]
 QUERY_OPERATIONS = item(T["QueryFunction"], ENUM, 1)
@@ -568,17 +569,16 @@ class VersionTest(RelayTestCase):
                          [(b"a", OP_QUERY, (SUCCESS, None)), (b"b", OP_ARCHIVE, (FAILED, OPERATION_NOT_SUPPORTED)),
                           (b"c", OP_DISCOVER_VERSIONS, (SUCCESS, None))])
 
-    def test_batch_undo_is_refused(self):
+    def test_batch_undo_marks_the_items_before_a_failure_undone(self):
         resp = self.send(self.three(UNDO))
-        (bi,) = batch_items(resp)
-        self.assertEqual(failure(bi), (FAILED, FEATURE_NOT_SUPPORTED))
-        self.assertNotIn(T["Operation"], bi)
-        self.assertEqual(bi[T["ResultMessage"]],
-                         "Batch Error Continuation Option Undo: token operations cannot be undone")
-        records = self.audit_records(self.log_lines(wait_for='"operation":"Discover Versions"'))
+        self.assertEqual(find(header_fields(resp), T["BatchCount"]), [2])
+        self.assertEqual([(bi[T["UniqueBatchItemID"]], bi[T["Operation"]], bi[T["ResultStatus"]], bi.get(T["ResultReason"]))
+                          for bi in batch_items(resp)],
+                         [(b"a", OP_QUERY, OPERATION_UNDONE, None),
+                          (b"b", OP_ARCHIVE, FAILED, OPERATION_NOT_SUPPORTED)])
+        records = self.audit_records(self.log_lines(wait_for='"operation":"Archive"'))
         self.assertEqual([(r["operation"], r["result"]) for r in records],
-                         [("Query", "Feature Not Supported"), ("Archive", "Feature Not Supported"),
-                          ("Discover Versions", "Feature Not Supported")])
+                         [("Query", "Success"), ("Archive", "Operation Not Supported")])
 
 
 class ResumptionTest(RelayTestCase):
