@@ -1548,5 +1548,25 @@ class AuditTest(CryptoTestCase):
         for r in records:
             self.assertEqual(sorted(r), sorted(AUDIT_KEYS + [k for k in ("uid", "mechanism") if k in r]))
 
+
+class HashTest(TokenTestCase):
+    """Hash: the token's C_Digest of the Data."""
+
+    OP_HASH = 0x27
+
+    def test_digests(self):
+        port = self.serve()
+        data = os.urandom(1000)
+        for version in (V1, V2):
+            with self.subTest(version=version), self.client(port, version) as c:
+                for hashing, name in ((HASH_SHA1, "sha1"), (HASH_SHA256, "sha256"), (HASH_SHA384, "sha384"),
+                                      (HASH_SHA512, "sha512")):
+                    payload = c.ok(self.OP_HASH, [crypto_parameters(None, hashing), item(T["Data"], BYTES, data)])
+                    self.assertEqual(payload, [(T["Data"], BYTES, hashlib.new(name, data).digest())])
+                self.assertEqual(c.fails(self.OP_HASH, [item(T["Data"], BYTES, data)]), MISSING_DATA)
+                self.assertEqual(c.fails(self.OP_HASH, [crypto_parameters(None, HASH_SHA256)]), MISSING_DATA)
+                self.assertEqual(c.fails(self.OP_HASH, [crypto_parameters(None, HASH_MD5), item(T["Data"], BYTES, data)]),
+                                 reason_in(version, INVALID_FIELD, UNSUPPORTED_CRYPTOGRAPHIC_PARAMETERS))
+
 if __name__ == "__main__":
     unittest.main()

@@ -581,6 +581,49 @@ class VersionTest(RelayTestCase):
                          [("Query", "Success"), ("Archive", "Operation Not Supported")])
 
 
+class TestingOperationsTest(RelayTestCase):
+    """Interop and Log, which only the OASIS conformance cases use, exist only with
+    testing.interop."""
+
+    OP_LOG, OP_INTEROP = 0x2C, 0x34
+    INTEROP_BEGIN = item(0x420160, ENUM, 1)
+
+    def call(self, port, operation, payload, version=(2, 1)):
+        with self.connect(port) as s:
+            (bi,) = batch_items(exchange(s, request(operation, payload, version=version)))
+        return bi
+
+    def test_off_by_default(self):
+        port = self.start(self.config())
+        for version in ((2, 1), (1, 4)):
+            with self.subTest(version=version):
+                bi = self.call(port, self.OP_INTEROP, [self.INTEROP_BEGIN, item(0x420161, TEXT, "BL-M-1-21")],
+                               version)
+                self.assertEqual((bi[T["ResultStatus"]], bi[T["ResultReason"]]), (FAILED, OPERATION_NOT_SUPPORTED))
+                bi = self.call(port, self.OP_LOG, [item(0x420141, TEXT, "hello")], version)
+                self.assertEqual((bi[T["ResultStatus"]], bi[T["ResultReason"]]), (FAILED, OPERATION_NOT_SUPPORTED))
+        listed = find(self.call(port, OP_QUERY, [QUERY_OPERATIONS])[T["ResponsePayload"]], T["Operation"])
+        self.assertNotIn(self.OP_INTEROP, listed)
+        self.assertNotIn(self.OP_LOG, listed)
+
+    def test_on_with_testing_interop(self):
+        port = self.start(self.config(testing={"interop": True}))
+        for version in ((2, 1), (1, 4)):  # the 1.4 cases use the 2.0 operations too
+            with self.subTest(version=version):
+                bi = self.call(port, self.OP_INTEROP, [self.INTEROP_BEGIN, item(0x420161, TEXT, "BL-M-1-21")],
+                               version)
+                self.assertEqual((bi[T["ResultStatus"]], bi[T["ResponsePayload"]]), (SUCCESS, []))
+                bi = self.call(port, self.OP_LOG, [item(0x420141, TEXT, "line one\nforged: line")], version)
+                self.assertEqual((bi[T["ResultStatus"]], bi[T["ResponsePayload"]]), (SUCCESS, []))
+        lines = self.log_lines(wait_for="client log:", count=2)
+        self.assertEqual(len([l for l in lines if l.endswith("]: interop Begin BL-M-1-21")]), 2)
+        # The client's text cannot start a log line of its own.
+        self.assertEqual(len([l for l in lines if l.endswith("]: client log: line one?forged: line")]), 2)
+        self.assertFalse([l for l in lines if l.startswith("forged")])
+        bi = self.call(port, self.OP_INTEROP, [item(0x420161, TEXT, "no function")])
+        self.assertEqual((bi[T["ResultStatus"]], bi[T["ResultReason"]]), (FAILED, 0x06))  # Missing Data
+
+
 class ResumptionTest(RelayTestCase):
     def key_file(self, size):
         path = os.path.join(self.tmp, "ticket-%d.key" % size)
