@@ -362,6 +362,8 @@ static void load_client(struct cfg *c, struct cfg_client *cl, json_t *obj, const
 		add_error(e, path, "out of memory");
 	if (cl->namespace && !cl->namespace[0])
 		add_error(e, path, "namespace: must not be empty");
+	if ((cl->name && strlen(cl->name) > CFG_MAX_NAME) || (cl->namespace && strlen(cl->namespace) > CFG_MAX_NAME))
+		add_error(e, path, "name and namespace: at most %d bytes", CFG_MAX_NAME);
 	identities = !!cl->spki_sha256 + !!cl->certificate_name + !!cl->username + cl->username_is_token;
 	if (identities != 1)
 		add_error(e, path,

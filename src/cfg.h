@@ -92,6 +92,9 @@ struct cfg {
 	size_t n_namespaces;
 };
 
+/* The longest clients[].name and namespace, in bytes. */
+#define CFG_MAX_NAME 128
+
 /* What gnutls_session_ticket_key_generate makes. */
 #define CFG_TICKET_KEY_SIZE 64
 

@@ -2,6 +2,7 @@
 
 #include "session.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -24,6 +25,7 @@ struct session {
 	struct conn_token *token;
 	struct ttlv_limits limits;
 	char client[160]; /* the identity of the current request's client, for audit */
+	char client_json[6 * 160 + 3], namespace_json[6 * CFG_MAX_NAME + 3]; /* the same and the namespace, as JSON */
 	const struct cfg_client *entry; /* its "clients" entry, if the config has them */
 	const char *auth_failure;       /* why the current request's client was refused */
 	/* The audit records of the request in hand; they are written after its response
@@ -48,25 +50,56 @@ static uint64_t now_us(void)
 	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
+/* s as a JSON string (quoted and escaped by jansson) into out; "" if it cannot be. */
+static void json_quote(const char *s, char *out, size_t size)
+{
+	json_t *j = json_string(s);
+	size_t n = j ? json_dumpb(j, out, size - 1, JSON_ENCODE_ANY) : 0;
+
+	json_decref(j);
+	if (n == 0 || n > size - 1)
+		n = (size_t)snprintf(out, size, "\"\"");
+	out[n] = '\0';
+}
+
+/* Only letters, digits and '_': a UID the relay formatted, which needs no escaping. */
+static bool plain(const char *s)
+{
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && *s != '_')
+			return false;
+	return true;
+}
+
+/* One audit record: JSON in the log, structured fields in the journal. The record's
+ * shape is fixed and its names (operation, result, mechanism) are the relay's own,
+ * so it is formatted directly; jansson quotes the values a client or the config
+ * chose (s->client_json, s->namespace_json, a UID it did not format). Building it
+ * with json_pack and json_dumps cost about 6 µs a Sign, some 7% of a P-256 Sign
+ * (perf, over batches of Signs). */
 static void audit_write(const struct session *s, const struct audit_entry *e)
 {
 	const char *result = e->reason ? kmip_enum_name(KMIP_TAG_RESULT_REASON, e->reason) : "Success";
 	const char *ns = s->entry ? s->entry->namespace : "";
 	const char *mechanism = e->mechanism ? p11_mechanism_name(e->mechanism) : "";
-	char latency[24];
-	json_t *rec = json_pack("{s:s, s:s, s:s, s:I}", "client", s->client, "operation", ops_name(e->operation),
-				"result", result ? result : "Unknown", "latency_us", (json_int_t)e->latency_us);
+	char latency[24], uid[2 * sizeof(e->uid) + 3], text[1024];
+	int n;
 
-	if (rec && ns[0])
-		json_object_set_new(rec, "namespace", json_string(ns));
-	if (rec && e->uid[0])
-		json_object_set_new(rec, "uid", json_string(e->uid));
-	if (rec && mechanism[0])
-		json_object_set_new(rec, "mechanism", json_string(mechanism));
-	char *text = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
-
+	if (!result)
+		result = "Unknown";
+	if (plain(e->uid))
+		snprintf(uid, sizeof(uid), "\"%s\"", e->uid);
+	else
+		json_quote(e->uid, uid, sizeof(uid));
+	n = snprintf(text, sizeof(text), "{\"client\":%s,\"operation\":\"%s\",\"result\":\"%s\",\"latency_us\":%" PRIu64
+		     "%s%s%s%s%s%s%s}",
+		     s->client_json, ops_name(e->operation), result, e->latency_us, ns[0] ? ",\"namespace\":" : "",
+		     ns[0] ? s->namespace_json : "", e->uid[0] ? ",\"uid\":" : "", e->uid[0] ? uid : "",
+		     mechanism[0] ? ",\"mechanism\":\"" : "", mechanism, mechanism[0] ? "\"" : "");
+	if (n < 0 || (size_t)n >= sizeof(text))
+		return;
 	snprintf(latency, sizeof(latency), "%" PRIu64, e->latency_us);
-	if (text) {
+	{
 		const struct log_field fields[] = {
 			{ "KMIP_CLIENT", s->client },
 			{ "KMIP_NAMESPACE", ns },
@@ -79,8 +112,6 @@ static void audit_write(const struct session *s, const struct audit_entry *e)
 
 		log_record(e->reason ? LOG_NOTICE : LOG_INFO, text, fields, sizeof(fields) / sizeof(fields[0]));
 	}
-	free(text);
-	json_decref(rec);
 }
 
 /* Queues the audit record of one batch item. */
@@ -135,6 +166,8 @@ static void set_client(struct session *s, const struct kmip_header *h)
 			 h->username.ptr);
 	else
 		snprintf(s->client, sizeof(s->client), "anonymous");
+	json_quote(s->client, s->client_json, sizeof(s->client_json));
+	json_quote(s->entry ? s->entry->namespace : "", s->namespace_json, sizeof(s->namespace_json));
 }
 
 /* Finds the request's "clients" entry. A client whose Password is its PIN is
@@ -493,6 +526,7 @@ void session_run(const struct cfg *c, bool trace, struct tls_conn *t, struct con
 			    .max_items = TTLV_DEFAULT_MAX_ITEMS },
 	};
 
+	set_client(&s, NULL);
 	serve(&s, st);
 	audit_flush(&s); /* a request that ended the connection */
 	free(s.audits);

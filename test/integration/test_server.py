@@ -125,6 +125,15 @@ class OptionalClientCertificateTest(RelayTestCase):
         (rec,) = self.audit_records()
         self.assertEqual((rec["client"], rec["operation"], rec["result"]), ("user:token-1", "Query", "Success"))
 
+    def test_audit_record_quotes_the_username(self):
+        username = 'a"b\\c\nd\u00e9'
+        with self.connect(self.port, self.tls_context(cert=False)) as s:
+            local = s.getsockname()[1]
+            exchange(s, request(OP_QUERY, [QUERY_SERVER_INFORMATION], username=username, password="pin-1234"))
+        self.summary(local)
+        (rec,) = self.audit_records()
+        self.assertEqual((rec["client"], rec["operation"], rec["result"]), ("user:" + username, "Query", "Success"))
+
     def test_no_credential_is_refused(self):
         with self.connect(self.port, self.tls_context(cert=False)) as s:
             local = s.getsockname()[1]
