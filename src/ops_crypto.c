@@ -21,30 +21,20 @@ enum { VALID = 1, INVALID = 2 };
 #define MAX_SIGNATURE 1024 /* RSA-8192 */
 #define AES_BLOCK 16
 
-/* KMIP hashes and their PKCS#11 and GnuTLS counterparts. */
-static const struct hash {
+/* KMIP's Hashing Algorithms and GnuTLS's digests; p11_hash gives their mechanisms. */
+static const struct {
 	uint32_t kmip;
-	gnutls_digest_algorithm_t gnutls;
-	CK_MECHANISM_TYPE digest, rsa_pkcs, rsa_pss, hmac, ecdsa;
-	CK_RSA_PKCS_MGF_TYPE mgf;
-} hashes[] = {
-	{ HASH_SHA1, GNUTLS_DIG_SHA1, CKM_SHA_1, CKM_SHA1_RSA_PKCS, CKM_SHA1_RSA_PKCS_PSS, CKM_SHA_1_HMAC,
-	  CKM_ECDSA_SHA1, CKG_MGF1_SHA1 },
-	{ HASH_SHA224, GNUTLS_DIG_SHA224, CKM_SHA224, CKM_SHA224_RSA_PKCS, CKM_SHA224_RSA_PKCS_PSS, CKM_SHA224_HMAC,
-	  CKM_ECDSA_SHA224, CKG_MGF1_SHA224 },
-	{ HASH_SHA256, GNUTLS_DIG_SHA256, CKM_SHA256, CKM_SHA256_RSA_PKCS, CKM_SHA256_RSA_PKCS_PSS, CKM_SHA256_HMAC,
-	  CKM_ECDSA_SHA256, CKG_MGF1_SHA256 },
-	{ HASH_SHA384, GNUTLS_DIG_SHA384, CKM_SHA384, CKM_SHA384_RSA_PKCS, CKM_SHA384_RSA_PKCS_PSS, CKM_SHA384_HMAC,
-	  CKM_ECDSA_SHA384, CKG_MGF1_SHA384 },
-	{ HASH_SHA512, GNUTLS_DIG_SHA512, CKM_SHA512, CKM_SHA512_RSA_PKCS, CKM_SHA512_RSA_PKCS_PSS, CKM_SHA512_HMAC,
-	  CKM_ECDSA_SHA512, CKG_MGF1_SHA512 },
+	gnutls_digest_algorithm_t dig;
+} kmip_hashes[] = {
+	{ HASH_SHA1, GNUTLS_DIG_SHA1 },     { HASH_SHA224, GNUTLS_DIG_SHA224 }, { HASH_SHA256, GNUTLS_DIG_SHA256 },
+	{ HASH_SHA384, GNUTLS_DIG_SHA384 }, { HASH_SHA512, GNUTLS_DIG_SHA512 },
 };
 
-static const struct hash *find_hash(uint32_t kmip)
+static const struct p11_hash *find_hash(uint32_t kmip)
 {
-	for (size_t i = 0; i < sizeof(hashes) / sizeof(hashes[0]); i++)
-		if (hashes[i].kmip == kmip)
-			return &hashes[i];
+	for (size_t i = 0; i < sizeof(kmip_hashes) / sizeof(kmip_hashes[0]); i++)
+		if (kmip_hashes[i].kmip == kmip)
+			return p11_hash(kmip_hashes[i].dig);
 	return NULL;
 }
 
@@ -367,7 +357,7 @@ struct sig_input {
 static int signature_input(struct p11_token *tok, CK_KEY_TYPE type, const struct crypto_params *p,
 			   const uint8_t *data, size_t len, bool digested, struct sig_input *s)
 {
-	const struct hash *h = find_hash(p->hash ? p->hash : HASH_SHA256);
+	const struct p11_hash *h = find_hash(p->hash ? p->hash : HASH_SHA256);
 	uint32_t padding = p->padding ? p->padding : PAD_PKCS1_V15;
 	CK_MECHANISM_TYPE combined;
 
@@ -384,11 +374,11 @@ static int signature_input(struct p11_token *tok, CK_KEY_TYPE type, const struct
 		return KR_E_P11_MECHANISM;
 	if (type == CKK_RSA && padding == PAD_PSS) {
 		/* MGF1 with the message's hash, as GnuTLS's self-check assumes too. */
-		if (p->mgf_hash && p->mgf_hash != h->kmip)
+		if (p->mgf_hash && find_hash(p->mgf_hash) != h)
 			return KR_E_P11_MECHANISM;
 		s->pss = (CK_RSA_PKCS_PSS_PARAMS){ h->digest, h->mgf,
 						   p->salt_length >= 0 ? (CK_ULONG)p->salt_length
-								       : gnutls_hash_get_len(h->gnutls) };
+								       : gnutls_hash_get_len(h->dig) };
 		s->mech = (CK_MECHANISM){ CKM_RSA_PKCS_PSS, &s->pss, sizeof(s->pss) };
 	}
 	combined = type == CKK_EC ? h->ecdsa : padding == PAD_PSS ? h->rsa_pss : h->rsa_pkcs;
@@ -397,16 +387,16 @@ static int signature_input(struct p11_token *tok, CK_KEY_TYPE type, const struct
 		return 0;
 	}
 	if (!digested) {
-		if (gnutls_hash_fast(h->gnutls, data, len, s->digest) < 0)
+		if (gnutls_hash_fast(h->dig, data, len, s->digest) < 0)
 			return KR_E_P11_FAILED;
-		s->in = (gnutls_datum_t){ s->digest, gnutls_hash_get_len(h->gnutls) };
+		s->in = (gnutls_datum_t){ s->digest, gnutls_hash_get_len(h->dig) };
 	}
 	if (type == CKK_EC) {
 		s->mech.mechanism = CKM_ECDSA;
 	} else if (padding == PAD_PKCS1_V15) {
 		gnutls_datum_t di = { 0 };
 
-		if (gnutls_encode_ber_digest_info(h->gnutls, &s->in, &di) < 0 || di.size > sizeof(s->buf)) {
+		if (gnutls_encode_ber_digest_info(h->dig, &s->in, &di) < 0 || di.size > sizeof(s->buf)) {
 			gnutls_free(di.data);
 			return KR_E_P11_DATA;
 		}
@@ -466,17 +456,17 @@ static bool crypto_object(struct ops_ctx *ctx, const struct ttlv_item *payload, 
 /* The GnuTLS signature algorithm of a signature the token made. */
 static gnutls_sign_algorithm_t gnutls_algorithm(CK_KEY_TYPE type, const struct crypto_params *p)
 {
-	const struct hash *h = find_hash(p->hash ? p->hash : HASH_SHA256);
+	const struct p11_hash *h = find_hash(p->hash ? p->hash : HASH_SHA256);
 
 	if (type == CKK_EC_EDWARDS)
 		return GNUTLS_SIGN_EDDSA_ED25519;
 	if (!h)
 		return GNUTLS_SIGN_UNKNOWN;
 	if (type == CKK_EC)
-		return gnutls_pk_to_sign(GNUTLS_PK_ECDSA, h->gnutls);
+		return gnutls_pk_to_sign(GNUTLS_PK_ECDSA, h->dig);
 	if (p->padding != PAD_PSS)
-		return gnutls_pk_to_sign(GNUTLS_PK_RSA, h->gnutls);
-	switch (h->gnutls) {
+		return gnutls_pk_to_sign(GNUTLS_PK_RSA, h->dig);
+	switch (h->dig) {
 	case GNUTLS_DIG_SHA256: return GNUTLS_SIGN_RSA_PSS_RSAE_SHA256;
 	case GNUTLS_DIG_SHA384: return GNUTLS_SIGN_RSA_PSS_RSAE_SHA384;
 	case GNUTLS_DIG_SHA512: return GNUTLS_SIGN_RSA_PSS_RSAE_SHA512;
@@ -488,12 +478,12 @@ static gnutls_sign_algorithm_t gnutls_algorithm(CK_KEY_TYPE type, const struct c
  * it, as RSA-PSS parameters. -1 for none. */
 static int32_t own_salt(CK_KEY_TYPE type, const struct crypto_params *p, gnutls_digest_algorithm_t *ret_dig)
 {
-	const struct hash *h = find_hash(p->hash ? p->hash : HASH_SHA256);
+	const struct p11_hash *h = find_hash(p->hash ? p->hash : HASH_SHA256);
 
 	if (type != CKK_RSA || p->padding != PAD_PSS || p->salt_length < 0 || !h ||
-	    (size_t)p->salt_length == gnutls_hash_get_len(h->gnutls))
+	    (size_t)p->salt_length == gnutls_hash_get_len(h->dig))
 		return -1;
-	*ret_dig = h->gnutls;
+	*ret_dig = h->dig;
 	return p->salt_length;
 }
 
@@ -589,11 +579,8 @@ void op_sign(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_w
 		return;
 	if (r == 0)
 		r = p11_sign(st->tok, &si.mech, o.handle, si.in.data, si.in.size, sig, &sig_len);
-	if (r == 0 && o.key_type == CKK_EC) { /* PKCS#11 gives r || s; clients want DER SEQUENCE { r, s } */
-		gnutls_datum_t rd = { sig, (unsigned)sig_len / 2 }, sd = { sig + sig_len / 2, (unsigned)sig_len / 2 };
-
-		r = gnutls_encode_rs_value(&der, &rd, &sd) < 0 ? KR_E_NOMEM : 0;
-	}
+	if (r == 0 && o.key_type == CKK_EC)
+		r = p11_ecdsa_der(sig, sig_len, &der);
 	if (r < 0) {
 		crypto_fail(st, &o, r, res);
 		return;
@@ -753,7 +740,7 @@ static int mac_mechanism(const struct key_policy *kp, const struct crypto_params
 		{ ALG_HMAC_SHA384, HASH_SHA384 }, { ALG_HMAC_SHA512, HASH_SHA512 },
 	};
 	uint32_t algorithm = p->algorithm ? p->algorithm : kp->algorithm ? kp->algorithm : ALG_HMAC_SHA256, hash = 0;
-	const struct hash *h;
+	const struct p11_hash *h;
 
 	for (size_t i = 0; i < sizeof(hmacs) / sizeof(hmacs[0]); i++)
 		if (hmacs[i].algorithm == algorithm)
@@ -825,7 +812,7 @@ void op_mac_verify(struct ops_ctx *ctx, const struct ttlv_item *payload, struct 
 void op_hash(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res)
 {
 	const struct ttlv_item *data = ttlv_find(payload, KMIP_TAG_DATA);
-	const struct hash *h;
+	const struct p11_hash *h;
 	struct crypto_params p;
 	struct store *st;
 	CK_MECHANISM mech = { 0, NULL, 0 };
@@ -1001,8 +988,8 @@ static int aes_cipher(struct store *st, const struct crypto_params *p, const str
 static int rsa_cipher(const struct crypto_params *p, struct cipher *c)
 {
 	uint32_t padding = p->padding ? p->padding : PAD_OAEP;
-	const struct hash *h = find_hash(p->hash ? p->hash : HASH_SHA1);
-	const struct hash *mgf = find_hash(p->mgf_hash ? p->mgf_hash : p->hash ? p->hash : HASH_SHA1);
+	const struct p11_hash *h = find_hash(p->hash ? p->hash : HASH_SHA1);
+	const struct p11_hash *mgf = find_hash(p->mgf_hash ? p->mgf_hash : p->hash ? p->hash : HASH_SHA1);
 
 	if (padding == PAD_PKCS1_V15) {
 		c->mech = (CK_MECHANISM){ CKM_RSA_PKCS, NULL, 0 };

@@ -8,6 +8,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 #include <stdbool.h>
+#include <gnutls/crypto.h>
 #include <p11-kit/uri.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -453,6 +454,34 @@ const char *p11_mechanism_name(CK_MECHANISM_TYPE m)
 		if (mechanism_table[i].m == m)
 			return mechanism_table[i].name;
 	return "CKM_(other)";
+}
+
+static const struct p11_hash hash_table[] = {
+	{ GNUTLS_DIG_SHA1, CKM_SHA_1, CKM_SHA1_RSA_PKCS, CKM_SHA1_RSA_PKCS_PSS, CKM_ECDSA_SHA1, CKM_SHA_1_HMAC,
+	  CKG_MGF1_SHA1 },
+	{ GNUTLS_DIG_SHA224, CKM_SHA224, CKM_SHA224_RSA_PKCS, CKM_SHA224_RSA_PKCS_PSS, CKM_ECDSA_SHA224,
+	  CKM_SHA224_HMAC, CKG_MGF1_SHA224 },
+	{ GNUTLS_DIG_SHA256, CKM_SHA256, CKM_SHA256_RSA_PKCS, CKM_SHA256_RSA_PKCS_PSS, CKM_ECDSA_SHA256,
+	  CKM_SHA256_HMAC, CKG_MGF1_SHA256 },
+	{ GNUTLS_DIG_SHA384, CKM_SHA384, CKM_SHA384_RSA_PKCS, CKM_SHA384_RSA_PKCS_PSS, CKM_ECDSA_SHA384,
+	  CKM_SHA384_HMAC, CKG_MGF1_SHA384 },
+	{ GNUTLS_DIG_SHA512, CKM_SHA512, CKM_SHA512_RSA_PKCS, CKM_SHA512_RSA_PKCS_PSS, CKM_ECDSA_SHA512,
+	  CKM_SHA512_HMAC, CKG_MGF1_SHA512 },
+};
+
+const struct p11_hash *p11_hash(gnutls_digest_algorithm_t dig)
+{
+	for (size_t i = 0; i < sizeof(hash_table) / sizeof(hash_table[0]); i++)
+		if (hash_table[i].dig == dig)
+			return &hash_table[i];
+	return NULL;
+}
+
+int p11_ecdsa_der(const uint8_t *raw, size_t len, gnutls_datum_t *der)
+{
+	gnutls_datum_t r = { (uint8_t *)raw, (unsigned)len / 2 }, s = { (uint8_t *)raw + len / 2, (unsigned)len / 2 };
+
+	return gnutls_encode_rs_value(der, &r, &s) < 0 ? KR_E_NOMEM : 0;
 }
 
 int p11_find(struct p11_token *t, const CK_ATTRIBUTE *tmpl, size_t n, CK_OBJECT_HANDLE *out, size_t max,

@@ -4,6 +4,7 @@
 #ifndef KR_P11_H
 #define KR_P11_H
 
+#include <gnutls/gnutls.h>
 #include <p11-kit/pkcs11.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -45,6 +46,20 @@ CK_RV p11_last_rv(const struct p11_token *t);
 const char *p11_rv_name(CK_RV rv);
 /* The name of a mechanism the relay uses ("CKM_ECDSA"). */
 const char *p11_mechanism_name(CK_MECHANISM_TYPE m);
+
+/* A hash's PKCS#11 mechanisms, by its GnuTLS digest: C_Digest, the signatures
+ * that hash on the token (RSA PKCS#1 v1.5 and PSS, ECDSA), HMAC, and MGF1. */
+struct p11_hash {
+	gnutls_digest_algorithm_t dig;
+	CK_MECHANISM_TYPE digest, rsa_pkcs, rsa_pss, ecdsa, hmac;
+	CK_RSA_PKCS_MGF_TYPE mgf;
+};
+/* SHA-1 and SHA-2 only; NULL for any other digest. */
+const struct p11_hash *p11_hash(gnutls_digest_algorithm_t dig);
+/* A token's ECDSA signature (r || s, as PKCS#11 gives it) as DER SEQUENCE { r, s }
+ * with minimal integers, which KMIP and TLS clients want; free der->data with
+ * gnutls_free. */
+int p11_ecdsa_der(const uint8_t *raw, size_t len, gnutls_datum_t *der) KR_WUR;
 
 /* Whether the token lists mechanism m (C_GetMechanismList, once per connection). */
 bool p11_has_mechanism(struct p11_token *t, CK_MECHANISM_TYPE m);

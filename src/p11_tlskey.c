@@ -97,19 +97,13 @@ static bool is_pss(gnutls_sign_algorithm_t algo)
 /* RSA-PSS parameters for the hash of a signature algorithm. */
 static int pss_params(gnutls_sign_algorithm_t algo, CK_RSA_PKCS_PSS_PARAMS *p)
 {
-	switch (gnutls_sign_get_hash_algorithm(algo)) {
-	case GNUTLS_DIG_SHA256:
-		*p = (CK_RSA_PKCS_PSS_PARAMS){ CKM_SHA256, CKG_MGF1_SHA256, 32 };
-		return 0;
-	case GNUTLS_DIG_SHA384:
-		*p = (CK_RSA_PKCS_PSS_PARAMS){ CKM_SHA384, CKG_MGF1_SHA384, 48 };
-		return 0;
-	case GNUTLS_DIG_SHA512:
-		*p = (CK_RSA_PKCS_PSS_PARAMS){ CKM_SHA512, CKG_MGF1_SHA512, 64 };
-		return 0;
-	default:
+	gnutls_digest_algorithm_t dig = gnutls_sign_get_hash_algorithm(algo);
+	const struct p11_hash *h = p11_hash(dig);
+
+	if (!h)
 		return GNUTLS_E_UNKNOWN_ALGORITHM;
-	}
+	*p = (CK_RSA_PKCS_PSS_PARAMS){ h->digest, h->mgf, gnutls_hash_get_len(dig) };
+	return 0;
 }
 
 /* GnuTLS hands over the hash (ECDSA, RSA-PSS) or the DigestInfo (RSA PKCS#1 v1.5). */
@@ -130,11 +124,8 @@ static int key_sign_hash(gnutls_privkey_t pkey, gnutls_sign_algorithm_t algo, vo
 	}
 	if (p11_sign(k->t, &mech, k->handle, hash->data, hash->size, raw, &len) < 0)
 		return GNUTLS_E_PK_SIGN_FAILED;
-	if (k->type == CKK_EC) { /* PKCS#11 gives r || s; TLS wants DER SEQUENCE { r, s } */
-		gnutls_datum_t rd = { raw, (unsigned)len / 2 }, sd = { raw + len / 2, (unsigned)len / 2 };
-
-		return gnutls_encode_rs_value(signature, &rd, &sd);
-	}
+	if (k->type == CKK_EC)
+		return p11_ecdsa_der(raw, len, signature) < 0 ? GNUTLS_E_MEMORY_ERROR : 0;
 	signature->data = gnutls_malloc(len);
 	if (!signature->data)
 		return GNUTLS_E_MEMORY_ERROR;
