@@ -22,7 +22,7 @@ bool ops_find_object(struct ops_ctx *ctx, struct store *st, const struct ttlv_it
 /* Why the token refused to use a key: its lifecycle state, else its usage mask. */
 void ops_explain_refusal(struct store *st, const struct store_obj *o, struct ops_result *res);
 
-/* Cryptographic operations (ops_crypto.c). */
+/* Cryptographic operations (ops_crypto.c, ops_cipher.c). */
 void op_encrypt(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res);
 void op_decrypt(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res);
 void op_sign(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res);
