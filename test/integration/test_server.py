@@ -13,6 +13,7 @@ import unittest
 import warnings
 
 from relaytest import (BYTES, DATETIME, ENUM, INTEGER, OP_DISCOVER_VERSIONS, OP_QUERY, OP_ARCHIVE,
+                       free_port, wait_listening,
                        OPERATIONS_1_0, OPERATIONS_1_2,
                        PKI, RELAY, STRUCTURE, TEXT, RelayTestCase, T, batch_item, batch_items, decode,
                        exchange, find, item, protocol_version, raw_children, request,
@@ -588,6 +589,32 @@ class VersionTest(RelayTestCase):
         records = self.audit_records(self.log_lines(wait_for='"operation":"Archive"'))
         self.assertEqual([(r["operation"], r["result"]) for r in records],
                          [("Query", "Success"), ("Archive", "Operation Not Supported")])
+
+
+class ListenModeTest(RelayTestCase):
+    def test_one_connection_with_records_on_stderr(self):
+        """--listen serves one connection and exits; its log records, the audit
+        record among them, go to stderr."""
+        port = free_port()
+        proc = subprocess.Popen([RELAY, "--config", self.config(), "--listen", "127.0.0.1:%d" % port],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env)
+        try:
+            wait_listening(port)
+            with self.connect(port) as s:
+                (bi,) = batch_items(exchange(s, request(OP_QUERY, [QUERY_OPERATIONS])))
+            out, err = proc.communicate(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        self.assertEqual(bi[T["ResultStatus"]], SUCCESS)
+        self.assertEqual((proc.returncode, out), (0, b""))
+        lines = err.decode().splitlines()
+        self.assertTrue(lines[0].endswith("]: waiting for one connection on 127.0.0.1:%d" % port), lines)
+        records = [json.loads(l.partition("]: ")[2]) for l in lines if "]: {" in l]
+        self.assertEqual([(r["client"], r["operation"], r["result"]) for r in records],
+                         [("sha256:" + spki_sha256(self.client_cert), "Query", "Success")])
+        self.assertTrue(lines[-1].split("]: ", 1)[1].startswith("connection peer=127.0.0.1:"), lines)
 
 
 class TestingOperationsTest(RelayTestCase):
