@@ -60,7 +60,7 @@ def children(pid):
         try:
             with open(path) as f:
                 pids += [int(p) for p in f.read().split()]
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):  # the task ended meanwhile
             pass
     return pids
 
@@ -70,7 +70,7 @@ def alive(pid):
     try:
         with open("/proc/%d/stat" % pid) as f:
             return f.read().rpartition(")")[2].split()[0] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone before, or while, it was read
         return False
 
 
