@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,7 +73,7 @@ struct held {
 	size_t len;
 };
 
-static int hold_depth;
+static bool holding;
 static struct held held_stderr, held_file;
 
 static void write_all(int fd, const char *p, size_t n)
@@ -127,7 +128,7 @@ static void write_line(int fd, struct held *h, const char *message)
 		n = sizeof(line) - 1;
 		line[n - 1] = '\n';
 	}
-	if (!hold_depth) {
+	if (!holding) {
 		write_all(fd, line, n);
 		return;
 	}
@@ -139,13 +140,14 @@ static void write_line(int fd, struct held *h, const char *message)
 
 void log_hold(void)
 {
-	hold_depth++;
+	holding = true;
 }
 
 void log_release(void)
 {
-	if (hold_depth == 0 || --hold_depth > 0)
+	if (!holding)
 		return;
+	holding = false;
 	flush_held(STDERR_FILENO, &held_stderr);
 	if (file_fd >= 0)
 		flush_held(file_fd, &held_file);

@@ -113,6 +113,8 @@ static size_t next_policy;
 static void policy_clear(struct key_policy *kp)
 {
 	free(kp->p_source_copy);
+	if (kp->check_key)
+		gnutls_pubkey_deinit(kp->check_key);
 	*kp = (struct key_policy){ 0 };
 }
 
@@ -457,18 +459,9 @@ static int32_t own_salt(CK_KEY_TYPE type, const struct crypto_params *p, gnutls_
  * KR_E_P11_SIGNATURE, or KR_E_P11_NOT_FOUND when there is nothing to check with,
  * or KR_E_P11_MECHANISM for a scheme GnuTLS cannot check (PSS with SHA-1 or
  * SHA-224). */
-static int self_check(struct store *st, const struct store_obj *priv, const struct crypto_params *p,
-		      const struct ttlv_item *in, bool digested, const gnutls_datum_t *sig)
+static int self_check(struct store *st, const struct store_obj *priv, struct key_policy *kp,
+		      const struct crypto_params *p, const struct ttlv_item *in, bool digested, const gnutls_datum_t *sig)
 {
-	/* The last key checked with: a signer uses one key for many Signs, and building
-	 * it costs token round trips. The process serves one connection, so one token. */
-	static struct {
-		char uid[STORE_MAX_UID + 1];
-		CK_OBJECT_HANDLE handle;
-		int32_t salt;
-		gnutls_digest_algorithm_t dig;
-		gnutls_pubkey_t key;
-	} last;
 	gnutls_sign_algorithm_t algo = gnutls_algorithm(priv->key_type, p);
 	gnutls_datum_t data = { (uint8_t *)in->value, in->len };
 	gnutls_digest_algorithm_t dig = GNUTLS_DIG_UNKNOWN;
@@ -476,41 +469,40 @@ static int self_check(struct store *st, const struct store_obj *priv, const stru
 
 	if (algo == GNUTLS_SIGN_UNKNOWN)
 		return KR_E_P11_MECHANISM;
-	if (!last.key || last.handle != priv->handle || strcmp(last.uid, priv->uid) != 0 || last.salt != salt ||
-	    last.dig != dig) {
+	/* Kept with the key's policy: building it costs token round trips, and a signer
+	 * uses one key for many Signs. */
+	if (!kp->check_key || kp->check_salt != salt || kp->check_dig != dig) {
 		struct store_obj pub;
 		gnutls_x509_spki_t spki;
 		bool ok;
 
-		if (last.key)
-			gnutls_pubkey_deinit(last.key);
-		last.key = NULL;
+		if (kp->check_key)
+			gnutls_pubkey_deinit(kp->check_key);
+		kp->check_key = NULL;
 		if (store_find_kind(st, STORE_PUBLIC, priv->id, priv->id_len, &pub) < 0) {
 			if (priv->key_type != CKK_RSA)
 				return KR_E_P11_NOT_FOUND;
 			pub = *priv;
 		}
-		ok = ops_gnutls_pubkey(st, &pub, &last.key) == 0;
+		ok = ops_gnutls_pubkey(st, &pub, &kp->check_key) == 0;
 		if (ok && salt >= 0 && (ok = gnutls_x509_spki_init(&spki) == 0)) {
 			gnutls_x509_spki_set_rsa_pss_params(spki, dig, (unsigned)salt);
-			ok = gnutls_pubkey_set_spki(last.key, spki, 0) == 0;
+			ok = gnutls_pubkey_set_spki(kp->check_key, spki, 0) == 0;
 			gnutls_x509_spki_deinit(spki);
 		}
 		if (!ok) {
-			if (last.key)
-				gnutls_pubkey_deinit(last.key);
-			last.key = NULL;
+			if (kp->check_key)
+				gnutls_pubkey_deinit(kp->check_key);
+			kp->check_key = NULL;
 			return KR_E_P11_NOT_FOUND;
 		}
-		memcpy(last.uid, priv->uid, sizeof(last.uid));
-		last.handle = priv->handle;
-		last.salt = salt;
-		last.dig = dig;
+		kp->check_salt = salt;
+		kp->check_dig = dig;
 	}
 	if (salt >= 0)
 		algo = gnutls_pk_to_sign(GNUTLS_PK_RSA_PSS, dig);
-	return (digested ? gnutls_pubkey_verify_hash2(last.key, algo, 0, &data, sig)
-			 : gnutls_pubkey_verify_data2(last.key, algo, 0, &data, sig)) >= 0
+	return (digested ? gnutls_pubkey_verify_hash2(kp->check_key, algo, 0, &data, sig)
+			 : gnutls_pubkey_verify_data2(kp->check_key, algo, 0, &data, sig)) >= 0
 		       ? 0
 		       : KR_E_P11_SIGNATURE;
 }
@@ -550,7 +542,7 @@ void op_sign(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_w
 	}
 	if (!der.data)
 		der = (gnutls_datum_t){ sig, (unsigned)sig_len };
-	if (ctx->cfg->keys.verify_signatures && (r = self_check(st, &o, &p, in, digested, &der)) < 0) {
+	if (ctx->cfg->keys.verify_signatures && (r = self_check(st, &o, kp, &p, in, digested, &der)) < 0) {
 		ops_fail(res, KMIP_REASON_CRYPTOGRAPHIC_FAILURE,
 			 r == KR_E_P11_SIGNATURE ? "verify_signatures: the signature does not verify with the public key"
 			 : r == KR_E_P11_MECHANISM

@@ -5,6 +5,8 @@
 #ifndef KR_OPS_CRYPTO_H
 #define KR_OPS_CRYPTO_H
 
+#include <gnutls/abstract.h>
+
 #include "ops_objects.h"
 
 enum { PAD_NONE = 0x01, PAD_OAEP = 0x02, PAD_PKCS5 = 0x03, PAD_PKCS1_V15 = 0x08, PAD_PSS = 0x0A };
@@ -38,6 +40,11 @@ struct key_policy {
 	uint32_t algorithm;
 	int64_t process_start, protect_stop; /* INT64_MIN, INT64_MAX: none */
 	bool limited;
+	/* verify_signatures: the public key it checks with, made on first need (with
+	 * the PSS salt and hash it was set up for; -1: none). */
+	gnutls_pubkey_t check_key;
+	int32_t check_salt;
+	gnutls_digest_algorithm_t check_dig;
 };
 
 /* Applying protection (Encrypt, Sign, MAC) or processing protected data (Decrypt,

@@ -208,34 +208,26 @@ static int all_attributes(struct store *st, const struct store_obj *o, const str
 	return ttlv_writer_finish(&w, ret, ret_len);
 }
 
-int ops_load_attrs(struct store *st, const struct store_obj *o, const struct store_meta *m, struct ops_attrs *ret)
+int ops_load_attrs(struct store *st, const struct store_obj *o, const struct store_meta *m, struct store_meta *ret)
 {
-	struct ops_attrs oa = { 0 };
+	struct store_meta all = { .found = true };
 	int r;
 
-	if ((r = all_attributes(st, o, m, &oa.buf, &oa.len)) == 0 &&
-	    (r = ttlv_decode(oa.buf, oa.len, &ttlv_default_limits, &oa.tree)) == 0)
-		r = kmip_attrs_decode(oa.tree, ops_meta_version, &oa.attrs);
+	if ((r = all_attributes(st, o, m, &all.value, &all.value_len)) == 0 &&
+	    (r = ttlv_decode(all.value, all.value_len, &ttlv_default_limits, &all.tree)) == 0)
+		r = kmip_attrs_decode(all.tree, ops_meta_version, &all.attrs);
 	if (r < 0) {
-		ops_attrs_clear(&oa);
+		store_meta_clear(&all);
 		return r;
 	}
-	*ret = oa;
+	*ret = all;
 	return 0;
-}
-
-void ops_attrs_clear(struct ops_attrs *oa)
-{
-	kmip_attrs_clear(&oa->attrs);
-	ttlv_free(oa->tree);
-	ttlv_buf_free(oa->buf, oa->len);
-	*oa = (struct ops_attrs){ 0 };
 }
 
 /* The object the request names, or a destroyed one's record, with all its
  * attributes. */
 static bool object_and_attrs(struct ops_ctx *ctx, const struct ttlv_item *payload, struct store_obj *o,
-			     struct ops_attrs *oa, struct ops_result *res)
+			     struct store_meta *oa, struct ops_result *res)
 {
 	struct store *st = ops_store(ctx, res);
 	struct store_meta m = { 0 };
@@ -328,7 +320,7 @@ static bool wanted(const struct ttlv_item *payload, const struct kmip_attr *a)
 void op_get_attributes(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
 		       struct ops_result *res)
 {
-	struct ops_attrs oa = { 0 };
+	struct store_meta oa = { 0 };
 	struct kmip_attr chosen[64];
 	struct kmip_attrs out = { chosen, 0 };
 	struct store_obj o;
@@ -342,13 +334,13 @@ void op_get_attributes(struct ops_ctx *ctx, const struct ttlv_item *payload, str
 	ops_put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, o.uid);
 	kmip_attrs_encode(w, ctx->version.major >= 2 ? KMIP_TAG_ATTRIBUTES : 0, &out, ctx->version);
 	ttlv_end(w);
-	ops_attrs_clear(&oa);
+	store_meta_clear(&oa);
 }
 
 void op_get_attribute_list(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
 			   struct ops_result *res)
 {
-	struct ops_attrs oa = { 0 };
+	struct store_meta oa = { 0 };
 	struct store_obj o;
 
 	if (!object_and_attrs(ctx, payload, &o, &oa, res))
@@ -379,7 +371,7 @@ void op_get_attribute_list(struct ops_ctx *ctx, const struct ttlv_item *payload,
 		}
 	}
 	ttlv_end(w);
-	ops_attrs_clear(&oa);
+	store_meta_clear(&oa);
 }
 
 /* Key material of a public key in PKCS#1, X.509 (SubjectPublicKeyInfo) or, for

@@ -163,7 +163,7 @@ void op_revoke(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv
  * else the token held included), in the state Destroy leads to, with the Destroy
  * Date. */
 struct record {
-	const struct ops_attrs *had;
+	const struct store_meta *had;
 	uint32_t state;
 };
 
@@ -188,7 +188,7 @@ static void put_record(struct ttlv_writer *w, const void *arg)
 void op_destroy(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
 		struct ops_result *res)
 {
-	struct ops_attrs had = { 0 };
+	struct store_meta had = { 0 };
 	struct locked_object lo;
 	uint32_t state;
 	int r;
@@ -217,7 +217,7 @@ void op_destroy(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttl
 			put_uid_payload(w, &lo.o);
 		}
 	}
-	ops_attrs_clear(&had);
+	store_meta_clear(&had);
 	unlock_object(&lo);
 }
 

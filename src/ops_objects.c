@@ -199,9 +199,7 @@ int ops_new_id(struct ops_ctx *ctx, struct store *st, uint8_t id[STORE_ID_LEN])
 {
 	int r = store_new_id(st, id);
 
-	if (r == 0)
-		policy_tag_id(ctx->client, id);
-	return r;
+	return r < 0 ? r : policy_tag_id(ctx->cfg, ctx->client, id);
 }
 
 bool ops_key_allowed(const struct ops_ctx *ctx, uint32_t algorithm, int32_t length, struct ops_result *res)

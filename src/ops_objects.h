@@ -123,16 +123,9 @@ void ops_put_digest(struct ttlv_writer *w, const uint8_t *value, size_t len, uin
  * its TTLV encoding (KMIP 2.1 section 4.21). */
 void ops_put_material_digest(struct ttlv_writer *w, const struct ttlv_item *material, uint32_t format);
 /* Every attribute of an object (or record), decoded: what the token holds, then the
- * metadata m (ops_get.c). The attributes borrow from buf and tree. */
-struct ops_attrs {
-	uint8_t *buf;
-	size_t len;
-	struct ttlv_item *tree;
-	struct kmip_attrs attrs;
-};
+ * metadata m (ops_get.c), in a store_meta of their own (free with store_meta_clear). */
 int ops_load_attrs(struct store *st, const struct store_obj *o, const struct store_meta *m,
-		   struct ops_attrs *ret) KR_WUR;
-void ops_attrs_clear(struct ops_attrs *oa);
+		   struct store_meta *ret) KR_WUR;
 
 /* The Digest of a token object's key material in a format, if the token lets the
  * relay read the key in it; nothing otherwise (ops_get.c). */

@@ -3,6 +3,7 @@
 #include "policy.h"
 
 #include <gnutls/crypto.h>
+#include <stdlib.h>
 #include <string.h>
 
 static void namespace_tag(const char *name, uint8_t tag[POLICY_TAG_LEN])
@@ -116,14 +117,36 @@ bool policy_key_allowed(const struct cfg_client *cl, uint32_t algorithm, int32_t
 	return false;
 }
 
-static bool has_tag(const char *name, const uint8_t *id, size_t len)
-{
-	uint8_t tag[POLICY_TAG_LEN];
+/* The tags of the config's namespaces, each client's and each "namespaces" entry's,
+ * made once per process on first need: the config does not change, and these are
+ * asked on every request that names an object. */
+static struct tags {
+	const struct cfg *cfg;
+	uint8_t (*client)[POLICY_TAG_LEN], (*placed)[POLICY_TAG_LEN];
+} tags;
 
-	if (len < POLICY_TAG_LEN)
-		return false;
-	namespace_tag(name, tag);
-	return memcmp(id, tag, POLICY_TAG_LEN) == 0;
+/* NULL only when memory runs out. */
+static const struct tags *tags_of(const struct cfg *c)
+{
+	if (tags.cfg != c) {
+		free(tags.client);
+		free(tags.placed);
+		tags = (struct tags){ NULL, calloc(c->n_clients + 1, POLICY_TAG_LEN),
+				      calloc(c->n_namespaces + 1, POLICY_TAG_LEN) };
+		if (!tags.client || !tags.placed)
+			return NULL;
+		tags.cfg = c;
+		for (size_t i = 0; i < c->n_clients; i++)
+			namespace_tag(c->clients[i].namespace, tags.client[i]);
+		for (size_t i = 0; i < c->n_namespaces; i++)
+			namespace_tag(c->namespaces[i].name, tags.placed[i]);
+	}
+	return &tags;
+}
+
+static bool has_tag(const uint8_t tag[POLICY_TAG_LEN], const uint8_t *id, size_t len)
+{
+	return len >= POLICY_TAG_LEN && memcmp(id, tag, POLICY_TAG_LEN) == 0;
 }
 
 /* The namespace the config places a key in by its CKA_ID, or NULL. */
@@ -138,28 +161,37 @@ static const char *placed_in(const struct cfg *c, const uint8_t *id, size_t len)
 
 bool policy_visible(const struct cfg *c, const struct cfg_client *cl, const uint8_t *id, size_t len)
 {
+	const struct tags *t;
 	const char *placed;
 
 	if (!cl)
 		return true;
 	if ((placed = placed_in(c, id, len)))
 		return strcmp(placed, cl->namespace) == 0;
-	if (has_tag(cl->namespace, id, len))
+	if (!(t = tags_of(c)))
+		return false; /* out of memory: show nothing rather than too much */
+	if (has_tag(t->client[cl - c->clients], id, len))
 		return true;
 	if (!cl->untagged_keys)
 		return false;
 	/* Untagged: no namespace the config knows has marked it. */
 	for (size_t i = 0; i < c->n_clients; i++)
-		if (has_tag(c->clients[i].namespace, id, len))
+		if (has_tag(t->client[i], id, len))
 			return false;
 	for (size_t i = 0; i < c->n_namespaces; i++)
-		if (has_tag(c->namespaces[i].name, id, len))
+		if (has_tag(t->placed[i], id, len))
 			return false;
 	return true;
 }
 
-void policy_tag_id(const struct cfg_client *cl, uint8_t *id)
+int policy_tag_id(const struct cfg *c, const struct cfg_client *cl, uint8_t *id)
 {
-	if (cl)
-		namespace_tag(cl->namespace, id);
+	const struct tags *t;
+
+	if (!cl)
+		return 0;
+	if (!(t = tags_of(c)))
+		return KR_E_NOMEM;
+	memcpy(id, t->client[cl - c->clients], POLICY_TAG_LEN);
+	return 0;
 }

@@ -33,7 +33,8 @@ bool policy_key_allowed(const struct cfg_client *cl, uint32_t algorithm, int32_t
 
 /* Whether it may see the object with this CKA_ID. */
 bool policy_visible(const struct cfg *c, const struct cfg_client *cl, const uint8_t *id, size_t len);
-/* Marks a new CKA_ID (at least POLICY_TAG_LEN bytes) as the client's. */
-void policy_tag_id(const struct cfg_client *cl, uint8_t *id);
+/* Marks a new CKA_ID (at least POLICY_TAG_LEN bytes) as the client's, cl being one
+ * of c's clients. */
+int policy_tag_id(const struct cfg *c, const struct cfg_client *cl, uint8_t *id) KR_WUR;
 
 #endif
