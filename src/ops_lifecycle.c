@@ -247,6 +247,31 @@ static bool modified_attr(const struct ops_ctx *ctx, const struct ttlv_item *pay
 	return true;
 }
 
+/* The one attribute that Add or Modify Attribute names, if the client may set it
+ * (Add also an attribute set once, where missing; both an Activation Date, whose
+ * state rules come later), and its object, locked. On false, res says why. */
+static bool begin_change(struct ops_ctx *ctx, const struct ttlv_item *payload, bool adding, struct kmip_attrs *attrs,
+			 struct locked_object *lo, struct ops_result *res)
+{
+	enum ops_attr_rule rule;
+	uint32_t tag;
+
+	if (!modified_attr(ctx, payload, attrs, res))
+		return false;
+	tag = attrs->v[0].tag;
+	rule = tag ? ops_attr_rule(tag) : ATTR_CLIENT;
+	if (rule != ATTR_CLIENT && !(adding && rule == ATTR_ONCE) && tag != KMIP_TAG_ACTIVATION_DATE) {
+		ops_fail(res, KMIP_REASON_ATTRIBUTE_READ_ONLY, "the server keeps this attribute");
+		kmip_attrs_clear(attrs);
+		return false;
+	}
+	if (!lock_object(ctx, payload, false, lo, res)) {
+		kmip_attrs_clear(attrs);
+		return false;
+	}
+	return true;
+}
+
 /* Which attribute a request means: a standard one by tag, a vendor one by name. */
 struct attr_ref {
 	uint32_t tag;
@@ -391,18 +416,9 @@ void op_modify_attribute(struct ops_ctx *ctx, const struct ttlv_item *payload, s
 	bool ok = false;
 	int r;
 
-	if (!modified_attr(ctx, payload, &attrs, res))
+	if (!begin_change(ctx, payload, false, &attrs, &lo, res))
 		return;
 	a = &attrs.v[0];
-	if (a->tag && ops_attr_rule(a->tag) != ATTR_CLIENT && a->tag != KMIP_TAG_ACTIVATION_DATE) {
-		ops_fail(res, KMIP_REASON_ATTRIBUTE_READ_ONLY, "the server keeps this attribute");
-		kmip_attrs_clear(&attrs);
-		return;
-	}
-	if (!lock_object(ctx, payload, false, &lo, res)) {
-		kmip_attrs_clear(&attrs);
-		return;
-	}
 	if (a->tag == KMIP_TAG_NAME) {
 		ok = (nv = name_value(a, res)) && set_name(&lo, nv, res);
 	} else if (a->tag == KMIP_TAG_ACTIVATION_DATE) {
@@ -437,23 +453,12 @@ void op_add_attribute(struct ops_ctx *ctx, const struct ttlv_item *payload, stru
 	struct kmip_attrs attrs = { 0 };
 	struct locked_object lo;
 	const struct kmip_attr *a;
-	enum ops_attr_rule rule;
 	bool ok = false;
 	int r;
 
-	if (!modified_attr(ctx, payload, &attrs, res))
+	if (!begin_change(ctx, payload, true, &attrs, &lo, res))
 		return;
 	a = &attrs.v[0];
-	rule = a->tag ? ops_attr_rule(a->tag) : ATTR_CLIENT;
-	if ((rule == ATTR_SERVER || rule == ATTR_AT_CREATION) && a->tag != KMIP_TAG_ACTIVATION_DATE) {
-		ops_fail(res, KMIP_REASON_ATTRIBUTE_READ_ONLY, "the server keeps this attribute");
-		kmip_attrs_clear(&attrs);
-		return;
-	}
-	if (!lock_object(ctx, payload, false, &lo, res)) {
-		kmip_attrs_clear(&attrs);
-		return;
-	}
 	if (a->tag == KMIP_TAG_NAME) {
 		ok = add_name(&lo, a, res);
 	} else if (meta_has(&lo.meta, &(struct attr_ref){ a->tag, a->vendor, a->name })) {
