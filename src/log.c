@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "kmip_names.h"
+#include "ttlv.h"
 #include "ttlv_print.h"
 
 #define IDENT "kmip-relay"
@@ -115,6 +116,56 @@ static int line_prefix(char *out, size_t size)
 	return snprintf(out, size, "%s.%03ldZ %s[%ld]: ", stamp, ts.tv_nsec / 1000000, IDENT, (long)getpid());
 }
 
+size_t log_utf8_prefix(const char *s, size_t n)
+{
+	size_t len = strnlen(s, n);
+
+	/* Cut inside a character (the byte after the cut continues it, 10xxxxxx):
+	 * back off to where that character starts. */
+	if (len == n)
+		while (len > 0 && ((unsigned char)s[len] & 0xC0) == 0x80)
+			len--;
+	return len;
+}
+
+const char *log_escape(const void *in, size_t len, char *out, size_t size)
+{
+	const uint8_t *p = in;
+	size_t o = 0;
+
+	if (size == 0)
+		return out;
+	for (size_t i = 0, n; i < len; i += n) {
+		char esc[16];
+		const char *piece = esc;
+		size_t piece_len;
+		uint32_t cp = 0;
+
+		n = ttlv_utf8_char(p + i, len - i, &cp);
+		if (n == 0) {
+			n = 1;
+			piece_len = (size_t)snprintf(esc, sizeof(esc), "\\x%02X", p[i]);
+		} else if (cp == '\n' || cp == '\r' || cp == '\t') {
+			piece_len = (size_t)snprintf(esc, sizeof(esc), "\\%c", cp == '\n' ? 'n' : cp == '\r' ? 'r' : 't');
+		} else if (cp == '"' || cp == '\\') {
+			piece_len = (size_t)snprintf(esc, sizeof(esc), "\\%c", (char)cp);
+		} else if (cp < 0x20 || cp == 0x7F) {
+			piece_len = (size_t)snprintf(esc, sizeof(esc), "\\x%02X", (unsigned)cp);
+		} else if (cp >= 0x80 && cp <= 0x9F) { /* C1 controls, as a terminal reads them */
+			piece_len = (size_t)snprintf(esc, sizeof(esc), "\\u%04X", (unsigned)cp);
+		} else {
+			piece = (const char *)p + i;
+			piece_len = n;
+		}
+		if (piece_len > size - 1 - o)
+			break;
+		memcpy(out + o, piece, piece_len);
+		o += piece_len;
+	}
+	out[o] = '\0';
+	return out;
+}
+
 static void write_line(int fd, struct held *h, const char *message)
 {
 	char line[8192];
@@ -124,9 +175,9 @@ static void write_line(int fd, struct held *h, const char *message)
 	if (p < 0)
 		return;
 	n = (size_t)p + (size_t)snprintf(line + p, sizeof(line) - (size_t)p, "%s\n", message);
-	if (n >= sizeof(line)) {
-		n = sizeof(line) - 1;
-		line[n - 1] = '\n';
+	if (n >= sizeof(line)) { /* cut, at a character boundary */
+		n = (size_t)p + log_utf8_prefix(message, sizeof(line) - 2 - (size_t)p);
+		line[n++] = '\n';
 	}
 	if (!holding) {
 		write_all(fd, line, n);
@@ -201,7 +252,8 @@ void log_msg(int priority, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(message, sizeof(message), fmt, ap);
+	if (vsnprintf(message, sizeof(message), fmt, ap) >= (int)sizeof(message))
+		message[log_utf8_prefix(message, sizeof(message) - 1)] = '\0';
 	va_end(ap);
 	log_record(priority, message, NULL, 0);
 }

@@ -41,6 +41,14 @@ void log_record(int priority, const char *message, const struct log_field *field
 /* Between these, file and stderr lines are gathered and then written together. */
 void log_hold(void);
 void log_release(void);
+/* Text a client chose (a Username, a certificate's subject, a name), made safe for
+ * one log line or field: control characters (C0, DEL, C1), quotes and backslashes
+ * are escaped (\n, \x1B, \", \\), a byte that is not well-formed UTF-8 becomes
+ * \xNN, and the result is cut at a character boundary to fit size. Returns out. */
+const char *log_escape(const void *in, size_t len, char *out, size_t size);
+/* The longest prefix of s, at most n bytes, that ends at a UTF-8 character
+ * boundary. */
+size_t log_utf8_prefix(const char *s, size_t n);
 /* A TTLV tree, redacted, at debug priority (--trace). */
 void log_trace(const char *what, const struct ttlv_item *root);
 

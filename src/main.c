@@ -66,13 +66,14 @@ static void log_summary(const struct activation *a, const struct tls_conn *t, co
 			const struct timespec *t0)
 {
 	const struct tls_identity *id = t ? tls_identity(t) : NULL;
-	char message[1024], requests[16], duration[32];
-	char identity[80] = "-";
-	const char *dn = id && id->has_certificate ? id->dn : "-";
+	char message[2048], requests[16], duration[32];
+	char identity[80] = "-", dn[512] = "-";
 	const char *version = t ? tls_version_name(t) : "-", *cipher = t ? tls_cipher_name(t) : "-";
 
-	if (id && id->has_certificate)
+	if (id && id->has_certificate) {
 		snprintf(identity, sizeof(identity), "sha256:%s", id->spki_sha256);
+		log_escape(id->dn, strlen(id->dn), dn, sizeof(dn)); /* the client chose it */
+	}
 	snprintf(requests, sizeof(requests), "%u", st->requests);
 	snprintf(duration, sizeof(duration), "%.1f", elapsed_ms(t0));
 	snprintf(message, sizeof(message),

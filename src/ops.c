@@ -67,17 +67,6 @@ static bool is_testing_op(uint32_t operation)
 	return operation == KMIP_OP_INTEROP || operation == KMIP_OP_LOG;
 }
 
-/* Client text for a log line: at most max bytes, control characters replaced, so
- * that it cannot forge lines. */
-static void loggable(const struct ttlv_item *text, char *out, size_t max)
-{
-	size_t n = text->len < max - 1 ? text->len : max - 1;
-
-	for (size_t i = 0; i < n; i++)
-		out[i] = ((const unsigned char *)text->value)[i] < 0x20 ? '?' : ((const char *)text->value)[i];
-	out[n] = '\0';
-}
-
 const char *ops_name(uint32_t operation)
 {
 	const char *name = kmip_enum_name(KMIP_TAG_OPERATION, operation);
@@ -248,8 +237,7 @@ static void op_interop(struct ops_ctx *ctx, const struct ttlv_item *payload, str
 		return;
 	}
 	name = kmip_enum_name(KMIP_TAG_INTEROP_FUNCTION, ttlv_enum(fn));
-	loggable(id, text, sizeof(text));
-	log_msg(LOG_INFO, "interop %s %s", name ? name : "(unknown)", text);
+	log_msg(LOG_INFO, "interop %s %s", name ? name : "(unknown)", log_escape(id->value, id->len, text, sizeof(text)));
 	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
 	ttlv_end(w);
 }
@@ -266,8 +254,7 @@ static void op_log(struct ops_ctx *ctx, const struct ttlv_item *payload, struct 
 		ops_fail(res, KMIP_REASON_MISSING_DATA, "Log needs a Log Message");
 		return;
 	}
-	loggable(msg, text, sizeof(text));
-	log_msg(LOG_NOTICE, "client log: %s", text);
+	log_msg(LOG_NOTICE, "client log: %s", log_escape(msg->value, msg->len, text, sizeof(text)));
 	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
 	ttlv_end(w);
 }

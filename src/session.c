@@ -82,7 +82,7 @@ static void audit_write(const struct session *s, const struct audit_entry *e)
 	const char *result = e->reason ? kmip_enum_name(KMIP_TAG_RESULT_REASON, e->reason) : "Success";
 	const char *ns = s->entry ? s->entry->namespace : "";
 	const char *mechanism = e->mechanism ? p11_mechanism_name(e->mechanism) : "";
-	char latency[24], uid[2 * sizeof(e->uid) + 3], text[1024];
+	char latency[24], uid[6 * sizeof(e->uid) + 3], stack[1024], *text = stack;
 	int n;
 
 	if (!result)
@@ -91,13 +91,26 @@ static void audit_write(const struct session *s, const struct audit_entry *e)
 		snprintf(uid, sizeof(uid), "\"%s\"", e->uid);
 	else
 		json_quote(e->uid, uid, sizeof(uid));
-	n = snprintf(text, sizeof(text), "{\"client\":%s,\"operation\":\"%s\",\"result\":\"%s\",\"latency_us\":%" PRIu64
-		     "%s%s%s%s%s%s%s}",
-		     s->client_json, ops_name(e->operation), result, e->latency_us, ns[0] ? ",\"namespace\":" : "",
-		     ns[0] ? s->namespace_json : "", e->uid[0] ? ",\"uid\":" : "", e->uid[0] ? uid : "",
-		     mechanism[0] ? ",\"mechanism\":\"" : "", mechanism, mechanism[0] ? "\"" : "");
-	if (n < 0 || (size_t)n >= sizeof(text))
-		return;
+	/* A record that does not fit the stack buffer is formatted again in one that
+	 * does: none is ever dropped for its length. */
+	for (size_t size = sizeof(stack);;) {
+		n = snprintf(text, size,
+			     "{\"client\":%s,\"operation\":\"%s\",\"result\":\"%s\",\"latency_us\":%" PRIu64
+			     "%s%s%s%s%s%s%s}",
+			     s->client_json, ops_name(e->operation), result, e->latency_us,
+			     ns[0] ? ",\"namespace\":" : "", ns[0] ? s->namespace_json : "", e->uid[0] ? ",\"uid\":" : "",
+			     e->uid[0] ? uid : "", mechanism[0] ? ",\"mechanism\":\"" : "", mechanism,
+			     mechanism[0] ? "\"" : "");
+		if (n < 0)
+			return;
+		if ((size_t)n < size)
+			break;
+		size = (size_t)n + 1;
+		if (!(text = malloc(size))) {
+			text = stack; /* the record cut short rather than lost */
+			break;
+		}
+	}
 	snprintf(latency, sizeof(latency), "%" PRIu64, e->latency_us);
 	{
 		const struct log_field fields[] = {
@@ -112,6 +125,8 @@ static void audit_write(const struct session *s, const struct audit_entry *e)
 
 		log_record(e->reason ? LOG_NOTICE : LOG_INFO, text, fields, sizeof(fields) / sizeof(fields[0]));
 	}
+	if (text != stack)
+		free(text);
 }
 
 /* Queues the audit record of one batch item. */
@@ -161,9 +176,12 @@ static void set_client(struct session *s, const struct kmip_header *h)
 		snprintf(s->client, sizeof(s->client), "%s", s->entry->name);
 	else if (id->has_certificate)
 		snprintf(s->client, sizeof(s->client), "sha256:%s", id->spki_sha256);
-	else if (h && h->username.ptr)
-		snprintf(s->client, sizeof(s->client), "user:%.*s", (int)(h->username.len > 64 ? 64 : h->username.len),
-			 h->username.ptr);
+	else if (h && h->username.ptr) {
+		char name[65];
+
+		snprintf(s->client, sizeof(s->client), "user:%s",
+			 log_escape(h->username.ptr, h->username.len, name, sizeof(name)));
+	}
 	else
 		snprintf(s->client, sizeof(s->client), "anonymous");
 	json_quote(s->client, s->client_json, sizeof(s->client_json));

@@ -115,39 +115,46 @@ int ttlv_frame_length(const uint8_t hdr[TTLV_HEADER_LEN], const struct ttlv_limi
 	return 0;
 }
 
+size_t ttlv_utf8_char(const uint8_t *s, size_t len, uint32_t *ret_cp)
+{
+	uint8_t c = len ? s[0] : 0;
+	uint32_t cp, min;
+	size_t n;
+
+	if (len == 0)
+		return 0;
+	if (c < 0x80) {
+		*ret_cp = c;
+		return 1;
+	}
+	if ((c & 0xE0) == 0xC0)
+		n = 1, cp = c & 0x1F, min = 0x80;
+	else if ((c & 0xF0) == 0xE0)
+		n = 2, cp = c & 0x0F, min = 0x800;
+	else if ((c & 0xF8) == 0xF0)
+		n = 3, cp = c & 0x07, min = 0x10000;
+	else
+		return 0;
+	if (n > len - 1)
+		return 0;
+	for (size_t k = 1; k <= n; k++) {
+		if ((s[k] & 0xC0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[k] & 0x3F);
+	}
+	if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+		return 0;
+	*ret_cp = cp;
+	return n + 1;
+}
+
 bool ttlv_utf8_valid(const uint8_t *s, size_t len)
 {
-	size_t i = 0;
+	uint32_t cp;
 
-	while (i < len) {
-		uint8_t c = s[i];
-		uint32_t cp, min;
-		size_t n;
-
-		if (c < 0x80) {
-			i++;
-			continue;
-		}
-		if ((c & 0xE0) == 0xC0) {
-			n = 1, cp = c & 0x1F, min = 0x80;
-		} else if ((c & 0xF0) == 0xE0) {
-			n = 2, cp = c & 0x0F, min = 0x800;
-		} else if ((c & 0xF8) == 0xF0) {
-			n = 3, cp = c & 0x07, min = 0x10000;
-		} else {
+	for (size_t i = 0, n; i < len; i += n)
+		if (!(n = ttlv_utf8_char(s + i, len - i, &cp)))
 			return false;
-		}
-		if (n > len - i - 1)
-			return false;
-		for (size_t k = 1; k <= n; k++) {
-			if ((s[i + k] & 0xC0) != 0x80)
-				return false;
-			cp = cp << 6 | (s[i + k] & 0x3F);
-		}
-		if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-			return false;
-		i += n + 1;
-	}
 	return true;
 }
 

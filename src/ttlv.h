@@ -77,6 +77,9 @@ size_t ttlv_count_children(const struct ttlv_item *parent);
  * is valid (a vector from a real server holds one): users needing a C string check
  * for it. */
 bool ttlv_utf8_valid(const uint8_t *s, size_t len);
+/* The length of the well-formed UTF-8 character at s (at most len bytes), with its
+ * code point in *ret_cp; 0 if there is none. */
+size_t ttlv_utf8_char(const uint8_t *s, size_t len, uint32_t *ret_cp);
 
 /* The writer keeps a sticky error: after the first failure every call is a no-op,
  * and ttlv_writer_finish reports it. Its memory is wiped when freed, because
