@@ -488,6 +488,13 @@ static void check_combination(const struct cfg *c, struct errors *e)
 		add_error(e, "tls.key", "required");
 	if (!c->tls.client_ca && c->tls.require_client_certificate)
 		add_error(e, "tls.client_ca", "required unless tls.require_client_certificate is false");
+	/* A client without a certificate is known by its Username and Password only,
+	 * so something must check them. */
+	if (!c->tls.require_client_certificate && !c->n_clients && !c->pkcs11.login_with_credentials)
+		add_error(e, "tls.require_client_certificate",
+			  "false lets clients in without a certificate, but nothing would check their Username and "
+			  "Password: add a \"clients\" entry with username and password_sha256 (or password_is_pin, "
+			  "the token checking the Password as its PIN), or set pkcs11.login_with_credentials");
 	if (c->tls.key && strncmp(c->tls.key, "pkcs11:", 7) == 0 && !c->pkcs11.module)
 		add_error(e, "tls.key", "a pkcs11: URI needs pkcs11.module");
 	if (c->pkcs11.pin_file && c->pkcs11.pin_credential)

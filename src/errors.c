@@ -27,6 +27,7 @@ const char *kr_strerror(int err)
 	case KR_E_P11_DATA: return "the token refused the data";
 	case KR_E_P11_SIGNATURE: return "the signature does not verify";
 	case KR_E_P11_DEVICE: return "the token is not available";
+	case KR_E_AUTH: return "authentication failed";
 	case KR_E_TTLV_TRUNCATED: return "TTLV: input truncated";
 	case KR_E_TTLV_OVERRUN: return "TTLV: item length overruns its enclosing structure";
 	case KR_E_TTLV_TRAILING: return "TTLV: trailing bytes after the message";

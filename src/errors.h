@@ -54,6 +54,8 @@ enum kr_error {
 	KR_E_P11_DATA = -509,         /* the token refused the data */
 	KR_E_P11_SIGNATURE = -510,    /* the signature does not verify */
 	KR_E_P11_DEVICE = -511,       /* the token or its session is gone */
+
+	KR_E_AUTH = -600,             /* the client is not who it may be, or not the connection's */
 };
 
 /* Static text for a code; never NULL. */

@@ -142,6 +142,7 @@ static int serve(const struct cfg *c, const struct activation *a, bool trace)
 	struct session_stats st = { .end = "TLS setup failed" };
 	struct conn_token ct;
 	gnutls_privkey_t privkey = NULL;
+	CK_OBJECT_HANDLE key_handle;
 	struct tls_conn *t = NULL;
 	struct timespec t0;
 	const char *why = NULL;
@@ -154,7 +155,9 @@ static int serve(const struct cfg *c, const struct activation *a, bool trace)
 		r = token_open_configured(&ct);
 		why = ct.why;
 		if (r == 0)
-			r = p11_tls_privkey(ct.tok, c->tls.key, &privkey, &why);
+			r = p11_tls_privkey(ct.tok, c->tls.key, &privkey, &key_handle, &why);
+		if (r == 0)
+			token_reserve(&ct, key_handle);
 	}
 	if (r == 0)
 		r = tls_conn_new(c, privkey, a->fd, &t, &why);

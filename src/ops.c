@@ -4,8 +4,8 @@
 
 #include <string.h>
 
+#include "guard.h"
 #include "log.h"
-#include "policy.h"
 
 static void op_discover_versions(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
 				 struct ops_result *res);
@@ -17,39 +17,41 @@ static void op_log(struct ops_ctx *ctx, const struct ttlv_item *payload, struct 
 		   struct ops_result *res);
 
 /* In code order: Query lists them so. "changes": it changes the token, which a
- * read-only client may not. */
+ * read-only client may not; "objects": what its request names, which the gate
+ * resolves before the handler runs. */
 static const struct {
 	uint32_t operation;
 	ops_handler run;
 	bool changes;
+	enum guard_objects objects;
 } ops_table[] = {
-	{ KMIP_OP_CREATE, op_create, true },
-	{ KMIP_OP_CREATE_KEY_PAIR, op_create_key_pair, true },
-	{ KMIP_OP_REGISTER, op_register, true },
-	{ KMIP_OP_LOCATE, op_locate, false },
-	{ KMIP_OP_CHECK, op_check, false },
-	{ KMIP_OP_GET, op_get, false },
-	{ KMIP_OP_GET_ATTRIBUTES, op_get_attributes, false },
-	{ KMIP_OP_GET_ATTRIBUTE_LIST, op_get_attribute_list, false },
-	{ KMIP_OP_ADD_ATTRIBUTE, op_add_attribute, true },
-	{ KMIP_OP_MODIFY_ATTRIBUTE, op_modify_attribute, true },
-	{ KMIP_OP_DELETE_ATTRIBUTE, op_delete_attribute, true },
-	{ KMIP_OP_ACTIVATE, op_activate, true },
-	{ KMIP_OP_REVOKE, op_revoke, true },
-	{ KMIP_OP_DESTROY, op_destroy, true },
-	{ KMIP_OP_QUERY, op_query, false },
-	{ KMIP_OP_DISCOVER_VERSIONS, op_discover_versions, false },
-	{ KMIP_OP_ENCRYPT, op_encrypt, false },
-	{ KMIP_OP_DECRYPT, op_decrypt, false },
-	{ KMIP_OP_SIGN, op_sign, false },
-	{ KMIP_OP_SIGNATURE_VERIFY, op_signature_verify, false },
-	{ KMIP_OP_MAC, op_mac, false },
-	{ KMIP_OP_MAC_VERIFY, op_mac_verify, false },
-	{ KMIP_OP_RNG_RETRIEVE, op_rng_retrieve, false },
-	{ KMIP_OP_HASH, op_hash, false },
+	{ KMIP_OP_CREATE, op_create, true, GUARD_NONE },
+	{ KMIP_OP_CREATE_KEY_PAIR, op_create_key_pair, true, GUARD_NONE },
+	{ KMIP_OP_REGISTER, op_register, true, GUARD_NONE },
+	{ KMIP_OP_LOCATE, op_locate, false, GUARD_NONE },
+	{ KMIP_OP_CHECK, op_check, false, GUARD_OBJECT },
+	{ KMIP_OP_GET, op_get, false, GUARD_OBJECT },
+	{ KMIP_OP_GET_ATTRIBUTES, op_get_attributes, false, GUARD_OBJECT_OR_RECORD },
+	{ KMIP_OP_GET_ATTRIBUTE_LIST, op_get_attribute_list, false, GUARD_OBJECT_OR_RECORD },
+	{ KMIP_OP_ADD_ATTRIBUTE, op_add_attribute, true, GUARD_OBJECT },
+	{ KMIP_OP_MODIFY_ATTRIBUTE, op_modify_attribute, true, GUARD_OBJECT },
+	{ KMIP_OP_DELETE_ATTRIBUTE, op_delete_attribute, true, GUARD_OBJECT },
+	{ KMIP_OP_ACTIVATE, op_activate, true, GUARD_OBJECT },
+	{ KMIP_OP_REVOKE, op_revoke, true, GUARD_OBJECT_OR_RECORD },
+	{ KMIP_OP_DESTROY, op_destroy, true, GUARD_OBJECT },
+	{ KMIP_OP_QUERY, op_query, false, GUARD_NONE },
+	{ KMIP_OP_DISCOVER_VERSIONS, op_discover_versions, false, GUARD_NONE },
+	{ KMIP_OP_ENCRYPT, op_encrypt, false, GUARD_OBJECT_OR_STREAM },
+	{ KMIP_OP_DECRYPT, op_decrypt, false, GUARD_OBJECT_OR_STREAM },
+	{ KMIP_OP_SIGN, op_sign, false, GUARD_OBJECT },
+	{ KMIP_OP_SIGNATURE_VERIFY, op_signature_verify, false, GUARD_OBJECT },
+	{ KMIP_OP_MAC, op_mac, false, GUARD_OBJECT },
+	{ KMIP_OP_MAC_VERIFY, op_mac_verify, false, GUARD_OBJECT },
+	{ KMIP_OP_RNG_RETRIEVE, op_rng_retrieve, false, GUARD_NONE },
+	{ KMIP_OP_HASH, op_hash, false, GUARD_NONE },
 	/* For conformance test runs only, with testing.interop. */
-	{ KMIP_OP_LOG, op_log, false },
-	{ KMIP_OP_INTEROP, op_interop, false },
+	{ KMIP_OP_LOG, op_log, false, GUARD_NONE },
+	{ KMIP_OP_INTEROP, op_interop, false, GUARD_NONE },
 };
 
 #define N_OPS (sizeof(ops_table) / sizeof(ops_table[0]))
@@ -259,6 +261,37 @@ static void op_log(struct ops_ctx *ctx, const struct ttlv_item *payload, struct 
 	ttlv_end(w);
 }
 
+/* The handler's first run, and a second one if a handle cached on this connection
+ * turned out stale (another process changed the object and SoftHSM reloaded it):
+ * the gate resolves the object afresh. Only a first run that wrote nothing to the
+ * token is run again, so that nothing it did (a usage charge) happens twice. */
+static void run_handler(struct ops_ctx *ctx, size_t i, const struct kmip_batch_item *item, struct ttlv_writer *w,
+			struct ops_result *res)
+{
+	const struct ttlv_item *payload = item->payload.first;
+
+	for (int attempt = 0; attempt < 2; attempt++) {
+		unsigned long writes = ctx->token->tok ? p11_writes(ctx->token->tok) : 0;
+
+		*res = (struct ops_result){ 0 };
+		ttlv_writer_clear(w);
+		if (!guard_item(ctx, item->operation, ops_table[i].changes, ops_table[i].objects, payload, res))
+			return;
+		if (ctx->undo && !*ctx->undo && !(*ctx->undo = ops_undo_prepare(ctx, item))) {
+			ops_fail_err(res, KR_E_NOMEM);
+			return;
+		}
+		ops_table[i].run(ctx, payload, w, res);
+		if (res->reason != KMIP_REASON_ITEM_NOT_FOUND && res->reason != KMIP_REASON_OBJECT_NOT_FOUND)
+			break;
+		if (!ctx->token->tok || !ctx->token->store.n_cache || p11_writes(ctx->token->tok) != writes)
+			break;
+		ctx->token->store.n_cache = 0;
+	}
+	if (ctx->undo && !res->reason)
+		ops_undo_done(ctx, item, *ctx->undo);
+}
+
 void ops_run(struct ops_ctx *ctx, const struct kmip_batch_item *item, struct ttlv_writer *w,
 	     struct ops_result *res)
 {
@@ -274,22 +307,7 @@ void ops_run(struct ops_ctx *ctx, const struct kmip_batch_item *item, struct ttl
 	}
 	for (size_t i = 0; i < N_OPS; i++)
 		if (ops_table[i].operation == item->operation) {
-			if (!policy_operation_allowed(ctx->client, item->operation, ops_table[i].changes)) {
-				ops_fail(res, KMIP_REASON_PERMISSION_DENIED,
-					 ops_table[i].changes && ctx->client->read_only
-						 ? "policy: this client is read-only"
-						 : "policy: this operation is not allowed for this client");
-				return;
-			}
-			ops_table[i].run(ctx, item->payload.first, w, res);
-			/* A handle this connection cached goes stale when another process
-			 * changes the object (SoftHSM reloads it): look it up again, once. */
-			if (res->reason == KMIP_REASON_ITEM_NOT_FOUND && ctx->token->tok && ctx->token->store.n_cache) {
-				ctx->token->store.n_cache = 0;
-				ttlv_writer_clear(w);
-				*res = (struct ops_result){ 0 };
-				ops_table[i].run(ctx, item->payload.first, w, res);
-			}
+			run_handler(ctx, i, item, w, res);
 			return;
 		}
 	ops_fail(res, KMIP_REASON_OPERATION_NOT_SUPPORTED, "operation not supported");

@@ -9,6 +9,18 @@
 #include "kmip.h"
 #include "ttlv.h"
 
+/* A Link attribute's target, as the gate resolved it. */
+struct ops_link {
+	const char *uid; /* borrowed from the request */
+	size_t len;
+	bool found;      /* an object the client may see */
+	struct store_obj obj;
+};
+#define OPS_MAX_LINKS 4
+
+struct ops_undo;
+struct guard;
+
 struct ops_ctx {
 	const struct cfg *cfg;
 	struct kmip_version version;      /* the version the response is written in */
@@ -16,9 +28,17 @@ struct ops_ctx {
 	struct conn_token *token;         /* opened by the first operation that needs it */
 	bool credential_client;           /* no certificate: a Username/Password client */
 	const struct cfg_client *client;  /* its "clients" entry; NULL without that section */
+	struct ops_undo **undo;           /* Batch Error Continuation Option Undo: where ops_run
+					   * keeps what the item changes; NULL without */
 	CK_MECHANISM_TYPE mechanism;      /* the one a cryptographic operation used, for audit */
 	char uid[STORE_MAX_UID + 1];      /* the object this batch item acted on, for audit */
 	char placeholder[STORE_MAX_UID + 1]; /* the ID Placeholder: the last object of the batch */
+	/* What the gate resolved for this item: the object it names, and the targets of
+	 * its Link attributes (guard.h). */
+	bool has_target;
+	struct store_obj target;
+	struct ops_link links[OPS_MAX_LINKS];
+	size_t n_links;
 };
 
 /* What an operation did, for the response and the audit record. */
@@ -27,23 +47,17 @@ struct ops_result {
 	const char *message;     /* static text, or NULL */
 };
 
-/* Runs one batch item. On success the Response Payload is in w (which may be left
- * empty for operations without one); on failure res says why. */
+/* Runs one batch item: through the gate (guard.h), then its handler. On success
+ * the Response Payload is in w (which may be left empty for operations without
+ * one); on failure res says why. */
 void ops_run(struct ops_ctx *ctx, const struct kmip_batch_item *item, struct ttlv_writer *w,
 	     struct ops_result *res);
 
-/* Whether the operation changes the token. */
-bool ops_changes(uint32_t operation);
-
 /* Batch Error Continuation Option Undo (ops_undo.c). ops_undoable says whether an
- * operation can be undone at all (Destroy cannot). Before a batch item runs,
- * ops_undo_prepare keeps what it may change (NULL: out of memory); after it
- * succeeded, ops_undo_done notes what it made; if a later item fails,
- * ops_undo_apply puts it back. */
-struct ops_undo;
+ * operation can be undone at all (Destroy cannot). With ctx->undo set, ops_run
+ * keeps what an item may change before it runs, and notes what it made; if a later
+ * item fails, ops_undo_apply puts it back. */
 bool ops_undoable(uint32_t operation);
-struct ops_undo *ops_undo_prepare(struct ops_ctx *ctx, const struct kmip_batch_item *item);
-void ops_undo_done(struct ops_ctx *ctx, const struct kmip_batch_item *item, struct ops_undo *u);
 int ops_undo_apply(struct ops_ctx *ctx, struct ops_undo *u) KR_WUR;
 void ops_undo_free(struct ops_undo *u);
 

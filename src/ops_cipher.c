@@ -293,9 +293,9 @@ static struct stream *stream_of(struct ops_ctx *ctx, const struct ttlv_item *pay
 	    ttlv_find(payload, KMIP_TAG_AUTHENTICATED_ENCRYPTION_TAG))
 		ops_fail(res, KMIP_REASON_INVALID_FIELD,
 			 "Init Indicator, additional data and tag belong in a stream's first request");
-	else if (!ttlv_find(payload, KMIP_TAG_UNIQUE_IDENTIFIER))
+	else if (!ctx->has_target)
 		ops_acted_on(ctx, o);
-	else if (ops_find_object(ctx, *ret_st, payload, o, res) && strcmp(o->uid, sm->key.uid) != 0)
+	else if (strcmp(ctx->target.uid, sm->key.uid) != 0)
 		ops_fail(res, KMIP_REASON_INVALID_CORRELATION_VALUE, "the Correlation Value is of a stream with another key");
 	if (res->reason) {
 		stream_end(*ret_st, sm);
@@ -313,8 +313,7 @@ static bool cipher_begin(struct ops_ctx *ctx, const struct ttlv_item *payload, s
 	struct crypto_params p;
 	int r;
 
-	if (!crypto_read_params(payload, &p, res) || !(*ret_st = ops_store(ctx, res)) ||
-	    !ops_find_object(ctx, *ret_st, payload, o, res))
+	if (!crypto_read_params(payload, &p, res) || !ops_target(ctx, ret_st, o, res))
 		return false;
 	if ((o->key_type != CKK_AES || o->kind != STORE_SECRET) &&
 	    (o->key_type != CKK_RSA || o->kind != (cs->encrypt ? STORE_PUBLIC : STORE_PRIVATE))) {

@@ -383,7 +383,7 @@ void op_create_key_pair(struct ops_ctx *ctx, const struct ttlv_item *payload, st
 	}
 	kpub.algorithm = kpriv.algorithm;
 	kpub.length = kpriv.length;
-	if (!ops_key_allowed(ctx, kpriv.algorithm, kpriv.length, res))
+	if (!guard_new_key(ctx, kpriv.algorithm, kpriv.length, res))
 		return;
 	if (kpriv.has_usage)
 		upriv = kpriv.usage;
@@ -483,7 +483,7 @@ void op_create(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv
 	if (!k.has_usage)
 		k.usage = sym->key_type == CKK_GENERIC_SECRET ? USE_MAC_GENERATE | USE_MAC_VERIFY
 							      : USE_ENCRYPT | USE_DECRYPT;
-	if (!ops_key_allowed(ctx, k.algorithm, k.length, res) || !(st = ops_store(ctx, res)))
+	if (!guard_new_key(ctx, k.algorithm, k.length, res) || !(st = ops_store(ctx, res)))
 		return;
 	if ((r = ops_new_id(ctx, st, o.id)) < 0) {
 		ops_fail_token(st, res, r);
@@ -648,6 +648,7 @@ static int public_template(const struct key_block *kb, struct key_template *t, s
 		tmpl_number(t, v, CKA_MODULUS, a);
 		tmpl_number(t, v, CKA_PUBLIC_EXPONENT, b);
 		k->algorithm = ALG_RSA;
+		k->length = rsa_bits(&a);
 		r = 0;
 		break;
 	case GNUTLS_PK_ECDSA:
@@ -908,9 +909,6 @@ void op_register(struct ops_ctx *ctx, const struct ttlv_item *payload, struct tt
 		ops_fail(res, KMIP_REASON_INVALID_ATTRIBUTE_VALUE, "symmetric keys are AES, HMAC or ChaCha20 keys");
 		return;
 	}
-	if (has_block && obj_type != OBJ_SECRET_DATA &&
-	    !ops_key_allowed(ctx, kb.algorithm ? kb.algorithm : k.algorithm, kb.length ? kb.length : k.length, res))
-		return;
 	if (!(st = ops_store(ctx, res)))
 		return;
 	if ((r = ops_new_id(ctx, st, o.id)) < 0) {
@@ -922,7 +920,9 @@ void op_register(struct ops_ctx *ctx, const struct ttlv_item *payload, struct tt
 			  : o.kind == STORE_PRIVATE ? USE_SIGN | USE_DECRYPT
 			  : o.kind == STORE_SECRET  ? USE_ENCRYPT | USE_DECRYPT
 						    : USE_VERIFY;
-	tmpl_init(&t, ctx, o.kind, &k, o.id, k.usage);
+	/* Secret Data is no key: whatever its usage mask says, the token gets no usage
+	 * flags for it, so that it never signs, MACs or encrypts. */
+	tmpl_init(&t, ctx, o.kind, &k, o.id, obj_type == OBJ_SECRET_DATA ? 0 : k.usage);
 	r = obj_type == OBJ_SECRET_DATA   ? secret_data_template(&kb, &t)
 	    : ops_transparent(kb.format) ? transparent_template(&kb, o.kind, &t, &k)
 	    : o.kind == STORE_PUBLIC      ? public_template(&kb, &t, &v, &k)
@@ -930,6 +930,11 @@ void op_register(struct ops_ctx *ctx, const struct ttlv_item *payload, struct tt
 	    : o.kind == STORE_SECRET      ? symmetric_template(&kb, sym, &t, &k)
 	    : o.kind == STORE_DATA        ? opaque_template(object, &t)
 					  : certificate_template(object, &t, &v);
+	/* The policy judges the key as parsed, not as the request declares it. */
+	if (r == 0 && has_block && obj_type != OBJ_SECRET_DATA && !guard_new_key(ctx, k.algorithm, k.length, res)) {
+		values_clear(&v);
+		return;
+	}
 	if (r == 0)
 		r = p11_create(st->tok, t.a, t.n, &o.handle);
 	values_clear(&v);

@@ -406,10 +406,10 @@ static const struct ttlv_item *input_data(const struct ttlv_item *payload, bool 
 }
 
 /* The object the request names, of the kind an operation needs. */
-static bool crypto_object(struct ops_ctx *ctx, const struct ttlv_item *payload, enum store_kind kind,
-			  struct store **ret_st, struct store_obj *o, struct ops_result *res)
+static bool crypto_object(struct ops_ctx *ctx, enum store_kind kind, struct store **ret_st, struct store_obj *o,
+			  struct ops_result *res)
 {
-	if (!(*ret_st = ops_store(ctx, res)) || !ops_find_object(ctx, *ret_st, payload, o, res))
+	if (!ops_target(ctx, ret_st, o, res))
 		return false;
 	if (o->kind != kind) {
 		ops_fail(res, KMIP_REASON_INVALID_OBJECT_TYPE, "this operation needs another kind of object");
@@ -526,7 +526,7 @@ void op_sign(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_w
 		return;
 	}
 	if (!crypto_read_params(payload, &p, res) || !single_part(payload, res) ||
-	    !crypto_object(ctx, payload, STORE_PRIVATE, &st, &o, res) || !(kp = crypto_key_for(st, &o, PROTECT, &p, res)))
+	    !crypto_object(ctx, STORE_PRIVATE, &st, &o, res) || !(kp = crypto_key_for(st, &o, PROTECT, &p, res)))
 		return;
 	r = signature_input(st->tok, o.key_type, &p, in->value, in->len, digested, &si);
 	ctx->mechanism = si.mech.mechanism;
@@ -663,7 +663,7 @@ void op_signature_verify(struct ops_ctx *ctx, const struct ttlv_item *payload, s
 		return;
 	}
 	if (!crypto_read_params(payload, &p, res) || !single_part(payload, res) ||
-	    !crypto_object(ctx, payload, STORE_PUBLIC, &st, &o, res) || !crypto_key_for(st, &o, PROCESS, &p, res))
+	    !crypto_object(ctx, STORE_PUBLIC, &st, &o, res) || !crypto_key_for(st, &o, PROCESS, &p, res))
 		return;
 	r = signature_input(st->tok, o.key_type, &p, in->value, in->len, digested, &si);
 	ctx->mechanism = si.mech.mechanism;
@@ -726,7 +726,7 @@ static void mac(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttl
 		return;
 	}
 	if (!crypto_read_params(payload, &p, res) || !single_part(payload, res) ||
-	    !crypto_object(ctx, payload, STORE_SECRET, &st, &o, res) ||
+	    !crypto_object(ctx, STORE_SECRET, &st, &o, res) ||
 	    !(kp = crypto_key_for(st, &o, verify ? PROCESS : PROTECT, &p, res)))
 		return;
 	r = mac_mechanism(kp, &p, &mech);

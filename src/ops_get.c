@@ -10,7 +10,6 @@
 #include <string.h>
 
 #include "ops_objects.h"
-#include "policy.h"
 
 /* What the token says about a key, with the metadata's word where it has one. */
 struct key_info {
@@ -226,14 +225,13 @@ int ops_load_attrs(struct store *st, const struct store_obj *o, const struct sto
 
 /* The object the request names, or a destroyed one's record, with all its
  * attributes. */
-static bool object_and_attrs(struct ops_ctx *ctx, const struct ttlv_item *payload, struct store_obj *o,
-			     struct store_meta *oa, struct ops_result *res)
+static bool object_and_attrs(struct ops_ctx *ctx, struct store_obj *o, struct store_meta *oa, struct ops_result *res)
 {
-	struct store *st = ops_store(ctx, res);
+	struct store *st;
 	struct store_meta m = { 0 };
 	int r;
 
-	if (!st || !ops_find_object_or_record(ctx, st, payload, o, res))
+	if (!ops_target(ctx, &st, o, res))
 		return false;
 	if ((r = store_meta_read(st, o, &m)) == 0)
 		r = ops_load_attrs(st, o, &m, oa);
@@ -325,7 +323,7 @@ void op_get_attributes(struct ops_ctx *ctx, const struct ttlv_item *payload, str
 	struct kmip_attrs out = { chosen, 0 };
 	struct store_obj o;
 
-	if (!object_and_attrs(ctx, payload, &o, &oa, res))
+	if (!object_and_attrs(ctx, &o, &oa, res))
 		return;
 	for (size_t i = 0; i < oa.attrs.n && out.n < 64; i++)
 		if (defined_in(&oa.attrs.v[i], ctx->version) && wanted(payload, &oa.attrs.v[i]))
@@ -343,7 +341,8 @@ void op_get_attribute_list(struct ops_ctx *ctx, const struct ttlv_item *payload,
 	struct store_meta oa = { 0 };
 	struct store_obj o;
 
-	if (!object_and_attrs(ctx, payload, &o, &oa, res))
+	(void)payload; /* the gate resolved what it names */
+	if (!object_and_attrs(ctx, &o, &oa, res))
 		return;
 	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
 	ops_put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, o.uid);
@@ -721,14 +720,14 @@ static void get_key(struct store *st, const struct store_obj *o, const struct ke
 void op_get(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res)
 {
 	const struct ttlv_item *fmt = ttlv_find(payload, KMIP_TAG_KEY_FORMAT_TYPE);
-	struct store *st = ops_store(ctx, res);
+	struct store *st;
 	struct store_meta m = { 0 };
 	struct key_info ki = { 0 };
 	struct store_obj o;
 	uint32_t format;
 	int r;
 
-	if (!st || !ops_find_object(ctx, st, payload, &o, res))
+	if (!ops_target(ctx, &st, &o, res))
 		return;
 	if (ttlv_find(payload, KMIP_TAG_KEY_WRAPPING_SPECIFICATION)) {
 		ops_fail(res, KMIP_REASON_FEATURE_NOT_SUPPORTED, "key wrapping is not supported");
@@ -986,7 +985,7 @@ static int locate_objects(struct ops_ctx *ctx, struct store *st, const struct lo
 			o.id_len = ida.ulValueLen;
 			memcpy(o.id, id, o.id_len);
 			store_uid(o.kind, o.id, o.id_len, o.uid);
-			if (policy_visible(ctx->cfg, ctx->client, o.id, o.id_len) && locate_matches(st, &o, q, linked))
+			if (guard_visible(ctx, &o) && locate_matches(st, &o, q, linked))
 				page_add(page, o.uid);
 		}
 	}
@@ -1009,7 +1008,7 @@ static int locate_records(struct ops_ctx *ctx, struct store *st, const struct lo
 		return r;
 	}
 	for (size_t i = 0; i < n; i++)
-		if (policy_visible(ctx->cfg, ctx->client, recs[i].id, recs[i].id_len) &&
+		if (guard_visible(ctx, &recs[i]) &&
 		    locate_matches(st, &recs[i], q, linked))
 			page_add(page, recs[i].uid);
 	free(recs);
@@ -1078,11 +1077,13 @@ void op_locate(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv
 		kmip_attrs_clear(&attrs);
 		return;
 	}
-	if (q.link_uid.ptr && ((r = store_find(st, q.link_uid.ptr, q.link_uid.len, &linked)) < 0 ||
-			       !policy_visible(ctx->cfg, ctx->client, linked.id, linked.id_len))) {
-		/* Linked to nothing there is (for this client): nothing is found. */
-		q.kind = -2;
-		r = 0;
+	if (q.link_uid.ptr) {
+		const struct store_obj *l = guard_link(ctx, q.link_uid.ptr, q.link_uid.len);
+
+		if (l)
+			linked = *l;
+		else /* linked to nothing there is (for this client): nothing is found */
+			q.kind = -2;
 	}
 	ttlv_writer_init(&page.uids, TTLV_DEFAULT_MAX_SIZE);
 	if (mask & STORAGE_ONLINE)
@@ -1110,12 +1111,12 @@ void op_locate(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv
 void op_check(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res)
 {
 	const struct ttlv_item *mask = ttlv_find(payload, KMIP_TAG_CRYPTOGRAPHIC_USAGE_MASK);
-	struct store *st = ops_store(ctx, res);
+	struct store *st;
 	struct store_meta m = { 0 };
 	struct store_obj o;
 	int r;
 
-	if (!st || !ops_find_object(ctx, st, payload, &o, res))
+	if (!ops_target(ctx, &st, &o, res))
 		return;
 	if (mask && mask->type != TTLV_INTEGER) {
 		ops_fail(res, KMIP_REASON_INVALID_FIELD, "Cryptographic Usage Mask must be an Integer");
@@ -1125,7 +1126,7 @@ void op_check(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_
 		ops_fail_token(st, res, r);
 		return;
 	}
-	if (mask && ((uint32_t)ttlv_int(mask) & ~ops_usage_of(st, &o, &m))) {
+	if (mask && ((uint32_t)ttlv_int(mask) & ~ops_token_mask(&m, ops_usage_of(st, &o, &m)))) {
 		ops_fail(res, KMIP_REASON_INCOMPATIBLE_CRYPTOGRAPHIC_USAGE_MASK, "the object's usage mask does not allow this");
 	} else if (mask && ops_meta_state(&m) != STATE_ACTIVE) {
 		ops_fail(res, KMIP_REASON_WRONG_KEY_LIFECYCLE_STATE, "the object is not Active");

@@ -2,6 +2,7 @@
 #ifndef KR_OPS_INTERNAL_H
 #define KR_OPS_INTERNAL_H
 
+#include "guard.h"
 #include "ops.h"
 #include "store.h"
 
@@ -14,11 +15,15 @@ void ops_fail_err(struct ops_result *res, int err);
 
 /* The connection's store, opening the token if needed; NULL with res set. */
 struct store *ops_store(struct ops_ctx *ctx, struct ops_result *res);
-/* The object the payload's Unique Identifier (or the ID Placeholder) names; for the
- * record of a destroyed object, Object Destroyed (operations that answer for
- * records look them up themselves). */
-bool ops_find_object(struct ops_ctx *ctx, struct store *st, const struct ttlv_item *payload, struct store_obj *ret,
-		     struct ops_result *res);
+/* The object the gate resolved for this item (ctx->target), and the store it is
+ * in; false with res set if the item names none. */
+bool ops_target(struct ops_ctx *ctx, struct store **ret_st, struct store_obj *ret, struct ops_result *res);
+/* Before an item that may change an object runs under Undo, what it may change
+ * (NULL: out of memory); after it succeeded, what it made (ops_undo.c). */
+struct ops_undo *ops_undo_prepare(struct ops_ctx *ctx, const struct kmip_batch_item *item);
+void ops_undo_done(struct ops_ctx *ctx, const struct kmip_batch_item *item, struct ops_undo *u);
+/* Whether the operation changes the token. */
+bool ops_changes(uint32_t operation);
 /* Why the token refused to use a key: its lifecycle state, else its usage mask. */
 void ops_explain_refusal(struct store *st, const struct store_obj *o, struct ops_result *res);
 

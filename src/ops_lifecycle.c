@@ -39,7 +39,7 @@ static int change_state(struct store *st, const struct store_obj *o, const struc
 	size_t n_replaced = 3;
 	CK_ATTRIBUTE flags[OPS_MAX_FLAGS];
 	CK_BBOOL values[OPS_MAX_FLAGS];
-	size_t n = o->destroyed ? 0 : ops_usage_template(o->kind, c->usage, c->state, values, flags);
+	size_t n = o->destroyed ? 0 : ops_usage_template(o->kind, ops_token_mask(m, c->usage), c->state, values, flags);
 	int r = n ? p11_set_attrs(st->tok, o->handle, flags, n) : 0;
 
 	for (size_t i = 0; i < c->n_dates; i++)
@@ -49,8 +49,8 @@ static int change_state(struct store *st, const struct store_obj *o, const struc
 	return r;
 }
 
-/* The common start of a lifecycle operation: the lock, the object (or with records,
- * a destroyed object's record), its metadata. */
+/* The common start of a lifecycle operation: the object the gate resolved (for
+ * Revoke, possibly the record a destroyed object left), the lock, its metadata. */
 struct locked_object {
 	struct store *st;
 	struct store_obj o;
@@ -58,15 +58,12 @@ struct locked_object {
 	int lock;
 };
 
-static bool lock_object(struct ops_ctx *ctx, const struct ttlv_item *payload, bool records, struct locked_object *lo,
-			struct ops_result *res)
+static bool lock_object(struct ops_ctx *ctx, struct locked_object *lo, struct ops_result *res)
 {
 	int r;
 
 	*lo = (struct locked_object){ .lock = -1 };
-	if (!(lo->st = ops_store(ctx, res)))
-		return false;
-	if (!(records ? ops_find_object_or_record : ops_find_object)(ctx, lo->st, payload, &lo->o, res))
+	if (!ops_target(ctx, &lo->st, &lo->o, res))
 		return false;
 	if ((r = store_lock(lo->st, &lo->lock)) < 0 || (r = store_meta_read(lo->st, &lo->o, &lo->meta)) < 0) {
 		store_unlock(lo->lock);
@@ -95,7 +92,8 @@ void op_activate(struct ops_ctx *ctx, const struct ttlv_item *payload, struct tt
 	struct locked_object lo;
 	int r;
 
-	if (!lock_object(ctx, payload, false, &lo, res))
+	(void)payload; /* the gate resolved what it names */
+	if (!lock_object(ctx, &lo, res))
 		return;
 	if (ops_meta_state(&lo.meta) != STATE_PRE_ACTIVE) {
 		ops_fail(res, KMIP_REASON_WRONG_KEY_LIFECYCLE_STATE, "the object is not Pre-Active");
@@ -131,7 +129,7 @@ void op_revoke(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv
 		return;
 	}
 	compromised = ttlv_enum(code) == REVOKE_KEY_COMPROMISE || ttlv_enum(code) == REVOKE_CA_COMPROMISE;
-	if (!lock_object(ctx, payload, true, &lo, res))
+	if (!lock_object(ctx, &lo, res))
 		return;
 	/* A destroyed object may still be marked compromised (KMIP 2.1 section 4.57,
 	 * transition 10); nothing else is left to revoke. */
@@ -193,7 +191,8 @@ void op_destroy(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttl
 	uint32_t state;
 	int r;
 
-	if (!lock_object(ctx, payload, false, &lo, res))
+	(void)payload; /* the gate resolved what it names */
+	if (!lock_object(ctx, &lo, res))
 		return;
 	state = ops_meta_state(&lo.meta);
 	/* The spec keeps an Active key from being destroyed; Cascade destroys without
@@ -265,7 +264,7 @@ static bool begin_change(struct ops_ctx *ctx, const struct ttlv_item *payload, b
 		kmip_attrs_clear(attrs);
 		return false;
 	}
-	if (!lock_object(ctx, payload, false, lo, res)) {
+	if (!lock_object(ctx, lo, res)) {
 		kmip_attrs_clear(attrs);
 		return false;
 	}
@@ -528,7 +527,7 @@ void op_delete_attribute(struct ops_ctx *ctx, const struct ttlv_item *payload, s
 		ops_fail(res, KMIP_REASON_ATTRIBUTE_READ_ONLY, "this attribute cannot be deleted");
 		return;
 	}
-	if (!lock_object(ctx, payload, false, &lo, res))
+	if (!lock_object(ctx, &lo, res))
 		return;
 	for (size_t i = 0; i < lo.meta.attrs.n && !found; i++)
 		if (same_attr(&lo.meta.attrs.v[i], &ref))

@@ -9,7 +9,6 @@
 #include <time.h>
 
 #include "ops_objects.h"
-#include "policy.h"
 
 /* DER ECParameters (namedCurve OIDs) for CKA_EC_PARAMS. */
 const struct ops_curve ops_curves[OPS_N_CURVES] = {
@@ -195,19 +194,26 @@ struct store *ops_store(struct ops_ctx *ctx, struct ops_result *res)
 	return st;
 }
 
+bool ops_target(struct ops_ctx *ctx, struct store **ret_st, struct store_obj *ret, struct ops_result *res)
+{
+	struct store *st;
+
+	if (!ctx->has_target) { /* the operation's table entry names no object */
+		ops_fail(res, KMIP_REASON_MISSING_DATA, "no Unique Identifier");
+		return false;
+	}
+	if (!(st = ops_store(ctx, res)))
+		return false;
+	*ret_st = st;
+	*ret = ctx->target;
+	return true;
+}
+
 int ops_new_id(struct ops_ctx *ctx, struct store *st, uint8_t id[STORE_ID_LEN])
 {
 	int r = store_new_id(st, id);
 
-	return r < 0 ? r : policy_tag_id(ctx->cfg, ctx->client, id);
-}
-
-bool ops_key_allowed(const struct ops_ctx *ctx, uint32_t algorithm, int32_t length, struct ops_result *res)
-{
-	if (policy_key_allowed(ctx->client, algorithm, length))
-		return true;
-	ops_fail(res, KMIP_REASON_PERMISSION_DENIED, "policy: this algorithm or length is not allowed for this client");
-	return false;
+	return r < 0 ? r : guard_tag_id(ctx, id);
 }
 
 bool ops_extractable_default(const struct ops_ctx *ctx)
@@ -225,57 +231,6 @@ void ops_acted_on(struct ops_ctx *ctx, const struct store_obj *o)
 {
 	memcpy(ctx->uid, o->uid, sizeof(ctx->uid));
 	memcpy(ctx->placeholder, o->uid, sizeof(ctx->placeholder));
-}
-
-/* The object a request names by Unique Identifier, or, without one, the object the
- * previous batch item acted on (the ID Placeholder); with records, also the record
- * of a destroyed object. */
-static bool find_object(struct ops_ctx *ctx, struct store *st, const struct ttlv_item *payload, bool records,
-			struct store_obj *ret, struct ops_result *res)
-{
-	const struct ttlv_item *uid = ttlv_find(payload, KMIP_TAG_UNIQUE_IDENTIFIER);
-	int r;
-
-	if (uid && uid->type != TTLV_TEXT_STRING) {
-		ops_fail(res, KMIP_REASON_INVALID_FIELD, "Unique Identifier must be a Text String");
-		return false;
-	}
-	if (!uid && !ctx->placeholder[0]) {
-		ops_fail(res, KMIP_REASON_MISSING_DATA, "no Unique Identifier");
-		return false;
-	}
-	r = uid ? store_find(st, (const char *)uid->value, uid->len, ret)
-		: store_find(st, ctx->placeholder, strlen(ctx->placeholder), ret);
-	/* Another namespace's object is not found, so that its existence does not leak. */
-	if (r == 0 && !policy_visible(ctx->cfg, ctx->client, ret->id, ret->id_len))
-		r = KR_E_P11_NOT_FOUND;
-	if (r == KR_E_P11_NOT_FOUND) {
-		/* KMIP 2.x names this Object Not Found; 1.x gets Item Not Found. */
-		ops_fail(res, KMIP_REASON_OBJECT_NOT_FOUND, "no object has this Unique Identifier");
-		return false;
-	}
-	if (r < 0) {
-		ops_fail_token(st, res, r);
-		return false;
-	}
-	ops_acted_on(ctx, ret);
-	if (ret->destroyed && !records) {
-		ops_fail(res, KMIP_REASON_OBJECT_DESTROYED, "the object was destroyed");
-		return false;
-	}
-	return true;
-}
-
-bool ops_find_object(struct ops_ctx *ctx, struct store *st, const struct ttlv_item *payload, struct store_obj *ret,
-		     struct ops_result *res)
-{
-	return find_object(ctx, st, payload, false, ret, res);
-}
-
-bool ops_find_object_or_record(struct ops_ctx *ctx, struct store *st, const struct ttlv_item *payload,
-			       struct store_obj *ret, struct ops_result *res)
-{
-	return find_object(ctx, st, payload, true, ret, res);
 }
 
 void ops_fail_token(struct store *st, struct ops_result *res, int err)
@@ -444,6 +399,11 @@ uint32_t ops_usage_of(struct store *st, const struct store_obj *o, const struct 
 			mask |= usage_flags[i].bit;
 	}
 	return mask;
+}
+
+uint32_t ops_token_mask(const struct store_meta *m, uint32_t mask)
+{
+	return ops_meta_enum(m, KMIP_TAG_OBJECT_TYPE, 0) == OBJ_SECRET_DATA ? 0 : mask;
 }
 
 const CK_ATTRIBUTE_TYPE ops_rsa_private_attributes[8] = {

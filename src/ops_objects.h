@@ -112,6 +112,10 @@ size_t ops_usage_template(enum store_kind kind, uint32_t mask, uint32_t state, C
  * elsewhere, what its token flags allow now. */
 uint32_t ops_usage_of(struct store *st, const struct store_obj *o, const struct store_meta *m);
 
+/* The part of a usage mask the token may grant: none for Secret Data, which is no
+ * key whatever its mask says (it never signs, MACs or encrypts). */
+uint32_t ops_token_mask(const struct store_meta *m, uint32_t mask);
+
 /* An object's state: its metadata's, or Destroyed (Destroyed Compromised) once
  * only the metadata is left. */
 uint32_t ops_state(const struct store_obj *o, const struct store_meta *m);
@@ -136,9 +140,6 @@ int ops_gnutls_pubkey(struct store *st, const struct store_obj *o, gnutls_pubkey
 
 /* A CKA_ID for a new object, marked with the client's namespace. */
 int ops_new_id(struct ops_ctx *ctx, struct store *st, uint8_t id[STORE_ID_LEN]) KR_WUR;
-/* Whether the client may make or register a key of this algorithm and length;
- * if not, res says Permission Denied. */
-bool ops_key_allowed(const struct ops_ctx *ctx, uint32_t algorithm, int32_t length, struct ops_result *res);
 /* Whether new keys may leave the token unless asked otherwise: the client's entry,
  * else keys.extractable. */
 bool ops_extractable_default(const struct ops_ctx *ctx);
@@ -149,10 +150,6 @@ void ops_acted_on(struct ops_ctx *ctx, const struct store_obj *o);
 void ops_put_uid(struct ttlv_writer *w, uint32_t tag, const char *uid);
 void ops_put_link(struct ttlv_writer *w, uint32_t type, const char *uid);
 
-/* The object the payload names, or the record a destroyed one left (Get Attributes,
- * Get Attribute List, Revoke); ops_find_object answers Object Destroyed for those. */
-bool ops_find_object_or_record(struct ops_ctx *ctx, struct store *st, const struct ttlv_item *payload,
-			       struct store_obj *ret, struct ops_result *res);
 /* A token failure as the Result Reason that says it best, with the token's CKR_
  * code as the Result Message where the token refused. */
 void ops_fail_token(struct store *st, struct ops_result *res, int err);

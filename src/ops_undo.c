@@ -48,8 +48,7 @@ struct ops_undo *ops_undo_prepare(struct ops_ctx *ctx, const struct kmip_batch_i
 	if (!ops_changes(item->operation) || creates(item->operation))
 		return u; /* a creation is known only once it is done */
 	/* An object that cannot be found fails the item itself: nothing to keep. */
-	if (!(st = ops_store(ctx, &res)) || !ops_find_object(ctx, st, item->payload.first, &u->obj, &res) ||
-	    store_meta_read(st, &u->obj, &m) < 0)
+	if (!ops_target(ctx, &st, &u->obj, &res) || store_meta_read(st, &u->obj, &m) < 0)
 		return u;
 	u->had_meta = m.found;
 	if (m.found && !(u->meta = malloc(m.value_len ? m.value_len : 1))) {
@@ -69,7 +68,6 @@ struct ops_undo *ops_undo_prepare(struct ops_ctx *ctx, const struct kmip_batch_i
 	if (p11_get_attr_alloc(st->tok, u->obj.handle, CKA_LABEL, &u->label, &u->label_len) < 0)
 		u->label = NULL;
 	u->kind = UNDO_RESTORE;
-	ctx->uid[0] = '\0'; /* the audit record is the item's own */
 	return u;
 }
 

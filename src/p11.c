@@ -22,6 +22,7 @@ struct p11_token {
 	CK_SESSION_HANDLE session;
 	bool has_session;
 	CK_RV last_rv;
+	unsigned long writes; /* calls that may have changed the token */
 	/* The slot's mechanisms, read on first need; n_mechanisms < 0 until then. */
 	CK_MECHANISM_TYPE *mechanisms;
 	long n_mechanisms;
@@ -402,6 +403,11 @@ CK_RV p11_last_rv(const struct p11_token *t)
 	return t->last_rv;
 }
 
+unsigned long p11_writes(const struct p11_token *t)
+{
+	return t->writes;
+}
+
 const char *p11_rv_name(CK_RV rv)
 {
 	for (size_t i = 0; i < sizeof(rv_table) / sizeof(rv_table[0]); i++)
@@ -531,27 +537,32 @@ int p11_get_attr_alloc(struct p11_token *t, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYP
 
 int p11_set_attrs(struct p11_token *t, CK_OBJECT_HANDLE h, CK_ATTRIBUTE *tmpl, size_t n)
 {
+	t->writes++;
 	return check(t, t->f->C_SetAttributeValue(t->session, h, tmpl, n));
 }
 
 int p11_create(struct p11_token *t, CK_ATTRIBUTE *tmpl, size_t n, CK_OBJECT_HANDLE *ret)
 {
+	t->writes++;
 	return check(t, t->f->C_CreateObject(t->session, tmpl, n, ret));
 }
 
 int p11_destroy(struct p11_token *t, CK_OBJECT_HANDLE h)
 {
+	t->writes++;
 	return check(t, t->f->C_DestroyObject(t->session, h));
 }
 
 int p11_generate_key(struct p11_token *t, CK_MECHANISM *m, CK_ATTRIBUTE *tmpl, size_t n, CK_OBJECT_HANDLE *ret)
 {
+	t->writes++;
 	return check(t, t->f->C_GenerateKey(t->session, m, tmpl, n, ret));
 }
 
 int p11_generate_key_pair(struct p11_token *t, CK_MECHANISM *m, CK_ATTRIBUTE *pub, size_t n_pub,
 			  CK_ATTRIBUTE *priv, size_t n_priv, CK_OBJECT_HANDLE *ret_pub, CK_OBJECT_HANDLE *ret_priv)
 {
+	t->writes++;
 	return check(t, t->f->C_GenerateKeyPair(t->session, m, pub, n_pub, priv, n_priv, ret_pub, ret_priv));
 }
 

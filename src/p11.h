@@ -41,6 +41,9 @@ int p11_read_pin(const char *file, const char *credential, char **ret_pin, size_
 		 const char **ret_why) KR_WUR;
 void p11_pin_free(char *pin, size_t len);
 
+/* How many calls that may change the token (object creation, destruction and
+ * attribute writes) this token has made. */
+unsigned long p11_writes(const struct p11_token *t);
 /* The last failing call's CKR_ code, and the name of a code ("CKR_KEY_SIZE_RANGE"). */
 CK_RV p11_last_rv(const struct p11_token *t);
 const char *p11_rv_name(CK_RV rv);

@@ -140,7 +140,8 @@ static void key_deinit(gnutls_privkey_t pkey, void *userdata)
 	free(userdata);
 }
 
-int p11_tls_privkey(struct p11_token *t, const char *key_uri, gnutls_privkey_t *ret, const char **ret_why)
+int p11_tls_privkey(struct p11_token *t, const char *key_uri, gnutls_privkey_t *ret, CK_OBJECT_HANDLE *ret_handle,
+		    const char **ret_why)
 {
 	struct tls_key *k = calloc(1, sizeof(*k));
 	CK_ATTRIBUTE type = { CKA_KEY_TYPE, NULL, sizeof(CK_KEY_TYPE) };
@@ -176,6 +177,7 @@ int p11_tls_privkey(struct p11_token *t, const char *key_uri, gnutls_privkey_t *
 		goto fail;
 	}
 	*ret = pkey;
+	*ret_handle = k->handle;
 	return 0;
 fail:
 	free(k);

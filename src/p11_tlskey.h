@@ -7,7 +7,9 @@
 
 #include "p11.h"
 
-/* key_uri names the private key by id= or object=; the token must outlive the key. */
-int p11_tls_privkey(struct p11_token *t, const char *key_uri, gnutls_privkey_t *ret, const char **ret_why) KR_WUR;
+/* key_uri names the private key by id= or object=; the token must outlive the key.
+ * *ret_handle is the key's object handle. */
+int p11_tls_privkey(struct p11_token *t, const char *key_uri, gnutls_privkey_t *ret, CK_OBJECT_HANDLE *ret_handle,
+		    const char **ret_why) KR_WUR;
 
 #endif

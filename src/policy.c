@@ -84,18 +84,27 @@ const struct cfg_client *policy_identify(const struct cfg *c, const struct tls_i
 	return NULL;
 }
 
-bool policy_operation_allowed(const struct cfg_client *cl, uint32_t operation, bool changes)
+bool policy_operation_allowed(const struct cfg_client *cl, uint32_t operation)
 {
-	if (!cl)
-		return true;
-	if (changes && cl->read_only)
-		return false;
-	if (!cl->operations)
+	if (!cl || !cl->operations)
 		return true;
 	for (size_t i = 0; i < cl->n_operations; i++)
 		if (cl->operations[i] == operation)
 			return true;
 	return false;
+}
+
+bool policy_may_change(const struct cfg_client *cl)
+{
+	return !cl || !cl->read_only;
+}
+
+/* KMIP's EC and ECDSA name the same keys (Locate treats them as one too). */
+static bool same_algorithm(uint32_t a, uint32_t b)
+{
+	enum { EC = 0x1A, ECDSA = 0x06 };
+
+	return a == b || ((a == EC || a == ECDSA) && (b == EC || b == ECDSA));
 }
 
 bool policy_key_allowed(const struct cfg_client *cl, uint32_t algorithm, int32_t length)
@@ -105,14 +114,13 @@ bool policy_key_allowed(const struct cfg_client *cl, uint32_t algorithm, int32_t
 	for (size_t i = 0; i < cl->n_algorithms; i++) {
 		const struct cfg_algorithm *a = &cl->algorithms[i];
 
-		if (a->algorithm != algorithm)
+		if (!same_algorithm(a->algorithm, algorithm))
 			continue;
 		if (!a->lengths)
 			return true;
 		for (size_t j = 0; j < a->n_lengths; j++)
 			if (a->lengths[j] == length)
 				return true;
-		return false;
 	}
 	return false;
 }

@@ -1,6 +1,7 @@
-/* Who may do what: which "clients" entry a connection is, whether it may run an
- * operation or make a key of some algorithm and length, and which objects it can
- * see (its namespace). Pure decisions over the config; no I/O.
+/* The rules of who may do what: which "clients" entry a connection is, whether it
+ * may run an operation or make a key of some algorithm and length, and which
+ * objects it can see (its namespace). Pure decisions over the config; no I/O. Only
+ * the gate (guard.c) asks them.
  *
  * A namespace lives in the token, in the CKA_ID of the keys a client makes: it
  * begins with the namespace's tag, the first POLICY_TAG_LEN bytes of SHA-256 of
@@ -25,10 +26,13 @@
 const struct cfg_client *policy_identify(const struct cfg *c, const struct tls_identity *id,
 					 const struct kmip_header *h, const char **ret_why);
 
-/* Whether the client may run the operation; changes says the operation changes
- * the token (a read-only client may not). NULL (no clients section) may do all. */
-bool policy_operation_allowed(const struct cfg_client *cl, uint32_t operation, bool changes);
-/* Whether it may make or register a key of this KMIP algorithm and length. */
+/* Whether the client's operations list has the operation. NULL (no clients
+ * section) may do all. */
+bool policy_operation_allowed(const struct cfg_client *cl, uint32_t operation);
+/* Whether it may run operations that change the token (it is not read-only). */
+bool policy_may_change(const struct cfg_client *cl);
+/* Whether it may make or register a key of this KMIP algorithm and length (EC and
+ * ECDSA being one). */
 bool policy_key_allowed(const struct cfg_client *cl, uint32_t algorithm, int32_t length);
 
 /* Whether it may see the object with this CKA_ID. */

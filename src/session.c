@@ -11,10 +11,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "guard.h"
 #include "kmip.h"
 #include "log.h"
 #include "ops.h"
-#include "policy.h"
 
 #define AUTH_FAILURE_DELAY_S 1
 
@@ -23,10 +23,11 @@ struct session {
 	bool trace;
 	struct tls_conn *tls;
 	struct conn_token *token;
+	struct guard guard; /* who the client is, and the gate its requests pass */
 	struct ttlv_limits limits;
 	char client[160]; /* the identity of the current request's client, for audit */
 	char client_json[6 * 160 + 3], namespace_json[6 * CFG_MAX_NAME + 3]; /* the same and the namespace, as JSON */
-	const struct cfg_client *entry; /* its "clients" entry, if the config has them */
+	const struct cfg_client *entry; /* the current request's "clients" entry, once identified */
 	const char *auth_failure;       /* why the current request's client was refused */
 	/* The audit records of the request in hand; they are written after its response
 	 * is sent, so that logging adds nothing to the client's wait. */
@@ -168,10 +169,13 @@ static int whole_message_error(struct kmip_version v, enum kmip_reason r, const 
 	return kmip_encode_message_error(v, time(NULL), r, message, ret, ret_len);
 }
 
-static void set_client(struct session *s, const struct kmip_header *h)
+/* The client of the current request, for its audit records: its "clients" entry
+ * once the gate identified it (else NULL), else what it presented. */
+static void set_client(struct session *s, const struct kmip_header *h, const struct cfg_client *entry)
 {
 	const struct tls_identity *id = tls_identity(s->tls);
 
+	s->entry = entry;
 	if (s->entry)
 		snprintf(s->client, sizeof(s->client), "%s", s->entry->name);
 	else if (id->has_certificate)
@@ -186,27 +190,6 @@ static void set_client(struct session *s, const struct kmip_header *h)
 		snprintf(s->client, sizeof(s->client), "anonymous");
 	json_quote(s->client, s->client_json, sizeof(s->client_json));
 	json_quote(s->entry ? s->entry->namespace : "", s->namespace_json, sizeof(s->namespace_json));
-}
-
-/* Finds the request's "clients" entry. A client whose Password is its PIN is
- * authenticated only once C_Login takes it, so its token is opened here: a wrong
- * PIN then fails every request, not just those that reach the token. */
-static bool identify(struct session *s, const struct kmip_header *h)
-{
-	struct store *st;
-	int r;
-
-	s->entry = policy_identify(s->cfg, tls_identity(s->tls), h, &s->auth_failure);
-	set_client(s, h);
-	if (!s->entry)
-		return false;
-	if (!s->entry->password_is_pin && !s->entry->username_is_token)
-		return true;
-	r = token_store(s->token, h, s->entry, !tls_identity(s->tls)->has_certificate, &st);
-	if (r != KR_E_P11_PIN)
-		return true; /* a token that cannot be reached is the operations' failure */
-	s->auth_failure = s->token->why;
-	return false;
 }
 
 /* A failed authentication is logged and answered after a pause, which slows down
@@ -253,7 +236,7 @@ static void run_items(struct session *s, const struct kmip_message *req, struct 
 		     struct kmip_batch_item *out, size_t *ret_n, uint8_t **payloads, size_t *payload_lens)
 {
 	struct ops_ctx ctx = { .cfg = s->cfg, .version = v, .header = &req->header, .token = s->token,
-			       .credential_client = !tls_identity(s->tls)->has_certificate, .client = s->entry };
+			       .credential_client = !tls_identity(s->tls)->has_certificate, .client = s->guard.client };
 	bool undo = (req->header.present & KMIP_FIELD(KMIP_H_BATCH_ERROR_OPTION)) &&
 		    req->header.batch_error_option == KMIP_BATCH_UNDO;
 	bool stop_on_error = undo || !(req->header.present & KMIP_FIELD(KMIP_H_BATCH_ERROR_OPTION)) ||
@@ -281,14 +264,13 @@ static void run_items(struct session *s, const struct kmip_message *req, struct 
 		ttlv_writer_init(&w, s->limits.max_size);
 		ctx.uid[0] = '\0';
 		ctx.mechanism = 0;
+		ctx.undo = undos ? &undos[i] : NULL;
 		if (in->error)
 			res = (struct ops_result){ kmip_reason_for_error(in->error), kr_strerror(in->error) };
-		else if (undo && (!undos || !(undos[i] = ops_undo_prepare(&ctx, in))))
+		else if (undo && !undos)
 			res = (struct ops_result){ kmip_reason_for_error(KR_E_NOMEM), kr_strerror(KR_E_NOMEM) };
 		else
 			ops_run(&ctx, in, &w, &res);
-		if (undo && !res.reason)
-			ops_undo_done(&ctx, in, undos[i]);
 		if (!res.reason && w.len) {
 			r = ttlv_writer_finish(&w, &payloads[i], &payload_lens[i]);
 			if (r < 0)
@@ -372,13 +354,13 @@ static int handle(struct session *s, const uint8_t *buf, size_t len, uint8_t **r
 	r = kmip_decode_message(buf, len, &s->limits, &req);
 	if (r < 0) {
 		log_msg(LOG_NOTICE, "malformed request: %s", kr_strerror(r));
-		set_client(s, NULL);
+		set_client(s, NULL, NULL);
 		return whole_message_error(malformed_version(buf, len), kmip_reason_for_error(r), kr_strerror(r),
 					   ret, ret_len);
 	}
 	if (s->trace)
 		log_trace("request", req->tree);
-	set_client(s, &req->header);
+	set_client(s, &req->header, NULL);
 	if (req->response) {
 		r = refuse(s, req, req->header.version, KMIP_REASON_INVALID_MESSAGE, "a server takes requests", ret,
 			   ret_len);
@@ -389,18 +371,12 @@ static int handle(struct session *s, const uint8_t *buf, size_t len, uint8_t **r
 			   ret_len);
 		goto out;
 	}
-	if (!tls_identity(s->tls)->has_certificate && !req->header.username.ptr) {
-		s->auth_failure = "no certificate and no Username and Password";
-		r = refuse(s, req, v, KMIP_REASON_AUTHENTICATION_NOT_SUCCESSFUL,
-			   "a client without a certificate must send a Username and Password credential", ret, ret_len);
+	if (guard_identify(&s->guard, &req->header) < 0) {
+		s->auth_failure = s->guard.why;
+		r = refuse(s, req, v, KMIP_REASON_AUTHENTICATION_NOT_SUCCESSFUL, kr_strerror(KR_E_AUTH), ret, ret_len);
 		goto out;
 	}
-	if (s->cfg->n_clients && !identify(s, &req->header)) {
-		r = refuse(s, req, v, KMIP_REASON_AUTHENTICATION_NOT_SUCCESSFUL,
-			   s->entry ? "the token refused the Password as PIN" : "no clients entry matches this client", ret,
-			   ret_len);
-		goto out;
-	}
+	set_client(s, &req->header, s->guard.client);
 	if ((req->header.present & KMIP_FIELD(KMIP_H_BATCH_ERROR_OPTION)) &&
 	    req->header.batch_error_option == KMIP_BATCH_UNDO && !undoable(req)) {
 		r = refuse(s, req, v, KMIP_REASON_FEATURE_NOT_SUPPORTED,
@@ -491,7 +467,7 @@ static void serve(struct session *s, struct session_stats *st)
 		r = ttlv_frame_length(hdr, &s->limits, &total);
 		if (r < 0) {
 			/* The framing is lost: answer, then close. */
-			set_client(s, NULL);
+			set_client(s, NULL, NULL);
 			st->end = r == KR_E_TTLV_TOO_BIG ? "request over the size limit" : "request framing invalid";
 			if (whole_message_error((struct kmip_version){ 1, 0 }, KMIP_REASON_INVALID_MESSAGE, kr_strerror(r),
 						&resp, &resp_len) == 0) {
@@ -544,8 +520,10 @@ void session_run(const struct cfg *c, bool trace, struct tls_conn *t, struct con
 			    .max_items = TTLV_DEFAULT_MAX_ITEMS },
 	};
 
-	set_client(&s, NULL);
+	guard_init(&s.guard, c, tls_identity(t), ct);
+	set_client(&s, NULL, NULL);
 	serve(&s, st);
 	audit_flush(&s); /* a request that ended the connection */
+	guard_clear(&s.guard);
 	free(s.audits);
 }

@@ -5,8 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <gnutls/crypto.h>
-
 #include "log.h"
 
 void token_init(struct conn_token *ct, const struct cfg *c)
@@ -84,25 +82,16 @@ static int open_for(struct conn_token *ct, const struct kmip_header *h, const st
 	return open_with_pin_source(ct, uri, c->pkcs11.pin_file, c->pkcs11.pin_credential);
 }
 
-static void hash_password(const struct kmip_text *password, uint8_t out[32])
+void token_reserve(struct conn_token *ct, CK_OBJECT_HANDLE h)
 {
-	if (gnutls_hash_fast(GNUTLS_DIG_SHA256, password->ptr ? password->ptr : "", password->len, out) < 0)
-		memset(out, 0, 32);
-}
+	CK_ATTRIBUTE id = { CKA_ID, ct->reserved_id, sizeof(ct->reserved_id) };
 
-/* Whether a request's credential is the one the token was opened with. */
-static bool same_credential(const struct conn_token *ct, const struct kmip_header *h)
-{
-	uint8_t hash[32];
-	bool same;
-
-	if (!h->username.ptr || h->username.len != ct->username_len ||
-	    memcmp(h->username.ptr, ct->username, ct->username_len) != 0)
-		return false;
-	hash_password(&h->password, hash);
-	same = gnutls_memcmp(hash, ct->password_hash, sizeof(hash)) == 0;
-	gnutls_memset(hash, 0, sizeof(hash));
-	return same;
+	ct->reserved = true;
+	ct->reserved_handle = h;
+	/* Without a readable CKA_ID only the key itself is kept back: an object with no
+	 * CKA_ID has no UID anyway. */
+	if (p11_get_attrs(ct->tok, h, &id, 1) == 0 && id.ulValueLen <= sizeof(ct->reserved_id))
+		ct->reserved_id_len = id.ulValueLen;
 }
 
 int token_store(struct conn_token *ct, const struct kmip_header *h, const struct cfg_client *cl,
@@ -114,25 +103,19 @@ int token_store(struct conn_token *ct, const struct kmip_header *h, const struct
 
 	if (ct->error)
 		return ct->error;
-	/* Opened before the handshake for the TLS key: the clients that use the
-	 * configured token and PIN take it as it is. */
-	if (ct->tok && !ct->client_bound && !by_credential &&
-	    (!cl || (!cl->token && !cl->pin_file && !cl->pin_credential))) {
-		ct->client = cl;
-		ct->client_bound = true;
-	}
-	if (ct->tok && (!ct->client_bound || cl != ct->client || (ct->by_credential && !same_credential(ct, h)))) {
-		ct->why = "the credential differs from the one this connection logged in with";
-		return KR_E_P11_PIN;
+	/* Opened before the handshake for the TLS key, with the configured token and
+	 * PIN: only a client that uses those may take it as it is. */
+	if (ct->tok && !ct->for_client) {
+		if (by_credential || (cl && (cl->token || cl->pin_file || cl->pin_credential))) {
+			ct->why = "this client's token or PIN is not the one that holds the TLS key";
+			return KR_E_P11_PIN;
+		}
+		ct->for_client = true;
 	}
 	if (!ct->tok) {
 		if (!ct->cfg->pkcs11.module) {
 			ct->why = "no PKCS#11 module configured (pkcs11.module)";
 			return KR_E_P11_MODULE;
-		}
-		if (by_credential && h->username.len > sizeof(ct->username)) {
-			ct->why = "the username is too long";
-			return KR_E_P11_TOKEN;
 		}
 		r = open_for(ct, h, cl, by_credential);
 		if (r < 0) {
@@ -142,14 +125,7 @@ int token_store(struct conn_token *ct, const struct kmip_header *h, const struct
 			ct->error = r == KR_E_P11_PIN ? r : 0;
 			return r;
 		}
-		ct->client = cl;
-		ct->client_bound = true;
-		if (by_credential) {
-			ct->by_credential = true;
-			memcpy(ct->username, h->username.ptr, h->username.len);
-			ct->username_len = h->username.len;
-			hash_password(&h->password, ct->password_hash);
-		}
+		ct->for_client = true;
 	}
 	*ret = &ct->store;
 	return 0;

@@ -20,24 +20,25 @@ struct conn_token {
 	struct store store;
 	int error;              /* a failed login, repeated to every later request */
 	const char *why;
-	/* The credential the token was opened with: every later request must carry
-	 * the same one (the password only as a hash). */
-	bool by_credential;
-	const struct cfg_client *client; /* the clients entry it was opened for */
-	bool client_bound;
-	char username[128];
-	size_t username_len;
-	uint8_t password_hash[32];
+	bool for_client;        /* opened for the connection's client (not only for the TLS key) */
+	/* The relay's own TLS key in this token (tls.key a pkcs11: URI): its handle and
+	 * CKA_ID, which no client may reach (guard.c). */
+	bool reserved;
+	CK_OBJECT_HANDLE reserved_handle;
+	uint8_t reserved_id[STORE_MAX_ID];
+	size_t reserved_id_len;
 };
 
 void token_init(struct conn_token *ct, const struct cfg *c);
 void token_close(struct conn_token *ct);
 /* Opens the configured token and logs in with the configured PIN. */
 int token_open_configured(struct conn_token *ct) KR_WUR;
+/* Keeps the relay's own TLS key (handle h in the open token) from every client. */
+void token_reserve(struct conn_token *ct, CK_OBJECT_HANDLE h);
 /* The store, opening the token first if needed: the one cl's entry names, with
  * its PIN source (NULL: no clients section). h is the request's header, and
- * credential_client says the client has no certificate. A later request of the
- * connection must come from the same client with the same credential. */
+ * credential_client says the client has no certificate. The gate (guard.c) makes
+ * sure that every request of the connection comes from the same client. */
 int token_store(struct conn_token *ct, const struct kmip_header *h, const struct cfg_client *cl,
 		bool credential_client, struct store **ret) KR_WUR;
 

@@ -22,7 +22,8 @@ from relaytest import (ACTIVE, ALG_ECDSA, ALG_RSA, AUTHENTICATION_NOT_SUCCESSFUL
                        OP_GET, OP_GET_ATTRIBUTES, OP_MODIFY_ATTRIBUTE, OP_QUERY, OP_REVOKE,
                        OP_SIGN, PERMISSION_DENIED, PRE_ACTIVE, SOFTHSM_MODULE, TEXT,
                        WRONG_KEY_LIFECYCLE_STATE, KmipError, RelayTestCase, T,
-                       Token, attribute, batch_items, exchange, find, item, key_material,
+                       FAILED, SUCCESS, Token, attribute, batch_items, exchange, failure, find, item,
+                       key_material,
                        key_pair_payload, name_attribute, public_key_of, request, revoke_payload,
                        sign_payload,
                        uid_item, vector)
@@ -221,13 +222,24 @@ class CascadeTest(ClientTestCase):
 
     def test_requests_are_cascades_bytes(self):
         """This client's encoding gives the very bytes of a Query captured from
-        Cascade, which the relay answers."""
+        Cascade, which the relay answers once the token took its credential (the
+        token "xxx", PIN "123456"); before that, nothing is answered but
+        Authentication Not Successful."""
         captured = vector("cascade_query_captured.hex")
         self.assertEqual(request(OP_QUERY, query_payload(1, 2, 3), version=V12, username="xxx",
                                  password="123456"), captured)
         with self.connect(self.port, self.tls_context(cert=False)) as s:
             (bi,) = batch_items(exchange(s, captured))
-        self.assertEqual(bi[T["ResultStatus"]], 0)
+        self.assertEqual(failure(bi), (FAILED, AUTHENTICATION_NOT_SUCCESSFUL))
+        self.token.add_token("xxx", "123456")
+        port = self.start(self.config(
+            tls={"require_client_certificate": False},
+            pkcs11={"module": SOFTHSM_MODULE, "token": "pkcs11:token=xxx", "lock_file": self.lock_file,
+                    "login_with_credentials": True}))
+        with self.connect(port, self.tls_context(cert=False)) as s:
+            (bi,) = batch_items(exchange(s, captured))
+        self.assertEqual(failure(bi), (SUCCESS, None))
+        self.assertTrue(find(bi[T["ResponsePayload"]], T["VendorIdentification"])[0].startswith("kmip-relay"))
 
     def test_rsa_2048(self):
         self.cascade_key_lifecycle(ALG_RSA, 2048, 12345)

@@ -1,6 +1,7 @@
 """The one-connection server over real TLS on 127.0.0.1, behind
 systemd-socket-activate in inetd and fd-3 modes."""
 
+import hashlib
 import json
 import os
 import re
@@ -16,7 +17,7 @@ from relaytest import (BYTES, DATETIME, ENUM, INTEGER, OP_DISCOVER_VERSIONS, OP_
                        free_port, wait_listening,
                        OPERATIONS_1_0, OPERATIONS_1_2,
                        PKI, RELAY, STRUCTURE, TEXT, RelayTestCase, T, batch_item, batch_items, decode,
-                       exchange, find, item, protocol_version, raw_children, request,
+                       exchange, failure, find, item, protocol_version, raw_children, request,
                        request_message, response_version, spki_sha256, vector)
 
 # Result Status and Result Reason values (KMIP 1.0-2.1).
@@ -51,11 +52,6 @@ def header_fields(response):
     """The Response Header's children as (tag, type, value)."""
     _, _, children, _ = decode(response)
     return find(children, T["ResponseHeader"])[0]
-
-
-def failure(bi):
-    """(Result Status, Result Reason) of a decoded batch item."""
-    return bi[T["ResultStatus"]], bi.get(T["ResultReason"])
 
 
 class QueryTest(RelayTestCase):
@@ -106,11 +102,17 @@ class MutualTLSTest(RelayTestCase):
 
 
 class OptionalClientCertificateTest(RelayTestCase):
-    """tls.require_client_certificate false: a Username and Password stand in."""
+    """tls.require_client_certificate false: a Username and Password, checked
+    against a clients entry's password_sha256, stand in."""
 
     def setUp(self):
         super().setUp()
-        self.port = self.start(self.config(tls={"require_client_certificate": False}))
+        self.port = self.start(self.config(
+            tls={"require_client_certificate": False},
+            clients=[{"name": "token-1", "username": "token-1",
+                      "password_sha256": hashlib.sha256(b"pin-1234").hexdigest()},
+                     {"name": "cert-client", "certificate_name": "kmip-client"}],
+            pkcs11={"pin_file": os.devnull}))
 
     def test_password_credential_is_answered(self):
         with self.connect(self.port, self.tls_context(cert=False)) as s:
@@ -124,16 +126,25 @@ class OptionalClientCertificateTest(RelayTestCase):
         self.assertEqual((summary["client"], summary["dn"], summary["requests"], summary["end"]),
                          ("-", "-", "1", "client closed the connection"))
         (rec,) = self.audit_records()
-        self.assertEqual((rec["client"], rec["operation"], rec["result"]), ("user:token-1", "Query", "Success"))
+        self.assertEqual((rec["client"], rec["operation"], rec["result"]), ("token-1", "Query", "Success"))
 
-    def test_audit_record_quotes_the_username(self):
-        username = 'a"b\\c\nd\u00e9'
+    def test_audit_record_escapes_the_username(self):
+        """A Username nobody knows is named in the audit record and the log line,
+        its control characters, quotes and backslashes escaped, so that it
+        cannot forge a line."""
+        username = 'a"b\\c\nd\u00e9\x1b[2J'
         with self.connect(self.port, self.tls_context(cert=False)) as s:
             local = s.getsockname()[1]
             exchange(s, request(OP_QUERY, [QUERY_SERVER_INFORMATION], username=username, password="pin-1234"))
         self.summary(local)
         (rec,) = self.audit_records()
-        self.assertEqual((rec["client"], rec["operation"], rec["result"]), ("user:" + username, "Query", "Success"))
+        escaped = 'user:a\\"b\\\\c\\nd\u00e9\\x1B[2J'
+        self.assertEqual((rec["client"], rec["operation"], rec["result"]),
+                         (escaped, "Query", "Authentication Not Successful"))
+        lines = self.log_lines()
+        self.assertIn("authentication failed: %s: no clients entry has this username (answered after 1 s)" % escaped,
+                      "\n".join(lines))
+        self.assertFalse([l for l in lines if l.startswith("d\u00e9")])
 
     def test_no_credential_is_refused(self):
         with self.connect(self.port, self.tls_context(cert=False)) as s:
@@ -144,8 +155,9 @@ class OptionalClientCertificateTest(RelayTestCase):
         self.assertEqual(failure(bi), (FAILED, AUTHENTICATION_NOT_SUCCESSFUL))
         self.assertNotIn(T["Operation"], bi)
         self.assertNotIn(T["ResponsePayload"], bi)
-        self.assertEqual(bi[T["ResultMessage"]],
-                         "a client without a certificate must send a Username and Password credential")
+        self.assertEqual(bi[T["ResultMessage"]], "authentication failed")
+        self.assertIn("authentication failed: anonymous: no certificate and no Username and Password",
+                      "\n".join(self.log_lines(wait_for="authentication failed")))
         summary = self.summary(local)
         self.assertEqual((summary["client"], summary["requests"], summary["end"]),
                          ("-", "1", "client closed the connection"))
@@ -654,7 +666,7 @@ class TestingOperationsTest(RelayTestCase):
         lines = self.log_lines(wait_for="client log:", count=2)
         self.assertEqual(len([l for l in lines if l.endswith("]: interop Begin BL-M-1-21")]), 2)
         # The client's text cannot start a log line of its own.
-        self.assertEqual(len([l for l in lines if l.endswith("]: client log: line one?forged: line")]), 2)
+        self.assertEqual(len([l for l in lines if l.endswith("]: client log: line one\\nforged: line")]), 2)
         self.assertFalse([l for l in lines if l.startswith("forged")])
         bi = self.call(port, self.OP_INTEROP, [item(0x420161, TEXT, "no function")])
         self.assertEqual((bi[T["ResultStatus"]], bi[T["ResultReason"]]), (FAILED, 0x06))  # Missing Data
