@@ -169,26 +169,11 @@ enum query_function {
 	QUERY_SERVER_INFORMATION = 3,
 };
 
-/* "kmip-relay 0.1.0 (module libsofthsm2.so, token pkcs11:token=x)": named from the
- * config, so that a Query never loads the module. */
-static void put_vendor_identification(const struct ops_ctx *ctx, struct ttlv_writer *w)
+/* The relay's name and version only: which module and token serve it are the
+ * operator's to know, not every client's. */
+static void put_vendor_identification(struct ttlv_writer *w)
 {
-	const char *module = ctx->cfg->pkcs11.module, *slash = module ? strrchr(module, '/') : NULL;
-	const char *module_name = slash ? slash + 1 : module ? module : "none";
-	char text[512];
-	int n;
-
-	if (ctx->cfg->pkcs11.login_with_credentials && ctx->header->username.ptr)
-		n = snprintf(text, sizeof(text), "%s (module %s, token %.*s)", PACKAGE_STRING, module_name,
-			     (int)ctx->header->username.len, ctx->header->username.ptr);
-	else
-		n = snprintf(text, sizeof(text), "%s (module %s, token %s)", PACKAGE_STRING, module_name,
-			     ctx->cfg->pkcs11.token ? ctx->cfg->pkcs11.token : "the first");
-	/* The username came from the client: only well-formed text goes back. */
-	if (n > 0 && (size_t)n < sizeof(text) && ttlv_utf8_valid((const uint8_t *)text, (size_t)n))
-		ttlv_put_text(w, KMIP_TAG_VENDOR_IDENTIFICATION, text, (size_t)n);
-	else
-		ttlv_put_text(w, KMIP_TAG_VENDOR_IDENTIFICATION, PACKAGE_STRING, strlen(PACKAGE_STRING));
+	ttlv_put_text(w, KMIP_TAG_VENDOR_IDENTIFICATION, PACKAGE_STRING, strlen(PACKAGE_STRING));
 }
 
 /* The object types this relay manages. */
@@ -219,7 +204,7 @@ static void op_query(struct ops_ctx *ctx, const struct ttlv_item *payload, struc
 		for (size_t i = 0; i < sizeof(query_objects) / sizeof(query_objects[0]); i++)
 			ttlv_put_enum(w, KMIP_TAG_OBJECT_TYPE, query_objects[i]);
 	if (want[QUERY_SERVER_INFORMATION])
-		put_vendor_identification(ctx, w);
+		put_vendor_identification(w);
 	ttlv_end(w);
 }
 

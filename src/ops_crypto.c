@@ -118,22 +118,25 @@ static void policy_clear(struct key_policy *kp)
 	*kp = (struct key_policy){ 0 };
 }
 
-static int64_t meta_date(const struct store_meta *m, uint32_t tag, int64_t none)
-{
-	const struct kmip_attr *a = ops_meta_attr(m, tag);
-
-	return a && a->value->type == TTLV_DATE_TIME ? ttlv_long(a->value) : none;
-}
-
+/* Reads the key's metadata, putting on record first a state that its dates have
+ * brought. */
 static int policy_load(struct store *st, const struct store_obj *o, struct key_policy *kp)
 {
 	struct store_meta m = { 0 };
 	const struct kmip_attr *a;
-	int r = store_meta_read(st, o, &m);
+	int lock = -1, r = store_meta_read(st, o, &m);
 
 	policy_clear(kp);
-	if (r < 0)
+	if (r == 0 && ops_meta_state(&m) != ops_meta_enum(&m, KMIP_TAG_STATE, STATE_ACTIVE)) {
+		store_meta_clear(&m);
+		if ((r = store_lock(st, &lock)) == 0 && (r = store_meta_read(st, o, &m)) == 0)
+			r = ops_catch_up(st, o, &m);
+		store_unlock(lock);
+	}
+	if (r < 0) {
+		store_meta_clear(&m);
 		return r;
+	}
 	kp->params = NO_PARAMS;
 	if ((a = ops_meta_attr(&m, KMIP_TAG_CRYPTOGRAPHIC_PARAMETERS)) && a->value->type == TTLV_STRUCTURE)
 		(void)parse_params(a->value, &kp->params, false);
@@ -146,9 +149,13 @@ static int policy_load(struct store *st, const struct store_obj *o, struct key_p
 		kp->params.p_source = kp->p_source_copy;
 	}
 	kp->algorithm = ops_meta_enum(&m, KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM, 0);
-	kp->process_start = meta_date(&m, KMIP_TAG_PROCESS_START_DATE, INT64_MIN);
-	kp->protect_stop = meta_date(&m, KMIP_TAG_PROTECT_STOP_DATE, INT64_MAX);
+	kp->process_start = ops_meta_date(&m, KMIP_TAG_PROCESS_START_DATE, INT64_MIN);
+	kp->protect_stop = ops_meta_date(&m, KMIP_TAG_PROTECT_STOP_DATE, INT64_MAX);
 	kp->limited = ops_meta_attr(&m, KMIP_TAG_USAGE_LIMITS) != NULL;
+	kp->state = ops_meta_state(&m);
+	kp->activation = ops_meta_date(&m, KMIP_TAG_ACTIVATION_DATE, INT64_MAX);
+	kp->deactivation = ops_meta_date(&m, KMIP_TAG_DEACTIVATION_DATE, INT64_MAX);
+	kp->generation = m.found ? m.generation : CK_INVALID_HANDLE;
 	store_meta_clear(&m);
 	memcpy(kp->uid, o->uid, sizeof(kp->uid));
 	kp->handle = o->handle;
@@ -164,7 +171,10 @@ static int key_policy(struct store *st, const struct store_obj *o, struct key_po
 	for (size_t i = 0; i < N_POLICIES && !kp; i++)
 		if (policies[i].handle == o->handle && strcmp(policies[i].uid, o->uid) == 0)
 			kp = &policies[i];
-	if (kp && kp->changes == ops_meta_changes()) {
+	/* Kept while no process changed the metadata and no date changed the state. */
+	if (kp && kp->changes == ops_meta_changes() && !(kp->state == STATE_PRE_ACTIVE && kp->activation <= ops_now()) &&
+	    !(kp->state == STATE_ACTIVE && kp->deactivation <= ops_now()) &&
+	    (kp->generation == CK_INVALID_HANDLE || store_meta_current(st, kp->generation))) {
 		*ret = kp;
 		return 0;
 	}
@@ -188,6 +198,10 @@ struct key_policy *crypto_key_for(struct store *st, const struct store_obj *o, e
 
 	if (r < 0) {
 		ops_fail_err(res, r);
+		return NULL;
+	}
+	if (use == PROTECT && kp->state != STATE_ACTIVE) {
+		ops_fail(res, KMIP_REASON_WRONG_KEY_LIFECYCLE_STATE, "the key is not Active");
 		return NULL;
 	}
 	if (use == PROTECT && ops_now() >= kp->protect_stop) {
@@ -228,6 +242,15 @@ static bool read_usage_limits(const struct ttlv_item *v, struct usage_limits *u)
 	if (unit && unit->type == TTLV_ENUMERATION)
 		u->unit = ttlv_enum(unit);
 	return u->count >= 0;
+}
+
+bool crypto_usage_drawn(const struct store_meta *m)
+{
+	const struct kmip_attr *a = ops_meta_attr(m, KMIP_TAG_USAGE_LIMITS);
+	struct usage_limits u;
+
+	/* Unreadable limits are treated as drawn on: they are not the client's to reset. */
+	return a && (!read_usage_limits(a->value, &u) || u.total < 0 || u.count < u.total);
 }
 
 static void put_usage_limits(struct ttlv_writer *w, const void *arg)
@@ -279,8 +302,10 @@ bool crypto_take_usage(struct store *st, const struct store_obj *o, struct key_p
 		goto out;
 	u.count -= (int64_t)amount;
 	r = ops_meta_rewrite(st, o, &m, replaced, 1, put_usage_limits, &u);
-	if (r == 0) /* only the count changed, which the policy does not hold */
+	if (r == 0) { /* only the count changed, which the policy does not hold */
 		kp->changes = ops_meta_changes();
+		kp->generation = st->written;
+	}
 out:
 	store_meta_clear(&m);
 	store_unlock(lock);

@@ -26,11 +26,11 @@ struct crypto_params {
 #define NO_PARAMS ((struct crypto_params){ .tag_length = -1, .salt_length = -1 })
 
 /* What the cryptographic operations need of a key's metadata: its Cryptographic
- * Parameters, its Cryptographic Algorithm (which HMAC a MAC key does), the dates
- * that bound its use, and whether it has Usage Limits. Read once per key and
- * connection, so that a Sign with a key already used costs no token call; read
- * again when this process has written metadata since (ops_meta_changes). Another
- * connection's changes show on the next connection. */
+ * Parameters, its Cryptographic Algorithm (which HMAC a MAC key does), its state
+ * and the dates that bound its use, and whether it has Usage Limits. Read once per
+ * key and connection, so that a Sign with a key already used costs one token call
+ * (store_meta_current) beyond the signature; read again when any process has
+ * written the metadata since, or a date has changed the state. */
 struct key_policy {
 	char uid[STORE_MAX_UID + 1];
 	CK_OBJECT_HANDLE handle;
@@ -40,6 +40,12 @@ struct key_policy {
 	uint32_t algorithm;
 	int64_t process_start, protect_stop; /* INT64_MIN, INT64_MAX: none */
 	bool limited;
+	/* The state, and the dates that will change it (INT64_MAX: none). */
+	uint32_t state;
+	int64_t activation, deactivation;
+	/* The metadata generation it was read from (CK_INVALID_HANDLE: none), checked
+	 * at every use: another process's change replaces it. */
+	CK_OBJECT_HANDLE generation;
 	/* verify_signatures: the public key it checks with, made on first need (with
 	 * the PSS salt and hash it was set up for; -1: none). */
 	gnutls_pubkey_t check_key;
@@ -64,6 +70,9 @@ struct key_policy *crypto_key_for(struct store *st, const struct store_obj *o, e
  * objects, by the limit's unit; false with res set when they are spent. */
 bool crypto_take_usage(struct store *st, const struct store_obj *o, struct key_policy *kp, size_t bytes,
 		       size_t objects, struct ops_result *res);
+/* Whether a use has drawn on the Usage Limits in the metadata (the count is below
+ * the total): from then on they neither change nor go. */
+bool crypto_usage_drawn(const struct store_meta *m);
 /* Whether the payload has the Boolean tag, true. */
 bool crypto_indicator(const struct ttlv_item *payload, uint32_t tag);
 /* The failure of a cryptographic call, as precisely as can be said; the message is

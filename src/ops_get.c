@@ -763,11 +763,12 @@ out:
 	store_meta_clear(&m);
 }
 
-/* Locate: the token filters what a template can say (class, label, key type); the
- * relay filters the rest, over a bounded number of candidates. Destroyed objects'
- * records are searched only if the Storage Status Mask asks for them (KMIP 2.1
- * section 6.1.27). */
-#define LOCATE_MAX_CANDIDATES 1024
+/* Locate: the token filters what a template can say (class, label, CKA_ID); the
+ * relay filters the rest - first what the client may see, then the attributes -
+ * over every candidate, so that no cap hides one client's objects behind
+ * another's; Maximum Items and Offset Items page through what is left. Destroyed
+ * objects' records are searched only if the Storage Status Mask asks for them
+ * (KMIP 2.1 section 6.1.27). */
 #define LOCATE_MAX_DATES 4
 enum { STORAGE_ONLINE = 1, STORAGE_DESTROYED = 4 };
 
@@ -909,7 +910,12 @@ static bool locate_matches(struct store *st, const struct store_obj *o, const st
 {
 	struct store_meta m = { 0 };
 	struct key_info ki = { 0 };
-	bool ok = store_meta_read(st, o, &m) == 0 && read_key_info(st, o, &m, &ki) == 0;
+	bool ok;
+
+	/* What the token matched needs no metadata read, which costs a search. */
+	if (!o->destroyed && !q->object_type && !q->has_algorithm && !q->has_length && !q->has_state && !q->n_dates)
+		return true;
+	ok = store_meta_read(st, o, &m) == 0 && read_key_info(st, o, &m, &ki) == 0;
 
 	if (ok && o->destroyed && q->name.ptr)
 		ok = q->name.len == ki.label.len && (!q->name.len || memcmp(q->name.ptr, ki.label.ptr, q->name.len) == 0);
@@ -955,13 +961,11 @@ static void page_add(struct locate_page *p, const char *uid)
 static int locate_objects(struct ops_ctx *ctx, struct store *st, const struct locate_query *q,
 			  const struct store_obj *linked, struct locate_page *page)
 {
-	CK_OBJECT_HANDLE *handles = calloc(LOCATE_MAX_CANDIDATES, sizeof(*handles));
-	size_t n_found = 0;
 	int r = 0;
 
-	if (!handles)
-		return KR_E_NOMEM;
 	for (int k = 0; r == 0 && k < STORE_N_KINDS; k++) {
+		CK_OBJECT_HANDLE *handles = NULL;
+		size_t n_found = 0;
 		CK_OBJECT_CLASS cls;
 		CK_ATTRIBUTE tmpl[4];
 		size_t n_tmpl;
@@ -972,7 +976,7 @@ static int locate_objects(struct ops_ctx *ctx, struct store *st, const struct lo
 					     tmpl);
 		if (q->name.ptr)
 			tmpl[n_tmpl++] = (CK_ATTRIBUTE){ CKA_LABEL, (void *)q->name.ptr, q->name.len };
-		if ((r = p11_find(st->tok, tmpl, n_tmpl, handles, LOCATE_MAX_CANDIDATES, &n_found)) < 0)
+		if ((r = p11_find_all(st->tok, tmpl, n_tmpl, &handles, &n_found)) < 0)
 			break;
 		for (size_t i = 0; i < n_found; i++) {
 			uint8_t id[STORE_MAX_ID];
@@ -988,8 +992,8 @@ static int locate_objects(struct ops_ctx *ctx, struct store *st, const struct lo
 			if (guard_visible(ctx, &o) && locate_matches(st, &o, q, linked))
 				page_add(page, o.uid);
 		}
+		free(handles);
 	}
-	free(handles);
 	return r;
 }
 
@@ -997,16 +1001,14 @@ static int locate_objects(struct ops_ctx *ctx, struct store *st, const struct lo
 static int locate_records(struct ops_ctx *ctx, struct store *st, const struct locate_query *q,
 			  const struct store_obj *linked, struct locate_page *page)
 {
-	struct store_obj *recs = calloc(LOCATE_MAX_CANDIDATES, sizeof(*recs));
+	struct store_obj *recs = NULL;
 	size_t n = 0;
 	int r;
 
-	if (!recs)
-		return KR_E_NOMEM;
-	if (q->kind != -2 && (r = store_records(st, recs, LOCATE_MAX_CANDIDATES, &n)) < 0) {
-		free(recs);
+	if (q->kind == -2)
+		return 0;
+	if ((r = store_records(st, &recs, &n)) < 0)
 		return r;
-	}
 	for (size_t i = 0; i < n; i++)
 		if (guard_visible(ctx, &recs[i]) &&
 		    locate_matches(st, &recs[i], q, linked))

@@ -6,20 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ops_objects.h"
+#include "ops_crypto.h"
 
 /* A state change: the token's usage flags first (so that the token enforces it),
  * then the metadata, with the state and the dates that go with it. A record has no
  * flags left to change. */
-struct state_change {
-	uint32_t state;
-	uint32_t usage;
-	uint32_t date_tags[2];
-	size_t n_dates;
-	const struct ttlv_item *revocation_reason;
-	int64_t when; /* the dates' value */
-};
-
 static void put_state_change(struct ttlv_writer *w, const void *arg)
 {
 	const struct state_change *c = arg;
@@ -32,8 +23,8 @@ static void put_state_change(struct ttlv_writer *w, const void *arg)
 		ttlv_put_item(w, KMIP_TAG_REVOCATION_REASON, c->revocation_reason);
 }
 
-static int change_state(struct store *st, const struct store_obj *o, const struct store_meta *m,
-			const struct state_change *c)
+int ops_change_state(struct store *st, const struct store_obj *o, const struct store_meta *m,
+		     const struct state_change *c)
 {
 	uint32_t replaced[5] = { KMIP_TAG_STATE, KMIP_TAG_CRYPTOGRAPHIC_USAGE_MASK, KMIP_TAG_REVOCATION_REASON };
 	size_t n_replaced = 3;
@@ -65,7 +56,8 @@ static bool lock_object(struct ops_ctx *ctx, struct locked_object *lo, struct op
 	*lo = (struct locked_object){ .lock = -1 };
 	if (!ops_target(ctx, &lo->st, &lo->o, res))
 		return false;
-	if ((r = store_lock(lo->st, &lo->lock)) < 0 || (r = store_meta_read(lo->st, &lo->o, &lo->meta)) < 0) {
+	if ((r = store_lock(lo->st, &lo->lock)) < 0 || (r = store_meta_read(lo->st, &lo->o, &lo->meta)) < 0 ||
+	    (r = ops_catch_up(lo->st, &lo->o, &lo->meta)) < 0) {
 		store_unlock(lo->lock);
 		ops_fail_token(lo->st, res, r);
 		return false;
@@ -101,7 +93,7 @@ void op_activate(struct ops_ctx *ctx, const struct ttlv_item *payload, struct tt
 		const struct state_change c = { STATE_ACTIVE, ops_usage_of(lo.st, &lo.o, &lo.meta),
 						{ KMIP_TAG_ACTIVATION_DATE }, 1, NULL, ops_now() };
 
-		if ((r = change_state(lo.st, &lo.o, &lo.meta, &c)) < 0)
+		if ((r = ops_change_state(lo.st, &lo.o, &lo.meta, &c)) < 0)
 			ops_fail_token(lo.st, res, r);
 		else
 			put_uid_payload(w, &lo.o);
@@ -149,7 +141,7 @@ void op_revoke(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv
 			ops_now(),
 		};
 
-		if ((r = change_state(lo.st, &lo.o, &lo.meta, &c)) < 0)
+		if ((r = ops_change_state(lo.st, &lo.o, &lo.meta, &c)) < 0)
 			ops_fail_token(lo.st, res, r);
 		else
 			put_uid_payload(w, &lo.o);
@@ -180,6 +172,24 @@ static void put_record(struct ttlv_writer *w, const void *arg)
 	ttlv_put_datetime(w, KMIP_TAG_DESTROY_DATE, ops_now());
 }
 
+/* Revokes an Active key for Destroy, with the reason Cessation of Operation (KMIP
+ * 2.1 section 11.4); lo->meta is then the revoked key's. */
+static int revoke_for_destroy(struct locked_object *lo)
+{
+	static const uint8_t cessation[4] = { 0, 0, 0, REVOKE_CESSATION_OF_OPERATION };
+	const struct ttlv_item code = { KMIP_TAG_REVOCATION_REASON_CODE, TTLV_ENUMERATION, 4, cessation, NULL, NULL };
+	const struct ttlv_item reason = { KMIP_TAG_REVOCATION_REASON, TTLV_STRUCTURE, 0, NULL, &code, NULL };
+	const struct state_change c = { STATE_DEACTIVATED, ops_usage_of(lo->st, &lo->o, &lo->meta),
+					{ KMIP_TAG_DEACTIVATION_DATE }, 1, &reason, ops_now() };
+	int r = ops_change_state(lo->st, &lo->o, &lo->meta, &c);
+
+	if (r == 0) {
+		store_meta_clear(&lo->meta);
+		r = store_meta_read(lo->st, &lo->o, &lo->meta);
+	}
+	return r;
+}
+
 /* Destroy removes the token object and keeps its attributes as a record (KMIP 2.1
  * section 6.1.15: "the meta-data ... SHALL be retained"). The object goes first: a
  * failure in between leaves a record that still counts as destroyed. */
@@ -196,12 +206,14 @@ void op_destroy(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttl
 		return;
 	state = ops_meta_state(&lo.meta);
 	/* The spec keeps an Active key from being destroyed; Cascade destroys without
-	 * revoking, so the config may let its clients through. */
+	 * revoking, so the config may let its clients through, revoking the key
+	 * first as Krill would (Cessation of Operation). */
 	if (state == STATE_ACTIVE &&
 	    !(ctx->client ? ctx->client->destroy_revokes
 			  : ctx->credential_client && ctx->cfg->keys.destroy_revokes_for_credential_clients)) {
 		ops_fail(res, KMIP_REASON_WRONG_KEY_LIFECYCLE_STATE, "an Active object must be revoked first");
-	} else if ((r = ops_load_attrs(lo.st, &lo.o, &lo.meta, &had)) < 0 ||
+	} else if ((state == STATE_ACTIVE && (r = revoke_for_destroy(&lo)) < 0) ||
+		   (r = ops_load_attrs(lo.st, &lo.o, &lo.meta, &had)) < 0 ||
 		   (r = p11_destroy(lo.st->tok, lo.o.handle)) < 0) {
 		ops_fail_token(lo.st, res, r);
 	} else {
@@ -246,31 +258,6 @@ static bool modified_attr(const struct ops_ctx *ctx, const struct ttlv_item *pay
 	return true;
 }
 
-/* The one attribute that Add or Modify Attribute names, if the client may set it
- * (Add also an attribute set once, where missing; both an Activation Date, whose
- * state rules come later), and its object, locked. On false, res says why. */
-static bool begin_change(struct ops_ctx *ctx, const struct ttlv_item *payload, bool adding, struct kmip_attrs *attrs,
-			 struct locked_object *lo, struct ops_result *res)
-{
-	enum ops_attr_rule rule;
-	uint32_t tag;
-
-	if (!modified_attr(ctx, payload, attrs, res))
-		return false;
-	tag = attrs->v[0].tag;
-	rule = tag ? ops_attr_rule(tag) : ATTR_CLIENT;
-	if (rule != ATTR_CLIENT && !(adding && rule == ATTR_ONCE) && tag != KMIP_TAG_ACTIVATION_DATE) {
-		ops_fail(res, KMIP_REASON_ATTRIBUTE_READ_ONLY, "the server keeps this attribute");
-		kmip_attrs_clear(attrs);
-		return false;
-	}
-	if (!lock_object(ctx, lo, res)) {
-		kmip_attrs_clear(attrs);
-		return false;
-	}
-	return true;
-}
-
 /* Which attribute a request means: a standard one by tag, a vendor one by name. */
 struct attr_ref {
 	uint32_t tag;
@@ -299,6 +286,75 @@ static bool meta_has(const struct store_meta *m, const struct attr_ref *ref)
 	return false;
 }
 
+enum change { CHANGE_ADD, CHANGE_MODIFY, CHANGE_DELETE };
+
+/* Whether the client may make this change to an attribute of the object now, by
+ * the attribute's rule (ops_attr_rule); if not, res says why. */
+static bool may_change(uint32_t tag, enum change how, const struct locked_object *lo, struct ops_result *res)
+{
+	enum ops_attr_rule rule = tag ? ops_attr_rule(tag) : ATTR_CLIENT;
+	uint32_t state = ops_meta_state(&lo->meta);
+
+	switch (rule) {
+	case ATTR_CLIENT:
+		return true;
+	case ATTR_ONCE:
+		if (how == CHANGE_ADD)
+			return true;
+		break;
+	case ATTR_FLAG:
+		if (how != CHANGE_DELETE)
+			return true;
+		break;
+	case ATTR_PRE_ACTIVE:
+	case ATTR_USABLE:
+	case ATTR_UNTIL_REACHED:
+		if (how == CHANGE_DELETE)
+			break;
+		if (state != STATE_PRE_ACTIVE && (rule == ATTR_PRE_ACTIVE || state != STATE_ACTIVE)) {
+			ops_fail(res, KMIP_REASON_WRONG_KEY_LIFECYCLE_STATE,
+				 rule == ATTR_PRE_ACTIVE ? "this attribute changes only while the object is Pre-Active"
+							 : "this attribute changes only while the object is Pre-Active or Active");
+			return false;
+		}
+		if (rule == ATTR_UNTIL_REACHED && ops_meta_date(&lo->meta, tag, INT64_MAX) <= ops_now()) {
+			ops_fail(res, KMIP_REASON_WRONG_KEY_LIFECYCLE_STATE, "this date has come: it no longer changes");
+			return false;
+		}
+		return true;
+	case ATTR_UNTIL_USED:
+		if (!crypto_usage_drawn(&lo->meta))
+			return true;
+		ops_fail(res, KMIP_REASON_PERMISSION_DENIED, "the key's Usage Limits have been drawn on: they no longer change");
+		return false;
+	case ATTR_AT_CREATION:
+	case ATTR_SERVER:
+		break;
+	}
+	ops_fail(res, KMIP_REASON_ATTRIBUTE_READ_ONLY,
+		 how == CHANGE_DELETE ? "this attribute cannot be deleted" : "the server keeps this attribute");
+	return false;
+}
+
+/* The one attribute that Add or Modify Attribute names, and its object, locked, if
+ * the client may make the change. On false, res says why. */
+static bool begin_change(struct ops_ctx *ctx, const struct ttlv_item *payload, enum change how,
+			 struct kmip_attrs *attrs, struct locked_object *lo, struct ops_result *res)
+{
+	if (!modified_attr(ctx, payload, attrs, res))
+		return false;
+	if (!lock_object(ctx, lo, res)) {
+		kmip_attrs_clear(attrs);
+		return false;
+	}
+	if (!may_change(attrs->v[0].tag, how, lo, res)) {
+		unlock_object(lo);
+		kmip_attrs_clear(attrs);
+		return false;
+	}
+	return true;
+}
+
 /* A metadata generation with one attribute dropped and/or one added. */
 struct rewrite {
 	const struct store_meta *meta;
@@ -320,8 +376,58 @@ static void put_rewrite(struct ttlv_writer *w, const void *arg)
 		ops_put_attr(w, rw->add);
 }
 
+/* An attribute's new value in the metadata (replacing the old one, if drop). A
+ * date that moves the state (a Deactivation Date that has come) moves it now. */
+static bool rewrite_attr(struct locked_object *lo, const struct kmip_attr *a, bool drop, struct ops_result *res)
+{
+	const struct attr_ref ref = ref_of(a);
+	const struct rewrite rw = { &lo->meta, drop ? &ref : NULL, a };
+	int r = ops_meta_rewrite(lo->st, &lo->o, NULL, NULL, 0, put_rewrite, &rw);
+
+	if (r == 0 && a->tag == KMIP_TAG_DEACTIVATION_DATE) {
+		store_meta_clear(&lo->meta);
+		if ((r = store_meta_read(lo->st, &lo->o, &lo->meta)) == 0)
+			r = ops_catch_up(lo->st, &lo->o, &lo->meta);
+	}
+	if (r < 0)
+		ops_fail_token(lo->st, res, r);
+	return r == 0;
+}
+
+/* Sensitive and Extractable of a private or secret key are the token's flags;
+ * the token allows only the safe way (Sensitive on, Extractable off) and refuses
+ * the other. A public key's are its metadata's. */
+static bool set_flag(struct locked_object *lo, const struct kmip_attr *a, enum change how, struct ops_result *res)
+{
+	CK_BBOOL v = CK_FALSE;
+	CK_ATTRIBUTE flag = { a->tag == KMIP_TAG_SENSITIVE ? CKA_SENSITIVE : CKA_EXTRACTABLE, &v, sizeof(v) };
+	int r;
+
+	if (a->value->type != TTLV_BOOLEAN) {
+		ops_fail(res, KMIP_REASON_INVALID_ATTRIBUTE_VALUE, "Sensitive and Extractable are Booleans");
+		return false;
+	}
+	if (lo->o.kind != STORE_PRIVATE && lo->o.kind != STORE_SECRET) {
+		if (how == CHANGE_ADD && ops_meta_attr(&lo->meta, a->tag)) {
+			ops_fail(res, KMIP_REASON_ATTRIBUTE_SINGLE_VALUED, "the object has this attribute already");
+			return false;
+		}
+		return rewrite_attr(lo, a, true, res);
+	}
+	if (how == CHANGE_ADD) {
+		ops_fail(res, KMIP_REASON_ATTRIBUTE_SINGLE_VALUED, "the key has this attribute already: modify it");
+		return false;
+	}
+	v = ttlv_bool(a->value) ? CK_TRUE : CK_FALSE;
+	if ((r = p11_set_attrs(lo->st->tok, lo->o.handle, &flag, 1)) < 0) {
+		ops_fail_token(lo->st, res, r);
+		return false;
+	}
+	return true;
+}
+
 /* The Activation Date may change while the object is Pre-Active (KMIP 2.1 section
- * 4.1); a date that has come activates it, as Activate would. */
+ * 4.1; may_change); a date that has come activates it, as Activate would. */
 static bool set_activation_date(struct locked_object *lo, const struct kmip_attr *a, struct ops_result *res)
 {
 	struct state_change c;
@@ -331,17 +437,13 @@ static bool set_activation_date(struct locked_object *lo, const struct kmip_attr
 		ops_fail(res, KMIP_REASON_INVALID_ATTRIBUTE_VALUE, "Activation Date is a Date-Time");
 		return false;
 	}
-	if (ops_meta_state(&lo->meta) != STATE_PRE_ACTIVE) {
-		ops_fail(res, KMIP_REASON_WRONG_KEY_LIFECYCLE_STATE, "the Activation Date changes only while Pre-Active");
-		return false;
-	}
 	c = (struct state_change){ ttlv_long(a->value) <= ops_now() ? STATE_ACTIVE : STATE_PRE_ACTIVE,
 				   ops_usage_of(lo->st, &lo->o, &lo->meta),
 				   { KMIP_TAG_ACTIVATION_DATE },
 				   1,
 				   NULL,
 				   ttlv_long(a->value) };
-	if ((r = change_state(lo->st, &lo->o, &lo->meta, &c)) < 0) {
+	if ((r = ops_change_state(lo->st, &lo->o, &lo->meta, &c)) < 0) {
 		ops_fail_token(lo->st, res, r);
 		return false;
 	}
@@ -413,30 +515,21 @@ void op_modify_attribute(struct ops_ctx *ctx, const struct ttlv_item *payload, s
 	const struct kmip_attr *a;
 	const struct ttlv_item *nv;
 	bool ok = false;
-	int r;
 
-	if (!begin_change(ctx, payload, false, &attrs, &lo, res))
+	if (!begin_change(ctx, payload, CHANGE_MODIFY, &attrs, &lo, res))
 		return;
 	a = &attrs.v[0];
-	if (a->tag == KMIP_TAG_NAME) {
+	if (a->tag == KMIP_TAG_NAME)
 		ok = (nv = name_value(a, res)) && set_name(&lo, nv, res);
-	} else if (a->tag == KMIP_TAG_ACTIVATION_DATE) {
-		/* A Pre-Active object without one gets its first with Add Attribute. */
-		if (ops_meta_state(&lo.meta) == STATE_PRE_ACTIVE && !ops_meta_attr(&lo.meta, a->tag))
-			ops_fail(res, KMIP_REASON_ATTRIBUTE_NOT_FOUND, "the object has no Activation Date to modify");
-		else
-			ok = set_activation_date(&lo, a, res);
-	} else {
-		const struct attr_ref ref = ref_of(a);
-		const struct rewrite rw = { &lo.meta, &ref, a };
-
-		if (!meta_has(&lo.meta, &ref))
-			ops_fail(res, KMIP_REASON_ATTRIBUTE_NOT_FOUND, "the object has no such attribute to modify");
-		else if ((r = ops_meta_rewrite(lo.st, &lo.o, NULL, NULL, 0, put_rewrite, &rw)) < 0)
-			ops_fail_token(lo.st, res, r);
-		else
-			ok = true;
-	}
+	else if (a->tag == KMIP_TAG_SENSITIVE || a->tag == KMIP_TAG_EXTRACTABLE)
+		ok = set_flag(&lo, a, CHANGE_MODIFY, res);
+	/* A Pre-Active object without an Activation Date gets its first with Add Attribute. */
+	else if (!meta_has(&lo.meta, &(struct attr_ref){ a->tag, a->vendor, a->name }))
+		ops_fail(res, KMIP_REASON_ATTRIBUTE_NOT_FOUND, "the object has no such attribute to modify");
+	else if (a->tag == KMIP_TAG_ACTIVATION_DATE)
+		ok = set_activation_date(&lo, a, res);
+	else
+		ok = rewrite_attr(&lo, a, true, res);
 	if (ok)
 		put_changed(w, ctx, &lo.o, &attrs);
 	unlock_object(&lo);
@@ -453,25 +546,20 @@ void op_add_attribute(struct ops_ctx *ctx, const struct ttlv_item *payload, stru
 	struct locked_object lo;
 	const struct kmip_attr *a;
 	bool ok = false;
-	int r;
 
-	if (!begin_change(ctx, payload, true, &attrs, &lo, res))
+	if (!begin_change(ctx, payload, CHANGE_ADD, &attrs, &lo, res))
 		return;
 	a = &attrs.v[0];
-	if (a->tag == KMIP_TAG_NAME) {
+	if (a->tag == KMIP_TAG_NAME)
 		ok = add_name(&lo, a, res);
-	} else if (meta_has(&lo.meta, &(struct attr_ref){ a->tag, a->vendor, a->name })) {
+	else if (a->tag == KMIP_TAG_SENSITIVE || a->tag == KMIP_TAG_EXTRACTABLE)
+		ok = set_flag(&lo, a, CHANGE_ADD, res);
+	else if (meta_has(&lo.meta, &(struct attr_ref){ a->tag, a->vendor, a->name }))
 		ops_fail(res, KMIP_REASON_ATTRIBUTE_SINGLE_VALUED, "the object has this attribute already");
-	} else if (a->tag == KMIP_TAG_ACTIVATION_DATE) {
+	else if (a->tag == KMIP_TAG_ACTIVATION_DATE)
 		ok = set_activation_date(&lo, a, res);
-	} else {
-		const struct rewrite rw = { &lo.meta, NULL, a };
-
-		if ((r = ops_meta_rewrite(lo.st, &lo.o, NULL, NULL, 0, put_rewrite, &rw)) < 0)
-			ops_fail_token(lo.st, res, r);
-		else
-			ok = true;
-	}
+	else
+		ok = rewrite_attr(&lo, a, false, res);
 	if (ok)
 		put_changed(w, ctx, &lo.o, &attrs);
 	unlock_object(&lo);
@@ -523,12 +611,17 @@ void op_delete_attribute(struct ops_ctx *ctx, const struct ttlv_item *payload, s
 
 	if (!deleted_attr(ctx, payload, &ref, res))
 		return;
-	if (ref.tag && (ops_attr_rule(ref.tag) != ATTR_CLIENT || ref.tag == KMIP_TAG_NAME)) {
+	/* The token holds the Name: an object keeps its label. */
+	if (ref.tag == KMIP_TAG_NAME) {
 		ops_fail(res, KMIP_REASON_ATTRIBUTE_READ_ONLY, "this attribute cannot be deleted");
 		return;
 	}
 	if (!lock_object(ctx, &lo, res))
 		return;
+	if (!may_change(ref.tag, CHANGE_DELETE, &lo, res)) {
+		unlock_object(&lo);
+		return;
+	}
 	for (size_t i = 0; i < lo.meta.attrs.n && !found; i++)
 		if (same_attr(&lo.meta.attrs.v[i], &ref))
 			found = &lo.meta.attrs.v[i];

@@ -114,8 +114,14 @@ static const struct {
 	{ KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM, ATTR_AT_CREATION },
 	{ KMIP_TAG_CRYPTOGRAPHIC_LENGTH, ATTR_AT_CREATION },
 	{ KMIP_TAG_CRYPTOGRAPHIC_USAGE_MASK, ATTR_AT_CREATION },
-	{ KMIP_TAG_ACTIVATION_DATE, ATTR_AT_CREATION },
-	{ KMIP_TAG_DEACTIVATION_DATE, ATTR_AT_CREATION },
+	{ KMIP_TAG_CRYPTOGRAPHIC_DOMAIN_PARAMETERS, ATTR_AT_CREATION },
+	{ KMIP_TAG_ACTIVATION_DATE, ATTR_PRE_ACTIVE },
+	{ KMIP_TAG_DEACTIVATION_DATE, ATTR_USABLE },
+	{ KMIP_TAG_PROCESS_START_DATE, ATTR_UNTIL_REACHED },
+	{ KMIP_TAG_PROTECT_STOP_DATE, ATTR_UNTIL_REACHED },
+	{ KMIP_TAG_USAGE_LIMITS, ATTR_UNTIL_USED },
+	{ KMIP_TAG_SENSITIVE, ATTR_FLAG },
+	{ KMIP_TAG_EXTRACTABLE, ATTR_FLAG },
 	{ KMIP_TAG_FRESH, ATTR_ONCE },
 	{ KMIP_TAG_ORIGINAL_CREATION_DATE, ATTR_ONCE },
 	{ KMIP_TAG_RANDOM_NUMBER_GENERATOR, ATTR_ONCE },
@@ -260,10 +266,38 @@ uint32_t ops_meta_enum(const struct store_meta *m, uint32_t tag, uint32_t dflt)
 	return a && (a->value->type == TTLV_ENUMERATION || a->value->type == TTLV_INTEGER) ? ttlv_enum(a->value) : dflt;
 }
 
-/* Keys that carry no relay metadata (made elsewhere) count as Active. */
+int64_t ops_meta_date(const struct store_meta *m, uint32_t tag, int64_t none)
+{
+	const struct kmip_attr *a = ops_meta_attr(m, tag);
+
+	return a && a->value->type == TTLV_DATE_TIME ? ttlv_long(a->value) : none;
+}
+
 uint32_t ops_meta_state(const struct store_meta *m)
 {
-	return ops_meta_enum(m, KMIP_TAG_STATE, STATE_ACTIVE);
+	uint32_t state = ops_meta_enum(m, KMIP_TAG_STATE, STATE_ACTIVE);
+	int64_t now = ops_now();
+
+	if (state == STATE_PRE_ACTIVE && ops_meta_date(m, KMIP_TAG_ACTIVATION_DATE, INT64_MAX) <= now)
+		state = STATE_ACTIVE;
+	if (state == STATE_ACTIVE && ops_meta_date(m, KMIP_TAG_DEACTIVATION_DATE, INT64_MAX) <= now)
+		state = STATE_DEACTIVATED;
+	return state;
+}
+
+int ops_catch_up(struct store *st, const struct store_obj *o, struct store_meta *m)
+{
+	uint32_t due = ops_meta_state(m);
+	struct state_change c = { .state = due };
+	int r;
+
+	if (!m->found || o->destroyed || due == ops_meta_enum(m, KMIP_TAG_STATE, STATE_ACTIVE))
+		return 0;
+	c.usage = ops_usage_of(st, o, m);
+	if ((r = ops_change_state(st, o, m, &c)) < 0)
+		return r;
+	store_meta_clear(m);
+	return store_meta_read(st, o, m);
 }
 
 uint32_t ops_state(const struct store_obj *o, const struct store_meta *m)

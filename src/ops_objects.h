@@ -29,7 +29,7 @@ enum {
 };
 enum { LINK_PUBLIC_KEY = 0x102, LINK_PRIVATE_KEY = 0x103 };
 enum { NAME_UNINTERPRETED = 1 };
-enum { REVOKE_KEY_COMPROMISE = 2, REVOKE_CA_COMPROMISE = 3 };
+enum { REVOKE_KEY_COMPROMISE = 2, REVOKE_CA_COMPROMISE = 3, REVOKE_CESSATION_OF_OPERATION = 6 };
 enum {
 	USE_SIGN = 0x1, USE_VERIFY = 0x2, USE_ENCRYPT = 0x4, USE_DECRYPT = 0x8, USE_WRAP = 0x10, USE_UNWRAP = 0x20,
 	USE_MAC_GENERATE = 0x80, USE_MAC_VERIFY = 0x100,
@@ -77,10 +77,20 @@ const struct ops_transparent *ops_transparent(uint32_t format);
  * none is asked for. */
 uint32_t ops_default_format(enum store_kind kind, CK_KEY_TYPE key_type);
 
-/* How a client may give an attribute: any time, only at creation, only when the
+/* How a client may give an attribute, from KMIP 2.1 section 4's "Modifiable by
+ * client" and "Deletable by client": any time; only at creation; only when the
  * object is registered or by adding it once (Original Creation Date, Random Number
- * Generator), or never (the server sets it). */
-enum ops_attr_rule { ATTR_CLIENT, ATTR_AT_CREATION, ATTR_ONCE, ATTR_SERVER };
+ * Generator); never (the server sets it); or by a rule of the object's state:
+ * ATTR_PRE_ACTIVE changes only while Pre-Active (Activation Date), ATTR_USABLE
+ * while Pre-Active or Active (Deactivation Date), ATTR_UNTIL_REACHED moreover only
+ * until the date has come (Process Start Date, Protect Stop Date); none of these
+ * three is ever deleted. ATTR_UNTIL_USED changes or goes only until a use took an
+ * allocation (Usage Limits); ATTR_FLAG is a key's token flag, which changes but
+ * is never deleted (Sensitive, Extractable). */
+enum ops_attr_rule {
+	ATTR_CLIENT, ATTR_AT_CREATION, ATTR_ONCE, ATTR_SERVER, ATTR_PRE_ACTIVE, ATTR_USABLE, ATTR_UNTIL_REACHED,
+	ATTR_UNTIL_USED, ATTR_FLAG,
+};
 enum ops_attr_rule ops_attr_rule(uint32_t tag);
 
 /* The curves, with their DER ECParameters for CKA_EC_PARAMS. */
@@ -158,8 +168,29 @@ void ops_fail_token(struct store *st, struct ops_result *res, int err);
 extern const struct kmip_version ops_meta_version;
 const struct kmip_attr *ops_meta_attr(const struct store_meta *m, uint32_t tag);
 uint32_t ops_meta_enum(const struct store_meta *m, uint32_t tag, uint32_t dflt);
-/* Keys that carry no relay metadata (made elsewhere) count as Active. */
+/* A Date-Time attribute of the metadata, or none. */
+int64_t ops_meta_date(const struct store_meta *m, uint32_t tag, int64_t none);
+/* An object's state now: the state on record, moved on by an Activation Date or a
+ * Deactivation Date that has come (KMIP 2.1 sections 4.1, 4.18), whatever
+ * connection set it. Keys that carry no relay metadata (made elsewhere) count as
+ * Active. */
 uint32_t ops_meta_state(const struct store_meta *m);
+/* Puts on record (the token's usage flags, then the metadata) the state that an
+ * object's dates have brought, if they brought one; the caller holds store_lock.
+ * Afterwards m is the object's metadata (read again if it changed). */
+int ops_catch_up(struct store *st, const struct store_obj *o, struct store_meta *m) KR_WUR;
+/* A state change with its dates (ops_lifecycle.c): the token's usage flags, then
+ * the metadata. */
+struct state_change {
+	uint32_t state;
+	uint32_t usage;
+	uint32_t date_tags[2];
+	size_t n_dates;
+	const struct ttlv_item *revocation_reason;
+	int64_t when; /* the dates' value */
+};
+int ops_change_state(struct store *st, const struct store_obj *o, const struct store_meta *m,
+		     const struct state_change *c) KR_WUR;
 void ops_put_attr(struct ttlv_writer *w, const struct kmip_attr *a);
 /* A new metadata generation: the old attributes minus those in replace[], then what
  * add() writes, and a new Last Change Date. */

@@ -3,8 +3,10 @@
 /* Batch Error Continuation Option Undo: a batch whose item fails has the changes of
  * its earlier items put back. A token cannot undo by itself, so before an item
  * changes an object the relay keeps what it will change - the metadata, the usage
- * flags and the label (the Name) - and puts them back; an object an item made is destroyed again.
- * Destroy cannot be undone (the key is gone), so a batch with it is refused. */
+ * flags, the Sensitive and Extractable flags and the label (the Name) - and puts
+ * them back; an object an item made is destroyed again. Destroy cannot be undone
+ * (the key is gone), so a batch with it is refused. Usage Limits are never put
+ * back: what a use drew on stays drawn, in this batch or any other. */
 
 #include <stdlib.h>
 #include <string.h>
@@ -16,11 +18,9 @@ enum undo_kind { UNDO_NOTHING, UNDO_RESTORE, UNDO_REMOVE };
 struct ops_undo {
 	enum undo_kind kind;
 	struct store_obj obj;
-	uint8_t *meta; /* the metadata before, if there was any */
-	size_t meta_len;
-	bool had_meta;
-	CK_BBOOL values[OPS_MAX_FLAGS];
-	CK_ATTRIBUTE flags[OPS_MAX_FLAGS];
+	struct store_meta meta; /* the metadata before (meta.found: there was some) */
+	CK_BBOOL values[OPS_MAX_FLAGS + 2];
+	CK_ATTRIBUTE flags[OPS_MAX_FLAGS + 2]; /* the usage flags, then Sensitive and Extractable */
 	size_t n_flags;
 	uint8_t *label; /* NULL: none could be read */
 	size_t label_len;
@@ -40,7 +40,6 @@ struct ops_undo *ops_undo_prepare(struct ops_ctx *ctx, const struct kmip_batch_i
 {
 	struct ops_undo *u = calloc(1, sizeof(*u));
 	struct ops_result res = { 0 };
-	struct store_meta m = { 0 };
 	struct store *st;
 
 	if (!u)
@@ -48,21 +47,17 @@ struct ops_undo *ops_undo_prepare(struct ops_ctx *ctx, const struct kmip_batch_i
 	if (!ops_changes(item->operation) || creates(item->operation))
 		return u; /* a creation is known only once it is done */
 	/* An object that cannot be found fails the item itself: nothing to keep. */
-	if (!ops_target(ctx, &st, &u->obj, &res) || store_meta_read(st, &u->obj, &m) < 0)
+	if (!ops_target(ctx, &st, &u->obj, &res) || store_meta_read(st, &u->obj, &u->meta) < 0)
 		return u;
-	u->had_meta = m.found;
-	if (m.found && !(u->meta = malloc(m.value_len ? m.value_len : 1))) {
-		store_meta_clear(&m);
-		free(u);
-		return NULL;
-	}
-	if (m.found) {
-		memcpy(u->meta, m.value, m.value_len);
-		u->meta_len = m.value_len;
-	}
-	store_meta_clear(&m);
 	/* The kind's flags, then their values now. */
 	u->n_flags = ops_usage_template(u->obj.kind, 0, 0, u->values, u->flags);
+	if (u->obj.kind == STORE_PRIVATE || u->obj.kind == STORE_SECRET) {
+		size_t n = u->n_flags;
+
+		u->flags[n] = (CK_ATTRIBUTE){ CKA_SENSITIVE, &u->values[n], sizeof(CK_BBOOL) };
+		u->flags[n + 1] = (CK_ATTRIBUTE){ CKA_EXTRACTABLE, &u->values[n + 1], sizeof(CK_BBOOL) };
+		u->n_flags = n + 2;
+	}
 	if (u->n_flags && p11_get_attrs(st->tok, u->obj.handle, u->flags, u->n_flags) < 0)
 		u->n_flags = 0;
 	if (p11_get_attr_alloc(st->tok, u->obj.handle, CKA_LABEL, &u->label, &u->label_len) < 0)
@@ -100,9 +95,38 @@ static int remove_made(struct store *st, const struct store_obj *made)
 	return r;
 }
 
+/* The Usage Limits as they are now, into the metadata put back. */
+static void put_current_limits(struct ttlv_writer *w, const void *arg)
+{
+	const struct kmip_attr *limits = arg;
+
+	if (limits)
+		ops_put_attr(w, limits);
+}
+
+/* Puts back the flags that differ from what was kept: a Sensitive key made so by
+ * the item cannot be made otherwise again, and the token says so. */
+static int restore_flags(struct store *st, struct ops_undo *u)
+{
+	CK_BBOOL now[OPS_MAX_FLAGS + 2];
+	CK_ATTRIBUTE cur[OPS_MAX_FLAGS + 2];
+	int r;
+
+	for (size_t i = 0; i < u->n_flags; i++)
+		cur[i] = (CK_ATTRIBUTE){ u->flags[i].type, &now[i], sizeof(CK_BBOOL) };
+	if ((r = p11_get_attrs(st->tok, u->obj.handle, cur, u->n_flags)) < 0)
+		return r;
+	for (size_t i = 0; i < u->n_flags && r == 0; i++)
+		if (now[i] != u->values[i])
+			r = p11_set_attrs(st->tok, u->obj.handle, &u->flags[i], 1);
+	return r;
+}
+
 int ops_undo_apply(struct ops_ctx *ctx, struct ops_undo *u)
 {
+	static const uint32_t limits[] = { KMIP_TAG_USAGE_LIMITS };
 	struct ops_result res = { 0 };
+	struct store_meta now = { 0 };
 	struct store *st;
 	int lock = -1, r = 0;
 
@@ -114,10 +138,16 @@ int ops_undo_apply(struct ops_ctx *ctx, struct ops_undo *u)
 		return remove_made(st, &u->obj);
 	if ((r = store_lock(st, &lock)) < 0)
 		return r;
-	r = u->had_meta ? store_meta_write(st, &u->obj, u->meta, u->meta_len) : store_meta_destroy(st, &u->obj);
+	if ((r = store_meta_read(st, &u->obj, &now)) == 0 && (u->meta.found || now.found)) {
+		const struct kmip_attr *drawn = ops_meta_attr(&now, KMIP_TAG_USAGE_LIMITS);
+
+		r = !u->meta.found && !drawn ? store_meta_destroy(st, &u->obj)
+					     : ops_meta_rewrite(st, &u->obj, &u->meta, limits, 1, put_current_limits, drawn);
+	}
+	store_meta_clear(&now);
 	store_unlock(lock);
 	if (r == 0 && u->n_flags)
-		r = p11_set_attrs(st->tok, u->obj.handle, u->flags, u->n_flags);
+		r = restore_flags(st, u);
 	if (r == 0 && u->label) {
 		CK_ATTRIBUTE label = { CKA_LABEL, u->label, u->label_len };
 
@@ -131,7 +161,7 @@ void ops_undo_free(struct ops_undo *u)
 {
 	if (!u)
 		return;
-	free(u->meta);
+	store_meta_clear(&u->meta);
 	free(u->label);
 	free(u);
 }

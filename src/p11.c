@@ -507,6 +507,39 @@ int p11_find(struct p11_token *t, const CK_ATTRIBUTE *tmpl, size_t n, CK_OBJECT_
 	return 0;
 }
 
+int p11_find_all(struct p11_token *t, const CK_ATTRIBUTE *tmpl, size_t n, CK_OBJECT_HANDLE **ret,
+		 size_t *ret_count)
+{
+	enum { CHUNK = 256 };
+	CK_OBJECT_HANDLE *h = NULL;
+	size_t count = 0;
+	CK_ULONG found = CHUNK;
+	int r = check(t, t->f->C_FindObjectsInit(t->session, (CK_ATTRIBUTE *)tmpl, n));
+
+	if (r < 0)
+		return r;
+	while (r == 0 && found == CHUNK) {
+		CK_OBJECT_HANDLE *more = realloc(h, (count + CHUNK) * sizeof(*h));
+
+		if (!more) {
+			r = KR_E_NOMEM;
+			break;
+		}
+		h = more;
+		r = check(t, t->f->C_FindObjects(t->session, h + count, CHUNK, &found));
+		if (r == 0)
+			count += found;
+	}
+	t->f->C_FindObjectsFinal(t->session);
+	if (r < 0) {
+		free(h);
+		return r;
+	}
+	*ret = h;
+	*ret_count = count;
+	return 0;
+}
+
 int p11_get_attrs(struct p11_token *t, CK_OBJECT_HANDLE h, CK_ATTRIBUTE *tmpl, size_t n)
 {
 	return check(t, t->f->C_GetAttributeValue(t->session, h, tmpl, n));

@@ -70,6 +70,9 @@ bool p11_has_mechanism(struct p11_token *t, CK_MECHANISM_TYPE m);
 /* Object primitives; each returns 0 or the project error for the token's CKR_. */
 int p11_find(struct p11_token *t, const CK_ATTRIBUTE *tmpl, size_t n, CK_OBJECT_HANDLE *out, size_t max,
 	     size_t *ret_count) KR_WUR;
+/* Every object that matches, however many, in a new array (free it). */
+int p11_find_all(struct p11_token *t, const CK_ATTRIBUTE *tmpl, size_t n, CK_OBJECT_HANDLE **ret,
+		 size_t *ret_count) KR_WUR;
 int p11_get_attrs(struct p11_token *t, CK_OBJECT_HANDLE h, CK_ATTRIBUTE *tmpl, size_t n) KR_WUR;
 /* One attribute's value in a new buffer (free it). */
 int p11_get_attr_alloc(struct p11_token *t, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type, uint8_t **ret,

@@ -213,7 +213,8 @@ static void delay_failed_authentication(struct session *s)
 }
 
 /* Puts back what items 0..n-1 changed, last first, when item n failed under the
- * Undo option. */
+ * Undo option. An undone item carries no payload: what it gave (a signature, a
+ * key) is not given. */
 static void undo_items(struct ops_ctx *ctx, struct ops_undo **undos, struct kmip_batch_item *out, size_t n)
 {
 	static const char failed[] = "the operation succeeded, but could not be undone";
@@ -221,6 +222,7 @@ static void undo_items(struct ops_ctx *ctx, struct ops_undo **undos, struct kmip
 	while (n--) {
 		if (ops_undo_apply(ctx, undos[n]) == 0) {
 			out[n].result_status = KMIP_STATUS_OPERATION_UNDONE;
+			out[n].present &= ~KMIP_FIELD(KMIP_I_PAYLOAD);
 			continue;
 		}
 		log_msg(LOG_ERR, "batch undo: item %zu could not be undone", n);

@@ -212,8 +212,14 @@ static int find_generations(struct store *s, const struct store_obj *o, struct g
 		CK_ATTRIBUTE a = { CKA_LABEL, label, sizeof(label) - 1 };
 		size_t pl = strlen(META_LABEL);
 
-		/* A generation destroyed meanwhile by a writer is skipped. */
-		if (p11_get_attrs(s->tok, h[i], &a, 1) < 0 || a.ulValueLen <= pl || memcmp(label, META_LABEL, pl) != 0)
+		/* A generation destroyed meanwhile by a writer is skipped; any other
+		 * failure is one: metadata that cannot be read is never taken for none. */
+		r = p11_get_attrs(s->tok, h[i], &a, 1);
+		if (r == KR_E_P11_NOT_FOUND)
+			continue;
+		if (r < 0)
+			return r;
+		if (a.ulValueLen <= pl || a.ulValueLen >= sizeof(label) || memcmp(label, META_LABEL, pl) != 0)
 			continue;
 		out[k++] = (struct generation){ h[i], strtoull(label + pl, NULL, 10) };
 	}
@@ -261,20 +267,20 @@ int store_find(struct store *s, const char *uid, size_t len, struct store_obj *r
 	return r;
 }
 
-int store_records(struct store *s, struct store_obj *out, size_t max, size_t *ret_n)
+int store_records(struct store *s, struct store_obj **ret, size_t *ret_n)
 {
 	CK_OBJECT_CLASS cls = CKO_DATA;
 	CK_ATTRIBUTE tmpl[] = {
 		{ CKA_CLASS, &cls, sizeof(cls) },
 		{ CKA_APPLICATION, (void *)META_APPLICATION, strlen(META_APPLICATION) },
 	};
-	CK_OBJECT_HANDLE *h = calloc(max ? max : 1, sizeof(*h));
+	CK_OBJECT_HANDLE *h = NULL;
+	struct store_obj *out = NULL;
 	size_t n = 0, k = 0;
-	int r;
+	int r = p11_find_all(s->tok, tmpl, 2, &h, &n);
 
-	if (!h)
-		return KR_E_NOMEM;
-	r = p11_find(s->tok, tmpl, 2, h, max, &n);
+	if (r == 0 && !(out = calloc(n ? n : 1, sizeof(*out))))
+		r = KR_E_NOMEM;
 	for (size_t i = 0; r == 0 && i < n; i++) {
 		char uid[STORE_MAX_UID + 1] = { 0 };
 		CK_ATTRIBUTE a = { CKA_OBJECT_ID, uid, STORE_MAX_UID };
@@ -302,8 +308,11 @@ int store_records(struct store *s, struct store_obj *out, size_t max, size_t *re
 			r = 0;
 	}
 	free(h);
-	if (r < 0)
+	if (r < 0) {
+		free(out);
 		return r;
+	}
+	*ret = out;
 	*ret_n = k;
 	return 0;
 }
@@ -351,8 +360,17 @@ int store_meta_read(struct store *s, const struct store_obj *o, struct store_met
 		return r;
 	}
 	m.found = true;
+	m.generation = gens[newest].handle;
 	*ret = m;
 	return 0;
+}
+
+bool store_meta_current(struct store *s, CK_OBJECT_HANDLE generation)
+{
+	char label[64];
+	CK_ATTRIBUTE a = { CKA_LABEL, label, sizeof(label) };
+
+	return p11_get_attrs(s->tok, generation, &a, 1) == 0;
 }
 
 int store_meta_write(struct store *s, const struct store_obj *o, const uint8_t *encoded, size_t len)
@@ -387,6 +405,7 @@ int store_meta_write(struct store *s, const struct store_obj *o, const uint8_t *
 	}
 	if (r < 0)
 		return r;
+	s->written = h;
 	/* The new generation is in place and readers take it over the old ones, so an
 	 * old one that cannot be destroyed now is left for the next writer. */
 	for (size_t i = 0; i < n; i++)

@@ -44,6 +44,7 @@ struct store {
 	unsigned lock_seconds; /* the longest a process may hold it */
 	struct store_obj cache[32]; /* objects found on this connection */
 	size_t n_cache;
+	CK_OBJECT_HANDLE written; /* the metadata generation written last */
 };
 
 CK_OBJECT_CLASS store_class(enum store_kind kind);
@@ -64,9 +65,9 @@ void store_uid(enum store_kind kind, const uint8_t *id, size_t id_len, char out[
  * object, the record of a destroyed one (ret->destroyed); a bare CKA_ID prefers the
  * objects there are to records. A malformed UID is simply not found. */
 int store_find(struct store *s, const char *uid, size_t len, struct store_obj *ret) KR_WUR;
-/* The records of destroyed objects (metadata without its object), at most max, in
- * the token's order. */
-int store_records(struct store *s, struct store_obj *out, size_t max, size_t *ret_n) KR_WUR;
+/* The records of destroyed objects (metadata without its object), all of them, in
+ * the token's order, in a new array (free it). */
+int store_records(struct store *s, struct store_obj **ret, size_t *ret_n) KR_WUR;
 /* Remembers an object the connection made, and forgets a destroyed one. */
 void store_remember(struct store *s, const struct store_obj *o);
 void store_forget(struct store *s, const struct store_obj *o);
@@ -81,6 +82,7 @@ int store_new_id(struct store *s, uint8_t id[STORE_ID_LEN]) KR_WUR;
  * other software) meta->attrs is empty and meta->found false. */
 struct store_meta {
 	bool found;
+	CK_OBJECT_HANDLE generation; /* the data object it was read from */
 	struct kmip_attrs attrs;   /* borrows from tree */
 	struct ttlv_item *tree;
 	uint8_t *value;            /* the TTLV the tree borrows from */
@@ -88,6 +90,10 @@ struct store_meta {
 };
 int store_meta_read(struct store *s, const struct store_obj *o, struct store_meta *ret) KR_WUR;
 void store_meta_clear(struct store_meta *m);
+/* Whether metadata read from generation is still the newest: a writer, in any
+ * process, destroys the generation it replaces. One token call, far cheaper than
+ * reading the metadata again (which searches the token). */
+bool store_meta_current(struct store *s, CK_OBJECT_HANDLE generation);
 
 /* Replaces the metadata with encoded (a KMIP 2.x Attributes structure): creates the
  * next generation, then destroys the older ones. Callers that read, modify and write

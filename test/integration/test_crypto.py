@@ -1348,7 +1348,9 @@ class HotPathTest(KeyAttributesTestCase):
     def test_a_key_is_read_once_per_connection(self):
         # After a key's first Sign on a connection, its metadata (parameters, dates,
         # Usage Limits) comes from memory: with the token failing every object
-        # search and attribute read, Signs still succeed.
+        # search, Signs still succeed. One attribute read a Sign checks that no
+        # process changed the metadata since; when the token fails it, the Sign
+        # fails too: metadata that cannot be checked is never taken as it was.
         faulty = os.environ.get("FAULTY_P11") or os.path.join(os.path.dirname(os.path.abspath(RELAY)), "test",
                                                               "faulty_p11.so")
         fault_file = os.path.join(self.tmp, "fault")
@@ -1359,11 +1361,13 @@ class HotPathTest(KeyAttributesTestCase):
         params = crypto_parameters(None, HASH_SHA256, ALG_ECDSA)
         with self.client(port, V2) as c:
             self.sign(c, priv, params, b"first")
-            for function in ("C_FindObjectsInit", "C_GetAttributeValue"):
-                with open(fault_file, "w") as f:
-                    f.write(function + ":rv=CKR_DEVICE_ERROR\n")
-                for i in range(3):
-                    self.sign(c, priv, params, b"again %d" % i)
+            with open(fault_file, "w") as f:
+                f.write("C_FindObjectsInit:rv=CKR_DEVICE_ERROR\n")
+            for i in range(3):
+                self.sign(c, priv, params, b"again %d" % i)
+            with open(fault_file, "w") as f:
+                f.write("C_GetAttributeValue:rv=CKR_DEVICE_ERROR\n")
+            self.assertEqual(c.fails(OP_SIGN, sign_request(priv, params, b"unchecked")), GENERAL_FAILURE)
         with self.client(port, V2) as c:  # where the fault bites
             self.assertEqual(c.fails(OP_SIGN, sign_request(priv, params, b"new connection")), GENERAL_FAILURE)
 
