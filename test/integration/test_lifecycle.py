@@ -3,7 +3,8 @@ Get Attributes, Get Attribute List, Modify Attribute, Activate, Revoke, Destroy 
 Locate, through PyKMIP's ProxyKmipClient and in raw TTLV in both attribute
 encodings (KMIP 1.x Template-Attribute, KMIP 2.x Attributes); every Result Reason
 these operations give, in 1.x and 2.x; ID Placeholders in batches; state shared
-between relay processes through the token; audit records."""
+between relay processes through the token; audit records; secrets masked in
+traces."""
 
 import datetime
 import glob
@@ -1551,6 +1552,57 @@ class AuditTest(TokenTestCase):
         ])
         for r in records:
             self.assertEqual(sorted(r), sorted(AUDIT_KEYS + (["uid"] if "uid" in r else [])))
+
+
+class TraceTest(TokenTestCase):
+    """log.trace (--trace) masks every secret in requests and responses (issue 11,
+    finding 10): Opaque Data Value, and the Key Value of keys and Secret Data."""
+
+    def test_register_and_get_are_redacted(self):
+        port = self.start(self.softhsm_config(self.token, log={"trace": True}, keys={"extractable": True}))
+        opaque, raw_key = os.urandom(24), os.urandom(32)
+        password = "Quokka-%s" % os.urandom(8).hex()
+        with self.client(port, V2) as c:
+            local = c.sock.getsockname()[1]
+            blob = find(c.ok(OP_REGISTER, [
+                item(T["ObjectType"], ENUM, OBJ_OPAQUE), container(V2, "template", []),
+                item(T["OpaqueObject"], STRUCTURE, [item(T["OpaqueDataType"], ENUM, 0x80000000),
+                                                    item(T["OpaqueDataValue"], BYTES, opaque)])]),
+                        T["UniqueIdentifier"])[0]
+            aes = find(c.ok(OP_REGISTER, register_payload(OBJ_SYMMETRIC_KEY, T["SymmetricKey"], FMT_RAW,
+                                                          key_material_item(raw_key), ALG_AES, 256)),
+                       T["UniqueIdentifier"])[0]
+            secret = find(c.ok(OP_REGISTER, register_payload(OBJ_SECRET_DATA, T["SecretData"], FMT_RAW,
+                                                             key_material_item(password.encode()),
+                                                             extra=[item(T["SecretDataType"], ENUM, 1)])),
+                          T["UniqueIdentifier"])[0]
+            made = self.create_aes(c, V2)
+            got = {uid: c.ok(OP_GET, [uid_item(uid)]) for uid in (blob, aes, secret, made)}
+        # The client got the secrets back, the made key's too...
+        self.assertEqual(find(find(got[blob], T["OpaqueObject"])[0], T["OpaqueDataValue"]), [opaque])
+        self.assertEqual(key_material(got[aes]), (FMT_RAW, raw_key))
+        generated = key_material(got[made])[1]
+        self.assertEqual(len(generated), 32)
+        self.summary(local)
+        with open(self.log) as f:
+            text = f.read()
+        # ... and the trace has every request and response (Register 3, Create, Get 4),
+        self.assertEqual(text.count("]: request\nRequest Message (Structure)\n"), 8)
+        self.assertEqual(text.count("]: response\nResponse Message (Structure)\n"), 8)
+        # but none of the secrets, in any form.
+        for value in (opaque, raw_key, password.encode(), generated):
+            for form in (value.hex().upper(), value.hex(), value.decode("latin-1")):
+                self.assertNotIn(form, text)
+        # Register's request and Get's response, each masked in place.
+        self.assertEqual(text.count("\n      Opaque Object (Structure)\n"
+                                    "        Opaque Data Type (Enumeration) 0x80000000\n"
+                                    "        Opaque Data Value (Byte String) <redacted>\n"), 2)
+        self.assertEqual(text.count("\n        Key Block (Structure)\n"
+                                    "          Key Format Type (Enumeration) Raw\n"
+                                    "          Key Value (Structure) <redacted>\n"), 5)
+        self.assertNotIn("Key Material", text)
+        self.assertIn("\n        Secret Data Type (Enumeration) Password\n", text)
+        self.assertIn('\n      Unique Identifier (Text String) "%s"\n' % made, text)
 
 
 if __name__ == "__main__":
