@@ -630,6 +630,139 @@ START_TEST(test_custom_attributes)
 }
 END_TEST
 
+/* A 2.x vendor attribute, as an Attribute structure. */
+static void put_vendor(struct ttlv_writer *w, const char *vendor, const char *name)
+{
+	ttlv_begin(w, KMIP_TAG_ATTRIBUTE);
+	ttlv_put_text(w, KMIP_TAG_VENDOR_IDENTIFICATION, vendor, strlen(vendor));
+	ttlv_put_text(w, KMIP_TAG_ATTRIBUTE_NAME, name, strlen(name));
+	ttlv_put_text(w, KMIP_TAG_ATTRIBUTE_VALUE, "v", 1);
+	ttlv_end(w);
+}
+
+/* The Attribute Names of a 1.x encoding, in order, each followed by a comma. */
+static void v1_names(const uint8_t *buf, size_t len, char *ret, size_t size)
+{
+	struct ttlv_item *tree = NULL;
+
+	ret[0] = '\0';
+	ck_assert_int_eq(ttlv_decode(buf, len, &ttlv_default_limits, &tree), 0);
+	for (const struct ttlv_item *c = tree->child; c; c = c->next) {
+		const struct ttlv_item *n = ttlv_find(c, KMIP_TAG_ATTRIBUTE_NAME);
+
+		ck_assert_uint_eq(c->tag, KMIP_TAG_ATTRIBUTE);
+		ck_assert_ptr_nonnull(n);
+		ck_assert_uint_lt(strlen(ret) + n->len + 1, size);
+		strncat(ret, (const char *)n->value, n->len);
+		strcat(ret, ",");
+	}
+	ttlv_free(tree);
+}
+
+START_TEST(test_attributes_a_version_lacks)
+{
+	/* Issue 11, finding 15: a response in a version that has no encoding for an
+	 * attribute leaves it out, and the others are still encoded. */
+	static const struct {
+		struct kmip_version v;
+		const char *names;
+	} by_version[] = {
+		{ { 1, 0 }, "Contact Information,x-owner,y-note," },
+		{ { 1, 1 }, "Contact Information,Fresh,x-owner,y-note," },
+		{ { 1, 2 }, "Contact Information,Fresh,Original Creation Date,x-owner,y-note," },
+		{ { 1, 3 }, "Contact Information,Fresh,Original Creation Date,x-owner,y-note," },
+		{ { 1, 4 }, "Contact Information,Fresh,Original Creation Date,Description,Sensitive,x-owner,y-note," },
+	};
+	struct ttlv_item *tree = NULL;
+	struct kmip_attrs a = { 0 };
+	struct ttlv_writer w;
+	uint8_t *buf = NULL, *out;
+	size_t len, out_len;
+	char names[512];
+
+	ttlv_writer_init(&w, TTLV_DEFAULT_MAX_SIZE);
+	ttlv_begin(&w, KMIP_TAG_ATTRIBUTES);
+	ttlv_put_text(&w, KMIP_TAG_CONTACT_INFORMATION, "ops", 3);          /* 1.0 */
+	ttlv_put_bool(&w, KMIP_TAG_FRESH, true);                            /* 1.1 */
+	ttlv_put_datetime(&w, KMIP_TAG_ORIGINAL_CREATION_DATE, 946684800); /* 1.2 */
+	ttlv_put_text(&w, KMIP_TAG_DESCRIPTION, "d", 1);                    /* 1.4 */
+	ttlv_put_bool(&w, KMIP_TAG_SENSITIVE, true);                        /* 1.4 */
+	ttlv_put_enum(&w, KMIP_TAG_KEY_FORMAT_TYPE, 1);                     /* 2.0 */
+	ttlv_put_enum(&w, KMIP_TAG_PROTECTION_LEVEL, 1);                    /* 2.0 */
+	ttlv_put_text(&w, KMIP_TAG_CERTIFICATE_SUBJECT_CN, "cn", 2);        /* 2.0 */
+	ttlv_put_text(&w, 0x540010, "e", 1);                                /* an extension */
+	ttlv_put_text(&w, KMIP_TAG_REQUEST_HEADER, "r", 1);                 /* no attribute */
+	put_vendor(&w, "acme", "colour"); /* 1.x custom attributes are "x-" and "y-" */
+	put_vendor(&w, "x", "owner");
+	put_vendor(&w, "y", "note");
+	ttlv_end(&w);
+	ck_assert_int_eq(ttlv_writer_finish(&w, &buf, &len), 0);
+	ck_assert_int_eq(ttlv_decode(buf, len, &ttlv_default_limits, &tree), 0);
+	ck_assert_int_eq(kmip_attrs_decode(tree, V(2, 1), &a), 0);
+	ck_assert_uint_eq(a.n, 13);
+
+	for (size_t i = 0; i < sizeof(by_version) / sizeof(by_version[0]); i++) {
+		out = encode_attrs(&a, KMIP_TAG_TEMPLATE_ATTRIBUTE, by_version[i].v, &out_len);
+		v1_names(out, out_len, names, sizeof(names));
+		ck_assert_str_eq(names, by_version[i].names);
+		ttlv_buf_free(out, out_len);
+	}
+	/* 2.x encodes every one, as given. */
+	for (int minor = 0; minor <= 1; minor++) {
+		out = encode_attrs(&a, KMIP_TAG_ATTRIBUTES, V(2, minor), &out_len);
+		ck_assert_uint_eq(out_len, len);
+		ck_assert_mem_eq(out, buf, len);
+		ttlv_buf_free(out, out_len);
+	}
+	/* Only what 1.x lacks (Key Format Type ... Request Header): an empty container
+	 * rather than a failure. */
+	a.v += 5;
+	a.n = 5;
+	out = encode_attrs(&a, KMIP_TAG_TEMPLATE_ATTRIBUTE, V(1, 4), &out_len);
+	ck_assert_uint_eq(out_len, 8);
+	ck_assert_mem_eq(out, "\x42\x00\x91\x01\x00\x00\x00\x00", 8);
+	ttlv_buf_free(out, out_len);
+	a.v -= 5;
+	a.n = 13;
+
+	kmip_attrs_clear(&a);
+	ttlv_free(tree);
+	ttlv_buf_free(buf, len);
+}
+END_TEST
+
+/* kmip_attrs_decode's result for a 1.x Template-Attribute naming one attribute. */
+static int decode_v1_name(const char *name, struct kmip_version v)
+{
+	size_t len;
+	uint8_t *buf = v1_attribute(name, &len);
+	struct ttlv_item *tree = NULL;
+	struct kmip_attrs a = { 0 };
+	int r;
+
+	ck_assert_int_eq(ttlv_decode(buf, len, &ttlv_default_limits, &tree), 0);
+	r = kmip_attrs_decode(tree, v, &a);
+	kmip_attrs_clear(&a);
+	ttlv_free(tree);
+	ttlv_buf_free(buf, len);
+	return r;
+}
+
+START_TEST(test_names_a_version_lacks)
+{
+	/* A 1.x request may not name what a response in its version would leave out. */
+	ck_assert_int_eq(decode_v1_name("Sensitive", V(1, 3)), KR_E_KMIP_UNKNOWN_ATTRIBUTE);
+	ck_assert_int_eq(decode_v1_name("Sensitive", V(1, 4)), 0);
+	ck_assert_int_eq(decode_v1_name("Fresh", V(1, 0)), KR_E_KMIP_UNKNOWN_ATTRIBUTE);
+	ck_assert_int_eq(decode_v1_name("Fresh", V(1, 1)), 0);
+	ck_assert_int_eq(decode_v1_name("Contact Information", V(1, 0)), 0);
+	ck_assert_int_eq(decode_v1_name("x-owner", V(1, 0)), 0);
+	ck_assert_int_eq(decode_v1_name("Key Format Type", V(1, 4)), KR_E_KMIP_UNKNOWN_ATTRIBUTE);
+	ck_assert_int_eq(decode_v1_name("Protection Level", V(1, 4)), KR_E_KMIP_UNKNOWN_ATTRIBUTE);
+	ck_assert_int_eq(decode_v1_name("Request Header", V(1, 4)), KR_E_KMIP_UNKNOWN_ATTRIBUTE);
+}
+END_TEST
+
 START_TEST(test_names)
 {
 	ck_assert_str_eq(kmip_tag_name(KMIP_TAG_REQUEST_MESSAGE), "Request Message");
@@ -890,6 +1023,8 @@ static Suite *kmip_suite(void)
 	tcase_add_test(tc, test_response_with_encoded_payload);
 	tcase_add_test(tc, test_attributes_both_encodings);
 	tcase_add_test(tc, test_custom_attributes);
+	tcase_add_test(tc, test_attributes_a_version_lacks);
+	tcase_add_test(tc, test_names_a_version_lacks);
 	tcase_add_test(tc, test_names);
 	tcase_add_test(tc, test_redaction_walks_the_tag_table);
 	tcase_add_test(tc, test_trace_masks_secrets);
