@@ -18,12 +18,83 @@ static bool is_v1(struct kmip_version v)
 	return v.major < 2;
 }
 
+/* The attributes of KMIP 1.x (section 3 of each version's specification), with the
+ * minor version that brought each. Being KMIP_TAG_ constants, all have a name. */
+static const struct {
+	uint32_t tag;
+	int32_t since_minor;
+} v1_attributes[] = {
+	{ KMIP_TAG_UNIQUE_IDENTIFIER, 0 },
+	{ KMIP_TAG_NAME, 0 },
+	{ KMIP_TAG_OBJECT_TYPE, 0 },
+	{ KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM, 0 },
+	{ KMIP_TAG_CRYPTOGRAPHIC_LENGTH, 0 },
+	{ KMIP_TAG_CRYPTOGRAPHIC_PARAMETERS, 0 },
+	{ KMIP_TAG_CRYPTOGRAPHIC_DOMAIN_PARAMETERS, 0 },
+	{ KMIP_TAG_CERTIFICATE_TYPE, 0 },
+	{ KMIP_TAG_CERTIFICATE_IDENTIFIER, 0 },
+	{ KMIP_TAG_CERTIFICATE_SUBJECT, 0 },
+	{ KMIP_TAG_CERTIFICATE_ISSUER, 0 },
+	{ KMIP_TAG_DIGEST, 0 },
+	{ KMIP_TAG_OPERATION_POLICY_NAME, 0 },
+	{ KMIP_TAG_CRYPTOGRAPHIC_USAGE_MASK, 0 },
+	{ KMIP_TAG_LEASE_TIME, 0 },
+	{ KMIP_TAG_USAGE_LIMITS, 0 },
+	{ KMIP_TAG_STATE, 0 },
+	{ KMIP_TAG_INITIAL_DATE, 0 },
+	{ KMIP_TAG_ACTIVATION_DATE, 0 },
+	{ KMIP_TAG_PROCESS_START_DATE, 0 },
+	{ KMIP_TAG_PROTECT_STOP_DATE, 0 },
+	{ KMIP_TAG_DEACTIVATION_DATE, 0 },
+	{ KMIP_TAG_DESTROY_DATE, 0 },
+	{ KMIP_TAG_COMPROMISE_OCCURRENCE_DATE, 0 },
+	{ KMIP_TAG_COMPROMISE_DATE, 0 },
+	{ KMIP_TAG_REVOCATION_REASON, 0 },
+	{ KMIP_TAG_ARCHIVE_DATE, 0 },
+	{ KMIP_TAG_OBJECT_GROUP, 0 },
+	{ KMIP_TAG_LINK, 0 },
+	{ KMIP_TAG_APPLICATION_SPECIFIC_INFORMATION, 0 },
+	{ KMIP_TAG_CONTACT_INFORMATION, 0 },
+	{ KMIP_TAG_LAST_CHANGE_DATE, 0 },
+	{ KMIP_TAG_CERTIFICATE_LENGTH, 1 },
+	{ KMIP_TAG_X_509_CERTIFICATE_IDENTIFIER, 1 },
+	{ KMIP_TAG_X_509_CERTIFICATE_SUBJECT, 1 },
+	{ KMIP_TAG_X_509_CERTIFICATE_ISSUER, 1 },
+	{ KMIP_TAG_DIGITAL_SIGNATURE_ALGORITHM, 1 },
+	{ KMIP_TAG_FRESH, 1 },
+	{ KMIP_TAG_ALTERNATIVE_NAME, 2 },
+	{ KMIP_TAG_KEY_VALUE_PRESENT, 2 },
+	{ KMIP_TAG_KEY_VALUE_LOCATION, 2 },
+	{ KMIP_TAG_ORIGINAL_CREATION_DATE, 2 },
+	{ KMIP_TAG_RANDOM_NUMBER_GENERATOR, 3 },
+	{ KMIP_TAG_PKCS12_FRIENDLY_NAME, 4 },
+	{ KMIP_TAG_DESCRIPTION, 4 },
+	{ KMIP_TAG_COMMENT, 4 },
+	{ KMIP_TAG_SENSITIVE, 4 },
+	{ KMIP_TAG_ALWAYS_SENSITIVE, 4 },
+	{ KMIP_TAG_EXTRACTABLE, 4 },
+	{ KMIP_TAG_NEVER_EXTRACTABLE, 4 },
+};
+
+bool kmip_attr_in_version(const struct kmip_attr *a, struct kmip_version v)
+{
+	if (!is_v1(v))
+		return true;
+	if (!a->tag) /* 1.x names a custom attribute "x-..." or "y-...", as decoded */
+		return a->vendor.len == 1 && (a->vendor.ptr[0] == 'x' || a->vendor.ptr[0] == 'y');
+	for (size_t i = 0; i < sizeof(v1_attributes) / sizeof(v1_attributes[0]); i++)
+		if (v1_attributes[i].tag == a->tag)
+			return v.minor >= v1_attributes[i].since_minor;
+	return false;
+}
+
 /* An Attribute structure: 1.x (Name, optional Index, Value) or 2.x vendor attribute
  * (Vendor Identification, Name, Value). */
-static int decode_attribute(const struct ttlv_item *it, bool v1, struct kmip_attr *ret)
+static int decode_attribute(const struct ttlv_item *it, struct kmip_version v, struct kmip_attr *ret)
 {
 	const struct ttlv_item *c = it->child;
 	struct kmip_attr a = { 0 };
+	bool v1 = is_v1(v);
 
 	if (it->type != TTLV_STRUCTURE)
 		return KR_E_KMIP_FIELD_TYPE;
@@ -54,15 +125,16 @@ static int decode_attribute(const struct ttlv_item *it, bool v1, struct kmip_att
 	if (c->next)
 		return KR_E_KMIP_UNKNOWN_FIELD;
 	if (v1) {
-		/* "x-name" and "y-name" are custom attributes, anything else must be a
-		 * standard attribute's name. */
+		/* "x-name" and "y-name" are custom attributes, anything else must be the
+		 * name of an attribute of version v: what a response in v would leave
+		 * out is not taken either. */
 		const char *sep = memchr(a.name.ptr, VENDOR_SEPARATOR, a.name.len);
 
 		a.tag = kmip_tag_by_name(a.name.ptr, a.name.len);
 		if (!a.tag && sep && sep - a.name.ptr == 1 && (a.name.ptr[0] == 'x' || a.name.ptr[0] == 'y')) {
 			a.vendor = (struct kmip_text){ a.name.ptr, 1 };
 			a.name = (struct kmip_text){ sep + 1, a.name.len - 2 };
-		} else if (!a.tag) {
+		} else if (!a.tag || !kmip_attr_in_version(&a, v)) {
 			return KR_E_KMIP_UNKNOWN_ATTRIBUTE;
 		}
 	}
@@ -86,7 +158,7 @@ int kmip_attrs_decode(const struct ttlv_item *container, struct kmip_version v,
 		return KR_E_NOMEM;
 	for (const struct ttlv_item *c = container->child; c; c = c->next, i++) {
 		if (c->tag == KMIP_TAG_ATTRIBUTE) {
-			r = decode_attribute(c, is_v1(v), &attrs[i]);
+			r = decode_attribute(c, v, &attrs[i]);
 			if (r < 0)
 				break;
 		} else if (is_v1(v)) {
@@ -119,10 +191,6 @@ static void encode_v1_name(struct ttlv_writer *w, const struct kmip_attr *a)
 		ttlv_put_text(w, KMIP_TAG_ATTRIBUTE_NAME, std, strlen(std));
 		return;
 	}
-	if (a->tag) { /* a 2.x attribute under a tag that 1.x has no name for */
-		w->err = w->err ? w->err : KR_E_KMIP_UNKNOWN_ATTRIBUTE;
-		return;
-	}
 	len = a->vendor.len + 1 + a->name.len;
 	full = malloc(len);
 	if (!full) {
@@ -144,6 +212,8 @@ void kmip_attrs_encode(struct ttlv_writer *w, uint32_t container_tag, const stru
 	for (size_t i = 0; i < a->n; i++) {
 		const struct kmip_attr *at = &a->v[i];
 
+		if (!kmip_attr_in_version(at, v))
+			continue;
 		if (!is_v1(v) && at->tag) {
 			ttlv_put_item(w, at->tag, at->value);
 			continue;

@@ -22,13 +22,20 @@ struct kmip_attrs {
 };
 
 /* Decodes the attributes directly under container, in the encoding of version v. In
- * 1.x, container's children other than Attribute structures are an error. */
+ * 1.x, container's children other than Attribute structures are an error, and so is
+ * a name that v has no attribute of (KR_E_KMIP_UNKNOWN_ATTRIBUTE). */
 int kmip_attrs_decode(const struct ttlv_item *container, struct kmip_version v,
 		      struct kmip_attrs *ret) KR_WUR;
 void kmip_attrs_clear(struct kmip_attrs *a);
 
+/* Whether version v has an encoding for a: in 1.x, the attributes of that version's
+ * specification and custom attributes ("x-..." and "y-..."); in 2.x, every one. */
+bool kmip_attr_in_version(const struct kmip_attr *a, struct kmip_version v);
+
 /* Writes the attributes in the encoding of version v, inside a structure tagged
- * container_tag, or with no enclosing structure if container_tag is 0. */
+ * container_tag, or with no enclosing structure if container_tag is 0. An attribute
+ * that v has no encoding for is left out, so that a 1.x client meets none its
+ * version lacks. */
 void kmip_attrs_encode(struct ttlv_writer *w, uint32_t container_tag, const struct kmip_attrs *a,
 		       struct kmip_version v);
 

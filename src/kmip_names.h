@@ -23,7 +23,8 @@ const char *kmip_enum_name(uint32_t tag, uint32_t value);
 /* The enumeration value of the given tag with this name, or 0 if unknown. */
 uint32_t kmip_enum_by_name(uint32_t tag, const char *name);
 
-/* Printing with KMIP names, masking passwords, key material and Data (plaintext). */
+/* Printing with KMIP names, masking every item that can hold a secret: credentials,
+ * Key Value and key material, Data, Opaque Data Value, key derivation inputs, IVs. */
 extern const struct ttlv_print_ops kmip_print_ops;
 
 #endif

@@ -3,7 +3,8 @@ Get Attributes, Get Attribute List, Modify Attribute, Activate, Revoke, Destroy 
 Locate, through PyKMIP's ProxyKmipClient and in raw TTLV in both attribute
 encodings (KMIP 1.x Template-Attribute, KMIP 2.x Attributes); every Result Reason
 these operations give, in 1.x and 2.x; ID Placeholders in batches; state shared
-between relay processes through the token; audit records."""
+between relay processes through the token; audit records; secrets masked in
+traces."""
 
 import datetime
 import glob
@@ -40,7 +41,8 @@ from relaytest import (ALG_AES, ALG_EC, ALG_ED25519, ALG_HMAC_SHA256, ALG_HMAC_S
                        MISSING_DATA, OBJ_SYMMETRIC_KEY, pair_payload, reason_in, SUCCESS,
                        TokenTestCase, UID_RE, USAGE_DECRYPT, USAGE_ENCRYPT, USAGE_MAC_GENERATE,
                        USAGE_MAC_VERIFY, V1, V2)
-from relaytest import (BOOL, DATETIME, OP_ADD_ATTRIBUTE, OP_DELETE_ATTRIBUTE, OP_REGISTER,
+from relaytest import (attribute, attributes_by_name, BOOL, DATETIME, OP_ADD_ATTRIBUTE, OP_DELETE_ATTRIBUTE,
+                       OP_REGISTER,
                        UNSUPPORTED_CRYPTOGRAPHIC_PARAMETERS, INCOMPATIBLE_CRYPTOGRAPHIC_USAGE_MASK)
 
 V14 = (1, 4)              # the newest 1.x: Locate has Offset Items and Located Items
@@ -58,6 +60,7 @@ T.update({
     "OpaqueDataType": 0x420059, "OpaqueDataValue": 0x42005A, "PrivateExponent": 0x420063,
     "P": 0x42005E, "Q": 0x420071, "G": 0x420037, "X": 0x42009F, "Y": 0x4200A0,
     "PrimeExponentP": 0x420060, "PrimeExponentQ": 0x420061, "CRTCoefficient": 0x420027,
+    "Description": 0x4200FC, "Comment": 0x4200FD, "ProtectionLevel": 0x420145,
 })
 for _name, _tag in (("Digest", "Digest"), ("Original Creation Date", "OriginalCreationDate"),
                     ("Random Number Generator", "RandomNumberGenerator"), ("Fresh", "Fresh"),
@@ -66,7 +69,9 @@ for _name, _tag in (("Digest", "Digest"), ("Original Creation Date", "OriginalCr
                     ("Certificate Type", "CertificateType"), ("Certificate Length", "CertificateLength"),
                     ("Certificate Subject CN", "CertificateSubjectCN"),
                     ("Certificate Subject O", "CertificateSubjectO"),
-                    ("Certificate Issuer CN", "CertificateIssuerCN"), ("Protect Stop Date", "ProtectStopDate")):
+                    ("Certificate Issuer CN", "CertificateIssuerCN"), ("Protect Stop Date", "ProtectStopDate"),
+                    ("Description", "Description"), ("Comment", "Comment"),
+                    ("Protection Level", "ProtectionLevel")):
     ATTRIBUTE_TAGS[_name] = T[_tag]
     ATTRIBUTE_NAMES[T[_tag]] = _name
 DESTROYED, DESTROYED_COMPROMISED = 5, 6
@@ -1553,6 +1558,121 @@ class AuditTest(TokenTestCase):
         ])
         for r in records:
             self.assertEqual(sorted(r), sorted(AUDIT_KEYS + (["uid"] if "uid" in r else [])))
+
+
+class OlderVersionAttributesTest(TokenTestCase):
+    """A response in a version that has no encoding for an attribute leaves that
+    attribute out, and a request in it may not name one (issue 11, finding 15)."""
+
+    # The attributes of a key made through 2.1, by the 1.x version that brought
+    # each (KMIP 1.0-1.4 section 3).
+    MADE = {(1, 0): ["Unique Identifier", "Object Type", "Cryptographic Algorithm", "Cryptographic Length",
+                     "Cryptographic Usage Mask", "State", "Initial Date", "Last Change Date"],
+            (1, 2): ["Original Creation Date"],
+            (1, 4): ["Random Number Generator", "Sensitive", "Always Sensitive", "Extractable",
+                     "Never Extractable"]}
+
+    def test_attributes_added_through_2x(self):
+        def vendor(vendor_id, name, value):
+            return item(T["Attribute"], STRUCTURE, [item(T["VendorIdentification"], TEXT, vendor_id),
+                                                     item(T["AttributeName"], TEXT, name),
+                                                     item(T["AttributeValue"], TEXT, value)])
+
+        port = self.serve()
+        added = {"Description": item(T["Description"], TEXT, "rotated monthly"),  # KMIP 1.4 on
+                 "Protection Level": item(T["ProtectionLevel"], ENUM, 1),          # 2.0 on
+                 "0x540010": item(0x540010, TEXT, "an extension"),                  # no 1.x name
+                 "acme-colour": vendor("acme", "colour", "blue"),  # 1.x custom names are x- or y-
+                 "x-owner": vendor("x", "owner", "alice")}          # 1.x "x-owner"
+        with self.client(port, V2) as c:
+            uid = self.create_aes(c, V2)
+            for a in added.values():
+                c.ok(OP_ADD_ATTRIBUTE, [uid_item(uid), item(T["NewAttribute"], STRUCTURE, [a])])
+        for version in ((1, 0), (1, 2), V14):
+            expected = [n for since, names in self.MADE.items() if since <= version for n in names]
+            expected += ["x-owner"] + (["Description"] if version >= (1, 4) else [])
+            with self.client(port, version) as c, self.subTest(version=version):
+                got = attributes_by_name(c.ok(OP_GET_ATTRIBUTES, [uid_item(uid)]))
+                self.assertEqual(sorted(got), sorted(expected))
+                self.assertEqual(got["x-owner"], ["alice"])
+                listed = find(c.ok(OP_GET_ATTRIBUTE_LIST, [uid_item(uid)]), T["AttributeName"])
+                self.assertEqual(sorted(listed), sorted(expected))
+                # Asked for by name, the version's own attributes only.
+                got = attributes_by_name(c.ok(OP_GET_ATTRIBUTES, [uid_item(uid)] + [
+                    item(T["AttributeName"], TEXT, n) for n in ("Description", "Protection Level", "x-owner",
+                                                                 "acme-colour")]))
+                self.assertEqual(got, {"x-owner": ["alice"], **({"Description": ["rotated monthly"]}
+                                                                 if version >= (1, 4) else {})})
+        # Nor may a 1.x request name one: Invalid Field, as for any unknown name.
+        with self.client(port, (1, 2)) as c:
+            for a in (attribute("Comment", TEXT, "noted"), attribute("Protection Level", ENUM, 1),
+                      attribute("Key Format Type", ENUM, FMT_RAW)):
+                self.assertEqual(c.fails(OP_ADD_ATTRIBUTE, [uid_item(uid), a]), INVALID_FIELD)
+        with self.client(port, V14) as c:
+            self.assertEqual(c.ok(OP_ADD_ATTRIBUTE, [uid_item(uid), attribute("Comment", TEXT, "noted")]), [
+                (T["UniqueIdentifier"], TEXT, uid),
+                (T["Attribute"], STRUCTURE, [(T["AttributeName"], TEXT, "Comment"),
+                                             (T["AttributeValue"], TEXT, "noted")])])
+        # 2.1 has them all.
+        with self.client(port, V2) as c:
+            got = returned_attributes(c.ok(OP_GET_ATTRIBUTES, [uid_item(uid)]), V2)
+            added = list(added) + ["Comment"]
+            self.assertEqual({n: got.get(n) for n in added}, {
+                "Description": ["rotated monthly"], "Protection Level": [1], "0x540010": ["an extension"],
+                "acme-colour": ["blue"], "x-owner": ["alice"], "Comment": ["noted"]})
+            self.assertEqual(sorted(got), sorted(list(added) + [n for names in self.MADE.values() for n in names]
+                                                 + ["Key Format Type"]))
+
+
+class TraceTest(TokenTestCase):
+    """log.trace (--trace) masks every secret in requests and responses (issue 11,
+    finding 10): Opaque Data Value, and the Key Value of keys and Secret Data."""
+
+    def test_register_and_get_are_redacted(self):
+        port = self.start(self.softhsm_config(self.token, log={"trace": True}, keys={"extractable": True}))
+        opaque, raw_key = os.urandom(24), os.urandom(32)
+        password = "Quokka-%s" % os.urandom(8).hex()
+        with self.client(port, V2) as c:
+            local = c.sock.getsockname()[1]
+            blob = find(c.ok(OP_REGISTER, [
+                item(T["ObjectType"], ENUM, OBJ_OPAQUE), container(V2, "template", []),
+                item(T["OpaqueObject"], STRUCTURE, [item(T["OpaqueDataType"], ENUM, 0x80000000),
+                                                    item(T["OpaqueDataValue"], BYTES, opaque)])]),
+                        T["UniqueIdentifier"])[0]
+            aes = find(c.ok(OP_REGISTER, register_payload(OBJ_SYMMETRIC_KEY, T["SymmetricKey"], FMT_RAW,
+                                                          key_material_item(raw_key), ALG_AES, 256)),
+                       T["UniqueIdentifier"])[0]
+            secret = find(c.ok(OP_REGISTER, register_payload(OBJ_SECRET_DATA, T["SecretData"], FMT_RAW,
+                                                             key_material_item(password.encode()),
+                                                             extra=[item(T["SecretDataType"], ENUM, 1)])),
+                          T["UniqueIdentifier"])[0]
+            made = self.create_aes(c, V2)
+            got = {uid: c.ok(OP_GET, [uid_item(uid)]) for uid in (blob, aes, secret, made)}
+        # The client got the secrets back, the made key's too...
+        self.assertEqual(find(find(got[blob], T["OpaqueObject"])[0], T["OpaqueDataValue"]), [opaque])
+        self.assertEqual(key_material(got[aes]), (FMT_RAW, raw_key))
+        generated = key_material(got[made])[1]
+        self.assertEqual(len(generated), 32)
+        self.summary(local)
+        with open(self.log) as f:
+            text = f.read()
+        # ... and the trace has every request and response (Register 3, Create, Get 4),
+        self.assertEqual(text.count("]: request\nRequest Message (Structure)\n"), 8)
+        self.assertEqual(text.count("]: response\nResponse Message (Structure)\n"), 8)
+        # but none of the secrets, in any form.
+        for value in (opaque, raw_key, password.encode(), generated):
+            for form in (value.hex().upper(), value.hex(), value.decode("latin-1")):
+                self.assertNotIn(form, text)
+        # Register's request and Get's response, each masked in place.
+        self.assertEqual(text.count("\n      Opaque Object (Structure)\n"
+                                    "        Opaque Data Type (Enumeration) 0x80000000\n"
+                                    "        Opaque Data Value (Byte String) <redacted>\n"), 2)
+        self.assertEqual(text.count("\n        Key Block (Structure)\n"
+                                    "          Key Format Type (Enumeration) Raw\n"
+                                    "          Key Value (Structure) <redacted>\n"), 5)
+        self.assertNotIn("Key Material", text)
+        self.assertIn("\n        Secret Data Type (Enumeration) Password\n", text)
+        self.assertIn('\n      Unique Identifier (Text String) "%s"\n' % made, text)
 
 
 if __name__ == "__main__":
