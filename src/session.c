@@ -21,7 +21,8 @@
 struct session {
 	const struct cfg *cfg;
 	bool trace;
-	struct tls_conn *tls;
+	struct tls_conn *tls;            /* NULL: session_answer, no connection */
+	const struct tls_identity *id;   /* the TLS peer's */
 	struct conn_token *token;
 	struct guard guard; /* who the client is, and the gate its requests pass */
 	struct ttlv_limits limits;
@@ -173,7 +174,7 @@ static int whole_message_error(struct kmip_version v, enum kmip_reason r, const 
  * once the gate identified it (else NULL), else what it presented. */
 static void set_client(struct session *s, const struct kmip_header *h, const struct cfg_client *entry)
 {
-	const struct tls_identity *id = tls_identity(s->tls);
+	const struct tls_identity *id = s->id;
 
 	s->entry = entry;
 	if (s->entry)
@@ -238,7 +239,7 @@ static void run_items(struct session *s, const struct kmip_message *req, struct 
 		     struct kmip_batch_item *out, size_t *ret_n, uint8_t **payloads, size_t *payload_lens)
 {
 	struct ops_ctx ctx = { .cfg = s->cfg, .version = v, .header = &req->header, .token = s->token,
-			       .credential_client = !tls_identity(s->tls)->has_certificate, .client = s->guard.client };
+			       .credential_client = !s->id->has_certificate, .client = s->guard.client };
 	bool undo = (req->header.present & KMIP_FIELD(KMIP_H_BATCH_ERROR_OPTION)) &&
 		    req->header.batch_error_option == KMIP_BATCH_UNDO;
 	bool stop_on_error = undo || !(req->header.present & KMIP_FIELD(KMIP_H_BATCH_ERROR_OPTION)) ||
@@ -510,22 +511,56 @@ static void serve(struct session *s, struct session_stats *st)
 	}
 }
 
-void session_run(const struct cfg *c, bool trace, struct tls_conn *t, struct conn_token *ct,
-		 struct session_stats *st)
+static void session_init(struct session *s, const struct cfg *c, bool trace, struct tls_conn *t,
+			 const struct tls_identity *id, struct conn_token *ct)
 {
-	struct session s = {
+	*s = (struct session){
 		.cfg = c,
 		.trace = trace,
 		.tls = t,
+		.id = id,
 		.token = ct,
 		.limits = { .max_depth = TTLV_MAX_DEPTH, .max_size = c->limits.max_message_size,
 			    .max_items = TTLV_DEFAULT_MAX_ITEMS },
 	};
+	guard_init(&s->guard, c, id, ct);
+	set_client(s, NULL, NULL);
+}
 
-	guard_init(&s.guard, c, tls_identity(t), ct);
-	set_client(&s, NULL, NULL);
+static void session_end(struct session *s)
+{
+	audit_flush(s); /* a request that ended the connection */
+	guard_clear(&s->guard);
+	free(s->audits);
+}
+
+void session_run(const struct cfg *c, bool trace, struct tls_conn *t, struct conn_token *ct,
+		 struct session_stats *st)
+{
+	struct session s;
+
+	session_init(&s, c, trace, t, tls_identity(t), ct);
 	serve(&s, st);
-	audit_flush(&s); /* a request that ended the connection */
-	guard_clear(&s.guard);
-	free(s.audits);
+	session_end(&s);
+}
+
+int session_answer(const struct cfg *c, const struct tls_identity *id, struct conn_token *ct, const uint8_t *const *reqs,
+		   const size_t *lens, size_t n, int (*reply)(void *arg, const uint8_t *resp, size_t len), void *arg)
+{
+	struct session s;
+	int r = 0;
+
+	session_init(&s, c, false, NULL, id, ct);
+	for (size_t i = 0; i < n && r == 0; i++) {
+		uint8_t *resp = NULL;
+		size_t resp_len = 0;
+
+		if ((r = handle(&s, reqs[i], lens[i], &resp, &resp_len)) == 0) {
+			r = reply(arg, resp, resp_len);
+			ttlv_buf_free(resp, resp_len);
+		}
+		audit_flush(&s);
+	}
+	session_end(&s);
+	return r;
 }

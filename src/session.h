@@ -17,5 +17,12 @@ struct session_stats {
 
 void session_run(const struct cfg *c, bool trace, struct tls_conn *t, struct conn_token *ct,
 		 struct session_stats *st);
+/* The n requests of one connection of a client with the TLS identity id, each
+ * answered as the loop would answer it (gate, operations, audit records), the
+ * response handed to reply, without TLS or sockets: for the fuzzer that drives
+ * whole requests through the gate. Stops at the first failure (reply's, or a
+ * response that could not be made). */
+int session_answer(const struct cfg *c, const struct tls_identity *id, struct conn_token *ct, const uint8_t *const *reqs,
+		   const size_t *lens, size_t n, int (*reply)(void *arg, const uint8_t *resp, size_t len), void *arg) KR_WUR;
 
 #endif
