@@ -124,6 +124,9 @@ class PKI:
 
 
 SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+# test/faulty_p11.c, a module that wraps SoftHSM and fails on command (from the build).
+FAULTY_P11 = os.environ.get("FAULTY_P11") or os.path.join(os.path.dirname(os.path.abspath(RELAY)), "test",
+                                                          "faulty_p11.so")
 PASSED_ENV = ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "SOFTHSM2_CONF", "LD_PRELOAD",
               # test/faulty_p11.c
               "FAULTY_P11_TARGET", "FAULTY_P11_FAULT", "FAULTY_P11_FAULT_FILE",

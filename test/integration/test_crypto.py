@@ -35,7 +35,7 @@ from relaytest import (ALG_AES, ALG_EC, STRUCTURE, CRYPTOGRAPHIC_FAILURE, HASH_S
                        V1, V2, VALID, WRONG_KEY_LIFECYCLE_STATE, batch_item, batch_items, create_payload,
                        crypto_parameters, der_integer_sequence, exchange, find, get_payload, item,
                        key_material, pair_payload, public_key_of, reason_in, request_message,
-                       returned_attributes, attribute_refs, revoke_payload, spki_sha256, uid_item, RELAY)
+                       returned_attributes, attribute_refs, revoke_payload, spki_sha256, uid_item, FAULTY_P11)
 
 V14 = (1, 4)  # the first 1.x with Digested Data
 OPERATION_NOT_SUPPORTED = 0x05
@@ -1351,11 +1351,9 @@ class HotPathTest(KeyAttributesTestCase):
         # search, Signs still succeed. One attribute read a Sign checks that no
         # process changed the metadata since; when the token fails it, the Sign
         # fails too: metadata that cannot be checked is never taken as it was.
-        faulty = os.environ.get("FAULTY_P11") or os.path.join(os.path.dirname(os.path.abspath(RELAY)), "test",
-                                                              "faulty_p11.so")
         fault_file = os.path.join(self.tmp, "fault")
         self.env["FAULTY_P11_FAULT_FILE"] = fault_file
-        port = self.serve(module=faulty)
+        port = self.serve(module=FAULTY_P11)
         with self.client(port, V2) as c:
             priv, _ = self.active_pair(c, V2, ALG_EC, curve=CURVE_P256)
         params = crypto_parameters(None, HASH_SHA256, ALG_ECDSA)

@@ -14,23 +14,22 @@ import unittest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from relaytest import (ALG_AES, ALG_EC, ALG_RSA, ATTRIBUTE_READ_ONLY, AUTHENTICATION_NOT_SUCCESSFUL, BYTES,
+from relaytest import (ALG_EC, ALG_RSA, ATTRIBUTE_READ_ONLY, AUTHENTICATION_NOT_SUCCESSFUL, BYTES,
                        CURVE_P256, DATETIME, DEACTIVATED, ENUM, FAILED, INCOMPATIBLE_CRYPTOGRAPHIC_USAGE_MASK,
                        INTEGER, ITEM_NOT_FOUND, OP_ACTIVATE, OP_ADD_ATTRIBUTE, OP_CHECK, OP_CREATE, OP_CREATE_KEY_PAIR,
                        OP_DELETE_ATTRIBUTE, OP_DESTROY, OP_GET, OP_GET_ATTRIBUTES, OP_LOCATE, OP_MAC,
                        OP_MODIFY_ATTRIBUTE, OP_QUERY, OP_REGISTER, OP_REVOKE, OP_SIGN, PERMISSION_DENIED,
-                       PRE_ACTIVE, ACTIVE, RELAY, SOFTHSM_MODULE, STRUCTURE, SUCCESS, TEXT,
-                       WRONG_KEY_LIFECYCLE_STATE, KmipClient, T, TokenTestCase, attr, attribute_refs,
+                       PRE_ACTIVE, ACTIVE, FAULTY_P11, RELAY, SOFTHSM_MODULE, STRUCTURE, SUCCESS, TEXT,
+                       WRONG_KEY_LIFECYCLE_STATE, KmipClient, T, TokenTestCase, attr,
                        batch_item, batch_items, container, crypto_parameters, exchange, failure, find, free_port,
-                       get_payload, item, name_attr, pair_payload, request_message, returned_attributes, revoke_payload,
+                       item, name_attr, pair_payload, request_message, revoke_payload,
                        uid_item, V1, V2)
-from test_crypto import (UNIT_OBJECT, HASH_SHA256, ALG_ECDSA, aes_create, key_attr, sign_request,
-                         stream_request, usage_limits)
-from test_policy import OBJECT_NOT_FOUND, locate_payload, namespace_tag, not_found
+from test_crypto import UNIT_OBJECT, HASH_SHA256, ALG_ECDSA, aes_create, key_attr, sign_request, usage_limits
+from test_policy import OBJECT_NOT_FOUND, locate_payload, namespace_tag
 
 OBJ_PRIVATE_KEY, OBJ_PUBLIC_KEY, OBJ_SECRET_DATA = 4, 3, 7
 FMT_PKCS8, FMT_X509, FMT_OPAQUE = 0x04, 0x05, 0x02
-USAGE_SIGN, USAGE_MAC_GENERATE, USAGE_MAC_VERIFY = 0x01, 0x80, 0x100
+USAGE_MAC_GENERATE, USAGE_MAC_VERIFY = 0x80, 0x100
 UNDO = 3  # Batch Error Continuation Option
 OPERATION_UNDONE = 3  # Result Status
 CESSATION_OF_OPERATION = 6
@@ -59,28 +58,26 @@ def new_attribute(a):
     return item(T["NewAttribute"], STRUCTURE, [a])
 
 
-def private_key_register(der, declared_bits, usage=USAGE_SIGN):
-    """A 2.1 Register of a PKCS#8 RSA private key that claims declared_bits."""
-    return [item(T["ObjectType"], ENUM, OBJ_PRIVATE_KEY),
+def key_register(object_type, fmt, der, declared_bits):
+    """A 2.1 Register of an RSA key (PKCS#8 private, X.509 public) that claims
+    declared_bits."""
+    tag = T["PrivateKey"] if object_type == OBJ_PRIVATE_KEY else T["PublicKey"]
+    return [item(T["ObjectType"], ENUM, object_type),
             container(V2, "template", [attr(V2, "Cryptographic Algorithm", ENUM, ALG_RSA),
-                                       attr(V2, "Cryptographic Length", INTEGER, declared_bits),
-                                       attr(V2, "Cryptographic Usage Mask", INTEGER, usage)]),
-            item(T["PrivateKey"], STRUCTURE, [item(T["KeyBlock"], STRUCTURE, [
-                item(T["KeyFormatType"], ENUM, FMT_PKCS8),
+                                       attr(V2, "Cryptographic Length", INTEGER, declared_bits)]),
+            item(tag, STRUCTURE, [item(T["KeyBlock"], STRUCTURE, [
+                item(T["KeyFormatType"], ENUM, fmt),
                 item(T["KeyValue"], STRUCTURE, [item(T["KeyMaterial"], BYTES, der)]),
                 item(T["CryptographicAlgorithm"], ENUM, ALG_RSA),
                 item(T["CryptographicLength"], INTEGER, declared_bits)])])]
+
+
+def private_key_register(der, declared_bits):
+    return key_register(OBJ_PRIVATE_KEY, FMT_PKCS8, der, declared_bits)
 
 
 def public_key_register(der, declared_bits):
-    return [item(T["ObjectType"], ENUM, OBJ_PUBLIC_KEY),
-            container(V2, "template", [attr(V2, "Cryptographic Algorithm", ENUM, ALG_RSA),
-                                       attr(V2, "Cryptographic Length", INTEGER, declared_bits)]),
-            item(T["PublicKey"], STRUCTURE, [item(T["KeyBlock"], STRUCTURE, [
-                item(T["KeyFormatType"], ENUM, FMT_X509),
-                item(T["KeyValue"], STRUCTURE, [item(T["KeyMaterial"], BYTES, der)]),
-                item(T["CryptographicAlgorithm"], ENUM, ALG_RSA),
-                item(T["CryptographicLength"], INTEGER, declared_bits)])])]
+    return key_register(OBJ_PUBLIC_KEY, FMT_X509, der, declared_bits)
 
 
 def secret_data_register(value, usage):
@@ -485,11 +482,9 @@ class SmallItemsTest(SecurityTestCase):
     """Finding 17."""
 
     def test_stale_handle_retry_charges_once(self):
-        faulty = os.environ.get("FAULTY_P11") or os.path.join(os.path.dirname(os.path.abspath(RELAY)), "test",
-                                                              "faulty_p11.so")
         fault_file = os.path.join(self.tmp, "fault")
         self.env["FAULTY_P11_FAULT_FILE"] = fault_file
-        port = self.serve(module=faulty)
+        port = self.serve(module=FAULTY_P11)
         params = crypto_parameters(None, HASH_SHA256, ALG_ECDSA)
         with self.client(port, V2) as c:
             priv, _ = self.limited_pair(c, 5)
