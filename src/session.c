@@ -397,8 +397,8 @@ static int handle(struct session *s, const uint8_t *buf, size_t len, uint8_t **r
 	}
 	if (s->cfg->n_clients && !identify(s, &req->header)) {
 		r = refuse(s, req, v, KMIP_REASON_AUTHENTICATION_NOT_SUCCESSFUL,
-			   s->entry ? "the token refused the Password as PIN" : "no clients entry matches this client", ret,
-			   ret_len);
+			   req->header.username.ptr ? TOKEN_CREDENTIAL_REFUSED : "no clients entry matches this client",
+			   ret, ret_len);
 		goto out;
 	}
 	if ((req->header.present & KMIP_FIELD(KMIP_H_BATCH_ERROR_OPTION)) &&

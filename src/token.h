@@ -30,6 +30,10 @@ struct conn_token {
 	uint8_t password_hash[32];
 };
 
+/* The Result Message of every refused KMIP credential, whatever the reason (an
+ * unknown Username, a wrong password or PIN, a token that may not be tried). */
+#define TOKEN_CREDENTIAL_REFUSED "the Username and Password are not accepted"
+
 void token_init(struct conn_token *ct, const struct cfg *c);
 void token_close(struct conn_token *ct);
 /* Opens the configured token and logs in with the configured PIN. */
