@@ -5,6 +5,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
+#include <p11-kit/uri.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -24,6 +25,7 @@ enum key_type {
 	KT_BOOL,
 	KT_SECONDS,   /* 1 .. 1 week */
 	KT_SIZE,      /* 4096 .. 64 MiB */
+	KT_COUNT,     /* 1 .. 1000 */
 	KT_SECTION,
 	KT_LATER,     /* read after the rest: "clients" and "namespaces" */
 };
@@ -80,6 +82,8 @@ static const struct key pkcs11_keys[] = {
 	K("pin_credential", KT_STRING, pkcs11.pin_credential),
 	K("lock_file", KT_STRING, pkcs11.lock_file),
 	K("login_with_credentials", KT_BOOL, pkcs11.login_with_credentials),
+	K("pin_failures", KT_COUNT, pkcs11.pin_failures),
+	K("pin_failure_window", KT_SECONDS, pkcs11.pin_failure_window),
 	{ 0 },
 };
 
@@ -123,6 +127,7 @@ static const struct key client_keys[] = {
 	{ "password_sha256", KT_LATER, 0, NULL },
 	{ "operations", KT_LATER, 0, NULL },
 	{ "algorithms", KT_LATER, 0, NULL },
+	{ "tokens", KT_LATER, 0, NULL },
 	{ 0 },
 };
 #undef C
@@ -130,6 +135,7 @@ static const struct key client_keys[] = {
 #define MAX_SECONDS (7 * 24 * 3600)
 #define MIN_MESSAGE_SIZE 4096
 #define MAX_MESSAGE_SIZE (64 * 1024 * 1024)
+#define MAX_COUNT 1000
 
 /* Error lines, gathered so that one run reports every problem. */
 struct errors {
@@ -206,9 +212,10 @@ static void load_key(void *base, const struct key *k, json_t *v, const char *pat
 		*(bool *)dst = json_is_true(v);
 		break;
 	case KT_SECONDS:
-	case KT_SIZE: {
-		json_int_t min = k->type == KT_SECONDS ? 1 : MIN_MESSAGE_SIZE;
-		json_int_t max = k->type == KT_SECONDS ? MAX_SECONDS : MAX_MESSAGE_SIZE;
+	case KT_SIZE:
+	case KT_COUNT: {
+		json_int_t min = k->type == KT_SIZE ? MIN_MESSAGE_SIZE : 1;
+		json_int_t max = k->type == KT_SECONDS ? MAX_SECONDS : k->type == KT_SIZE ? MAX_MESSAGE_SIZE : MAX_COUNT;
 
 		if (!json_is_integer(v)) {
 			add_error(e, path, "must be an integer");
@@ -324,6 +331,57 @@ static void load_algorithms(struct cfg_client *cl, json_t *v, const char *path, 
 	}
 }
 
+/* What is wrong with uri as a pattern of the tokens a Username may pick, or NULL.
+ * A URI that names no token or slot attribute matches every token in the module,
+ * and one with an attribute p11-kit does not know matches none. */
+static const char *token_pattern_problem(const char *uri)
+{
+	P11KitUri *u = p11_kit_uri_new();
+	const char *problem = NULL;
+	CK_TOKEN_INFO *ti;
+	CK_SLOT_INFO *si;
+
+	if (!u)
+		return "out of memory";
+	if (strncmp(uri, "pkcs11:", 7) != 0 ||
+	    p11_kit_uri_parse(uri, P11_KIT_URI_FOR_TOKEN | P11_KIT_URI_FOR_SLOT, u) != P11_KIT_URI_OK) {
+		problem = "not a valid pkcs11: URI";
+	} else if (p11_kit_uri_any_unrecognized(u)) {
+		problem = "has an attribute that does not describe a token or slot";
+	} else {
+		ti = p11_kit_uri_get_token_info(u);
+		si = p11_kit_uri_get_slot_info(u);
+		if (!ti->label[0] && !ti->manufacturerID[0] && !ti->model[0] && !ti->serialNumber[0] &&
+		    !si->slotDescription[0] && !si->manufacturerID[0] && p11_kit_uri_get_slot_id(u) == (CK_SLOT_ID)-1)
+			problem = "matches every token: name one (token=, serial=, model=, manufacturer=, slot-id=...)";
+	}
+	p11_kit_uri_free(u);
+	return problem;
+}
+
+static void load_tokens(struct cfg_client *cl, json_t *v, const char *path, struct errors *e)
+{
+	const char *problem;
+	size_t i;
+	json_t *uri;
+
+	if (!json_is_array(v) || json_array_size(v) == 0 ||
+	    !(cl->tokens = calloc(json_array_size(v), sizeof(*cl->tokens)))) {
+		add_error(e, path, "must be a non-empty list of pkcs11: URIs");
+		return;
+	}
+	json_array_foreach(v, i, uri) {
+		if (!json_is_string(uri)) {
+			add_error(e, path, "item %zu: must be a pkcs11: URI", i);
+			continue;
+		}
+		if ((problem = token_pattern_problem(json_string_value(uri))))
+			add_error(e, path, "item %zu: %s", i, problem);
+		if (!(cl->tokens[cl->n_tokens++] = strdup(json_string_value(uri))))
+			add_error(e, path, "out of memory");
+	}
+}
+
 /* One "clients" entry, and the rules that involve its keys. */
 static void load_client(struct cfg *c, struct cfg_client *cl, json_t *obj, const char *path, struct errors *e)
 {
@@ -355,6 +413,10 @@ static void load_client(struct cfg *c, struct cfg_client *cl, json_t *obj, const
 	if ((v = json_object_get(obj, "algorithms"))) {
 		snprintf(sub, sizeof(sub), "%s.algorithms", path);
 		load_algorithms(cl, v, sub, e);
+	}
+	if ((v = json_object_get(obj, "tokens"))) {
+		snprintf(sub, sizeof(sub), "%s.tokens", path);
+		load_tokens(cl, v, sub, e);
 	}
 	if (!cl->name || !cl->name[0])
 		add_error(e, path, "name: required");
@@ -388,6 +450,12 @@ static void load_client(struct cfg *c, struct cfg_client *cl, json_t *obj, const
 		add_error(e, path, "pin_credential: conflicts with pin_file");
 	if (cl->username_is_token && cl->token)
 		add_error(e, path, "token: the Username names the token (username_is_token)");
+	if (cl->tokens && !cl->username_is_token)
+		add_error(e, path, "tokens: goes with username_is_token (else token names the token)");
+	if (cl->username_is_token && !cl->tokens && !c->pkcs11.token)
+		add_error(e, path,
+			  "username_is_token: needs tokens (the pkcs11: URIs its Username may pick among) or "
+			  "pkcs11.token as their pattern; without either, a Username could pick any token in the module");
 	if (!cl->password_is_pin && !cl->username_is_token && !cl->pin_file && !cl->pin_credential &&
 	    !c->pkcs11.pin_file && !c->pkcs11.pin_credential)
 		add_error(e, path, "no PIN: set pin_file or pin_credential here or in pkcs11");
@@ -477,6 +545,40 @@ static void set_defaults(struct cfg *c)
 	c->timeouts.idle = 300;
 	c->timeouts.lifetime = 3600;
 	c->limits.max_message_size = TTLV_DEFAULT_MAX_SIZE;
+	c->pkcs11.pin_failures = 3;
+	c->pkcs11.pin_failure_window = 600;
+}
+
+/* Whether a client's Password is tried as the PIN: the clients that need the
+ * failure budget. */
+static bool client_pins(const struct cfg *c)
+{
+	bool any = c->pkcs11.login_with_credentials;
+
+	for (size_t i = 0; i < c->n_clients; i++)
+		any = any || c->clients[i].password_is_pin || c->clients[i].username_is_token;
+	return any;
+}
+
+/* pkcs11.token as the pattern of the tokens a Username may pick. */
+static void check_token_pattern(const struct cfg *c, struct errors *e)
+{
+	bool pattern = c->pkcs11.login_with_credentials;
+	const char *problem;
+
+	for (size_t i = 0; i < c->n_clients; i++)
+		pattern = pattern || (c->clients[i].username_is_token && !c->clients[i].tokens);
+	if (!pattern)
+		return;
+	if (!c->pkcs11.token) {
+		if (c->pkcs11.login_with_credentials)
+			add_error(e, "pkcs11.login_with_credentials",
+				  "needs pkcs11.token, the pattern of the tokens a Username may pick; without it, a "
+				  "Username could pick any token in the module");
+		return;
+	}
+	if ((problem = token_pattern_problem(c->pkcs11.token)))
+		add_error(e, "pkcs11.token", "%s (a Username picks among the tokens it matches)", problem);
 }
 
 /* Rules that involve more than one key. */
@@ -499,6 +601,12 @@ static void check_combination(const struct cfg *c, struct errors *e)
 		add_error(e, "tls.key", "a pkcs11: URI needs pkcs11.module");
 	if (c->pkcs11.pin_file && c->pkcs11.pin_credential)
 		add_error(e, "pkcs11.pin_credential", "conflicts with pkcs11.pin_file");
+	if (client_pins(c) && !c->pkcs11.lock_file)
+		add_error(e, "pkcs11.lock_file",
+			  "required when a client's Password is the PIN (password_is_pin, username_is_token, "
+			  "login_with_credentials): the budget of failed client PINs is kept beside it, in "
+			  "<lock_file>" CFG_PIN_STATE_SUFFIX);
+	check_token_pattern(c, e);
 }
 
 int cfg_load(const char *path, struct cfg **ret, char **ret_errors)
@@ -566,6 +674,9 @@ void cfg_free(struct cfg *c)
 		free(cl->certificate_name);
 		free(cl->username);
 		free(cl->token);
+		for (size_t j = 0; j < cl->n_tokens; j++)
+			free(cl->tokens[j]);
+		free(cl->tokens);
 		free(cl->pin_file);
 		free(cl->pin_credential);
 		free(cl->namespace);

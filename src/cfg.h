@@ -23,6 +23,8 @@ struct cfg_client {
 	uint8_t password_sha256[32];
 	bool password_is_pin; /* the Password is the token's PIN */
 	char *token;          /* NULL: pkcs11.token */
+	char **tokens;        /* username_is_token: the pkcs11: URIs it may pick among; NULL: pkcs11.token */
+	size_t n_tokens;
 	char *pin_file, *pin_credential; /* both NULL: pkcs11's */
 	uint32_t *operations; /* NULL: all */
 	size_t n_operations;
@@ -83,6 +85,10 @@ struct cfg {
 		char *pin_credential; /* ...or from this systemd credential */
 		char *lock_file;      /* flock()ed around C_Initialize..C_Login */
 		bool login_with_credentials; /* Username picks the token, Password is the PIN */
+		/* Client-supplied PINs that fail, per token and across processes: after
+		 * pin_failures within pin_failure_window seconds, none is tried until
+		 * the oldest is that old (state in CFG_PIN_STATE_SUFFIX beside lock_file). */
+		unsigned pin_failures, pin_failure_window;
 	} pkcs11;
 	/* With clients, only these are served; without, every client that
 	 * authenticates sees every key. */
@@ -94,6 +100,10 @@ struct cfg {
 
 /* The longest clients[].name and namespace, in bytes. */
 #define CFG_MAX_NAME 128
+
+/* The PIN state file (failed client PINs, rejected configured PINs) is
+ * pkcs11.lock_file with this appended. */
+#define CFG_PIN_STATE_SUFFIX ".state"
 
 /* What gnutls_session_ticket_key_generate makes. */
 #define CFG_TICKET_KEY_SIZE 64

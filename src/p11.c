@@ -99,17 +99,35 @@ static long long decimal(const char *s, size_t len)
 	return (long long)(CK_SLOT_ID)v == v ? v : -1;
 }
 
-/* Picks the slot by URI, or by a client's username: the token label, then the slot
- * ID, then the slot index, as the Cascade bridge does. */
-static int find_slot(struct p11_token *t, P11KitUri *uri, const char *username, size_t username_len,
-		     const char **ret_why)
+static bool uri_matches(P11KitUri *uri, CK_SLOT_ID slot, CK_SLOT_INFO *si, CK_TOKEN_INFO *ti)
 {
-	CK_SLOT_ID *slots = NULL, want = uri ? p11_kit_uri_get_slot_id(uri) : (CK_SLOT_ID)-1;
+	CK_SLOT_ID want = p11_kit_uri_get_slot_id(uri);
+
+	return (want == (CK_SLOT_ID)-1 || slot == want) && p11_kit_uri_match_slot_info(uri, si) &&
+	       p11_kit_uri_match_token_info(uri, ti);
+}
+
+/* Whether a username may pick this token: only one that an allowed URI matches. */
+static bool allowed(P11KitUri *const *allow, size_t n_allow, CK_SLOT_ID slot, CK_SLOT_INFO *si, CK_TOKEN_INFO *ti)
+{
+	for (size_t i = 0; i < n_allow; i++)
+		if (uri_matches(allow[i], slot, si, ti))
+			return true;
+	return false;
+}
+
+/* Picks the slot by URI, or by a client's username among the allowed tokens: the
+ * token label, then the slot ID, then the slot index, as the Cascade bridge does. */
+static int find_slot(struct p11_token *t, P11KitUri *uri, const char *username, size_t username_len,
+		     P11KitUri *const *allow, size_t n_allow, const char **ret_why)
+{
+	CK_SLOT_ID *slots = NULL;
 	long long number = username ? decimal(username, username_len) : -1;
 	CK_ULONG n = 0;
-	int r = KR_E_P11_TOKEN;
+	/* A username that picks no token is a wrong credential, as a wrong PIN is. */
+	int r = username ? KR_E_P11_PIN : KR_E_P11_TOKEN;
 
-	*ret_why = username ? "no token has this username as label, slot ID or slot index"
+	*ret_why = username ? "no token that the config allows has this username as label, slot ID or slot index"
 			    : "pkcs11.token: no token matches the URI";
 	if (t->f->C_GetSlotList(CK_TRUE, NULL, &n) != CKR_OK || n == 0)
 		return r;
@@ -127,8 +145,9 @@ static int find_slot(struct p11_token *t, P11KitUri *uri, const char *username, 
 			if (t->f->C_GetSlotInfo(slots[i], &si) != CKR_OK || t->f->C_GetTokenInfo(slots[i], &ti) != CKR_OK)
 				continue;
 			if (!username)
-				match = (want == (CK_SLOT_ID)-1 || slots[i] == want) && p11_kit_uri_match_slot_info(uri, &si) &&
-					p11_kit_uri_match_token_info(uri, &ti);
+				match = uri_matches(uri, slots[i], &si, &ti);
+			else if (!allowed(allow, n_allow, slots[i], &si, &ti))
+				match = false;
 			else if (pass == 0)
 				match = label_len(&ti) == username_len && memcmp(ti.label, username, username_len) == 0;
 			else if (pass == 1)
@@ -146,33 +165,42 @@ static int find_slot(struct p11_token *t, P11KitUri *uri, const char *username, 
 	return r;
 }
 
+/* A token URI parsed into *ret (free it with p11_kit_uri_free). */
+static int parse_token_uri(const char *text, P11KitUri **ret, const char **ret_why)
+{
+	P11KitUri *uri = p11_kit_uri_new();
+
+	if (!uri)
+		return KR_E_NOMEM;
+	if (p11_kit_uri_parse(text, P11_KIT_URI_FOR_TOKEN | P11_KIT_URI_FOR_SLOT, uri) != P11_KIT_URI_OK) {
+		p11_kit_uri_free(uri);
+		*ret_why = "pkcs11.token: not a valid PKCS#11 URI";
+		return KR_E_CONFIG;
+	}
+	*ret = uri;
+	return 0;
+}
+
 int p11_open(const char *module, const char *token_uri, const char *username, size_t username_len,
-	     struct p11_token **ret, const char **ret_why)
+	     const char *const *allow, size_t n_allow, struct p11_token **ret, const char **ret_why)
 {
 	struct p11_token *t = calloc(1, sizeof(*t));
-	P11KitUri *uri = NULL;
+	P11KitUri *uri = NULL, **allow_uris = NULL;
+	size_t n_allow_uris = 0;
 	int r = 0;
 
-	if (!t) {
+	if (!t || (username && n_allow && !(allow_uris = calloc(n_allow, sizeof(*allow_uris))))) {
 		r = KR_E_NOMEM;
 		goto out;
 	}
 	t->n_mechanisms = -1;
-	if (!username) {
-		uri = p11_kit_uri_new();
-		if (!uri) {
-			r = KR_E_NOMEM;
-			goto out;
-		}
-		if (p11_kit_uri_parse(token_uri ? token_uri : "pkcs11:", P11_KIT_URI_FOR_TOKEN | P11_KIT_URI_FOR_SLOT,
-				      uri) != P11_KIT_URI_OK) {
-			*ret_why = "pkcs11.token: not a valid PKCS#11 URI";
-			r = KR_E_CONFIG;
-			goto out;
-		}
-	}
-	if ((r = load_functions(t, module, ret_why)) < 0 ||
-	    (r = find_slot(t, uri, username, username_len, ret_why)) < 0)
+	if (!username)
+		r = parse_token_uri(token_uri ? token_uri : "pkcs11:", &uri, ret_why);
+	for (size_t i = 0; username && r == 0 && i < n_allow; i++)
+		if ((r = parse_token_uri(allow[i], &allow_uris[i], ret_why)) == 0)
+			n_allow_uris++;
+	if (r < 0 || (r = load_functions(t, module, ret_why)) < 0 ||
+	    (r = find_slot(t, uri, username, username_len, allow_uris, n_allow_uris, ret_why)) < 0)
 		goto out;
 	if (t->f->C_OpenSession(t->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &t->session) != CKR_OK) {
 		*ret_why = "pkcs11.token: cannot open a session";
@@ -183,6 +211,9 @@ int p11_open(const char *module, const char *token_uri, const char *username, si
 out:
 	if (uri)
 		p11_kit_uri_free(uri);
+	for (size_t i = 0; i < n_allow_uris; i++)
+		p11_kit_uri_free(allow_uris[i]);
+	free(allow_uris);
 	if (r < 0) {
 		p11_close(t);
 		return r;
@@ -396,6 +427,16 @@ static int check(struct p11_token *t, CK_RV rv)
 		if (rv_table[i].rv == rv)
 			return rv_table[i].err;
 	return KR_E_P11_FAILED;
+}
+
+int p11_token_info(struct p11_token *t, CK_TOKEN_INFO *ret)
+{
+	CK_TOKEN_INFO ti;
+	int r = check(t, t->f->C_GetTokenInfo(t->slot, &ti));
+
+	if (r == 0)
+		*ret = ti;
+	return r;
 }
 
 CK_RV p11_last_rv(const struct p11_token *t)

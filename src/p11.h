@@ -15,10 +15,14 @@
 struct p11_token;
 
 /* dlopens module, initialises it and opens a session on the token that token_uri
- * selects, or, with a username, the token whose label, slot ID or slot index it is.
+ * selects, or, with a username, the token whose label, slot ID or slot index it is
+ * among those that one of the n_allow pkcs11: URIs in allow matches (none: no
+ * token). A username that picks no such token is KR_E_P11_PIN, as a wrong PIN is.
  * On failure *ret_why says what went wrong. */
 int p11_open(const char *module, const char *token_uri, const char *username, size_t username_len,
-	     struct p11_token **ret, const char **ret_why) KR_WUR;
+	     const char *const *allow, size_t n_allow, struct p11_token **ret, const char **ret_why) KR_WUR;
+/* The token's C_GetTokenInfo, read afresh (its flags say how the user PIN stands). */
+int p11_token_info(struct p11_token *t, CK_TOKEN_INFO *ret) KR_WUR;
 /* An exclusive flock() on path, held from before p11_open until after p11_login
  * (SoftHSM rewrites its token file on every login, and another process reading it
  * meanwhile finds no token) and around metadata writes. A module that hangs while

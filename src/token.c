@@ -4,8 +4,10 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
+#include "pin_guard.h"
 
 void token_init(struct conn_token *ct, const struct cfg *c)
 {
@@ -18,22 +20,46 @@ void token_close(struct conn_token *ct)
 	ct->tok = NULL;
 }
 
+/* The pkcs11: URIs of the tokens a client's Username may pick: its entry's tokens,
+ * else pkcs11.token as their pattern. */
+static const char *const *allowed_tokens(const struct cfg *c, const struct cfg_client *cl, size_t *ret_n)
+{
+	if (cl && cl->tokens) {
+		*ret_n = cl->n_tokens;
+		return (const char *const *)cl->tokens;
+	}
+	*ret_n = c->pkcs11.token ? 1 : 0;
+	return (const char *const *)&c->pkcs11.token;
+}
+
 /* Module loading and login, serialised between processes by the lock file. A
  * module that hangs while this process holds the lock would stall every other
  * connection's login, so the lock is held for timeouts.handshake seconds at most:
  * then SIGALRM ends this process, and the kernel releases the lock. With a
- * username, it picks the token; else token_uri does. */
-static int open_and_login(struct conn_token *ct, const char *token_uri, const char *username, size_t username_len,
-			  const char *pin, size_t pin_len)
+ * username, it picks the token among those cl's tokens (else pkcs11.token) match;
+ * else token_uri does. The PIN guard decides under the same lock whether C_Login
+ * may be tried at all. */
+static int open_and_login(struct conn_token *ct, const char *token_uri, const struct cfg_client *cl,
+			  const char *username, size_t username_len, bool client_pin, const char *pin, size_t pin_len)
 {
 	const struct cfg *c = ct->cfg;
+	size_t n_allow;
+	const char *const *allow = allowed_tokens(c, cl, &n_allow);
+	struct pin_guard *guard = NULL;
+	CK_TOKEN_INFO ti;
 	int lock = -1, r;
 
 	r = p11_lock(c->pkcs11.lock_file, c->timeouts.handshake, &lock, &ct->why);
 	if (r == 0)
-		r = p11_open(c->pkcs11.module, token_uri, username, username_len, &ct->tok, &ct->why);
+		r = p11_open(c->pkcs11.module, token_uri, username, username_len, allow, n_allow, &ct->tok, &ct->why);
+	if (r == 0 && (r = p11_token_info(ct->tok, &ti)) < 0)
+		ct->why = "cannot read the token's information";
 	if (r == 0)
+		r = pin_guard_before(c, &ti, client_pin, pin, pin_len, time(NULL), &guard, &ct->why);
+	if (r == 0) {
 		r = p11_login(ct->tok, pin, pin_len, &ct->why);
+		pin_guard_after(guard, r == 0 ? CKR_OK : p11_last_rv(ct->tok), pin, pin_len, time(NULL));
+	}
 	p11_unlock(lock);
 	if (r < 0) {
 		token_close(ct);
@@ -54,7 +80,7 @@ static int open_with_pin_source(struct conn_token *ct, const char *token_uri, co
 
 	r = p11_read_pin(pin_file, pin_credential, &pin, &pin_len, &ct->why);
 	if (r == 0)
-		r = open_and_login(ct, token_uri, NULL, 0, pin, pin_len);
+		r = open_and_login(ct, token_uri, NULL, NULL, 0, false, pin, pin_len);
 	p11_pin_free(pin, pin_len);
 	return r;
 }
@@ -74,9 +100,10 @@ static int open_for(struct conn_token *ct, const struct kmip_header *h, const st
 	const char *uri = cl && cl->token ? cl->token : c->pkcs11.token;
 
 	if (by_credential && (!cl || cl->username_is_token))
-		return open_and_login(ct, NULL, h->username.ptr, h->username.len, h->password.ptr, h->password.len);
+		return open_and_login(ct, NULL, cl, h->username.ptr, h->username.len, true, h->password.ptr,
+				      h->password.len);
 	if (by_credential) /* password_is_pin */
-		return open_and_login(ct, uri, NULL, 0, h->password.ptr, h->password.len);
+		return open_and_login(ct, uri, NULL, NULL, 0, true, h->password.ptr, h->password.len);
 	if (cl && (cl->pin_file || cl->pin_credential))
 		return open_with_pin_source(ct, uri, cl->pin_file, cl->pin_credential);
 	return open_with_pin_source(ct, uri, c->pkcs11.pin_file, c->pkcs11.pin_credential);

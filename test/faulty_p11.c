@@ -2,7 +2,8 @@
  * module (SoftHSM2 by default) and forwards every call to it, except that one
  * function can be told to fail in one way:
  *
- *   FAULTY_P11_FAULT="<function>:<action>", e.g. "C_Login:segv", where action is
+ *   FAULTY_P11_FAULT="<function>:<action>", e.g. "C_Login:segv", or several such
+ *     faults for different functions separated by ';', where action is
  *     segv     a real write through a NULL pointer (SIGSEGV)
  *     abort    abort() (SIGABRT)
  *     garbage  "GARBAGE\n" lines written to fd 1 and fd 2, then the call is
@@ -15,6 +16,12 @@
  *     rv=NAME  return that CK_RV without forwarding: CKR_RANDOM_NO_RNG,
  *              CKR_DEVICE_ERROR or another name in rv_names below, or a number
  *              such as 0x121; anything else returns CKR_GENERAL_ERROR
+ *     count    forward as usual: only the FAULTY_P11_LOG line, which counts
+ *              the calls that reach the token
+ *     flags=NAME|NAME...  C_GetTokenInfo only: forward, then set these flags
+ *              in the token's CK_TOKEN_INFO (CKF_USER_PIN_FINAL_TRY,
+ *              CKF_USER_PIN_LOCKED, CKF_USER_PIN_COUNT_LOW, or numbers): a
+ *              token whose user PIN is about to lock, or locked
  *   FAULTY_P11_FAULT_FILE=path   the fault is read from this file (first line) on
  *              every call instead, so that a test can change it between
  *              connections; a missing or empty file means no fault
@@ -109,6 +116,31 @@ static const struct {
 #undef RV
 };
 
+/* The token flags that "flags=<NAME|NAME...>" names; unknown names count for nothing. */
+static CK_FLAGS flags_value(const char *value)
+{
+	static const struct {
+		const char *name;
+		CK_FLAGS flag;
+	} names[] = {
+		{ "CKF_USER_PIN_COUNT_LOW", CKF_USER_PIN_COUNT_LOW },
+		{ "CKF_USER_PIN_FINAL_TRY", CKF_USER_PIN_FINAL_TRY },
+		{ "CKF_USER_PIN_LOCKED", CKF_USER_PIN_LOCKED },
+	};
+	char buf[128], *next = NULL;
+	CK_FLAGS flags = 0;
+
+	snprintf(buf, sizeof(buf), "%s", value);
+	for (char *name = strtok_r(buf, "|", &next); name; name = strtok_r(NULL, "|", &next)) {
+		size_t i = 0;
+
+		while (i < sizeof(names) / sizeof(names[0]) && strcmp(name, names[i].name) != 0)
+			i++;
+		flags |= i < sizeof(names) / sizeof(names[0]) ? names[i].flag : strtoul(name, NULL, 0);
+	}
+	return flags;
+}
+
 /* The CK_RV that "rv=<value>" names. */
 static CK_RV rv_value(const char *value)
 {
@@ -132,20 +164,23 @@ static void corrupt(CK_BYTE_PTR out, const CK_ULONG *len)
 }
 
 /* What the forwarder does once maybe_fault returns. */
-enum effect { AS_USUAL, CORRUPT_OUTPUT, RETURN_RV };
+enum effect { AS_USUAL, CORRUPT_OUTPUT, RETURN_RV, ADD_FLAGS };
 
 /* Called on entry to every function: misbehaves if the fault names this one, or
- * tells the forwarder how to (*ret_rv for RETURN_RV). */
+ * tells the forwarder how to (*ret_rv: the CK_RV for RETURN_RV, the CK_FLAGS for
+ * ADD_FLAGS). */
 static enum effect maybe_fault(const char *function, CK_RV *ret_rv)
 {
-	char fault[128];
+	char fault[256], *next = NULL, *action;
 	size_t len = strlen(function);
-	const char *action;
 
 	current_fault(fault, sizeof(fault));
-	if (strncmp(fault, function, len) != 0 || fault[len] != ':')
+	for (action = strtok_r(fault, ";", &next); action; action = strtok_r(NULL, ";", &next))
+		if (strncmp(action, function, len) == 0 && action[len] == ':')
+			break;
+	if (!action)
 		return AS_USUAL;
-	action = fault + len + 1;
+	action += len + 1;
 	note(function, action);
 	if (strcmp(action, "segv") == 0) {
 		volatile int *volatile p = NULL; /* neither the load nor the store can go */
@@ -162,6 +197,9 @@ static enum effect maybe_fault(const char *function, CK_RV *ret_rv)
 	} else if (strncmp(action, "rv=", 3) == 0) {
 		*ret_rv = rv_value(action + 3);
 		return RETURN_RV;
+	} else if (strncmp(action, "flags=", 6) == 0) {
+		*ret_rv = flags_value(action + 6);
+		return ADD_FLAGS;
 	}
 	return AS_USUAL;
 }
@@ -175,7 +213,6 @@ static enum effect maybe_fault(const char *function, CK_RV *ret_rv)
 	X(C_GetInfo, (CK_INFO_PTR a), (a), (NULL, NULL)) \
 	X(C_GetSlotList, (CK_BBOOL a, CK_SLOT_ID_PTR b, CK_ULONG_PTR c), (a, b, c), (NULL, NULL)) \
 	X(C_GetSlotInfo, (CK_SLOT_ID a, CK_SLOT_INFO_PTR b), (a, b), (NULL, NULL)) \
-	X(C_GetTokenInfo, (CK_SLOT_ID a, CK_TOKEN_INFO_PTR b), (a, b), (NULL, NULL)) \
 	X(C_GetMechanismList, (CK_SLOT_ID a, CK_MECHANISM_TYPE_PTR b, CK_ULONG_PTR c), (a, b, c), (NULL, NULL)) \
 	X(C_GetMechanismInfo, (CK_SLOT_ID a, CK_MECHANISM_TYPE b, CK_MECHANISM_INFO_PTR c), (a, b, c), (NULL, NULL)) \
 	X(C_InitToken, (CK_SLOT_ID a, CK_UTF8CHAR_PTR b, CK_ULONG c, CK_UTF8CHAR_PTR d), (a, b, c, d), (NULL, NULL)) \
@@ -291,9 +328,25 @@ static enum effect maybe_fault(const char *function, CK_RV *ret_rv)
 	}
 P11_FUNCTIONS(FORWARD)
 
+/* By hand: flags= changes its output. */
+static CK_RV faulty_C_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info)
+{
+	CK_RV rv = CKR_OK;
+	enum effect effect = maybe_fault("C_GetTokenInfo", &rv);
+	CK_FLAGS flags = rv;
+
+	if (effect == RETURN_RV)
+		return rv;
+	rv = target->C_GetTokenInfo(slot, info);
+	if (effect == ADD_FLAGS && rv == CKR_OK)
+		info->flags |= flags;
+	return rv;
+}
+
 static CK_FUNCTION_LIST functions = {
 	.version = { CRYPTOKI_VERSION_MAJOR, CRYPTOKI_VERSION_MINOR },
 	.C_GetFunctionList = C_GetFunctionList,
+	.C_GetTokenInfo = faulty_C_GetTokenInfo,
 #define ENTRY(name, params, args, output) .name = faulty_##name,
 	P11_FUNCTIONS(ENTRY)
 };

@@ -78,9 +78,11 @@ class ClientTestCase(RelayTestCase):
         self.env["SOFTHSM2_CONF"] = self.token.conf
         self.lock_file = os.path.join(self.tmp, "p11.lock")
 
-    def relay_config(self, lock=True, destroy_switch=True, **sections):
-        pkcs11 = {"module": SOFTHSM_MODULE, "token": "pkcs11:token=" + TOKEN_LABEL,
-                  "pin_file": self.token.pin_file, "login_with_credentials": True}
+    def relay_config(self, lock=True, destroy_switch=True, token="pkcs11:token=" + TOKEN_LABEL, pkcs11=None,
+                     **sections):
+        """token: pkcs11.token, also the pattern of the tokens a Username may pick."""
+        pkcs11 = dict({"module": SOFTHSM_MODULE, "token": token, "pin_file": self.token.pin_file,
+                       "login_with_credentials": True}, **(pkcs11 or {}))
         if lock:
             pkcs11["lock_file"] = self.lock_file
         return self.config(tls={"require_client_certificate": False}, pkcs11=pkcs11,
@@ -272,8 +274,11 @@ class CascadeTest(ClientTestCase):
 
 
 class CredentialLoginTest(ClientTestCase):
-    """The Username picks the token (label, then slot ID, then slot index); the
-    Password is its PIN. Nothing else opens the token for these clients."""
+    """The Username picks the token (label, then slot ID, then slot index) among
+    those pkcs11.token matches (here: every SoftHSM token); the Password is its PIN.
+    Nothing else opens the token for these clients."""
+
+    SOFTHSM_TOKENS = "pkcs11:model=SoftHSM%20v2"
 
     OTHER_LABEL, OTHER_PIN = "other-token", "1357-other"
 
@@ -285,7 +290,7 @@ class CredentialLoginTest(ClientTestCase):
         labels = [label for _, label in self.slots]
         self.assertIn(TOKEN_LABEL, labels)
         self.assertIn(self.OTHER_LABEL, labels)
-        self.port = self.start(self.relay_config())
+        self.port = self.start(self.relay_config(token=self.SOFTHSM_TOKENS))
 
     def probe(self, username, password):
         """Result Reason of Get Attributes of the probe key (None: success), twice on
@@ -316,9 +321,11 @@ class CredentialLoginTest(ClientTestCase):
             self.assertEqual(self.probe(str(other), self.OTHER_PIN), ITEM_NOT_FOUND)
 
     def test_wrong_password_fails_on_every_connection(self):
+        # Below pkcs11.pin_failures the right PIN still works afterwards
+        # (test_pin_lockout.py: what happens past it).
+        self.port = self.start(self.relay_config(token=self.SOFTHSM_TOKENS, pkcs11={"pin_failures": 4}))
         for _ in range(3):
             self.assertEqual(self.probe(TOKEN_LABEL, "0000-wrong"), AUTHENTICATION_NOT_SUCCESSFUL)
-        # No lockout: the right PIN still works afterwards.
         self.assertEqual(self.probe(TOKEN_LABEL, TOKEN_PIN), None)
         self.assertFalse(any("0000-wrong" in l for l in self.log_lines()))
 
@@ -338,7 +345,7 @@ class CredentialLoginTest(ClientTestCase):
     def test_unknown_username(self):
         for username in ("no-such-token", "987654", "99"):
             self.assertEqual(self.probe(username, TOKEN_PIN), AUTHENTICATION_NOT_SUCCESSFUL, username)
-        self.assertTrue(any("no token has this username" in l for l in self.log_lines()))
+        self.assertTrue(any("no token that the config allows has this username" in l for l in self.log_lines()))
 
 
 class KrillTest(ClientTestCase):

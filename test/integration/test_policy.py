@@ -811,7 +811,8 @@ class AuthenticationTest(PolicyTestCase):
     def test_username_is_token(self):
         # Cascade-bridge style: the Username names a token, the Password is its PIN.
         self.token.add_token(OTHER_LABEL, OTHER_PIN)
-        port = self.relay([{"name": "bridge", "username_is_token": True}])
+        port = self.relay([{"name": "bridge", "username_is_token": True,
+                            "tokens": ["pkcs11:token=" + OTHER_LABEL, "pkcs11:token=" + TOKEN_LABEL]}])
         with self.as_user(port, OTHER_LABEL, OTHER_PIN) as c:
             priv, pub = self.create_pair(c, "bridged")
             self.assertEqual(sorted(self.locate(c)), sorted([priv, pub]))
