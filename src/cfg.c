@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "kmip_names.h"
@@ -424,7 +425,8 @@ static void load_clients(struct cfg *c, json_t *v, struct errors *e)
 			if (same_string(cl->name, o->name))
 				add_error(e, path, "name: \"%s\" is also clients[%zu]'s", cl->name, j);
 			if (same_string(cl->spki_sha256, o->spki_sha256) ||
-			    same_string(cl->certificate_name, o->certificate_name) ||
+			    (cl->certificate_name && o->certificate_name &&
+			     strcasecmp(cl->certificate_name, o->certificate_name) == 0) ||
 			    same_string(cl->username, o->username) || (cl->username_is_token && o->username_is_token))
 				add_error(e, path, "identifies the same client as clients[%zu]", j);
 		}

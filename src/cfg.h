@@ -13,7 +13,7 @@
 struct cfg_client {
 	char *name;
 	/* Identity: exactly one of the certificate's SPKI SHA-256 (hex), a name (CN or
-	 * DNS SAN) of a certificate from tls.client_ca, a KMIP Username, or
+	 * DNS SAN, in any case) of a certificate from tls.client_ca, a KMIP Username, or
 	 * username_is_token (the Username names the token, the Password is its PIN). */
 	char *spki_sha256;
 	char *certificate_name;

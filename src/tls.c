@@ -5,11 +5,15 @@
 #include <errno.h>
 #include <gnutls/crypto.h>
 #include <gnutls/x509.h>
+#include <gnutls/x509-ext.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+
+/* At most this many DNS names of a certificate count. */
+#define MAX_NAMES 32
 
 
 struct tls_conn {
@@ -216,31 +220,54 @@ out:
 	return 0;
 }
 
-/* The certificate's subject CN and DNS names, for certificate_name. */
+/* A name that may go into names: not one with an embedded NUL, which would
+ * read as a name it is not ("victim.example\0.attacker.example"). */
+static int add_name(struct tls_identity *id, const void *name, size_t len)
+{
+	if (len == 0 || memchr(name, '\0', len))
+		return 0;
+	if (!(id->names[id->n_names] = strndup(name, len)))
+		return GNUTLS_E_MEMORY_ERROR;
+	id->n_names++;
+	return 0;
+}
+
+/* The names certificate_name may match: the certificate's DNS subjectAltNames,
+ * or its subject CN if it has none (RFC 6125, section 6.4.4). */
 static int read_names(struct tls_identity *id, gnutls_x509_crt_t crt)
 {
-	char buf[256];
-	size_t size = sizeof(buf);
+	gnutls_subject_alt_names_t sans = NULL;
+	gnutls_datum_t der = { 0 };
+	bool has_dns = false;
 	unsigned critical;
-	char **names = calloc(33, sizeof(*names));
+	char cn[256];
+	size_t size = sizeof(cn);
+	int r;
 
-	if (!names)
+	if (!(id->names = calloc(MAX_NAMES, sizeof(*id->names))))
 		return GNUTLS_E_MEMORY_ERROR;
-	id->names = names;
-	if (gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, 0, buf, &size) >= 0 &&
-	    !(names[id->n_names++] = strndup(buf, size)))
-		return GNUTLS_E_MEMORY_ERROR;
-	for (unsigned seq = 0; id->n_names < 32; seq++) {
-		int type;
+	r = gnutls_x509_crt_get_extension_by_oid2(crt, GNUTLS_X509EXT_OID_SAN, 0, &der, &critical);
+	if (r >= 0 && (r = gnutls_subject_alt_names_init(&sans)) >= 0 &&
+	    (r = gnutls_x509_ext_import_subject_alt_names(&der, sans, 0)) >= 0) {
+		gnutls_datum_t san;
+		unsigned type;
 
-		size = sizeof(buf);
-		type = gnutls_x509_crt_get_subject_alt_name(crt, seq, buf, &size, &critical);
-		if (type == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE)
-			break;
-		if (type == GNUTLS_SAN_DNSNAME && !(names[id->n_names++] = strndup(buf, size)))
-			return GNUTLS_E_MEMORY_ERROR;
+		for (unsigned i = 0; r >= 0 && gnutls_subject_alt_names_get(sans, i, &type, &san, NULL) >= 0; i++)
+			if (type == GNUTLS_SAN_DNSNAME) {
+				has_dns = true;
+				if (id->n_names < MAX_NAMES)
+					r = add_name(id, san.data, san.size);
+			}
+	} else if (r == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE) {
+		r = 0;
 	}
-	return 0;
+	if (r >= 0 && !has_dns &&
+	    gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, 0, cn, &size) >= 0)
+		r = add_name(id, cn, size);
+	if (sans)
+		gnutls_subject_alt_names_deinit(sans);
+	gnutls_free(der.data);
+	return r;
 }
 
 static int read_identity(struct tls_conn *t)

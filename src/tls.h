@@ -20,7 +20,7 @@ struct tls_identity {
 	char spki_sha256[65]; /* hex SHA-256 of the certificate's SubjectPublicKeyInfo */
 	char *dn;             /* subject DN (RFC 4514), owned */
 	bool ca_verified;     /* it chains to tls.client_ca (else it is pinned) */
-	char **names;         /* its subject CN and DNS SANs, owned */
+	char **names;         /* its DNS SANs, or its subject CN if it has none, owned */
 	size_t n_names;
 };
 
