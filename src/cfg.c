@@ -42,6 +42,7 @@ static const struct key tls_keys[] = {
 	K("certificate", KT_PATH, tls.certificate),
 	K("key", KT_KEY, tls.key),
 	K("client_ca", KT_PATH, tls.client_ca),
+	K("client_crl", KT_PATH, tls.client_crl),
 	K("priority", KT_STRING, tls.priority),
 	K("ticket_key", KT_TICKET, tls.ticket_key),
 	K("require_client_certificate", KT_BOOL, tls.require_client_certificate),
@@ -490,6 +491,8 @@ static void check_combination(const struct cfg *c, struct errors *e)
 		add_error(e, "tls.key", "required");
 	if (!c->tls.client_ca && c->tls.require_client_certificate)
 		add_error(e, "tls.client_ca", "required unless tls.require_client_certificate is false");
+	if (c->tls.client_crl && !c->tls.client_ca)
+		add_error(e, "tls.client_crl", "needs tls.client_ca, whose CRL it is");
 	if (c->tls.key && strncmp(c->tls.key, "pkcs11:", 7) == 0 && !c->pkcs11.module)
 		add_error(e, "tls.key", "a pkcs11: URI needs pkcs11.module");
 	if (c->pkcs11.pin_file && c->pkcs11.pin_credential)
@@ -545,6 +548,7 @@ void cfg_free(struct cfg *c)
 	free(c->tls.certificate);
 	free(c->tls.key);
 	free(c->tls.client_ca);
+	free(c->tls.client_crl);
 	free(c->tls.priority);
 	free(c->tls.ticket_key);
 	free(c->log.file);

@@ -53,6 +53,7 @@ struct cfg {
 		char *certificate;  /* PEM file */
 		char *key;          /* PEM file, or a pkcs11: URI of a key in the token */
 		char *client_ca;    /* PEM bundle that client certificates must chain to */
+		char *client_crl;   /* PEM or DER CRLs of client_ca */
 		char *priority;     /* GnuTLS priority string */
 		char *ticket_key;   /* file with the session ticket key shared by all processes */
 		bool require_client_certificate;

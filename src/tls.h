@@ -30,7 +30,9 @@ int tls_conn_new(const struct cfg *c, gnutls_privkey_t privkey, int fd, struct t
 		 const char **ret_why) KR_WUR;
 void tls_conn_free(struct tls_conn *t);
 
-/* Handshake bounded by timeout_ms; on failure *ret_why says why. */
+/* Handshake bounded by timeout_ms, with the client's certificate checked; on
+ * failure *ret_why says why (for a refused certificate: the reason and its
+ * subject). */
 int tls_handshake(struct tls_conn *t, unsigned timeout_ms, const char **ret_why) KR_WUR;
 const struct tls_identity *tls_identity(const struct tls_conn *t);
 /* "TLS1.3" and "AES-256-GCM"-style names for the log. */

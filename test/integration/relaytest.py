@@ -93,7 +93,7 @@ class PKI:
     def _ca(self, name, cn):
         key = self._key(name)
         pem = self._path(name + ".pem")
-        tmpl = self._template(name, ['cn = "%s"' % cn, "ca", "cert_signing_key"])
+        tmpl = self._template(name, ['cn = "%s"' % cn, "ca", "cert_signing_key", "crl_signing_key"])
         run(["certtool", "--generate-self-signed", "--load-privkey", key, "--template", tmpl,
              "--outfile", pem])
         return pem, key

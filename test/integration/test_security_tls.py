@@ -1,15 +1,25 @@
-"""Certificates and connections (issue 11, findings 5 to 7), each rule attacked
+"""Certificates and connections (issue 11, findings 5 and 6), each rule attacked
 over real TLS, behind systemd-socket-activate:
 
 - NameTest: a certificate name with an embedded NUL names nobody; when a
   certificate has DNS subjectAltNames they are its names and its CN is not
   (RFC 6125); names compare without regard to ASCII case.
+- PurposeTest: a client certificate whose Extended Key Usage leaves out
+  clientAuth (the relay's own server certificate is one) is refused at the
+  handshake, whether the CA issued it or clients[] pins it.
+- ValidityTest, RevocationTest: an expired, not yet valid, untrusted or revoked
+  (tls.client_crl) certificate is refused, and the log says which of these it was
+  and whose certificate it was; the CRL file is read by every connection, a
+  resumed session included.
 
-Unusual certificates are made with python-cryptography and signed by the test
-CA."""
+Unusual certificates and CRLs are made with python-cryptography and signed by the
+test CA."""
 
 import datetime
+import json
 import os
+import socket
+import ssl
 import subprocess
 import unittest
 
@@ -18,11 +28,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from relaytest import (AUTHENTICATION_NOT_SUCCESSFUL, ENUM, FAILED, OP_QUERY, RELAY, SUCCESS, T,
-                       RelayTestCase, batch_items, exchange, item, request)
+from relaytest import (AUTHENTICATION_NOT_SUCCESSFUL, ENUM, FAILED, OP_QUERY, PKI, RELAY, SUCCESS, T,
+                       RelayTestCase, batch_items, exchange, item, request, spki_sha256)
 
 QUERY_OPERATIONS = item(T["QueryFunction"], ENUM, 1)
-CLIENT_AUTH = ExtendedKeyUsageOID.CLIENT_AUTH
+QUERY = request(OP_QUERY, [QUERY_OPERATIONS])
+CLIENT_AUTH, SERVER_AUTH = ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH
+ANY_PURPOSE = x509.ObjectIdentifier("2.5.29.37.0")  # anyExtendedKeyUsage
 HOUR, DAY = datetime.timedelta(hours=1), datetime.timedelta(days=1)
 
 
@@ -31,7 +43,8 @@ def now():
 
 
 class Issuer:
-    """Certificates signed by a PKI's CA (or self-signed), written to directory."""
+    """Certificates and CRLs signed by a PKI's CA (or self-signed), written to
+    directory."""
 
     def __init__(self, pki, directory):
         self.dir = directory
@@ -68,6 +81,25 @@ class Issuer:
                                       serialization.NoEncryption()))
         return pem, key_path
 
+    def crl(self, path, revoked=(), der=False, next_update=7 * DAY, signer=None):
+        """Writes (atomically) a CRL of the CA that revokes the certificates in
+        revoked (PEM paths); next_update is from now (negative: out of date)."""
+        builder = (x509.CertificateRevocationListBuilder().issuer_name(self.ca.subject)
+                   .last_update(now() - HOUR - (-next_update if next_update < datetime.timedelta(0)
+                                                else datetime.timedelta(0)))
+                   .next_update(now() + next_update))
+        for pem in revoked:
+            with open(pem, "rb") as f:
+                serial = x509.load_pem_x509_certificate(f.read()).serial_number
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now() - HOUR).build())
+        crl = builder.sign(signer or self.ca_key, hashes.SHA256())
+        encoding = serialization.Encoding.DER if der else serialization.Encoding.PEM
+        with open(path + ".tmp", "wb") as f:
+            f.write(crl.public_bytes(encoding))
+        os.replace(path + ".tmp", path)
+        return path
+
 
 class SecurityTestCase(RelayTestCase):
     def setUp(self):
@@ -92,6 +124,22 @@ class SecurityTestCase(RelayTestCase):
                                                     password=password)))
         self.summary(local)
         return (bi[T["ResultStatus"]], bi.get(T["ResultReason"])), local
+
+    def handshake_refusal(self, local):
+        """What the log says about the refused handshake of local port's connection
+        (the text after "failed: ")."""
+        key = "]: TLS handshake with 127.0.0.1:%d failed: " % local
+        self.summary(local)
+        lines = [l for l in self.log_lines() if key in l]
+        self.assertEqual(len(lines), 1, "one handshake failure line for port %d" % local)
+        return lines[0].partition(key)[2]
+
+    def refusal(self, port, pem, key):
+        """Connects with that certificate, which must be refused at the handshake;
+        returns the reason logged."""
+        local = self.refused(port, self.tls_context(certfile=pem, keyfile=key))
+        self.assertEqual(self.summary(local)["end"], "TLS handshake failed")
+        return self.handshake_refusal(local)
 
 
 class NameTest(SecurityTestCase):
@@ -147,6 +195,178 @@ class NameTest(SecurityTestCase):
                            stderr=subprocess.PIPE, text=True, timeout=20)
         self.assertEqual((p.returncode, p.stdout, p.stderr),
                          (1, "", "clients[1]: identifies the same client as clients[0]\n"))
+
+
+class PurposeTest(SecurityTestCase):
+    def test_server_certificate_is_not_a_client_certificate(self):
+        port = self.start(self.config())
+        self.assertEqual(self.refusal(port, self.pki.server, self.pki.server_key),
+                         'client certificate refused: wrong purpose (subject "CN=localhost")')
+        self.assertEqual(self.audit_records(), [])
+
+    def test_extended_key_usage(self):
+        port = self.start(self.config())
+        for label, eku, served in (("serverAuth", [SERVER_AUTH], False),
+                                   ("codeSigning", [ExtendedKeyUsageOID.CODE_SIGNING], False),
+                                   ("serverAuth and clientAuth", [SERVER_AUTH, CLIENT_AUTH], True),
+                                   ("anyExtendedKeyUsage", [ANY_PURPOSE], True),
+                                   ("no Extended Key Usage", None, True)):
+            with self.subTest(label):
+                pem, key = self.issuer.cert("eku-%d" % len(os.listdir(self.tmp)), "eku.example", eku=eku)
+                if served:
+                    self.assertEqual(self.query(port, pem, key)[0], (SUCCESS, None))
+                else:
+                    self.assertEqual(self.refusal(port, pem, key),
+                                     'client certificate refused: wrong purpose (subject "CN=eku.example")')
+
+    def test_pinned_certificate_needs_the_client_purpose(self):
+        server_only = self.issuer.cert("pinned-server", "pinned.example", eku=[SERVER_AUTH], self_signed=True)
+        no_eku = self.issuer.cert("pinned-any", "pinned-any.example", eku=None, self_signed=True)
+        client = self.issuer.cert("pinned-client", "pinned-client.example", self_signed=True)
+        port = self.start(self.clients_config([
+            {"name": "server-only", "certificate_spki_sha256": spki_sha256(server_only[0])},
+            {"name": "no-eku", "certificate_spki_sha256": spki_sha256(no_eku[0])},
+            {"name": "client", "certificate_spki_sha256": spki_sha256(client[0])},
+            {"name": "relay", "certificate_spki_sha256": spki_sha256(self.pki.server)}]))
+        self.assertEqual(self.refusal(port, *server_only),
+                         'client certificate refused: wrong purpose (subject "CN=pinned.example")')
+        self.assertEqual(self.refusal(port, self.pki.server, self.pki.server_key),
+                         'client certificate refused: wrong purpose (subject "CN=localhost")')
+        self.assertEqual(self.query(port, *no_eku)[0], (SUCCESS, None))
+        self.assertEqual(self.query(port, *client)[0], (SUCCESS, None))
+        self.assertEqual([r["client"] for r in self.audit_records()], ["no-eku", "client"])
+
+
+class ValidityTest(SecurityTestCase):
+    def test_refusals_name_the_reason_and_the_subject(self):
+        other = PKI(os.path.join(self.tmp, "other-pki"))
+        port = self.start(self.config())
+        for label, (pem, key), why in (
+                ("expired", self.issuer.cert("expired", "expired.example", not_before=now() - 30 * DAY,
+                                             not_after=now() - DAY), "expired"),
+                ("not yet valid", self.issuer.cert("future", "future.example", not_before=now() + DAY,
+                                                   not_after=now() + 30 * DAY), "not yet valid"),
+                ("another CA's", other.issue("other", "other.example"), "untrusted"),
+                ("self-signed", self.issuer.cert("self", "self.example", self_signed=True), "untrusted")):
+            with self.subTest(label):
+                cn = x509.load_pem_x509_certificate(open(pem, "rb").read()).subject.rfc4514_string()
+                self.assertEqual(self.refusal(port, pem, key),
+                                 'client certificate refused: %s (subject "%s")' % (why, cn))
+        self.assertEqual(self.audit_records(), [])
+
+    def test_subject_is_escaped(self):
+        port = self.start(self.config())
+        pem, key = self.issuer.cert("escaped", 'x"y\\z\nforged: line', not_after=now() - DAY,
+                                    not_before=now() - 2 * DAY)
+        self.assertEqual(self.refusal(port, pem, key),
+                         'client certificate refused: expired (subject "CN=x\\\\\\"y\\\\\\\\z\\nforged: line")')
+        self.assertFalse([l for l in self.log_lines() if l.startswith("forged")])
+
+
+class RevocationTest(SecurityTestCase):
+    def setUp(self):
+        super().setUp()
+        self.revoked = self.issuer.cert("revoked", "revoked.example")
+        self.good = self.issuer.cert("good", "good.example")
+        self.crl = os.path.join(self.tmp, "client.crl")
+
+    def test_revoked_certificate_is_refused(self):
+        for fmt in ("PEM", "DER"):
+            with self.subTest(fmt):
+                self.issuer.crl(self.crl, [self.revoked[0]], der=fmt == "DER")
+                port = self.start(self.config(tls={"client_crl": self.crl}))
+                self.assertEqual(self.refusal(port, *self.revoked),
+                                 'client certificate refused: revoked (subject "CN=revoked.example")')
+                self.assertEqual(self.query(port, *self.good)[0], (SUCCESS, None))
+
+    def test_every_connection_reads_the_crl(self):
+        self.issuer.crl(self.crl, [])
+        port = self.start(self.config(tls={"client_crl": self.crl}))
+        self.assertEqual(self.query(port, *self.revoked)[0], (SUCCESS, None))
+        self.issuer.crl(self.crl, [self.revoked[0]])
+        self.assertEqual(self.refusal(port, *self.revoked),
+                         'client certificate refused: revoked (subject "CN=revoked.example")')
+
+    def test_revoked_certificate_cannot_resume_its_session(self):
+        ticket_key = os.path.join(self.tmp, "ticket.key")
+        with open(ticket_key, "wb") as f:
+            f.write(os.urandom(64))
+        self.issuer.crl(self.crl, [])
+        port = self.start(self.config(tls={"client_crl": self.crl, "ticket_key": ticket_key}))
+        ctx = self.tls_context(certfile=self.revoked[0], keyfile=self.revoked[1])
+        with self.connect(port, ctx) as first:
+            exchange(first, QUERY)  # the ticket comes after the handshake
+            session = first.session
+            first_local = first.getsockname()[1]
+        self.assertEqual(self.summary(first_local)["end"], "client closed the connection")
+        # The control: the session resumes while the certificate is good.
+        with self.connect(port, ctx, session=session) as second:
+            exchange(second, QUERY)
+            self.assertTrue(second.session_reused)
+            second_local = second.getsockname()[1]
+        self.assertEqual(self.summary(second_local)["resumed"], "yes")
+        self.issuer.crl(self.crl, [self.revoked[0]])
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        local = raw.getsockname()[1]
+        try:
+            with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as third:
+                self.assertTrue(third.session_reused)
+                third.sendall(QUERY)
+                self.assertEqual(third.recv(8), b"", "the relay answered a revoked client")
+        except (ssl.SSLError, ConnectionError):
+            pass
+        finally:
+            raw.close()
+        self.assertEqual(self.summary(local)["end"], "TLS handshake failed")
+        self.assertEqual(self.handshake_refusal(local),
+                         'client certificate refused: revoked (subject "CN=revoked.example")')
+
+    def test_pinned_certificate_is_revoked_too(self):
+        self.issuer.crl(self.crl, [self.revoked[0]])
+        port = self.start(self.clients_config(
+            [{"name": "pinned", "certificate_spki_sha256": spki_sha256(self.revoked[0])},
+             {"name": "good", "certificate_spki_sha256": spki_sha256(self.good[0])}],
+            tls={"client_crl": self.crl}))
+        self.assertEqual(self.refusal(port, *self.revoked),
+                         'client certificate refused: revoked (subject "CN=revoked.example")')
+        self.assertEqual(self.query(port, *self.good)[0], (SUCCESS, None))
+
+    def test_crl_that_cannot_be_used_is_a_startup_error(self):
+        # Another CA of the same name signed "foreign".
+        other = Issuer(PKI(os.path.join(self.tmp, "other-pki")), self.tmp)
+        garbage = os.path.join(self.tmp, "garbage.crl")
+        with open(garbage, "wb") as f:
+            f.write(b"-----BEGIN X509 CRL-----\nnot a CRL\n-----END X509 CRL-----\n")
+        for label, path, why in (
+                ("garbage", garbage, "not a PEM or DER CRL"),
+                ("another CA's", other.crl(os.path.join(self.tmp, "foreign.crl"), [self.revoked[0]]),
+                 "not signed by tls.client_ca (whose certificate must allow CRL signing)"),
+                ("out of date", self.issuer.crl(os.path.join(self.tmp, "stale.crl"), [], next_update=-DAY),
+                 "out of date (past its next update)")):
+            with self.subTest(label):
+                before = len(self.log_lines())
+                port = self.start(self.config(tls={"client_crl": path}))
+                local = self.refused(port)
+                self.assertEqual(self.summary(local)["end"], "TLS setup failed")
+                lines = self.log_lines()[before:]
+                self.assertEqual([l.partition("]: ")[2] for l in lines if "tls.client_crl" in l],
+                                 ["tls.client_crl: " + why])
+
+    def test_crl_config(self):
+        def check(tls):
+            path = os.path.join(self.tmp, "check.json")
+            with open(path, "w") as f:
+                json.dump({"tls": dict({"certificate": self.pki.server, "key": self.pki.server_key}, **tls)}, f)
+            p = subprocess.run([RELAY, "--check-config", "-c", path], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, timeout=20)
+            return p.returncode, p.stdout, p.stderr
+
+        self.issuer.crl(self.crl, [])
+        self.assertEqual(check({"client_crl": self.crl, "client_ca": self.pki.ca}), (0, "OK\n", ""))
+        self.assertEqual(check({"client_crl": "/nonexistent.crl", "client_ca": self.pki.ca}),
+                         (1, "", "tls.client_crl: cannot read /nonexistent.crl: No such file or directory\n"))
+        self.assertEqual(check({"client_crl": self.crl, "require_client_certificate": False}),
+                         (1, "", "tls.client_crl: needs tls.client_ca, whose CRL it is\n"))
 
 
 if __name__ == "__main__":
