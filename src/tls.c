@@ -26,6 +26,7 @@ struct tls_conn {
 	gnutls_datum_t ticket_key;
 	struct tls_identity id;
 	const struct cfg *cfg;
+	int fd;
 	bool verify_clients, has_ca;
 	/* The verdict on the client's certificate, made once per handshake. */
 	bool checked, ca_verified;
@@ -287,6 +288,7 @@ int tls_conn_new(const struct cfg *c, gnutls_privkey_t privkey, int fd, struct t
 	if (!t)
 		return KR_E_NOMEM;
 	t->cfg = c;
+	t->fd = fd;
 	if ((r = gnutls_certificate_allocate_credentials(&t->cred)) < 0) {
 		why = "TLS credentials";
 		goto out;
@@ -483,14 +485,34 @@ bool tls_resumed(const struct tls_conn *t)
 	return gnutls_session_is_resumed(t->s) != 0;
 }
 
-int tls_read_full(struct tls_conn *t, void *buf, size_t len, unsigned timeout_ms)
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* Milliseconds until the deadline, rounded up; 0 once it has passed. */
+static unsigned ms_until(uint64_t deadline_us)
+{
+	uint64_t now = now_us();
+
+	return now >= deadline_us ? 0 : (unsigned)((deadline_us - now + 999) / 1000);
+}
+
+int tls_read_full(struct tls_conn *t, void *buf, size_t len, uint64_t deadline_us)
 {
 	size_t got = 0;
 
-	gnutls_record_set_timeout(t->s, timeout_ms);
 	while (got < len) {
-		ssize_t r = gnutls_record_recv(t->s, (uint8_t *)buf + got, len - got);
+		unsigned left = ms_until(deadline_us);
+		ssize_t r;
 
+		if (left == 0) /* (a record timeout of 0 would wait forever) */
+			return KR_E_TLS_TIMEOUT;
+		gnutls_record_set_timeout(t->s, left);
+		r = gnutls_record_recv(t->s, (uint8_t *)buf + got, len - got);
 		if (r > 0) {
 			got += (size_t)r;
 			continue;
@@ -506,13 +528,21 @@ int tls_read_full(struct tls_conn *t, void *buf, size_t len, unsigned timeout_ms
 	return 0;
 }
 
-int tls_write_full(struct tls_conn *t, const void *buf, size_t len)
+int tls_write_full(struct tls_conn *t, const void *buf, size_t len, uint64_t deadline_us)
 {
 	size_t done = 0;
 
 	while (done < len) {
-		ssize_t r = gnutls_record_send(t->s, (const uint8_t *)buf + done, len - done);
+		unsigned left = ms_until(deadline_us);
+		struct timeval tv = { .tv_sec = left / 1000, .tv_usec = (left % 1000) * 1000 };
+		ssize_t r;
 
+		if (left == 0)
+			return KR_E_TLS_TIMEOUT;
+		/* Each record's send waits no longer than the time left. */
+		if (setsockopt(t->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0 && errno != ENOTSOCK)
+			return KR_E_TLS_IO;
+		r = gnutls_record_send(t->s, (const uint8_t *)buf + done, len - done);
 		if (r > 0)
 			done += (size_t)r;
 		else if (r == GNUTLS_E_AGAIN) /* the socket's send timeout expired */

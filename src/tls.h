@@ -40,11 +40,13 @@ const char *tls_version_name(const struct tls_conn *t);
 const char *tls_cipher_name(const struct tls_conn *t);
 bool tls_resumed(const struct tls_conn *t);
 
-/* Reads exactly len bytes, each wait bounded by timeout_ms. KR_E_TLS_CLOSED if the
- * peer closed before the first byte, KR_E_TLS_TRUNCATED after it, KR_E_TLS_TIMEOUT
- * or KR_E_TLS_IO. */
-int tls_read_full(struct tls_conn *t, void *buf, size_t len, unsigned timeout_ms) KR_WUR;
-int tls_write_full(struct tls_conn *t, const void *buf, size_t len) KR_WUR;
+/* Reads exactly len bytes by deadline_us (CLOCK_MONOTONIC, in microseconds), however
+ * slowly they come. KR_E_TLS_CLOSED if the peer closed before the first byte,
+ * KR_E_TLS_TRUNCATED after it, KR_E_TLS_TIMEOUT or KR_E_TLS_IO. */
+int tls_read_full(struct tls_conn *t, void *buf, size_t len, uint64_t deadline_us) KR_WUR;
+/* Writes len bytes; a peer that does not read them by deadline_us gets
+ * KR_E_TLS_TIMEOUT. */
+int tls_write_full(struct tls_conn *t, const void *buf, size_t len, uint64_t deadline_us) KR_WUR;
 /* Best-effort close_notify. */
 void tls_bye(struct tls_conn *t);
 

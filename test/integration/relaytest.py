@@ -722,6 +722,16 @@ class KmipClient:
         self.items.append((tuple(version), bi))
         return bi
 
+    def is_closed(self):
+        """Whether the relay has closed the connection: one more request gets no
+        answer."""
+        try:
+            exchange(self.sock, request(OP_QUERY, [item(T["QueryFunction"], ENUM, 1)], version=self.version,
+                                        username=self.username, password=self.password))
+        except (EOFError, ConnectionError, ssl.SSLError):
+            return True
+        return False
+
     def ok(self, operation, payload=(), version=None, **kw):
         """The response payload's children; raises KmipError on failure."""
         bi = self.call(operation, payload, version, **kw)

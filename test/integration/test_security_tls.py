@@ -1,4 +1,4 @@
-"""Certificates and connections (issue 11, findings 5 and 6), each rule attacked
+"""Certificates and connections (issue 11, findings 5 to 7), each rule attacked
 over real TLS, behind systemd-socket-activate:
 
 - NameTest: a certificate name with an embedded NUL names nobody; when a
@@ -11,16 +11,23 @@ over real TLS, behind systemd-socket-activate:
   (tls.client_crl) certificate is refused, and the log says which of these it was
   and whose certificate it was; the CRL file is read by every connection, a
   resumed session included.
+- HeldOpenTest: timeouts.lifetime ends a connection whatever it is doing (a
+  request trickled in byte by byte, responses the client does not read), every
+  read must end within timeouts.idle, and Authentication Not Successful closes the
+  connection once its 1 s pause has passed.
 
 Unusual certificates and CRLs are made with python-cryptography and signed by the
 test CA."""
 
 import datetime
+import hashlib
 import json
 import os
+import select
 import socket
 import ssl
 import subprocess
+import time
 import unittest
 
 from cryptography import x509
@@ -29,7 +36,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from relaytest import (AUTHENTICATION_NOT_SUCCESSFUL, ENUM, FAILED, OP_QUERY, PKI, RELAY, SUCCESS, T,
-                       RelayTestCase, batch_items, exchange, item, request, spki_sha256)
+                       RelayTestCase, batch_item, batch_items, exchange, item, recv_exact, request,
+                       request_message, spki_sha256)
 
 QUERY_OPERATIONS = item(T["QueryFunction"], ENUM, 1)
 QUERY = request(OP_QUERY, [QUERY_OPERATIONS])
@@ -40,6 +48,10 @@ HOUR, DAY = datetime.timedelta(hours=1), datetime.timedelta(days=1)
 
 def now():
     return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+def sha256_hex(text):
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class Issuer:
@@ -367,6 +379,138 @@ class RevocationTest(SecurityTestCase):
                          (1, "", "tls.client_crl: cannot read /nonexistent.crl: No such file or directory\n"))
         self.assertEqual(check({"client_crl": self.crl, "require_client_certificate": False}),
                          (1, "", "tls.client_crl: needs tls.client_ca, whose CRL it is\n"))
+
+
+class HeldOpenTest(SecurityTestCase):
+    def wait_closed(self, s, seconds, send=None):
+        """Waits until the relay closes s, calling send() once a second meanwhile if
+        given; fails after seconds."""
+        start = time.monotonic()
+        while time.monotonic() - start < seconds:
+            if send:
+                try:
+                    send()
+                except (ssl.SSLError, OSError):
+                    return
+            if select.select([s], [], [], 1.0)[0]:
+                try:
+                    data = s.recv(8)
+                except (ssl.SSLError, OSError):
+                    data = b""
+                self.assertEqual(data, b"", "the relay answered")
+                return
+        self.fail("still connected after %d s" % seconds)
+
+    def trickle(self, port, from_byte):
+        """Gets one Query answered, then sends QUERY's bytes from from_byte on, one
+        a second, never the last. Returns the seconds from the handshake and from
+        the answer until the relay closed the connection, and its summary. (Time
+        from the answer on leaves out how late a loaded machine starts the relay.)"""
+        with self.connect(port) as s:
+            start = time.monotonic()
+            local = s.getsockname()[1]
+            exchange(s, QUERY)
+            answered = time.monotonic()
+            s.sendall(QUERY[:from_byte])
+            sent = [from_byte]
+
+            def one_byte():
+                if sent[0] < len(QUERY) - 1:
+                    s.sendall(QUERY[sent[0]:sent[0] + 1])
+                    sent[0] += 1
+
+            self.wait_closed(s, 15, one_byte)
+            end = time.monotonic()
+        return end - start, end - answered, self.summary(local)
+
+    def test_lifetime_ends_a_trickled_request(self):
+        port = self.start(self.config(timeouts={"lifetime": 2, "idle": 3}))
+        since_handshake, since_answer, summary = self.trickle(port, 8)
+        self.assertGreater(since_handshake, 1.9)
+        self.assertLess(since_answer, 4)
+        self.assertEqual((summary["requests"], summary["end"]), ("1", "connection lifetime reached"))
+
+    def test_idle_bounds_every_read(self):
+        port = self.start(self.config(timeouts={"lifetime": 60, "idle": 2}))
+        for label, from_byte in (("header", 0), ("body", 8)):
+            with self.subTest(label):
+                _, since_answer, summary = self.trickle(port, from_byte)
+                self.assertGreater(since_answer, 1.5)
+                self.assertLess(since_answer, 4)
+                self.assertEqual((summary["requests"], summary["end"]), ("1", "idle timeout"))
+
+    def test_lifetime_ends_a_write_the_client_does_not_read(self):
+        port = self.start(self.config(timeouts={"lifetime": 2, "idle": 60}))
+        # Requests of 200 Queries, each answered with some 80 KB, never read.
+        big = request_message([batch_item(OP_QUERY, [QUERY_OPERATIONS])] * 200)
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.settimeout(20)
+        raw.connect(("127.0.0.1", port))
+        with self.tls_context().wrap_socket(raw, server_hostname="localhost") as s:
+            local = s.getsockname()[1]
+            exchange(s, QUERY)
+            answered = time.monotonic()
+            s.settimeout(0.5)
+            try:
+                while time.monotonic() - answered < 10:
+                    s.sendall(big)
+            except (socket.timeout, ssl.SSLError, OSError):
+                pass  # the relay stopped reading: it is stuck writing
+            summary = self.summary(local, timeout=15)
+            since_answer = time.monotonic() - answered
+        self.assertLess(since_answer, 4)
+        self.assertEqual(summary["end"], "connection lifetime reached")
+        self.assertGreater(int(summary["requests"]), 1)
+
+    def auth_failure_closes(self, port, username=None, password=None, pem=None, key=None, cert=False):
+        """A request that gets Authentication Not Successful, no sooner than 1 s; the
+        next request on the connection gets EOF. Returns the summary."""
+        with self.connect(port, self.tls_context(cert=cert, certfile=pem, keyfile=key)) as s:
+            local = s.getsockname()[1]
+            start = time.monotonic()
+            (bi,) = batch_items(exchange(s, request(OP_QUERY, [QUERY_OPERATIONS], username=username,
+                                                    password=password)))
+            elapsed = time.monotonic() - start
+            self.assertEqual((bi[T["ResultStatus"]], bi.get(T["ResultReason"])),
+                             (FAILED, AUTHENTICATION_NOT_SUCCESSFUL))
+            self.assertGreaterEqual(elapsed, 0.95)
+            self.assertLess(elapsed, 5)
+            s.settimeout(5)
+            try:
+                s.sendall(request(OP_QUERY, [QUERY_OPERATIONS], username=username, password=password))
+                with self.assertRaises(EOFError):
+                    recv_exact(s, 8)
+            except (ssl.SSLError, ConnectionError):
+                pass  # closed before or during the second request
+            self.assertLess(time.monotonic() - start - elapsed, 3, "closed right after the answer")
+        summary = self.summary(local)
+        self.assertEqual((summary["requests"], summary["end"]), ("1", "authentication failed"))
+        return summary
+
+    def test_failed_authentication_closes_the_connection(self):
+        stranger = self.issuer.cert("stranger", "stranger.example")
+        port = self.start(self.clients_config(
+            [{"name": "user", "username": "user", "password_sha256": sha256_hex("right-password")},
+             {"name": "named", "certificate_name": "named.example"}],
+            tls={"require_client_certificate": False}))
+        for label, kw in (("wrong password", {"username": "user", "password": "wrong-password"}),
+                          ("unknown username", {"username": "nobody", "password": "right-password"}),
+                          ("no credential", {}),
+                          ("a certificate no entry names", {"pem": stranger[0], "key": stranger[1],
+                                                            "cert": True})):
+            with self.subTest(label):
+                self.auth_failure_closes(port, **kw)
+        # The control: a client that authenticates keeps its connection.
+        with self.connect(port, self.tls_context(cert=False)) as s:
+            local = s.getsockname()[1]
+            for _ in range(2):
+                (bi,) = batch_items(exchange(s, request(OP_QUERY, [QUERY_OPERATIONS], username="user",
+                                                        password="right-password")))
+                self.assertEqual(bi[T["ResultStatus"]], SUCCESS)
+        self.assertEqual((self.summary(local)["requests"], self.summary(local)["end"]),
+                         ("2", "client closed the connection"))
+        self.assertNotIn("right-password", "\n".join(self.log_lines()))
 
 
 if __name__ == "__main__":

@@ -148,7 +148,7 @@ class OptionalClientCertificateTest(RelayTestCase):
                          "a client without a certificate must send a Username and Password credential")
         summary = self.summary(local)
         self.assertEqual((summary["client"], summary["requests"], summary["end"]),
-                         ("-", "1", "client closed the connection"))
+                         ("-", "1", "authentication failed"))
         (rec,) = self.audit_records()
         self.assertEqual((rec["client"], rec["operation"], rec["result"]),
                          ("anonymous", "Query", "Authentication Not Successful"))
