@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "kmip_names.h"
@@ -43,6 +44,7 @@ static const struct key tls_keys[] = {
 	K("certificate", KT_PATH, tls.certificate),
 	K("key", KT_KEY, tls.key),
 	K("client_ca", KT_PATH, tls.client_ca),
+	K("client_crl", KT_PATH, tls.client_crl),
 	K("priority", KT_STRING, tls.priority),
 	K("ticket_key", KT_TICKET, tls.ticket_key),
 	K("require_client_certificate", KT_BOOL, tls.require_client_certificate),
@@ -492,7 +494,8 @@ static void load_clients(struct cfg *c, json_t *v, struct errors *e)
 			if (same_string(cl->name, o->name))
 				add_error(e, path, "name: \"%s\" is also clients[%zu]'s", cl->name, j);
 			if (same_string(cl->spki_sha256, o->spki_sha256) ||
-			    same_string(cl->certificate_name, o->certificate_name) ||
+			    (cl->certificate_name && o->certificate_name &&
+			     strcasecmp(cl->certificate_name, o->certificate_name) == 0) ||
 			    same_string(cl->username, o->username) || (cl->username_is_token && o->username_is_token))
 				add_error(e, path, "identifies the same client as clients[%zu]", j);
 		}
@@ -597,6 +600,8 @@ static void check_combination(const struct cfg *c, struct errors *e)
 			  "false lets clients in without a certificate, but nothing would check their Username and "
 			  "Password: add a \"clients\" entry with username and password_sha256 (or password_is_pin, "
 			  "the token checking the Password as its PIN), or set pkcs11.login_with_credentials");
+	if (c->tls.client_crl && !c->tls.client_ca)
+		add_error(e, "tls.client_crl", "needs tls.client_ca, whose CRL it is");
 	if (c->tls.key && strncmp(c->tls.key, "pkcs11:", 7) == 0 && !c->pkcs11.module)
 		add_error(e, "tls.key", "a pkcs11: URI needs pkcs11.module");
 	if (c->pkcs11.pin_file && c->pkcs11.pin_credential)
@@ -658,6 +663,7 @@ void cfg_free(struct cfg *c)
 	free(c->tls.certificate);
 	free(c->tls.key);
 	free(c->tls.client_ca);
+	free(c->tls.client_crl);
 	free(c->tls.priority);
 	free(c->tls.ticket_key);
 	free(c->log.file);

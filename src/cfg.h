@@ -13,7 +13,7 @@
 struct cfg_client {
 	char *name;
 	/* Identity: exactly one of the certificate's SPKI SHA-256 (hex), a name (CN or
-	 * DNS SAN) of a certificate from tls.client_ca, a KMIP Username, or
+	 * DNS SAN, in any case) of a certificate from tls.client_ca, a KMIP Username, or
 	 * username_is_token (the Username names the token, the Password is its PIN). */
 	char *spki_sha256;
 	char *certificate_name;
@@ -55,6 +55,7 @@ struct cfg {
 		char *certificate;  /* PEM file */
 		char *key;          /* PEM file, or a pkcs11: URI of a key in the token */
 		char *client_ca;    /* PEM bundle that client certificates must chain to */
+		char *client_crl;   /* PEM or DER CRLs of client_ca */
 		char *priority;     /* GnuTLS priority string */
 		char *ticket_key;   /* file with the session ticket key shared by all processes */
 		bool require_client_certificate;

@@ -5,6 +5,7 @@
 #include <gnutls/crypto.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static void namespace_tag(const char *name, uint8_t tag[POLICY_TAG_LEN])
 {
@@ -21,10 +22,11 @@ static void namespace_tag(const char *name, uint8_t tag[POLICY_TAG_LEN])
 	memcpy(tag, digest, POLICY_TAG_LEN);
 }
 
+/* DNS names compare without regard to ASCII case (RFC 4343). */
 static bool has_name(const struct tls_identity *id, const char *name)
 {
 	for (size_t i = 0; i < id->n_names; i++)
-		if (strcmp(id->names[i], name) == 0)
+		if (strcasecmp(id->names[i], name) == 0)
 			return true;
 	return false;
 }

@@ -193,12 +193,15 @@ static void set_client(struct session *s, const struct kmip_header *h, const str
 	json_quote(s->entry ? s->entry->namespace : "", s->namespace_json, sizeof(s->namespace_json));
 }
 
-/* A failed authentication is logged and answered after a pause, which slows down
- * guessing; the socket unit's MaxConnectionsPerSource bounds how many guess at
- * once. */
-static void delay_failed_authentication(struct session *s)
+/* A failed authentication is logged and answered after a pause, and then the
+ * connection closes: each guess costs a second and a connection, and the socket
+ * unit's MaxConnectionsPerSource bounds how many guess at once. Returns whether
+ * the request in hand failed so. */
+static bool delay_failed_authentication(struct session *s)
 {
-	for (size_t i = 0; i < s->n_audits; i++)
+	bool failed = false;
+
+	for (size_t i = 0; i < s->n_audits && !failed; i++)
 		if (s->audits[i].reason == KMIP_REASON_AUTHENTICATION_NOT_SUCCESSFUL) {
 			struct timespec pause = { .tv_sec = AUTH_FAILURE_DELAY_S };
 
@@ -208,9 +211,10 @@ static void delay_failed_authentication(struct session *s)
 				s->auth_failure, AUTH_FAILURE_DELAY_S);
 			while (nanosleep(&pause, &pause) < 0 && errno == EINTR)
 				;
-			break;
+			failed = true;
 		}
 	s->auth_failure = NULL;
+	return failed;
 }
 
 /* Puts back what items 0..n-1 changed, last first, when item n failed under the
@@ -435,11 +439,22 @@ static void trace_response(const struct session *s, const uint8_t *buf, size_t l
 	}
 }
 
-static unsigned remaining_ms(uint64_t deadline_us)
+/* The deadline of one read or write: timeouts.idle from now, and never past the
+ * connection's end of life. */
+static uint64_t io_deadline(const struct cfg *c, uint64_t end_of_life)
 {
-	uint64_t now = now_us();
+	uint64_t idle = now_us() + (uint64_t)c->timeouts.idle * 1000000u;
 
-	return now >= deadline_us ? 0 : (unsigned)((deadline_us - now) / 1000);
+	return idle < end_of_life ? idle : end_of_life;
+}
+
+/* Why a read or write that ran out of time with this deadline ended the
+ * connection; else what ended it. */
+static const char *io_end(int r, uint64_t deadline, uint64_t end_of_life)
+{
+	if (r != KR_E_TLS_TIMEOUT)
+		return kr_strerror(r);
+	return deadline == end_of_life ? "connection lifetime reached" : "idle timeout";
 }
 
 /* Serves requests until the connection ends; st->end says why. */
@@ -447,23 +462,18 @@ static void serve(struct session *s, struct session_stats *st)
 {
 	const struct cfg *c = s->cfg;
 	struct tls_conn *t = s->tls;
-	uint64_t deadline = now_us() + (uint64_t)c->timeouts.lifetime * 1000000u;
-	unsigned idle_ms = c->timeouts.idle * 1000u;
+	uint64_t end_of_life = now_us() + (uint64_t)c->timeouts.lifetime * 1000000u;
 
 	for (;;) {
 		uint8_t hdr[TTLV_HEADER_LEN], *req = NULL, *resp = NULL;
 		size_t total, resp_len = 0;
-		unsigned wait = remaining_ms(deadline);
+		uint64_t deadline = io_deadline(c, end_of_life);
+		bool auth_failed;
 		int r;
 
-		if (wait == 0) {
-			st->end = "connection lifetime reached";
-			return;
-		}
-		r = tls_read_full(t, hdr, sizeof(hdr), wait < idle_ms ? wait : idle_ms);
+		r = tls_read_full(t, hdr, sizeof(hdr), deadline);
 		if (r < 0) {
-			st->end = r == KR_E_TLS_TIMEOUT ? (remaining_ms(deadline) ? "idle timeout" : "connection lifetime reached")
-							 : kr_strerror(r);
+			st->end = io_end(r, deadline, end_of_life);
 			return;
 		}
 		/* The size limit is checked before any of the body is read. */
@@ -474,7 +484,7 @@ static void serve(struct session *s, struct session_stats *st)
 			st->end = r == KR_E_TTLV_TOO_BIG ? "request over the size limit" : "request framing invalid";
 			if (whole_message_error((struct kmip_version){ 1, 0 }, KMIP_REASON_INVALID_MESSAGE, kr_strerror(r),
 						&resp, &resp_len) == 0) {
-				if (tls_write_full(t, resp, resp_len) < 0)
+				if (tls_write_full(t, resp, resp_len, io_deadline(c, end_of_life)) < 0)
 					st->end = "request over the size limit; the error response could not be sent";
 				ttlv_buf_free(resp, resp_len);
 			}
@@ -486,10 +496,11 @@ static void serve(struct session *s, struct session_stats *st)
 			return;
 		}
 		memcpy(req, hdr, sizeof(hdr));
-		r = tls_read_full(t, req + TTLV_HEADER_LEN, total - TTLV_HEADER_LEN, idle_ms);
+		deadline = io_deadline(c, end_of_life);
+		r = tls_read_full(t, req + TTLV_HEADER_LEN, total - TTLV_HEADER_LEN, deadline);
 		if (r < 0) {
 			ttlv_buf_free(req, total);
-			st->end = r == KR_E_TLS_CLOSED ? kr_strerror(KR_E_TLS_TRUNCATED) : kr_strerror(r);
+			st->end = io_end(r == KR_E_TLS_CLOSED ? KR_E_TLS_TRUNCATED : r, deadline, end_of_life);
 			return;
 		}
 		st->requests++;
@@ -500,12 +511,17 @@ static void serve(struct session *s, struct session_stats *st)
 			return;
 		}
 		trace_response(s, resp, resp_len);
-		delay_failed_authentication(s);
-		r = tls_write_full(t, resp, resp_len);
+		auth_failed = delay_failed_authentication(s);
+		deadline = io_deadline(c, end_of_life);
+		r = tls_write_full(t, resp, resp_len, deadline);
 		ttlv_buf_free(resp, resp_len);
 		audit_flush(s);
 		if (r < 0) {
-			st->end = kr_strerror(r);
+			st->end = io_end(r, deadline, end_of_life);
+			return;
+		}
+		if (auth_failed) {
+			st->end = "authentication failed";
 			return;
 		}
 	}

@@ -5,11 +5,18 @@
 #include <errno.h>
 #include <gnutls/crypto.h>
 #include <gnutls/x509.h>
+#include <gnutls/x509-ext.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
+
+#include "log.h"
+
+/* At most this many DNS names of a certificate count. */
+#define MAX_NAMES 32
 
 
 struct tls_conn {
@@ -19,7 +26,11 @@ struct tls_conn {
 	gnutls_datum_t ticket_key;
 	struct tls_identity id;
 	const struct cfg *cfg;
+	int fd;
 	bool verify_clients, has_ca;
+	/* The verdict on the client's certificate, made once per handshake. */
+	bool checked, ca_verified;
+	char refusal[640]; /* why it was refused, for the log */
 };
 
 void tls_conn_free(struct tls_conn *t)
@@ -69,6 +80,57 @@ static int load_ticket_key(struct tls_conn *t, const char *file)
 	return t->ticket_key.size == CFG_TICKET_KEY_SIZE ? 0 : GNUTLS_E_INVALID_REQUEST;
 }
 
+/* tls.client_crl, PEM or DER, into the credentials' trust list. Every CRL in it
+ * must be signed by a CA of tls.client_ca and be current: a stale list is an
+ * error, not a silent pass for what it no longer covers. */
+static int load_crl(struct tls_conn *t, const char *file)
+{
+	const unsigned flags = GNUTLS_TL_USE_IN_TLS | GNUTLS_TL_VERIFY_CRL | GNUTLS_TL_FAIL_ON_INVALID_CRL;
+	gnutls_x509_trust_list_t list;
+	int r;
+
+	gnutls_certificate_get_trust_list(t->cred, &list);
+	r = gnutls_x509_trust_list_add_trust_file(list, NULL, file, GNUTLS_X509_FMT_PEM, flags, 0);
+	if (r <= 0)
+		r = gnutls_x509_trust_list_add_trust_file(list, NULL, file, GNUTLS_X509_FMT_DER, flags, 0);
+	return r > 0 ? 0 : r < 0 ? r : GNUTLS_E_NO_CERTIFICATE_FOUND;
+}
+
+/* Why load_crl refused the file, for the log. */
+static const char *crl_problem(const char *file)
+{
+	const char *why = "tls.client_crl: not signed by tls.client_ca (whose certificate must allow CRL signing)";
+	gnutls_datum_t data = { 0 };
+	gnutls_x509_crl_t *crls = NULL;
+	unsigned n = 0;
+	time_t now = time(NULL);
+	int r;
+
+	if (gnutls_load_file(file, &data) < 0)
+		return "tls.client_crl: cannot be read";
+	r = gnutls_x509_crl_list_import2(&crls, &n, &data, GNUTLS_X509_FMT_PEM, 0);
+	if (r < 0 || n == 0) {
+		gnutls_free(crls);
+		crls = NULL;
+		n = 0;
+		r = gnutls_x509_crl_list_import2(&crls, &n, &data, GNUTLS_X509_FMT_DER, 0);
+	}
+	if (r < 0 || n == 0)
+		why = "tls.client_crl: not a PEM or DER CRL";
+	for (unsigned i = 0; i < n; i++) {
+		time_t next = gnutls_x509_crl_get_next_update(crls[i]);
+
+		if (next != (time_t)-1 && next < now)
+			why = "tls.client_crl: out of date (past its next update)";
+		else if (gnutls_x509_crl_get_this_update(crls[i]) > now)
+			why = "tls.client_crl: not yet valid (issued in the future)";
+		gnutls_x509_crl_deinit(crls[i]);
+	}
+	gnutls_free(crls);
+	gnutls_free(data.data);
+	return why;
+}
+
 static int hex_sha256(const gnutls_datum_t *d, char out[65])
 {
 	uint8_t digest[32];
@@ -97,43 +159,122 @@ static int spki_sha256(gnutls_x509_crt_t crt, char out[65])
 	return r;
 }
 
-static bool chains_to_ca(struct tls_conn *t)
-{
-	unsigned status = 0;
-
-	return t->has_ca && gnutls_certificate_verify_peers2(t->s, &status) >= 0 && status == 0;
-}
-
 /* Whether a clients entry pins this certificate's key: such a certificate is let
  * in whoever issued it. */
-static bool pinned(const struct tls_conn *t, const gnutls_datum_t *der)
+static bool pinned(const struct tls_conn *t, gnutls_x509_crt_t crt)
 {
-	gnutls_x509_crt_t crt = NULL;
 	char hex[65];
 	bool found = false;
 
-	if (gnutls_x509_crt_init(&crt) < 0)
-		return false;
-	if (gnutls_x509_crt_import(crt, der, GNUTLS_X509_FMT_DER) >= 0 && spki_sha256(crt, hex) >= 0)
+	if (spki_sha256(crt, hex) >= 0)
 		for (size_t i = 0; i < t->cfg->n_clients && !found; i++)
 			found = t->cfg->clients[i].spki_sha256 && strcmp(t->cfg->clients[i].spki_sha256, hex) == 0;
-	gnutls_x509_crt_deinit(crt);
 	return found;
 }
 
-/* A client's certificate must chain to tls.client_ca or be pinned; one that sends
- * none gets in only when none is required. */
-static int verify_client(gnutls_session_t s)
+/* Whether the certificate may authenticate a TLS client: it has no Extended Key
+ * Usage (then it serves any purpose, RFC 5280), or one that lists clientAuth or
+ * anyExtendedKeyUsage. What GnuTLS checks of a chain, for a pinned certificate. */
+static bool for_clients(gnutls_x509_crt_t crt)
 {
-	struct tls_conn *t = gnutls_session_get_ptr(s);
-	unsigned n = 0;
-	const gnutls_datum_t *certs = gnutls_certificate_get_peers(s, &n);
+	for (unsigned i = 0;; i++) {
+		char oid[128];
+		size_t size = sizeof(oid);
+		int r = gnutls_x509_crt_get_key_purpose_oid(crt, i, oid, &size, NULL);
 
+		if (r == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE)
+			return i == 0;
+		if (r == GNUTLS_E_SHORT_MEMORY_BUFFER)
+			continue; /* no OID of interest is that long */
+		if (r < 0)
+			return false;
+		if (strcmp(oid, GNUTLS_KP_TLS_WWW_CLIENT) == 0 || strcmp(oid, GNUTLS_KP_ANY) == 0)
+			return true;
+	}
+}
+
+/* The log's word for what GnuTLS found wrong with a chain: its trust first, then
+ * the certificate's own faults. */
+static const char *refusal_reason(unsigned status)
+{
+	static const struct {
+		unsigned bits;
+		const char *why;
+	} reasons[] = {
+		{ GNUTLS_CERT_SIGNER_NOT_FOUND | GNUTLS_CERT_SIGNER_NOT_CA | GNUTLS_CERT_SIGNATURE_FAILURE |
+			  GNUTLS_CERT_INSECURE_ALGORITHM | GNUTLS_CERT_SIGNER_CONSTRAINTS_FAILURE,
+		  "untrusted" },
+		{ GNUTLS_CERT_REVOKED, "revoked" },
+		{ GNUTLS_CERT_EXPIRED, "expired" },
+		{ GNUTLS_CERT_NOT_ACTIVATED, "not yet valid" },
+		{ GNUTLS_CERT_PURPOSE_MISMATCH, "wrong purpose" },
+	};
+
+	for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++)
+		if (status & reasons[i].bits)
+			return reasons[i].why;
+	return "untrusted";
+}
+
+/* Keeps why the certificate was refused and whose it was, for the log. */
+static void set_refusal(struct tls_conn *t, gnutls_x509_crt_t crt, unsigned status)
+{
+	gnutls_datum_t dn = { 0 };
+	char subject[512];
+
+	if (crt && gnutls_x509_crt_get_dn3(crt, &dn, 0) >= 0) {
+		log_escape(dn.data, dn.size, subject, sizeof(subject)); /* the client chose it */
+		snprintf(t->refusal, sizeof(t->refusal), "client certificate refused: %s (subject \"%s\")",
+			 refusal_reason(status), subject);
+	} else {
+		snprintf(t->refusal, sizeof(t->refusal), "client certificate refused: %s", refusal_reason(status));
+	}
+	gnutls_free(dn.data);
+}
+
+/* A client's certificate must chain to tls.client_ca, or be pinned by a clients
+ * entry, and be meant for TLS clients; a revoked one is refused even if pinned.
+ * One that sends none gets in only when none is required. Runs in the handshake,
+ * or after it when a session was resumed: every connection is checked against
+ * tls.client_crl as it is now. */
+static int check_client(struct tls_conn *t)
+{
+	gnutls_typed_vdata_st purpose = { GNUTLS_DT_KEY_PURPOSE_OID, (unsigned char *)GNUTLS_KP_TLS_WWW_CLIENT, 0 };
+	unsigned n = 0, status = GNUTLS_CERT_INVALID | GNUTLS_CERT_SIGNER_NOT_FOUND;
+	const gnutls_datum_t *certs = gnutls_certificate_get_peers(t->s, &n);
+	gnutls_x509_crt_t crt = NULL;
+	int r = GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR;
+
+	t->checked = true;
 	if (!certs || n == 0)
 		return t->cfg->tls.require_client_certificate ? GNUTLS_E_NO_CERTIFICATE_FOUND : 0;
-	if (chains_to_ca(t) || pinned(t, &certs[0]))
+	if (t->has_ca && gnutls_certificate_verify_peers(t->s, &purpose, 1, &status) < 0)
+		status = GNUTLS_CERT_INVALID;
+	if (status == 0) {
+		t->ca_verified = true;
 		return 0;
-	return GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR;
+	}
+	if (gnutls_x509_crt_init(&crt) < 0)
+		crt = NULL;
+	else if (gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER) < 0) {
+		gnutls_x509_crt_deinit(crt);
+		crt = NULL;
+	} else if (!(status & GNUTLS_CERT_REVOKED) && pinned(t, crt)) {
+		if (for_clients(crt))
+			r = 0;
+		else
+			status = GNUTLS_CERT_INVALID | GNUTLS_CERT_PURPOSE_MISMATCH;
+	}
+	if (r < 0)
+		set_refusal(t, crt, status);
+	if (crt)
+		gnutls_x509_crt_deinit(crt);
+	return r;
+}
+
+static int verify_client(gnutls_session_t s)
+{
+	return check_client(gnutls_session_get_ptr(s));
 }
 
 int tls_conn_new(const struct cfg *c, gnutls_privkey_t privkey, int fd, struct tls_conn **ret,
@@ -147,6 +288,7 @@ int tls_conn_new(const struct cfg *c, gnutls_privkey_t privkey, int fd, struct t
 	if (!t)
 		return KR_E_NOMEM;
 	t->cfg = c;
+	t->fd = fd;
 	if ((r = gnutls_certificate_allocate_credentials(&t->cred)) < 0) {
 		why = "TLS credentials";
 		goto out;
@@ -169,6 +311,10 @@ int tls_conn_new(const struct cfg *c, gnutls_privkey_t privkey, int fd, struct t
 			goto out;
 		}
 		t->has_ca = true;
+	}
+	if (c->tls.client_crl && (r = load_crl(t, c->tls.client_crl)) < 0) {
+		why = crl_problem(c->tls.client_crl);
+		goto out;
 	}
 	for (size_t i = 0; i < c->n_clients; i++)
 		t->verify_clients |= c->clients[i].spki_sha256 != NULL;
@@ -216,31 +362,54 @@ out:
 	return 0;
 }
 
-/* The certificate's subject CN and DNS names, for certificate_name. */
+/* A name that may go into names: not one with an embedded NUL, which would
+ * read as a name it is not ("victim.example\0.attacker.example"). */
+static int add_name(struct tls_identity *id, const void *name, size_t len)
+{
+	if (len == 0 || memchr(name, '\0', len))
+		return 0;
+	if (!(id->names[id->n_names] = strndup(name, len)))
+		return GNUTLS_E_MEMORY_ERROR;
+	id->n_names++;
+	return 0;
+}
+
+/* The names certificate_name may match: the certificate's DNS subjectAltNames,
+ * or its subject CN if it has none (RFC 6125, section 6.4.4). */
 static int read_names(struct tls_identity *id, gnutls_x509_crt_t crt)
 {
-	char buf[256];
-	size_t size = sizeof(buf);
+	gnutls_subject_alt_names_t sans = NULL;
+	gnutls_datum_t der = { 0 };
+	bool has_dns = false;
 	unsigned critical;
-	char **names = calloc(33, sizeof(*names));
+	char cn[256];
+	size_t size = sizeof(cn);
+	int r;
 
-	if (!names)
+	if (!(id->names = calloc(MAX_NAMES, sizeof(*id->names))))
 		return GNUTLS_E_MEMORY_ERROR;
-	id->names = names;
-	if (gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, 0, buf, &size) >= 0 &&
-	    !(names[id->n_names++] = strndup(buf, size)))
-		return GNUTLS_E_MEMORY_ERROR;
-	for (unsigned seq = 0; id->n_names < 32; seq++) {
-		int type;
+	r = gnutls_x509_crt_get_extension_by_oid2(crt, GNUTLS_X509EXT_OID_SAN, 0, &der, &critical);
+	if (r >= 0 && (r = gnutls_subject_alt_names_init(&sans)) >= 0 &&
+	    (r = gnutls_x509_ext_import_subject_alt_names(&der, sans, 0)) >= 0) {
+		gnutls_datum_t san;
+		unsigned type;
 
-		size = sizeof(buf);
-		type = gnutls_x509_crt_get_subject_alt_name(crt, seq, buf, &size, &critical);
-		if (type == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE)
-			break;
-		if (type == GNUTLS_SAN_DNSNAME && !(names[id->n_names++] = strndup(buf, size)))
-			return GNUTLS_E_MEMORY_ERROR;
+		for (unsigned i = 0; r >= 0 && gnutls_subject_alt_names_get(sans, i, &type, &san, NULL) >= 0; i++)
+			if (type == GNUTLS_SAN_DNSNAME) {
+				has_dns = true;
+				if (id->n_names < MAX_NAMES)
+					r = add_name(id, san.data, san.size);
+			}
+	} else if (r == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE) {
+		r = 0;
 	}
-	return 0;
+	if (r >= 0 && !has_dns &&
+	    gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, 0, cn, &size) >= 0)
+		r = add_name(id, cn, size);
+	if (sans)
+		gnutls_subject_alt_names_deinit(sans);
+	gnutls_free(der.data);
+	return r;
 }
 
 static int read_identity(struct tls_conn *t)
@@ -264,7 +433,7 @@ static int read_identity(struct tls_conn *t)
 		goto out;
 	}
 	t->id.has_certificate = true;
-	t->id.ca_verified = chains_to_ca(t);
+	t->id.ca_verified = t->ca_verified;
 out:
 	gnutls_free(dn.data);
 	if (crt)
@@ -280,12 +449,13 @@ int tls_handshake(struct tls_conn *t, unsigned timeout_ms, const char **ret_why)
 	do
 		r = gnutls_handshake(t->s);
 	while (r < 0 && !gnutls_error_is_fatal(r));
+	/* A resumed session skips the certificate exchange, not the check. */
+	if (r >= 0 && t->verify_clients && !t->checked)
+		r = check_client(t);
+	if (r >= 0)
+		r = read_identity(t);
 	if (r < 0) {
-		*ret_why = gnutls_strerror(r);
-		return KR_E_TLS_HANDSHAKE;
-	}
-	if ((r = read_identity(t)) < 0) {
-		*ret_why = gnutls_strerror(r);
+		*ret_why = t->refusal[0] ? t->refusal : gnutls_strerror(r);
 		return KR_E_TLS_HANDSHAKE;
 	}
 	return 0;
@@ -315,14 +485,34 @@ bool tls_resumed(const struct tls_conn *t)
 	return gnutls_session_is_resumed(t->s) != 0;
 }
 
-int tls_read_full(struct tls_conn *t, void *buf, size_t len, unsigned timeout_ms)
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* Milliseconds until the deadline, rounded up; 0 once it has passed. */
+static unsigned ms_until(uint64_t deadline_us)
+{
+	uint64_t now = now_us();
+
+	return now >= deadline_us ? 0 : (unsigned)((deadline_us - now + 999) / 1000);
+}
+
+int tls_read_full(struct tls_conn *t, void *buf, size_t len, uint64_t deadline_us)
 {
 	size_t got = 0;
 
-	gnutls_record_set_timeout(t->s, timeout_ms);
 	while (got < len) {
-		ssize_t r = gnutls_record_recv(t->s, (uint8_t *)buf + got, len - got);
+		unsigned left = ms_until(deadline_us);
+		ssize_t r;
 
+		if (left == 0) /* (a record timeout of 0 would wait forever) */
+			return KR_E_TLS_TIMEOUT;
+		gnutls_record_set_timeout(t->s, left);
+		r = gnutls_record_recv(t->s, (uint8_t *)buf + got, len - got);
 		if (r > 0) {
 			got += (size_t)r;
 			continue;
@@ -338,13 +528,21 @@ int tls_read_full(struct tls_conn *t, void *buf, size_t len, unsigned timeout_ms
 	return 0;
 }
 
-int tls_write_full(struct tls_conn *t, const void *buf, size_t len)
+int tls_write_full(struct tls_conn *t, const void *buf, size_t len, uint64_t deadline_us)
 {
 	size_t done = 0;
 
 	while (done < len) {
-		ssize_t r = gnutls_record_send(t->s, (const uint8_t *)buf + done, len - done);
+		unsigned left = ms_until(deadline_us);
+		struct timeval tv = { .tv_sec = left / 1000, .tv_usec = (left % 1000) * 1000 };
+		ssize_t r;
 
+		if (left == 0)
+			return KR_E_TLS_TIMEOUT;
+		/* Each record's send waits no longer than the time left. */
+		if (setsockopt(t->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0 && errno != ENOTSOCK)
+			return KR_E_TLS_IO;
+		r = gnutls_record_send(t->s, (const uint8_t *)buf + done, len - done);
 		if (r > 0)
 			done += (size_t)r;
 		else if (r == GNUTLS_E_AGAIN) /* the socket's send timeout expired */

@@ -20,7 +20,7 @@ struct tls_identity {
 	char spki_sha256[65]; /* hex SHA-256 of the certificate's SubjectPublicKeyInfo */
 	char *dn;             /* subject DN (RFC 4514), owned */
 	bool ca_verified;     /* it chains to tls.client_ca (else it is pinned) */
-	char **names;         /* its subject CN and DNS SANs, owned */
+	char **names;         /* its DNS SANs, or its subject CN if it has none, owned */
 	size_t n_names;
 };
 
@@ -30,7 +30,9 @@ int tls_conn_new(const struct cfg *c, gnutls_privkey_t privkey, int fd, struct t
 		 const char **ret_why) KR_WUR;
 void tls_conn_free(struct tls_conn *t);
 
-/* Handshake bounded by timeout_ms; on failure *ret_why says why. */
+/* Handshake bounded by timeout_ms, with the client's certificate checked; on
+ * failure *ret_why says why (for a refused certificate: the reason and its
+ * subject). */
 int tls_handshake(struct tls_conn *t, unsigned timeout_ms, const char **ret_why) KR_WUR;
 const struct tls_identity *tls_identity(const struct tls_conn *t);
 /* "TLS1.3" and "AES-256-GCM"-style names for the log. */
@@ -38,11 +40,13 @@ const char *tls_version_name(const struct tls_conn *t);
 const char *tls_cipher_name(const struct tls_conn *t);
 bool tls_resumed(const struct tls_conn *t);
 
-/* Reads exactly len bytes, each wait bounded by timeout_ms. KR_E_TLS_CLOSED if the
- * peer closed before the first byte, KR_E_TLS_TRUNCATED after it, KR_E_TLS_TIMEOUT
- * or KR_E_TLS_IO. */
-int tls_read_full(struct tls_conn *t, void *buf, size_t len, unsigned timeout_ms) KR_WUR;
-int tls_write_full(struct tls_conn *t, const void *buf, size_t len) KR_WUR;
+/* Reads exactly len bytes by deadline_us (CLOCK_MONOTONIC, in microseconds), however
+ * slowly they come. KR_E_TLS_CLOSED if the peer closed before the first byte,
+ * KR_E_TLS_TRUNCATED after it, KR_E_TLS_TIMEOUT or KR_E_TLS_IO. */
+int tls_read_full(struct tls_conn *t, void *buf, size_t len, uint64_t deadline_us) KR_WUR;
+/* Writes len bytes; a peer that does not read them by deadline_us gets
+ * KR_E_TLS_TIMEOUT. */
+int tls_write_full(struct tls_conn *t, const void *buf, size_t len, uint64_t deadline_us) KR_WUR;
 /* Best-effort close_notify. */
 void tls_bye(struct tls_conn *t);
 

@@ -93,7 +93,7 @@ class PKI:
     def _ca(self, name, cn):
         key = self._key(name)
         pem = self._path(name + ".pem")
-        tmpl = self._template(name, ['cn = "%s"' % cn, "ca", "cert_signing_key"])
+        tmpl = self._template(name, ['cn = "%s"' % cn, "ca", "cert_signing_key", "crl_signing_key"])
         run(["certtool", "--generate-self-signed", "--load-privkey", key, "--template", tmpl,
              "--outfile", pem])
         return pem, key
@@ -724,6 +724,16 @@ class KmipClient:
             raise AssertionError("a Unique Batch Item ID the request did not have")
         self.items.append((tuple(version), bi))
         return bi
+
+    def is_closed(self):
+        """Whether the relay has closed the connection: one more request gets no
+        answer."""
+        try:
+            exchange(self.sock, request(OP_QUERY, [item(T["QueryFunction"], ENUM, 1)], version=self.version,
+                                        username=self.username, password=self.password))
+        except (EOFError, ConnectionError, ssl.SSLError):
+            return True
+        return False
 
     def ok(self, operation, payload=(), version=None, **kw):
         """The response payload's children; raises KmipError on failure."""

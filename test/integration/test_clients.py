@@ -294,14 +294,17 @@ class CredentialLoginTest(ClientTestCase):
 
     def probe(self, username, password):
         """Result Reason of Get Attributes of the probe key (None: success), twice on
-        one connection."""
+        one connection; after Authentication Not Successful the relay closes it."""
         with self.cascade(self.port, username, password) as c:
             reasons = []
             for _ in range(2):
+                if reasons == [AUTHENTICATION_NOT_SUCCESSFUL]:
+                    self.assertTrue(c.is_closed())
+                    break
                 bi = c.call(OP_GET_ATTRIBUTES, [uid_item("C0FFEE01_pub")], V10)
                 reasons.append(bi.get(T["ResultReason"]))
         self.assert_parsable_reasons(c)
-        self.assertEqual(reasons[0], reasons[1])
+        self.assertEqual(reasons[0], reasons[-1])
         return reasons[0]
 
     def test_label_slot_id_and_slot_index(self):
@@ -330,17 +333,17 @@ class CredentialLoginTest(ClientTestCase):
         self.assertFalse(any("0000-wrong" in l for l in self.log_lines()))
 
     def test_every_request_must_carry_the_same_credential(self):
-        """A connection logged in as one token cannot switch credentials halfway."""
-        with self.cascade(self.port) as c:
-            self.assertEqual(c.call(OP_GET_ATTRIBUTES, [uid_item("C0FFEE01_pub")], V10).get(T["ResultReason"]), None)
-            c.username, c.password = self.OTHER_LABEL, self.OTHER_PIN
-            bi = c.call(OP_GET_ATTRIBUTES, [uid_item("C0FFEE01_pub")], V10)
-            self.assertEqual(bi.get(T["ResultReason"]), AUTHENTICATION_NOT_SUCCESSFUL)
-            c.username, c.password = TOKEN_LABEL, "0000-wrong"
-            bi = c.call(OP_GET_ATTRIBUTES, [uid_item("C0FFEE01_pub")], V10)
-            self.assertEqual(bi.get(T["ResultReason"]), AUTHENTICATION_NOT_SUCCESSFUL)
-            c.username, c.password = TOKEN_LABEL, TOKEN_PIN
-            self.assertEqual(c.call(OP_GET_ATTRIBUTES, [uid_item("C0FFEE01_pub")], V10).get(T["ResultReason"]), None)
+        """A connection logged in as one token cannot switch credentials halfway:
+        the switch is refused and ends the connection."""
+        for username, password in ((self.OTHER_LABEL, self.OTHER_PIN), (TOKEN_LABEL, "0000-wrong")):
+            with self.cascade(self.port) as c:
+                self.assertEqual(c.call(OP_GET_ATTRIBUTES, [uid_item("C0FFEE01_pub")], V10).get(T["ResultReason"]),
+                                 None)
+                c.username, c.password = username, password
+                bi = c.call(OP_GET_ATTRIBUTES, [uid_item("C0FFEE01_pub")], V10)
+                self.assertEqual(bi.get(T["ResultReason"]), AUTHENTICATION_NOT_SUCCESSFUL)
+                c.username, c.password = TOKEN_LABEL, TOKEN_PIN
+                self.assertTrue(c.is_closed())
 
     def test_unknown_username(self):
         for username in ("no-such-token", "987654", "99"):

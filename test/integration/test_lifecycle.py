@@ -767,14 +767,15 @@ class ResultReasonTest(TokenTestCase):
         with open(bad_pin, "w") as f:
             f.write("wrong-pin-zq7\n")
         port = self.serve(pin_file=bad_pin)
-        for version in (V1, V2):  # two connections, two relay processes
+        # Each on a connection (and relay process) of its own: the refusal closes it.
+        for version, op, payload in ((V1, OP_CREATE, create_payload(V1)), (V2, OP_GET, [uid_item("00" * 20 + "_pub")]),
+                                     (V2, OP_LOCATE, locate_payload(V2))):
             with self.client(port, version) as c:
-                self.assertEqual(c.fails(OP_CREATE, create_payload(version)), AUTHENTICATION_NOT_SUCCESSFUL)
-                self.assertEqual(c.fails(OP_GET, [uid_item("00" * 20 + "_pub")]), AUTHENTICATION_NOT_SUCCESSFUL)
-                self.assertEqual(c.fails(OP_LOCATE, locate_payload(version)), AUTHENTICATION_NOT_SUCCESSFUL)
-        lines = self.log_lines(wait_for="connection peer=", count=2)
+                self.assertEqual(c.fails(op, payload), AUTHENTICATION_NOT_SUCCESSFUL)
+                self.assertTrue(c.is_closed())
+        lines = self.log_lines(wait_for="connection peer=", count=3)
         records = self.audit_records(lines)
-        self.assertEqual([r["result"] for r in records], ["Authentication Not Successful"] * 6)
+        self.assertEqual([r["result"] for r in records], ["Authentication Not Successful"] * 3)
         self.assertFalse(any("wrong-pin-zq7" in l for l in lines), "the PIN is never logged")
 
     def test_no_module_configured(self):

@@ -377,11 +377,13 @@ class SameAnswerTest(PinTestCase):
                 self.assertEqual(items[0][T["ResultReason"]], AUTHENTICATION_NOT_SUCCESSFUL)
                 self.assertEqual(items[0][T["ResultMessage"]], REFUSED)
                 self.assertEqual(items, [items[0]] * len(items), "the same batch item for each")
+                # Each after the 1 s pause; the upper bound only catches a hang
+                # (the machine may be loaded: no tight timing here).
                 delays = [elapsed for _, elapsed in answers]
                 for d in delays:
                     self.assertGreaterEqual(d, 0.95)
-                    self.assertLess(d, 3)
-                self.assertLess(max(delays) - min(delays), 0.5, delays)
+                    self.assertLess(d, 10)
+                self.assertLess(max(delays) - min(delays), 0.9, delays)
         self.assertEqual(self.logins(), 3, "only the wrong PINs reached the token")
 
 

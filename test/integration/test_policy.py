@@ -27,7 +27,7 @@ from relaytest import (ACTIVE, ALG_AES, ALG_EC, ALG_ECDSA, ALG_ED25519, ALG_HMAC
                        AUTHENTICATION_NOT_SUCCESSFUL, BYTES, CESSATION_OF_OPERATION, CURVE_P256,
                        CURVE_P384, ENUM, FAILED, FMT_RAW, INTEGER, ITEM_NOT_FOUND, OBJ_SYMMETRIC_KEY,
                        OP_ACTIVATE, OP_ADD_ATTRIBUTE, OP_CHECK, OP_CREATE, OP_CREATE_KEY_PAIR,
-                       OP_DELETE_ATTRIBUTE, OP_DESTROY, OP_DISCOVER_VERSIONS, OP_GET,
+                       OP_DELETE_ATTRIBUTE, OP_DESTROY, OP_GET,
                        OP_GET_ATTRIBUTE_LIST, OP_GET_ATTRIBUTES, OP_LOCATE, OP_MODIFY_ATTRIBUTE,
                        OP_QUERY, OP_REGISTER, OP_REVOKE, OP_SIGN, OP_SIGNATURE_VERIFY, PERMISSION_DENIED,
                        PKI, PRE_ACTIVE, RELAY, SOFTHSM_MODULE, SRCDIR, STRUCTURE, T, TEXT,
@@ -261,7 +261,8 @@ class PolicyTestCase(RelayTestCase):
     def auth_fails(self, connect, op=OP_LOCATE, payload=()):
         """Connects with connect() and sends one request; asserts it gets
         Authentication Not Successful no sooner than about a second after the
-        connection began. Returns the client (still open)."""
+        connection began, and that the relay then closed the connection. Returns
+        the client."""
         start = time.monotonic()
         c = connect()
         bi = c.call(op, list(payload))
@@ -271,6 +272,7 @@ class PolicyTestCase(RelayTestCase):
         self.assertNotIn(T["ResponsePayload"], bi)
         self.assertGreaterEqual(elapsed, 0.8, "the refusal is delayed")
         self.assertLess(elapsed, 10)
+        self.assertTrue(c.is_closed(), "the refusal ends the connection")
         return c
 
     def auth_failure_lines(self, count):
@@ -695,22 +697,15 @@ class AuthenticationTest(PolicyTestCase):
             self.assertEqual(len(relays), 1, "one new relay process")
             return module in relays[0], set(glob.glob(debug + ".*"))
 
-        c = self.auth_fails(lambda: self.as_cert(port, "pol-stranger"))
-        with c:
-            bi = c.call(OP_QUERY, [item(T["QueryFunction"], ENUM, 1)])
-            self.assertEqual((bi[T["ResultStatus"]], bi.get(T["ResultReason"])),
-                             (FAILED, AUTHENTICATION_NOT_SUCCESSFUL))
-            self.assertEqual(c.call(OP_GET, [uid_item("00" * 20 + "_pub")]).get(T["ResultReason"]),
-                             AUTHENTICATION_NOT_SUCCESSFUL)
+        self.auth_fails(lambda: self.as_cert(port, "pol-stranger")).close()
         summary = self.summary(self.local_ports[-1])
-        self.assertEqual((summary["requests"], summary["end"]), ("3", "client closed the connection"))
+        self.assertEqual((summary["requests"], summary["end"]), ("1", "authentication failed"))
         self.auth_failure_lines(1)
         loaded, seen = relay_loaded_module(set())
         self.assertFalse(loaded, "the relay loaded the module for an unknown client")
         records = self.audit_records()
         self.assertEqual([(r["operation"], r["result"]) for r in records],
-                         [("Locate", "Authentication Not Successful"), ("Query", "Authentication Not Successful"),
-                          ("Get", "Authentication Not Successful")])
+                         [("Locate", "Authentication Not Successful")])
         self.assertFalse(any(r.get("client") in ("tenant-a", "krill", "pinned") for r in records))
         # Nor does an unknown Username or a wrong password (password_sha256).
         for label, username, password in (("unknown username", "nobody", PASSWORD_A),
@@ -728,23 +723,23 @@ class AuthenticationTest(PolicyTestCase):
         port = self.relay(self.clients())
         with self.as_user(port, "cas-b", PIN) as b:
             theirs = self.create_aes(b, "cas-b-aes")
-        with self.as_user(port, "cas-a", PASSWORD_A) as c:
-            self.assertEqual(self.locate(c), [])
-            # Another client's good credential on the same connection.
-            c.username, c.password = "cas-b", PIN
-            self.assertEqual(c.call(OP_LOCATE, []).get(T["ResultReason"]), AUTHENTICATION_NOT_SUCCESSFUL)
-            self.assertEqual(c.call(OP_GET_ATTRIBUTES, [uid_item(theirs)]).get(T["ResultReason"]),
-                             AUTHENTICATION_NOT_SUCCESSFUL)
-            c.username, c.password = "cas-a", WRONG_PASSWORD
-            self.assertEqual(c.call(OP_LOCATE, []).get(T["ResultReason"]), AUTHENTICATION_NOT_SUCCESSFUL)
-            c.username, c.password = "cas-a", PASSWORD_A
-            self.assertEqual(self.locate(c), [])
+        # Another client's good credential on the same connection, or a wrong
+        # password: refused, and the connection ends.
+        for username, password, op, payload in (("cas-b", PIN, OP_LOCATE, []),
+                                                ("cas-b", PIN, OP_GET_ATTRIBUTES, [uid_item(theirs)]),
+                                                ("cas-a", WRONG_PASSWORD, OP_LOCATE, [])):
+            with self.as_user(port, "cas-a", PASSWORD_A) as c:
+                self.assertEqual(self.locate(c), [])
+                c.username, c.password = username, password
+                self.assertEqual(c.call(op, payload).get(T["ResultReason"]), AUTHENTICATION_NOT_SUCCESSFUL)
+                self.assertTrue(c.is_closed())
         records = self.records()
         self.assertEqual([(r["operation"], r["result"]) for r in records], [
-            ("Create", "Success"), ("Locate", "Success"),
-            ("Locate", "Authentication Not Successful"), ("Get Attributes", "Authentication Not Successful"),
-            ("Locate", "Authentication Not Successful"), ("Locate", "Success")])
-        self.assertEqual([records[i]["client"] for i in (0, 1, 5)], ["cas-b", "cas-a", "cas-a"])
+            ("Create", "Success"),
+            ("Locate", "Success"), ("Locate", "Authentication Not Successful"),
+            ("Locate", "Success"), ("Get Attributes", "Authentication Not Successful"),
+            ("Locate", "Success"), ("Locate", "Authentication Not Successful")])
+        self.assertEqual([records[i]["client"] for i in (0, 1, 3, 5)], ["cas-b", "cas-a", "cas-a", "cas-a"])
 
     def test_certificate_name_matches_cn_or_dns_san(self):
         port = self.relay(self.clients())
@@ -787,12 +782,10 @@ class AuthenticationTest(PolicyTestCase):
                                           ("unknown username", "nobody", PASSWORD_A),
                                           ("the PIN for a password_sha256 client", "cas-a", PIN)):
             with self.subTest(label):
-                with self.auth_fails(lambda: self.as_user(port, username, password)) as c:
-                    # Every request of the connection is refused, also those
-                    # that need no token.
-                    self.assertEqual(c.call(OP_DISCOVER_VERSIONS, []).get(T["ResultReason"]),
-                                     AUTHENTICATION_NOT_SUCCESSFUL)
-                self.summary(self.local_ports[-1])
+                # The connection ends: no request that needs no token gets
+                # through either.
+                self.auth_fails(lambda: self.as_user(port, username, password)).close()
+                self.assertEqual(self.summary(self.local_ports[-1])["end"], "authentication failed")
         self.auth_failure_lines(4)
         # No lockout: the right ones work afterwards.
         with self.as_user(port, "cas-a", PASSWORD_A) as a, self.as_user(port, "cas-b", PIN) as b:
@@ -800,12 +793,12 @@ class AuthenticationTest(PolicyTestCase):
             self.assertEqual(self.locate(a), [uid])
             self.assertEqual(self.locate(b), [])
         records = self.records()
-        self.assertEqual([r["result"] for r in records[:8]], ["Authentication Not Successful"] * 8)
+        self.assertEqual([r["result"] for r in records[:4]], ["Authentication Not Successful"] * 4)
         # (two connections at once: each one's records in order)
-        self.assertEqual([(r["client"], r["namespace"], r["operation"], r["result"]) for r in records[8:]
+        self.assertEqual([(r["client"], r["namespace"], r["operation"], r["result"]) for r in records[4:]
                           if r["client"] == "cas-a"],
                          [("cas-a", "cas-a", "Create", "Success"), ("cas-a", "cas-a", "Locate", "Success")])
-        self.assertEqual([(r["client"], r["namespace"], r["operation"], r["result"]) for r in records[8:]
+        self.assertEqual([(r["client"], r["namespace"], r["operation"], r["result"]) for r in records[4:]
                           if r["client"] != "cas-a"], [("cas-b", "cas-b", "Locate", "Success")])
 
     def test_username_is_token(self):
@@ -883,7 +876,7 @@ class LogSecrecyTest(PolicyTestCase):
         summaries = [self.summary(p) for p in self.local_ports]
         self.assertEqual([(s["requests"], s["end"]) for s in summaries],
                          [("4", "client closed the connection"), ("1", "client closed the connection"),
-                          ("1", "client closed the connection"), ("1", "client closed the connection"),
+                          ("1", "authentication failed"), ("1", "authentication failed"),
                           ("1", "client closed the connection")])
         records = self.audit_records()
         self.assertEqual([(r.get("client"), r.get("namespace"), r["operation"], r["result"]) for r in records

@@ -160,7 +160,7 @@ class OptionalClientCertificateTest(RelayTestCase):
                       "\n".join(self.log_lines(wait_for="authentication failed")))
         summary = self.summary(local)
         self.assertEqual((summary["client"], summary["requests"], summary["end"]),
-                         ("-", "1", "client closed the connection"))
+                         ("-", "1", "authentication failed"))
         (rec,) = self.audit_records()
         self.assertEqual((rec["client"], rec["operation"], rec["result"]),
                          ("anonymous", "Query", "Authentication Not Successful"))
