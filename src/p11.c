@@ -402,12 +402,31 @@ CK_RV p11_last_rv(const struct p11_token *t)
 	return t->last_rv;
 }
 
+/* Codes the table does not name, as hex ("CKR_0x00000090"), each formatted once
+ * and kept for the process: callers keep a name as static text (a response's
+ * Result Message). A module returning more distinct unnamed codes than this
+ * within one connection is not worth more memory. */
+#define MAX_OTHER_RV 64
+
 const char *p11_rv_name(CK_RV rv)
 {
+	static struct {
+		CK_RV rv;
+		char name[32];
+	} other[MAX_OTHER_RV];
+	static size_t n_other;
+
 	for (size_t i = 0; i < sizeof(rv_table) / sizeof(rv_table[0]); i++)
 		if (rv_table[i].rv == rv)
 			return rv_table[i].name;
-	return "CKR_(other)";
+	for (size_t i = 0; i < n_other; i++)
+		if (other[i].rv == rv)
+			return other[i].name;
+	if (n_other == MAX_OTHER_RV)
+		return "CKR_(other)";
+	other[n_other].rv = rv;
+	snprintf(other[n_other].name, sizeof(other[n_other].name), "CKR_0x%08lX", (unsigned long)rv);
+	return other[n_other++].name;
 }
 
 /* The mechanisms the relay uses, by name, for audit records. */

@@ -41,7 +41,8 @@ int p11_read_pin(const char *file, const char *credential, char **ret_pin, size_
 		 const char **ret_why) KR_WUR;
 void p11_pin_free(char *pin, size_t len);
 
-/* The last failing call's CKR_ code, and the name of a code ("CKR_KEY_SIZE_RANGE"). */
+/* The last failing call's CKR_ code, and the name of a code ("CKR_KEY_SIZE_RANGE",
+ * or in hex, "CKR_0x00000090", for one without a name here): static text. */
 CK_RV p11_last_rv(const struct p11_token *t);
 const char *p11_rv_name(CK_RV rv);
 /* The name of a mechanism the relay uses ("CKM_ECDSA"). */

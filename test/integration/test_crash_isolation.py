@@ -492,6 +492,19 @@ class WrongResultTest(FaultTestCase):
                          [("C_GenerateRandom", "rv=CKR_RANDOM_NO_RNG")] * requests +
                          [("C_GenerateRandom", "rv=CKR_DEVICE_ERROR")])
 
+    def test_unnamed_code_shown_in_hex(self):
+        # A CKR_ code that the relay's table does not name: the vendor range, and
+        # one of PKCS#11's own (CKR_OPERATION_ACTIVE), on one connection.
+        port = self.serve()
+        with self.kmip(port, version=V2) as c:
+            c.sock.settimeout(CLIENT_TIMEOUT)
+            for code in ("0x80000123", "0x90"):
+                with self.subTest(code=code):
+                    self.set_fault("C_GenerateRandom:rv=" + code)
+                    self.assert_failed(c.call(OP_RNG_RETRIEVE, [item(T["DataLength"], INTEGER, 32)]),
+                                       GENERAL_FAILURE, "CKR_0x%08X" % int(code, 16))
+        self.set_fault("")
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
