@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "activation.h"
@@ -197,6 +199,11 @@ int main(int argc, char **argv)
 	char *errors = NULL;
 	int opt, r;
 
+	/* No core dump, by the kernel or through ptrace from the same user: a vendor
+	 * module that crashes is expected, and its core would hold the PIN, request
+	 * data and key material. */
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0 || setrlimit(RLIMIT_CORE, &(struct rlimit){ 0, 0 }) < 0)
+		return EXIT_FAILURE;
 	/* Before anything else, so that GnuTLS never loads p11-kit's registered
 	 * modules: the relay loads its one module itself. */
 	if (gnutls_pkcs11_init(GNUTLS_PKCS11_FLAG_MANUAL, NULL) < 0)

@@ -8,6 +8,9 @@
  *     garbage  "GARBAGE\n" lines written to fd 1 and fd 2, then the call is
  *              forwarded as usual
  *     hang     sleep FAULTY_P11_HANG_SECONDS (default 30), then forward
+ *     limits   note "limits=dumpable:D,core:SOFT:HARD" instead of the action:
+ *              prctl(PR_GET_DUMPABLE) and RLIMIT_CORE inside the process that
+ *              loaded the module ("unlimited" for RLIM_INFINITY), then forward
  *     corrupt  forward, then, if the call succeeded, flip the lowest bit of the
  *              last byte of its output (C_Sign's signature, C_GenerateRandom's
  *              bytes, C_Encrypt's ciphertext...): a token that returns wrong
@@ -25,7 +28,7 @@
  *
  * It is built without sanitizers, so that it loads into any program.
  * Build: cc -shared -fPIC $(pkg-config --cflags p11-kit-1) -o faulty_p11.so faulty_p11.c */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -33,6 +36,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -86,6 +91,28 @@ static void hang(void)
 
 	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 		;
+}
+
+static void rlimit_text(rlim_t v, char *out, size_t size)
+{
+	if (v == RLIM_INFINITY)
+		snprintf(out, size, "unlimited");
+	else
+		snprintf(out, size, "%llu", (unsigned long long)v);
+}
+
+/* Notes whether this process may leave a core dump. */
+static void note_limits(const char *function)
+{
+	struct rlimit core = { 0, 0 };
+	char soft[24], hard[24], action[96];
+
+	getrlimit(RLIMIT_CORE, &core);
+	rlimit_text(core.rlim_cur, soft, sizeof(soft));
+	rlimit_text(core.rlim_max, hard, sizeof(hard));
+	snprintf(action, sizeof(action), "limits=dumpable:%d,core:%s:%s", prctl(PR_GET_DUMPABLE, 0, 0, 0, 0), soft,
+		 hard);
+	note(function, action);
 }
 
 static void garbage(void)
@@ -146,6 +173,10 @@ static enum effect maybe_fault(const char *function, CK_RV *ret_rv)
 	if (strncmp(fault, function, len) != 0 || fault[len] != ':')
 		return AS_USUAL;
 	action = fault + len + 1;
+	if (strcmp(action, "limits") == 0) {
+		note_limits(function);
+		return AS_USUAL;
+	}
 	note(function, action);
 	if (strcmp(action, "segv") == 0) {
 		volatile int *volatile p = NULL; /* neither the load nor the store can go */

@@ -15,6 +15,7 @@ listener is served normally.
   with a bit flipped, which keys.verify_signatures must catch, or an error code
   for C_GenerateRandom, which keys.software_random works around only when the
   token has no generator.
+- CoreDumpTest: the relay process can leave no core dump (issue 11, finding 11).
 
 A hung module holds its own process for as long as it hangs (nothing in the relay
 bounds a module call), except while that process holds pkcs11.lock_file, which
@@ -29,6 +30,7 @@ import os
 import signal
 import socket
 import ssl
+import subprocess
 import time
 import unittest
 
@@ -504,6 +506,27 @@ class WrongResultTest(FaultTestCase):
                     self.assert_failed(c.call(OP_RNG_RETRIEVE, [item(T["DataLength"], INTEGER, 32)]),
                                        GENERAL_FAILURE, "CKR_0x%08X" % int(code, 16))
         self.set_fault("")
+
+
+class CoreDumpTest(FaultTestCase):
+    """A relay process can leave no core dump: not dumpable, and RLIMIT_CORE 0
+    (issue 11, finding 11). The module records both from inside the process that
+    loaded it."""
+
+    UNLIMITED = ["prlimit", "--core=unlimited", "--"]
+
+    def test_no_core_dump(self):
+        self.set_fault("C_Initialize:limits")
+        # The control: the same module in another program, under the same limit.
+        tool = subprocess.run(self.UNLIMITED + ["pkcs11-tool", "--module", FAULTY_P11, "--list-slots"],
+                              env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.assertEqual(tool.returncode, 0)
+        self.assertEqual([a for _, fn, a in self.fired()], ["limits=dumpable:1,core:unlimited:unlimited"])
+        port = self.start(self.cfg, wrapper=self.UNLIMITED)
+        self.assert_served(port)
+        relays = [(pid, a) for pid, fn, a in self.fired()[1:]]
+        self.assertEqual([a for _, a in relays], ["limits=dumpable:0,core:0:0"])
+        self.assertEqual(wait_gone([relays[0][0]]), [])
 
 
 if __name__ == "__main__":
