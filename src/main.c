@@ -1,5 +1,6 @@
 #include "config.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <gnutls/gnutls.h>
 #include <gnutls/pkcs11.h>
@@ -14,6 +15,7 @@
 #include "cfg.h"
 #include "log.h"
 #include "token.h"
+#include "p11_call.h"
 #include "p11_tlskey.h"
 #include "session.h"
 #include "tls.h"
@@ -120,6 +122,10 @@ static int start(const char *config, const char *listen_addr, struct activation 
 	}
 	if ((*ret_c)->log.file && (r = log_open_file((*ret_c)->log.file)) < 0)
 		goto fail;
+	if ((r = p11_call_init((*ret_c)->pkcs11.call_timeout)) < 0) {
+		log_msg(LOG_ERR, "cannot set up the deadline of PKCS#11 calls: %s", strerror(errno));
+		goto fail;
+	}
 	if (listen_addr) {
 		log_msg(LOG_INFO, "waiting for one connection on %s", listen_addr);
 		if ((r = act_get_connection(listen_addr, ret_a, &why)) < 0) {

@@ -21,11 +21,11 @@ int p11_open(const char *module, const char *token_uri, const char *username, si
 	     struct p11_token **ret, const char **ret_why) KR_WUR;
 /* An exclusive flock() on path, held from before p11_open until after p11_login
  * (SoftHSM rewrites its token file on every login, and another process reading it
- * meanwhile finds no token) and around metadata writes. A module that hangs while
- * the lock is held would stall every connection, so holding it longer than
- * max_seconds ends the process (SIGALRM), which releases it. *ret_fd is the fd to
- * pass to p11_unlock, or -1 with no path. */
-int p11_lock(const char *path, unsigned max_seconds, int *ret_fd, const char **ret_why) KR_WUR;
+ * meanwhile finds no token) and around metadata writes. A module call that hangs
+ * while the lock is held would stall every connection; the call's deadline
+ * (pkcs11.call_timeout, p11_call.h) ends the process, which releases it. *ret_fd
+ * is the fd to pass to p11_unlock, or -1 with no path. */
+int p11_lock(const char *path, int *ret_fd, const char **ret_why) KR_WUR;
 void p11_unlock(int fd);
 
 /* C_Finalize and dlclose; accepts NULL. */

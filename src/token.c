@@ -21,17 +21,17 @@ void token_close(struct conn_token *ct)
 }
 
 /* Module loading and login, serialised between processes by the lock file. A
- * module that hangs while this process holds the lock would stall every other
- * connection's login, so the lock is held for timeouts.handshake seconds at most:
- * then SIGALRM ends this process, and the kernel releases the lock. With a
- * username, it picks the token; else token_uri does. */
+ * module call that hangs while this process holds the lock would stall every
+ * other connection's login: its deadline (pkcs11.call_timeout) ends this process,
+ * and the kernel releases the lock. With a username, it picks the token; else
+ * token_uri does. */
 static int open_and_login(struct conn_token *ct, const char *token_uri, const char *username, size_t username_len,
 			  const char *pin, size_t pin_len)
 {
 	const struct cfg *c = ct->cfg;
 	int lock = -1, r;
 
-	r = p11_lock(c->pkcs11.lock_file, c->timeouts.handshake, &lock, &ct->why);
+	r = p11_lock(c->pkcs11.lock_file, &lock, &ct->why);
 	if (r == 0)
 		r = p11_open(c->pkcs11.module, token_uri, username, username_len, &ct->tok, &ct->why);
 	if (r == 0)
@@ -41,8 +41,7 @@ static int open_and_login(struct conn_token *ct, const char *token_uri, const ch
 		token_close(ct);
 		return r;
 	}
-	ct->store = (struct store){ .tok = ct->tok, .lock_file = c->pkcs11.lock_file,
-				    .lock_seconds = c->timeouts.handshake };
+	ct->store = (struct store){ .tok = ct->tok, .lock_file = c->pkcs11.lock_file };
 	return 0;
 }
 

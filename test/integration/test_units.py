@@ -129,6 +129,13 @@ class UnitFileTest(unittest.TestCase):
         s = unit_settings(built("units/kmip-relay@.service"))
         self.assertEqual(s[("Service", "LimitCORE")], ["0"])
 
+    def test_service_stop_outlasts_the_call_timeout(self):
+        # SIGTERM waits for the module call in progress, which the default
+        # pkcs11.call_timeout (30 s) bounds: SIGKILL must come later (issue 11,
+        # finding 16).
+        s = unit_settings(built("units/kmip-relay@.service"))
+        self.assertEqual(s[("Service", "TimeoutStopSec")], ["45s"])
+
     def test_systemd_analyze_verify(self):
         service, sock = unit_copies(self.tmp)
         r = analyze("verify", "--man=no", service, sock)
