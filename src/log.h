@@ -56,10 +56,11 @@ size_t log_utf8_prefix(const char *s, size_t n);
 #define LOG_PREFIX_MAX 80
 size_t log_line_prefix(const struct timespec *ts, long pid, char out[LOG_PREFIX_MAX]);
 /* One line of static text (no newline, at most 512 bytes) at critical priority
- * to every target that is open, from a signal handler about to end the process:
- * async-signal-safe, it only writes to descriptors opened before (log.file,
- * stderr with --listen, a socket to the journal or to syslog), and writes the
- * lines held by log_hold first. Call it only where no other log function runs. */
+ * to every target that is open, just before the process ends, from a signal
+ * handler or from a thread while another may hold any lock: async-signal-safe,
+ * it only writes to descriptors opened before (log.file, stderr with --listen,
+ * a socket to the journal or to syslog), and writes the lines held by log_hold
+ * first. Call it only while no other log function runs. */
 void log_emergency(const char *message);
 /* A TTLV tree, redacted, at debug priority (--trace). */
 void log_trace(const char *what, const struct ttlv_item *root);

@@ -2,6 +2,8 @@
 
 #include "p11_call.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -12,19 +14,41 @@
 
 #include "log.h"
 
-/* A realtime signal: nothing the module does to SIGALRM reaches it. */
-#define DEADLINE_SIGNAL (SIGRTMIN + 2)
+/* How often the watcher looks at the call in progress: a call is ended between
+ * call_timeout and call_timeout + TICK_MS after it began. */
+#define TICK_MS 250
 
-_Static_assert(ATOMIC_POINTER_LOCK_FREE == 2, "the handler reads the function's name without a lock");
+_Static_assert(ATOMIC_POINTER_LOCK_FREE == 2 && ATOMIC_LONG_LOCK_FREE == 2 && ATOMIC_INT_LOCK_FREE == 2,
+	       "the watcher and the calls share state without a lock");
+
+/* What the watcher claims a call with, as its deadline ends the process. */
+static const char expiring[] = "";
 
 static bool guarded;
-static timer_t timer;
-static struct itimerspec deadline;
-static sigset_t normal_mask, call_mask; /* call_mask: normal_mask and the stop signals */
-static _Atomic(const char *) current;   /* the function being called; NULL between calls */
-static char expiry_tail[96];            /* the log line after the function's name */
+static unsigned timeout;
+static sigset_t stop_signals;
+static char expiry_tail[96]; /* the log line after the function's name */
+/* Shared with the watcher: the function being called (NULL between calls), how
+ * many calls began, and a stop signal that came (0: none). */
+static _Atomic(const char *) current;
+static atomic_ulong calls;
+static atomic_int stop_signal;
 
-/* Async-signal-safe: plain copying, no formatting. */
+/* Ends the process by sig's default action, from any thread. */
+static _Noreturn void end_with(int sig)
+{
+	struct sigaction dfl = { .sa_handler = SIG_DFL };
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, sig);
+	sigaction(sig, &dfl, NULL);
+	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+	raise(sig);
+	_exit(128 + sig);
+}
+
+/* Async-signal-safe (the module may hold any lock): plain copying, no formatting. */
 static size_t append(char *out, size_t off, size_t size, const char *s)
 {
 	while (*s && off < size - 1)
@@ -32,18 +56,11 @@ static size_t append(char *out, size_t off, size_t size, const char *s)
 	return off;
 }
 
-static void expired(int sig, siginfo_t *si, void *context)
+static _Noreturn void expire(const char *function)
 {
-	const char *function = current;
 	char message[160];
 	size_t n;
 
-	(void)sig;
-	(void)context;
-	/* Only the relay's own timer, during a call: not the same signal sent by
-	 * kill() or sigqueue(), nor an expiry as the call returned. */
-	if (si->si_code != SI_TIMER || si->si_value.sival_ptr != &timer || !function)
-		return;
 	n = append(message, 0, sizeof(message), "pkcs11: ");
 	n = append(message, n, sizeof(message), function);
 	n = append(message, n, sizeof(message), expiry_tail);
@@ -52,46 +69,103 @@ static void expired(int sig, siginfo_t *si, void *context)
 	_exit(EXIT_FAILURE);
 }
 
+static long elapsed_ms(const struct timespec *from, const struct timespec *to)
+{
+	return (long)(to->tv_sec - from->tv_sec) * 1000 + (to->tv_nsec - from->tv_nsec) / 1000000;
+}
+
+/* The watcher: takes the stop signals, and ends a call that outlasts the
+ * timeout. A call is the same while the count of calls has not moved; the count
+ * is read after the function, so it is never older than the call. */
+static void *watch(void *arg)
+{
+	const struct timespec tick = { 0, TICK_MS * 1000000L };
+	unsigned long seen_call = 0;
+	struct timespec since = { 0 }, now;
+	bool seen = false;
+
+	(void)arg;
+	for (;;) {
+		int sig = sigtimedwait(&stop_signals, NULL, &tick);
+		const char *function = current;
+		unsigned long call = calls;
+
+		if (sig > 0) {
+			/* Outside a call at once; during one, as it returns (p11_call_end). */
+			stop_signal = sig;
+			if (!current)
+				end_with(sig);
+			continue;
+		}
+		if (!function) {
+			seen = false;
+			continue;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (!seen || call != seen_call) {
+			seen = true;
+			seen_call = call;
+			since = now;
+		} else if (elapsed_ms(&since, &now) >= (long)timeout * 1000 &&
+			   atomic_compare_exchange_strong(&current, &function, expiring)) {
+			expire(function);
+		}
+	}
+	return NULL;
+}
+
 int p11_call_init(unsigned timeout_seconds)
 {
-	struct sigaction sa = { .sa_sigaction = expired, .sa_flags = SA_SIGINFO | SA_RESTART };
-	struct sigevent ev = { .sigev_notify = SIGEV_SIGNAL, .sigev_signo = DEADLINE_SIGNAL,
-			       .sigev_value.sival_ptr = &timer };
+	sigset_t all, normal;
+	pthread_t thread;
+	int err;
 
-	/* Inherited blocked, the deadline would never fire. */
-	if (sigprocmask(SIG_BLOCK, NULL, &normal_mask) < 0 || sigdelset(&normal_mask, DEADLINE_SIGNAL) < 0 ||
-	    sigprocmask(SIG_SETMASK, &normal_mask, NULL) < 0)
-		return KR_E_SYSTEM;
-	call_mask = normal_mask;
-	if (sigaddset(&call_mask, SIGTERM) < 0 || sigaddset(&call_mask, SIGINT) < 0 || sigaddset(&call_mask, SIGHUP) < 0)
-		return KR_E_SYSTEM;
-	/* A stop signal waits while the line is written. */
-	sa.sa_mask = call_mask;
-	if (sigaction(DEADLINE_SIGNAL, &sa, NULL) < 0 || timer_create(CLOCK_MONOTONIC, &ev, &timer) < 0)
-		return KR_E_SYSTEM;
-	deadline.it_value.tv_sec = (time_t)timeout_seconds;
+	timeout = timeout_seconds;
 	snprintf(expiry_tail, sizeof(expiry_tail), " did not return within %u s (pkcs11.call_timeout); exiting",
 		 timeout_seconds);
+	sigemptyset(&stop_signals);
+	sigaddset(&stop_signals, SIGTERM);
+	sigaddset(&stop_signals, SIGINT);
+	sigaddset(&stop_signals, SIGHUP);
+	/* The watcher starts with every signal blocked, so that only sigtimedwait
+	 * takes the stop signals there and the rest go to this thread as before;
+	 * here the stop signals stay blocked from now on. */
+	sigfillset(&all);
+	if ((err = pthread_sigmask(SIG_BLOCK, &all, &normal)) != 0)
+		goto fail;
+	err = pthread_create(&thread, NULL, watch, NULL);
+	sigorset(&normal, &normal, &stop_signals);
+	pthread_sigmask(SIG_SETMASK, &normal, NULL);
+	if (err != 0)
+		goto fail;
+	pthread_detach(thread);
 	guarded = true;
 	return 0;
+fail:
+	errno = err;
+	return KR_E_SYSTEM;
 }
 
 void p11_call_begin(const char *function)
 {
 	if (!guarded)
 		return;
-	sigprocmask(SIG_SETMASK, &call_mask, NULL);
+	/* Only this thread counts: no locked increment. */
+	atomic_store_explicit(&calls, atomic_load_explicit(&calls, memory_order_relaxed) + 1, memory_order_relaxed);
 	current = function;
-	timer_settime(timer, 0, &deadline, NULL);
+	/* The watcher stores the signal before it reads current; a signal it saw
+	 * with no call in progress ends the process there. */
+	if (stop_signal)
+		end_with(stop_signal);
 }
 
 void p11_call_end(void)
 {
-	static const struct itimerspec disarmed;
-
 	if (!guarded)
 		return;
-	timer_settime(timer, 0, &disarmed, NULL);
-	current = NULL;
-	sigprocmask(SIG_SETMASK, &normal_mask, NULL);
+	if (atomic_exchange(&current, NULL) == expiring)
+		for (;;)
+			pause(); /* the watcher is ending the process */
+	if (stop_signal)
+		end_with(stop_signal);
 }
