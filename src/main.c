@@ -94,6 +94,16 @@ static void log_summary(const struct activation *a, const struct tls_conn *t, co
 	}
 }
 
+/* No core dump, by the kernel or through ptrace from the same user: a vendor
+ * module that crashes is expected, and its core would hold the PIN, request data
+ * and key material. */
+static int no_core_dumps(void)
+{
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0 || setrlimit(RLIMIT_CORE, &(struct rlimit){ 0, 0 }) < 0)
+		return KR_E_SYSTEM;
+	return 0;
+}
+
 /* Takes the connection, opens the log and loads the config. Under inetd or systemd
  * fd 2 may be the socket, so there the connection is taken and 0-2 silenced before
  * anything is logged; with --listen the config is checked before waiting for a
@@ -112,6 +122,11 @@ static int start(const char *config, const char *listen_addr, struct activation 
 		/* Nowhere safe to say why: stdin was not a socket, so fd 2 is not either. */
 		log_open(LOG_TARGET_STDERR);
 		log_msg(LOG_ERR, "%s", why);
+		return r;
+	}
+	/* Before the config, the PIN and any request are in memory. */
+	if ((r = no_core_dumps()) < 0) {
+		log_msg(LOG_ERR, "cannot turn core dumps off: %s", strerror(errno));
 		return r;
 	}
 	r = cfg_load(config, ret_c, &errors);
@@ -205,11 +220,6 @@ int main(int argc, char **argv)
 	char *errors = NULL;
 	int opt, r;
 
-	/* No core dump, by the kernel or through ptrace from the same user: a vendor
-	 * module that crashes is expected, and its core would hold the PIN, request
-	 * data and key material. */
-	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0 || setrlimit(RLIMIT_CORE, &(struct rlimit){ 0, 0 }) < 0)
-		return EXIT_FAILURE;
 	/* Before anything else, so that GnuTLS never loads p11-kit's registered
 	 * modules: the relay loads its one module itself. */
 	if (gnutls_pkcs11_init(GNUTLS_PKCS11_FLAG_MANUAL, NULL) < 0)
