@@ -83,6 +83,7 @@ static const struct key pkcs11_keys[] = {
 	K("pin_file", KT_PATH, pkcs11.pin_file),
 	K("pin_credential", KT_STRING, pkcs11.pin_credential),
 	K("lock_file", KT_STRING, pkcs11.lock_file),
+	K("call_timeout", KT_SECONDS, pkcs11.call_timeout),
 	K("login_with_credentials", KT_BOOL, pkcs11.login_with_credentials),
 	K("pin_failures", KT_COUNT, pkcs11.pin_failures),
 	K("pin_failure_window", KT_SECONDS, pkcs11.pin_failure_window),
@@ -547,6 +548,7 @@ static void set_defaults(struct cfg *c)
 	c->timeouts.handshake = 10;
 	c->timeouts.idle = 300;
 	c->timeouts.lifetime = 3600;
+	c->pkcs11.call_timeout = 30;
 	c->limits.max_message_size = TTLV_DEFAULT_MAX_SIZE;
 	c->pkcs11.pin_failures = 3;
 	c->pkcs11.pin_failure_window = 600;

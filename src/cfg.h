@@ -85,6 +85,7 @@ struct cfg {
 		char *pin_file;       /* the user PIN, from this file... */
 		char *pin_credential; /* ...or from this systemd credential */
 		char *lock_file;      /* flock()ed around C_Initialize..C_Login */
+		unsigned call_timeout; /* seconds a module call may take before the process ends */
 		bool login_with_credentials; /* Username picks the token, Password is the PIN */
 		/* Client-supplied PINs that fail, per token and across processes: after
 		 * pin_failures within pin_failure_window seconds, none is tried until

@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <systemd/sd-journal.h>
 #include <time.h>
 #include <unistd.h>
@@ -19,9 +21,13 @@
 
 #define IDENT "kmip-relay"
 #define SYSLOG_SOCKET "/dev/log"
+#define JOURNAL_SOCKET "/run/systemd/journal/socket"
 
 static enum log_target target = LOG_TARGET_NONE;
 static int file_fd = -1;
+/* A datagram socket connected to the journal or to syslog, for log_emergency: the
+ * libraries' own are neither reachable nor async-signal-safe. */
+static int emergency_fd = -1;
 
 enum log_target log_default_target(bool listen_mode)
 {
@@ -33,17 +39,41 @@ enum log_target log_default_target(bool listen_mode)
 	return LOG_TARGET_SYSLOG;
 }
 
+/* -1 if there is nothing to reach at path. */
+static int connect_datagram(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -1;
+	memcpy(sa.sun_path, path, strlen(path));
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd >= 0 && connect(fd, (const struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		close(fd);
+		fd = -1;
+	}
+	return fd;
+}
+
 void log_open(enum log_target t)
 {
 	if (target == LOG_TARGET_SYSLOG && t != LOG_TARGET_SYSLOG)
 		closelog();
+	if (emergency_fd >= 0)
+		close(emergency_fd);
+	emergency_fd = -1;
 	/* Without a syslog socket, glibc would try to connect again for every record
 	 * (about 24 µs a Sign, measured with the benchmark) and drop it anyway. */
 	if (t == LOG_TARGET_SYSLOG && access(SYSLOG_SOCKET, W_OK) != 0)
 		t = LOG_TARGET_NONE;
 	target = t;
-	if (t == LOG_TARGET_SYSLOG)
+	if (t == LOG_TARGET_SYSLOG) {
 		openlog(IDENT, LOG_PID | LOG_NDELAY, LOG_DAEMON);
+		emergency_fd = connect_datagram(SYSLOG_SOCKET);
+	} else if (t == LOG_TARGET_JOURNAL) {
+		emergency_fd = connect_datagram(JOURNAL_SOCKET);
+	}
 }
 
 int log_open_file(const char *file)
@@ -61,6 +91,9 @@ void log_close(void)
 	if (file_fd >= 0)
 		close(file_fd);
 	file_fd = -1;
+	if (emergency_fd >= 0)
+		close(emergency_fd);
+	emergency_fd = -1;
 	if (target == LOG_TARGET_SYSLOG)
 		closelog();
 	target = LOG_TARGET_NONE;
@@ -97,23 +130,71 @@ static void flush_held(int fd, struct held *h)
 	h->len = 0;
 }
 
-/* The line's prefix: the UTC time to the millisecond, the ident and the pid. The
- * part down to the second is made once a second. */
-static int line_prefix(char *out, size_t size)
+/* Async-signal-safe formatting for log_line_prefix and log_emergency: v in
+ * decimal, at least width digits. Returns the new end. */
+static char *put_uint(char *out, unsigned long long v, int width)
 {
-	static time_t stamp_sec = -1;
-	static char stamp[32];
+	char digits[20];
+	int n = 0;
+
+	do {
+		digits[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v && n < (int)sizeof(digits));
+	while (n < width)
+		digits[n++] = '0';
+	while (n > 0)
+		*out++ = digits[--n];
+	return out;
+}
+
+static char *put_str(char *out, const char *s)
+{
+	while (*s)
+		*out++ = *s++;
+	return out;
+}
+
+size_t log_line_prefix(const struct timespec *ts, long pid, char out[LOG_PREFIX_MAX])
+{
+	/* The proleptic Gregorian date of a day count since 1970-01-01, by eras of 400
+	 * years (146097 days) that start on 1 March (H. Hinnant's civil_from_days);
+	 * gmtime_r is not async-signal-safe. */
+	unsigned long long secs = ts->tv_sec > 0 ? (unsigned long long)ts->tv_sec : 0;
+	unsigned long long days = secs / 86400 + 719468, era = days / 146097, doe = days % 146097;
+	unsigned long long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	unsigned long long doy = doe - (365 * yoe + yoe / 4 - yoe / 100), mp = (5 * doy + 2) / 153;
+	unsigned long long day = doy - (153 * mp + 2) / 5 + 1, month = mp < 10 ? mp + 3 : mp - 9;
+	unsigned long long year = era * 400 + yoe + (month <= 2);
+	char *p = out;
+
+	p = put_uint(p, year, 4);
+	*p++ = '-';
+	p = put_uint(p, month, 2);
+	*p++ = '-';
+	p = put_uint(p, day, 2);
+	*p++ = 'T';
+	p = put_uint(p, secs % 86400 / 3600, 2);
+	*p++ = ':';
+	p = put_uint(p, secs % 3600 / 60, 2);
+	*p++ = ':';
+	p = put_uint(p, secs % 60, 2);
+	*p++ = '.';
+	p = put_uint(p, (unsigned long long)ts->tv_nsec / 1000000, 3);
+	p = put_str(p, "Z " IDENT "[");
+	p = put_uint(p, pid > 0 ? (unsigned long long)pid : 0, 1);
+	p = put_str(p, "]: ");
+	*p = '\0';
+	return (size_t)(p - out);
+}
+
+/* The prefix of a line written now. */
+static size_t line_prefix(char out[LOG_PREFIX_MAX])
+{
 	struct timespec ts;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
-	if (ts.tv_sec != stamp_sec) {
-		struct tm tm;
-
-		gmtime_r(&ts.tv_sec, &tm);
-		strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
-		stamp_sec = ts.tv_sec;
-	}
-	return snprintf(out, size, "%s.%03ldZ %s[%ld]: ", stamp, ts.tv_nsec / 1000000, IDENT, (long)getpid());
+	return log_line_prefix(&ts, (long)getpid(), out);
 }
 
 size_t log_utf8_prefix(const char *s, size_t n)
@@ -169,14 +250,11 @@ const char *log_escape(const void *in, size_t len, char *out, size_t size)
 static void write_line(int fd, struct held *h, const char *message)
 {
 	char line[8192];
-	int p = line_prefix(line, sizeof(line));
-	size_t n;
+	size_t p = line_prefix(line), n;
 
-	if (p < 0)
-		return;
-	n = (size_t)p + (size_t)snprintf(line + p, sizeof(line) - (size_t)p, "%s\n", message);
+	n = p + (size_t)snprintf(line + p, sizeof(line) - p, "%s\n", message);
 	if (n >= sizeof(line)) { /* cut, at a character boundary */
-		n = (size_t)p + log_utf8_prefix(message, sizeof(line) - 2 - (size_t)p);
+		n = p + log_utf8_prefix(message, sizeof(line) - 2 - p);
 		line[n++] = '\n';
 	}
 	if (!holding) {
@@ -275,4 +353,41 @@ void log_trace(const char *what, const struct ttlv_item *root)
 		log_record(LOG_DEBUG, text, NULL, 0);
 	}
 	free(text);
+}
+
+void log_emergency(const char *message)
+{
+	char line[LOG_PREFIX_MAX + 512], datagram[600], *d = datagram;
+	size_t n = line_prefix(line);
+
+	/* Lines held for the response before (audit records) come first. */
+	if (holding) {
+		if (target == LOG_TARGET_STDERR)
+			flush_held(STDERR_FILENO, &held_stderr);
+		if (file_fd >= 0)
+			flush_held(file_fd, &held_file);
+	}
+	for (const char *m = message; *m && n < sizeof(line) - 1; m++)
+		line[n++] = *m;
+	line[n++] = '\n';
+	/* Never fd 2 under systemd or inetd: it may be the connection. */
+	if (target == LOG_TARGET_STDERR)
+		write_all(STDERR_FILENO, line, n);
+	if (file_fd >= 0)
+		write_all(file_fd, line, n);
+	if (emergency_fd < 0 || strlen(message) > 512)
+		return;
+	if (target == LOG_TARGET_JOURNAL) { /* journald's native protocol */
+		d = put_str(d, "MESSAGE=");
+		d = put_str(d, message);
+		d = put_str(d, "\nPRIORITY=2\nSYSLOG_IDENTIFIER=" IDENT "\n");
+	} else { /* RFC 3164 without the time stamp, which syslog daemons add */
+		d = put_str(d, "<");
+		d = put_uint(d, LOG_DAEMON | LOG_CRIT, 1);
+		d = put_str(d, ">" IDENT "[");
+		d = put_uint(d, (unsigned long long)getpid(), 1);
+		d = put_str(d, "]: ");
+		d = put_str(d, message);
+	}
+	send(emergency_fd, datagram, (size_t)(d - datagram), MSG_DONTWAIT | MSG_NOSIGNAL);
 }

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <syslog.h>
+#include <time.h>
 
 #include "ttlv.h"
 
@@ -49,6 +50,18 @@ const char *log_escape(const void *in, size_t len, char *out, size_t size);
 /* The longest prefix of s, at most n bytes, that ends at a UTF-8 character
  * boundary. */
 size_t log_utf8_prefix(const char *s, size_t n);
+/* The start of a line in a file or on stderr for a record made at ts by pid:
+ * "2026-01-31T12:00:00.123Z kmip-relay[42]: ", in UTC. Async-signal-safe.
+ * Returns its length. */
+#define LOG_PREFIX_MAX 80
+size_t log_line_prefix(const struct timespec *ts, long pid, char out[LOG_PREFIX_MAX]);
+/* One line of static text (no newline, at most 512 bytes) at critical priority
+ * to every target that is open, just before the process ends, from a signal
+ * handler or from a thread while another may hold any lock: async-signal-safe,
+ * it only writes to descriptors opened before (log.file, stderr with --listen,
+ * a socket to the journal or to syslog), and writes the lines held by log_hold
+ * first. Call it only while no other log function runs. */
+void log_emergency(const char *message);
 /* A TTLV tree, redacted, at debug priority (--trace). */
 void log_trace(const char *what, const struct ttlv_item *root);
 

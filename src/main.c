@@ -1,17 +1,21 @@
 #include "config.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <gnutls/gnutls.h>
 #include <gnutls/pkcs11.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "activation.h"
 #include "cfg.h"
 #include "log.h"
 #include "token.h"
+#include "p11_call.h"
 #include "p11_tlskey.h"
 #include "session.h"
 #include "tls.h"
@@ -90,6 +94,16 @@ static void log_summary(const struct activation *a, const struct tls_conn *t, co
 	}
 }
 
+/* No core dump, by the kernel or through ptrace from the same user: a vendor
+ * module that crashes is expected, and its core would hold the PIN, request data
+ * and key material. */
+static int no_core_dumps(void)
+{
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0 || setrlimit(RLIMIT_CORE, &(struct rlimit){ 0, 0 }) < 0)
+		return KR_E_SYSTEM;
+	return 0;
+}
+
 /* Takes the connection, opens the log and loads the config. Under inetd or systemd
  * fd 2 may be the socket, so there the connection is taken and 0-2 silenced before
  * anything is logged; with --listen the config is checked before waiting for a
@@ -110,6 +124,11 @@ static int start(const char *config, const char *listen_addr, struct activation 
 		log_msg(LOG_ERR, "%s", why);
 		return r;
 	}
+	/* Before the config, the PIN and any request are in memory. */
+	if ((r = no_core_dumps()) < 0) {
+		log_msg(LOG_ERR, "cannot turn core dumps off: %s", strerror(errno));
+		return r;
+	}
 	r = cfg_load(config, ret_c, &errors);
 	if (r < 0) {
 		log_errors(errors ? errors : "out of memory");
@@ -118,6 +137,10 @@ static int start(const char *config, const char *listen_addr, struct activation 
 	}
 	if ((*ret_c)->log.file && (r = log_open_file((*ret_c)->log.file)) < 0)
 		goto fail;
+	if ((r = p11_call_init((*ret_c)->pkcs11.call_timeout)) < 0) {
+		log_msg(LOG_ERR, "cannot set up the deadline of PKCS#11 calls: %s", strerror(errno));
+		goto fail;
+	}
 	if (listen_addr) {
 		log_msg(LOG_INFO, "waiting for one connection on %s", listen_addr);
 		if ((r = act_get_connection(listen_addr, ret_a, &why)) < 0) {

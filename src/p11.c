@@ -14,6 +14,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "p11_call.h"
+
+/* A call into the module, under the deadline and with the stop signals held
+ * (p11_call.h). */
+#define CALL(t, fn, ...) P11_CALL(#fn, (t)->f->fn(__VA_ARGS__))
+
 struct p11_token {
 	void *dl;
 	CK_FUNCTION_LIST *f;
@@ -45,7 +51,10 @@ static int load_functions(struct p11_token *t, const char *module, const char **
 	CK_C_INITIALIZE_ARGS args = { .flags = CKF_OS_LOCKING_OK };
 	CK_RV rv;
 
+	/* The module's constructors run here. */
+	p11_call_begin("dlopen");
 	t->dl = dlopen(module, RTLD_NOW | RTLD_LOCAL);
+	p11_call_end();
 	if (!t->dl) {
 		*ret_why = "pkcs11.module: cannot load the module";
 		return KR_E_P11_MODULE;
@@ -54,17 +63,18 @@ static int load_functions(struct p11_token *t, const char *module, const char **
 	if (get_interface) {
 		struct ck_interface_30 *iface = NULL;
 
-		if (get_interface((CK_UTF8CHAR *)"PKCS 11", NULL, &iface, 0) == CKR_OK && iface)
+		if (P11_CALL("C_GetInterface", get_interface((CK_UTF8CHAR *)"PKCS 11", NULL, &iface, 0)) == CKR_OK &&
+		    iface)
 			t->f = iface->function_list;
 	}
 	if (!t->f) {
 		get_list = (CK_C_GetFunctionList)dlsym(t->dl, "C_GetFunctionList");
-		if (!get_list || get_list(&t->f) != CKR_OK || !t->f) {
+		if (!get_list || P11_CALL("C_GetFunctionList", get_list(&t->f)) != CKR_OK || !t->f) {
 			*ret_why = "pkcs11.module: no PKCS#11 function list";
 			return KR_E_P11_MODULE;
 		}
 	}
-	rv = t->f->C_Initialize(&args);
+	rv = CALL(t, C_Initialize, &args);
 	if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
 		*ret_why = "pkcs11.module: C_Initialize failed";
 		return KR_E_P11_MODULE;
@@ -129,12 +139,12 @@ static int find_slot(struct p11_token *t, P11KitUri *uri, const char *username, 
 
 	*ret_why = username ? "no token that the config allows has this username as label, slot ID or slot index"
 			    : "pkcs11.token: no token matches the URI";
-	if (t->f->C_GetSlotList(CK_TRUE, NULL, &n) != CKR_OK || n == 0)
+	if (CALL(t, C_GetSlotList, CK_TRUE, NULL, &n) != CKR_OK || n == 0)
 		return r;
 	slots = calloc(n, sizeof(*slots));
 	if (!slots)
 		return KR_E_NOMEM;
-	if (t->f->C_GetSlotList(CK_TRUE, slots, &n) != CKR_OK)
+	if (CALL(t, C_GetSlotList, CK_TRUE, slots, &n) != CKR_OK)
 		n = 0;
 	for (int pass = 0; pass < (username ? 3 : 1) && r < 0; pass++) {
 		for (CK_ULONG i = 0; i < n; i++) {
@@ -142,7 +152,8 @@ static int find_slot(struct p11_token *t, P11KitUri *uri, const char *username, 
 			CK_TOKEN_INFO ti;
 			bool match;
 
-			if (t->f->C_GetSlotInfo(slots[i], &si) != CKR_OK || t->f->C_GetTokenInfo(slots[i], &ti) != CKR_OK)
+			if (CALL(t, C_GetSlotInfo, slots[i], &si) != CKR_OK ||
+			    CALL(t, C_GetTokenInfo, slots[i], &ti) != CKR_OK)
 				continue;
 			if (!username)
 				match = uri_matches(uri, slots[i], &si, &ti);
@@ -202,7 +213,7 @@ int p11_open(const char *module, const char *token_uri, const char *username, si
 	if (r < 0 || (r = load_functions(t, module, ret_why)) < 0 ||
 	    (r = find_slot(t, uri, username, username_len, allow_uris, n_allow_uris, ret_why)) < 0)
 		goto out;
-	if (t->f->C_OpenSession(t->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &t->session) != CKR_OK) {
+	if (CALL(t, C_OpenSession, t->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &t->session) != CKR_OK) {
 		*ret_why = "pkcs11.token: cannot open a session";
 		r = KR_E_P11_TOKEN;
 		goto out;
@@ -222,7 +233,7 @@ out:
 	return 0;
 }
 
-int p11_lock(const char *path, unsigned max_seconds, int *ret_fd, const char **ret_why)
+int p11_lock(const char *path, int *ret_fd, const char **ret_why)
 {
 	int fd;
 
@@ -241,7 +252,6 @@ int p11_lock(const char *path, unsigned max_seconds, int *ret_fd, const char **r
 			return KR_E_SYSTEM;
 		}
 	}
-	alarm(max_seconds);
 	*ret_fd = fd;
 	return 0;
 }
@@ -250,7 +260,6 @@ void p11_unlock(int fd)
 {
 	if (fd < 0)
 		return;
-	alarm(0);
 	close(fd); /* closing releases the lock */
 }
 
@@ -259,11 +268,14 @@ void p11_close(struct p11_token *t)
 	if (!t)
 		return;
 	if (t->has_session)
-		t->f->C_CloseSession(t->session);
+		CALL(t, C_CloseSession, t->session);
 	if (t->initialized)
-		t->f->C_Finalize(NULL);
-	if (t->dl)
+		CALL(t, C_Finalize, NULL);
+	if (t->dl) {
+		p11_call_begin("dlclose"); /* the module's destructors run here */
 		dlclose(t->dl);
+		p11_call_end();
+	}
 	free(t->mechanisms);
 	free(t);
 }
@@ -274,10 +286,10 @@ bool p11_has_mechanism(struct p11_token *t, CK_MECHANISM_TYPE m)
 		CK_ULONG n = 0;
 
 		t->n_mechanisms = 0;
-		if (t->f->C_GetMechanismList(t->slot, NULL, &n) != CKR_OK || n == 0 ||
+		if (CALL(t, C_GetMechanismList, t->slot, NULL, &n) != CKR_OK || n == 0 ||
 		    !(t->mechanisms = calloc(n, sizeof(*t->mechanisms))))
 			return false;
-		if (t->f->C_GetMechanismList(t->slot, t->mechanisms, &n) == CKR_OK)
+		if (CALL(t, C_GetMechanismList, t->slot, t->mechanisms, &n) == CKR_OK)
 			t->n_mechanisms = (long)n;
 	}
 	for (long i = 0; i < t->n_mechanisms; i++)
@@ -288,7 +300,7 @@ bool p11_has_mechanism(struct p11_token *t, CK_MECHANISM_TYPE m)
 
 int p11_login(struct p11_token *t, const char *pin, size_t pin_len, const char **ret_why)
 {
-	CK_RV rv = t->f->C_Login(t->session, CKU_USER, (CK_UTF8CHAR *)pin, pin_len);
+	CK_RV rv = CALL(t, C_Login, t->session, CKU_USER, (CK_UTF8CHAR *)pin, pin_len);
 
 	if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN)
 		return 0;
@@ -432,7 +444,7 @@ static int check(struct p11_token *t, CK_RV rv)
 int p11_token_info(struct p11_token *t, CK_TOKEN_INFO *ret)
 {
 	CK_TOKEN_INFO ti;
-	int r = check(t, t->f->C_GetTokenInfo(t->slot, &ti));
+	int r = check(t, CALL(t, C_GetTokenInfo, t->slot, &ti));
 
 	if (r == 0)
 		*ret = ti;
@@ -449,12 +461,31 @@ unsigned long p11_writes(const struct p11_token *t)
 	return t->writes;
 }
 
+/* Codes the table does not name, as hex ("CKR_0x00000090"), each formatted once
+ * and kept for the process: callers keep a name as static text (a response's
+ * Result Message). A module returning more distinct unnamed codes than this
+ * within one connection is not worth more memory. */
+#define MAX_OTHER_RV 64
+
 const char *p11_rv_name(CK_RV rv)
 {
+	static struct {
+		CK_RV rv;
+		char name[32];
+	} other[MAX_OTHER_RV];
+	static size_t n_other;
+
 	for (size_t i = 0; i < sizeof(rv_table) / sizeof(rv_table[0]); i++)
 		if (rv_table[i].rv == rv)
 			return rv_table[i].name;
-	return "CKR_(other)";
+	for (size_t i = 0; i < n_other; i++)
+		if (other[i].rv == rv)
+			return other[i].name;
+	if (n_other == MAX_OTHER_RV)
+		return "CKR_(other)";
+	other[n_other].rv = rv;
+	snprintf(other[n_other].name, sizeof(other[n_other].name), "CKR_0x%08lX", (unsigned long)rv);
+	return other[n_other++].name;
 }
 
 /* The mechanisms the relay uses, by name, for audit records. */
@@ -537,11 +568,11 @@ int p11_find(struct p11_token *t, const CK_ATTRIBUTE *tmpl, size_t n, CK_OBJECT_
 	CK_ULONG found = 0;
 	int r;
 
-	r = check(t, t->f->C_FindObjectsInit(t->session, (CK_ATTRIBUTE *)tmpl, n));
+	r = check(t, CALL(t, C_FindObjectsInit, t->session, (CK_ATTRIBUTE *)tmpl, n));
 	if (r < 0)
 		return r;
-	r = check(t, t->f->C_FindObjects(t->session, out, max, &found));
-	t->f->C_FindObjectsFinal(t->session);
+	r = check(t, CALL(t, C_FindObjects, t->session, out, max, &found));
+	CALL(t, C_FindObjectsFinal, t->session);
 	if (r < 0)
 		return r;
 	*ret_count = found;
@@ -555,7 +586,7 @@ int p11_find_all(struct p11_token *t, const CK_ATTRIBUTE *tmpl, size_t n, CK_OBJ
 	CK_OBJECT_HANDLE *h = NULL;
 	size_t count = 0;
 	CK_ULONG found = CHUNK;
-	int r = check(t, t->f->C_FindObjectsInit(t->session, (CK_ATTRIBUTE *)tmpl, n));
+	int r = check(t, CALL(t, C_FindObjectsInit, t->session, (CK_ATTRIBUTE *)tmpl, n));
 
 	if (r < 0)
 		return r;
@@ -567,11 +598,11 @@ int p11_find_all(struct p11_token *t, const CK_ATTRIBUTE *tmpl, size_t n, CK_OBJ
 			break;
 		}
 		h = more;
-		r = check(t, t->f->C_FindObjects(t->session, h + count, CHUNK, &found));
+		r = check(t, CALL(t, C_FindObjects, t->session, h + count, CHUNK, &found));
 		if (r == 0)
 			count += found;
 	}
-	t->f->C_FindObjectsFinal(t->session);
+	CALL(t, C_FindObjectsFinal, t->session);
 	if (r < 0) {
 		free(h);
 		return r;
@@ -583,7 +614,7 @@ int p11_find_all(struct p11_token *t, const CK_ATTRIBUTE *tmpl, size_t n, CK_OBJ
 
 int p11_get_attrs(struct p11_token *t, CK_OBJECT_HANDLE h, CK_ATTRIBUTE *tmpl, size_t n)
 {
-	return check(t, t->f->C_GetAttributeValue(t->session, h, tmpl, n));
+	return check(t, CALL(t, C_GetAttributeValue, t->session, h, tmpl, n));
 }
 
 int p11_get_attr_alloc(struct p11_token *t, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type, uint8_t **ret,
@@ -612,42 +643,42 @@ int p11_get_attr_alloc(struct p11_token *t, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYP
 int p11_set_attrs(struct p11_token *t, CK_OBJECT_HANDLE h, CK_ATTRIBUTE *tmpl, size_t n)
 {
 	t->writes++;
-	return check(t, t->f->C_SetAttributeValue(t->session, h, tmpl, n));
+	return check(t, CALL(t, C_SetAttributeValue, t->session, h, tmpl, n));
 }
 
 int p11_create(struct p11_token *t, CK_ATTRIBUTE *tmpl, size_t n, CK_OBJECT_HANDLE *ret)
 {
 	t->writes++;
-	return check(t, t->f->C_CreateObject(t->session, tmpl, n, ret));
+	return check(t, CALL(t, C_CreateObject, t->session, tmpl, n, ret));
 }
 
 int p11_destroy(struct p11_token *t, CK_OBJECT_HANDLE h)
 {
 	t->writes++;
-	return check(t, t->f->C_DestroyObject(t->session, h));
+	return check(t, CALL(t, C_DestroyObject, t->session, h));
 }
 
 int p11_generate_key(struct p11_token *t, CK_MECHANISM *m, CK_ATTRIBUTE *tmpl, size_t n, CK_OBJECT_HANDLE *ret)
 {
 	t->writes++;
-	return check(t, t->f->C_GenerateKey(t->session, m, tmpl, n, ret));
+	return check(t, CALL(t, C_GenerateKey, t->session, m, tmpl, n, ret));
 }
 
 int p11_generate_key_pair(struct p11_token *t, CK_MECHANISM *m, CK_ATTRIBUTE *pub, size_t n_pub,
 			  CK_ATTRIBUTE *priv, size_t n_priv, CK_OBJECT_HANDLE *ret_pub, CK_OBJECT_HANDLE *ret_priv)
 {
 	t->writes++;
-	return check(t, t->f->C_GenerateKeyPair(t->session, m, pub, n_pub, priv, n_priv, ret_pub, ret_priv));
+	return check(t, CALL(t, C_GenerateKeyPair, t->session, m, pub, n_pub, priv, n_priv, ret_pub, ret_priv));
 }
 
 int p11_sign(struct p11_token *t, CK_MECHANISM *m, CK_OBJECT_HANDLE key, const uint8_t *in, size_t in_len,
 	     uint8_t *out, size_t *inout_len)
 {
 	CK_ULONG len = *inout_len;
-	int r = check(t, t->f->C_SignInit(t->session, m, key));
+	int r = check(t, CALL(t, C_SignInit, t->session, m, key));
 
 	if (r == 0)
-		r = check(t, t->f->C_Sign(t->session, (CK_BYTE *)in, in_len, out, &len));
+		r = check(t, CALL(t, C_Sign, t->session, (CK_BYTE *)in, in_len, out, &len));
 	if (r == 0)
 		*inout_len = len;
 	return r;
@@ -657,10 +688,10 @@ int p11_digest(struct p11_token *t, CK_MECHANISM *m, const uint8_t *in, size_t i
 	       size_t *inout_len)
 {
 	CK_ULONG len = *inout_len;
-	int r = check(t, t->f->C_DigestInit(t->session, m));
+	int r = check(t, CALL(t, C_DigestInit, t->session, m));
 
 	if (r == 0)
-		r = check(t, t->f->C_Digest(t->session, (CK_BYTE *)in, in_len, out, &len));
+		r = check(t, CALL(t, C_Digest, t->session, (CK_BYTE *)in, in_len, out, &len));
 	if (r == 0)
 		*inout_len = len;
 	return r;
@@ -668,16 +699,16 @@ int p11_digest(struct p11_token *t, CK_MECHANISM *m, const uint8_t *in, size_t i
 
 int p11_random(struct p11_token *t, uint8_t *out, size_t len)
 {
-	return check(t, t->f->C_GenerateRandom(t->session, out, len));
+	return check(t, CALL(t, C_GenerateRandom, t->session, out, len));
 }
 
 int p11_verify(struct p11_token *t, CK_MECHANISM *m, CK_OBJECT_HANDLE key, const uint8_t *in, size_t in_len,
 	       const uint8_t *sig, size_t sig_len)
 {
-	int r = check(t, t->f->C_VerifyInit(t->session, m, key));
+	int r = check(t, CALL(t, C_VerifyInit, t->session, m, key));
 
 	if (r == 0)
-		r = check(t, t->f->C_Verify(t->session, (CK_BYTE *)in, in_len, (CK_BYTE *)sig, sig_len));
+		r = check(t, CALL(t, C_Verify, t->session, (CK_BYTE *)in, in_len, (CK_BYTE *)sig, sig_len));
 	return r;
 }
 
@@ -692,11 +723,12 @@ static CK_RV crypt_call(struct p11_token *t, CK_SESSION_HANDLE s, bool encrypt, 
 
 	switch (step) {
 	case CRYPT_ONCE:
-		return encrypt ? t->f->C_Encrypt(s, i, in_len, out, len) : t->f->C_Decrypt(s, i, in_len, out, len);
+		return encrypt ? CALL(t, C_Encrypt, s, i, in_len, out, len) : CALL(t, C_Decrypt, s, i, in_len, out, len);
 	case CRYPT_UPDATE:
-		return encrypt ? t->f->C_EncryptUpdate(s, i, in_len, out, len) : t->f->C_DecryptUpdate(s, i, in_len, out, len);
+		return encrypt ? CALL(t, C_EncryptUpdate, s, i, in_len, out, len)
+			       : CALL(t, C_DecryptUpdate, s, i, in_len, out, len);
 	default:
-		return encrypt ? t->f->C_EncryptFinal(s, out, len) : t->f->C_DecryptFinal(s, out, len);
+		return encrypt ? CALL(t, C_EncryptFinal, s, out, len) : CALL(t, C_DecryptFinal, s, out, len);
 	}
 }
 
@@ -726,7 +758,7 @@ static int crypt_alloc(struct p11_token *t, CK_SESSION_HANDLE s, bool encrypt, e
 
 int p11_crypt_init(struct p11_token *t, CK_SESSION_HANDLE s, bool encrypt, CK_MECHANISM *m, CK_OBJECT_HANDLE key)
 {
-	return check(t, encrypt ? t->f->C_EncryptInit(s, m, key) : t->f->C_DecryptInit(s, m, key));
+	return check(t, encrypt ? CALL(t, C_EncryptInit, s, m, key) : CALL(t, C_DecryptInit, s, m, key));
 }
 
 int p11_encrypt(struct p11_token *t, CK_MECHANISM *m, CK_OBJECT_HANDLE key, const uint8_t *in, size_t in_len,
@@ -748,7 +780,7 @@ int p11_decrypt(struct p11_token *t, CK_MECHANISM *m, CK_OBJECT_HANDLE key, cons
 int p11_session_open(struct p11_token *t, CK_SESSION_HANDLE *ret)
 {
 	CK_SESSION_HANDLE s;
-	int r = check(t, t->f->C_OpenSession(t->slot, CKF_SERIAL_SESSION, NULL, NULL, &s));
+	int r = check(t, CALL(t, C_OpenSession, t->slot, CKF_SERIAL_SESSION, NULL, NULL, &s));
 
 	if (r == 0)
 		*ret = s;
@@ -757,7 +789,7 @@ int p11_session_open(struct p11_token *t, CK_SESSION_HANDLE *ret)
 
 void p11_session_close(struct p11_token *t, CK_SESSION_HANDLE s)
 {
-	t->f->C_CloseSession(s);
+	CALL(t, C_CloseSession, s);
 }
 
 int p11_crypt_update(struct p11_token *t, CK_SESSION_HANDLE s, bool encrypt, const uint8_t *in, size_t in_len,

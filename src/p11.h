@@ -25,11 +25,11 @@ int p11_open(const char *module, const char *token_uri, const char *username, si
 int p11_token_info(struct p11_token *t, CK_TOKEN_INFO *ret) KR_WUR;
 /* An exclusive flock() on path, held from before p11_open until after p11_login
  * (SoftHSM rewrites its token file on every login, and another process reading it
- * meanwhile finds no token) and around metadata writes. A module that hangs while
- * the lock is held would stall every connection, so holding it longer than
- * max_seconds ends the process (SIGALRM), which releases it. *ret_fd is the fd to
- * pass to p11_unlock, or -1 with no path. */
-int p11_lock(const char *path, unsigned max_seconds, int *ret_fd, const char **ret_why) KR_WUR;
+ * meanwhile finds no token) and around metadata writes. A module call that hangs
+ * while the lock is held would stall every connection; the call's deadline
+ * (pkcs11.call_timeout, p11_call.h) ends the process, which releases it. *ret_fd
+ * is the fd to pass to p11_unlock, or -1 with no path. */
+int p11_lock(const char *path, int *ret_fd, const char **ret_why) KR_WUR;
 void p11_unlock(int fd);
 
 /* C_Finalize and dlclose; accepts NULL. */
@@ -48,7 +48,9 @@ void p11_pin_free(char *pin, size_t len);
 /* How many calls that may change the token (object creation, destruction and
  * attribute writes) this token has made. */
 unsigned long p11_writes(const struct p11_token *t);
-/* The last failing call's CKR_ code, and the name of a code ("CKR_KEY_SIZE_RANGE"). */
+
+/* The last failing call's CKR_ code, and the name of a code ("CKR_KEY_SIZE_RANGE",
+ * or in hex, "CKR_0x00000090", for one without a name here): static text. */
 CK_RV p11_last_rv(const struct p11_token *t);
 const char *p11_rv_name(CK_RV rv);
 /* The name of a mechanism the relay uses ("CKM_ECDSA"). */

@@ -179,7 +179,7 @@ int store_lock(struct store *s, int *ret_fd)
 {
 	const char *why;
 
-	return p11_lock(s->lock_file, s->lock_seconds, ret_fd, &why);
+	return p11_lock(s->lock_file, ret_fd, &why);
 }
 
 void store_unlock(int fd)

@@ -41,7 +41,6 @@ struct store_obj {
 struct store {
 	struct p11_token *tok; /* borrowed */
 	const char *lock_file; /* serialises metadata writers between processes */
-	unsigned lock_seconds; /* the longest a process may hold it */
 	struct store_obj cache[32]; /* objects found on this connection */
 	size_t n_cache;
 	CK_OBJECT_HANDLE written; /* the metadata generation written last */

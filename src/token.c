@@ -33,12 +33,11 @@ static const char *const *allowed_tokens(const struct cfg *c, const struct cfg_c
 }
 
 /* Module loading and login, serialised between processes by the lock file. A
- * module that hangs while this process holds the lock would stall every other
- * connection's login, so the lock is held for timeouts.handshake seconds at most:
- * then SIGALRM ends this process, and the kernel releases the lock. With a
- * username, it picks the token among those cl's tokens (else pkcs11.token) match;
- * else token_uri does. The PIN guard decides under the same lock whether C_Login
- * may be tried at all. */
+ * module call that hangs while this process holds the lock would stall every
+ * other connection's login: its deadline (pkcs11.call_timeout) ends this process,
+ * and the kernel releases the lock. With a username, it picks the token among
+ * those cl's tokens (else pkcs11.token) match; else token_uri does. The PIN guard
+ * decides under the same lock whether C_Login may be tried at all. */
 static int open_and_login(struct conn_token *ct, const char *token_uri, const struct cfg_client *cl,
 			  const char *username, size_t username_len, bool client_pin, const char *pin, size_t pin_len)
 {
@@ -49,7 +48,7 @@ static int open_and_login(struct conn_token *ct, const char *token_uri, const st
 	CK_TOKEN_INFO ti;
 	int lock = -1, r;
 
-	r = p11_lock(c->pkcs11.lock_file, c->timeouts.handshake, &lock, &ct->why);
+	r = p11_lock(c->pkcs11.lock_file, &lock, &ct->why);
 	if (r == 0)
 		r = p11_open(c->pkcs11.module, token_uri, username, username_len, allow, n_allow, &ct->tok, &ct->why);
 	if (r == 0 && (r = p11_token_info(ct->tok, &ti)) < 0)
@@ -65,8 +64,7 @@ static int open_and_login(struct conn_token *ct, const char *token_uri, const st
 		token_close(ct);
 		return r;
 	}
-	ct->store = (struct store){ .tok = ct->tok, .lock_file = c->pkcs11.lock_file,
-				    .lock_seconds = c->timeouts.handshake };
+	ct->store = (struct store){ .tok = ct->tok, .lock_file = c->pkcs11.lock_file };
 	return 0;
 }
 

@@ -8,7 +8,14 @@
  *     abort    abort() (SIGABRT)
  *     garbage  "GARBAGE\n" lines written to fd 1 and fd 2, then the call is
  *              forwarded as usual
- *     hang     sleep FAULTY_P11_HANG_SECONDS (default 30), then forward
+ *     hang     sleep FAULTY_P11_HANG_SECONDS (default 30), then forward; when
+ *              the sleep ends, "<pid> <function> hang-end" is noted
+ *     hang-unalarm
+ *              first cancel what alarm() and setitimer(ITIMER_REAL) armed and
+ *              ignore SIGALRM, as a module may, then hang as above
+ *     limits   note "limits=dumpable:D,core:SOFT:HARD" instead of the action:
+ *              prctl(PR_GET_DUMPABLE) and RLIMIT_CORE inside the process that
+ *              loaded the module ("unlimited" for RLIM_INFINITY), then forward
  *     corrupt  forward, then, if the call succeeded, flip the lowest bit of the
  *              last byte of its output (C_Sign's signature, C_GenerateRandom's
  *              bytes, C_Encrypt's ciphertext...): a token that returns wrong
@@ -30,16 +37,23 @@
  *   FAULTY_P11_LOG=path          each fault, as it fires, appends a line
  *              "<pid> <function> <action>" here
  *
+ * <function> may also be "dlopen": the fault fires while the module is loaded
+ * (in its constructor), where only segv, abort, hang and hang-unalarm apply.
+ *
  * It is built without sanitizers, so that it loads into any program.
  * Build: cc -shared -fPIC $(pkg-config --cflags p11-kit-1) -o faulty_p11.so faulty_p11.c */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE
 
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -86,13 +100,46 @@ static void note(const char *function, const char *action)
 	close(fd);
 }
 
-static void hang(void)
+static void hang(const char *function)
 {
 	const char *env = getenv("FAULTY_P11_HANG_SECONDS");
 	struct timespec ts = { env && *env ? atol(env) : DEFAULT_HANG_SECONDS, 0 };
 
 	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 		;
+	note(function, "hang-end");
+}
+
+/* What a module may do to the process's SIGALRM timers. */
+static void unalarm(void)
+{
+	static const struct itimerval off;
+
+	alarm(0);
+	setitimer(ITIMER_REAL, &off, NULL);
+	signal(SIGALRM, SIG_IGN);
+}
+
+static void rlimit_text(rlim_t v, char *out, size_t size)
+{
+	if (v == RLIM_INFINITY)
+		snprintf(out, size, "unlimited");
+	else
+		snprintf(out, size, "%llu", (unsigned long long)v);
+}
+
+/* Notes whether this process may leave a core dump. */
+static void note_limits(const char *function)
+{
+	struct rlimit core = { 0, 0 };
+	char soft[24], hard[24], action[96];
+
+	getrlimit(RLIMIT_CORE, &core);
+	rlimit_text(core.rlim_cur, soft, sizeof(soft));
+	rlimit_text(core.rlim_max, hard, sizeof(hard));
+	snprintf(action, sizeof(action), "limits=dumpable:%d,core:%s:%s", prctl(PR_GET_DUMPABLE, 0, 0, 0, 0), soft,
+		 hard);
+	note(function, action);
 }
 
 static void garbage(void)
@@ -181,6 +228,10 @@ static enum effect maybe_fault(const char *function, CK_RV *ret_rv)
 	if (!action)
 		return AS_USUAL;
 	action += len + 1;
+	if (strcmp(action, "limits") == 0) {
+		note_limits(function);
+		return AS_USUAL;
+	}
 	note(function, action);
 	if (strcmp(action, "segv") == 0) {
 		volatile int *volatile p = NULL; /* neither the load nor the store can go */
@@ -191,7 +242,10 @@ static enum effect maybe_fault(const char *function, CK_RV *ret_rv)
 	} else if (strcmp(action, "garbage") == 0) {
 		garbage();
 	} else if (strcmp(action, "hang") == 0) {
-		hang();
+		hang(function);
+	} else if (strcmp(action, "hang-unalarm") == 0) {
+		unalarm();
+		hang(function);
 	} else if (strcmp(action, "corrupt") == 0) {
 		return CORRUPT_OUTPUT;
 	} else if (strncmp(action, "rv=", 3) == 0) {
@@ -370,6 +424,13 @@ CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list)
 	}
 	*list = &functions;
 	return CKR_OK;
+}
+
+__attribute__((constructor)) static void faulty_load(void)
+{
+	CK_RV rv;
+
+	maybe_fault("dlopen", &rv);
 }
 
 __attribute__((destructor)) static void faulty_unload(void)

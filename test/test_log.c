@@ -1,10 +1,14 @@
-/* Unit tests for the log module: escaping of client text and cuts at UTF-8
- * character boundaries. */
+/* Unit tests for the log module: escaping of client text, cuts at UTF-8
+ * character boundaries, the line prefix (made without gmtime_r, which is not
+ * async-signal-safe) and log_emergency. */
 #include "config.h"
 
 #include <check.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -68,16 +72,93 @@ START_TEST(test_utf8_prefix)
 }
 END_TEST
 
+/* What gmtime_r and strftime make of ts, as log_line_prefix should. */
+static const char *reference_prefix(const struct timespec *ts, long pid)
+{
+	static char out[128];
+	char stamp[32];
+	struct tm tm;
+
+	ck_assert_ptr_nonnull(gmtime_r(&ts->tv_sec, &tm));
+	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out, sizeof(out), "%s.%03ldZ kmip-relay[%ld]: ", stamp, ts->tv_nsec / 1000000, pid);
+	return out;
+}
+
+static void check_prefix(time_t sec, long nsec, long pid)
+{
+	struct timespec ts = { sec, nsec };
+	char out[LOG_PREFIX_MAX];
+	size_t n = log_line_prefix(&ts, pid, out);
+
+	ck_assert_str_eq(out, reference_prefix(&ts, pid));
+	ck_assert_uint_eq(n, strlen(out));
+}
+
+START_TEST(test_line_prefix)
+{
+	/* The epoch, leap days (2000 is a leap year, 2100 is not), the ends of
+	 * months and years, the last second of 9999, milliseconds cut, not rounded. */
+	check_prefix(0, 0, 1);
+	check_prefix(951782400, 999999999, 42);   /* 2000-02-29T00:00:00.999 */
+	check_prefix(951868799, 1000000, 4194304); /* 2000-02-29T23:59:59.001 */
+	check_prefix(4107542399, 0, 7);            /* 2100-02-28T23:59:59 */
+	check_prefix(4107542400, 0, 7);            /* 2100-03-01T00:00:00 */
+	check_prefix(1767225599, 500000000, 7);    /* 2025-12-31T23:59:59.500 */
+	check_prefix(253402300799, 0, 2147483647); /* 9999-12-31T23:59:59 */
+	/* Every day from 1970 to 2400, at a different time of day each. */
+	for (time_t day = 0; day < 157054; day++)
+		check_prefix(day * 86400 + (day * 7919) % 86400, (long)(day % 1000) * 1000000, day + 1);
+}
+END_TEST
+
+START_TEST(test_emergency_after_held_lines)
+{
+	char path[] = "/tmp/test_log.XXXXXX", text[1024], pid[32];
+	int fd = mkstemp(path);
+	FILE *f;
+	size_t n;
+
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	log_open(LOG_TARGET_NONE);
+	ck_assert_int_eq(log_open_file(path), 0);
+	log_hold();
+	log_msg(LOG_INFO, "an audit record held for the response");
+	log_emergency("pkcs11: C_Login did not return within 30 s (pkcs11.call_timeout); exiting");
+	log_close();
+	f = fopen(path, "r");
+	ck_assert_ptr_nonnull(f);
+	n = fread(text, 1, sizeof(text) - 1, f);
+	fclose(f);
+	unlink(path);
+	text[n] = '\0';
+	/* Two whole lines, the held one first, each with the usual prefix. */
+	snprintf(pid, sizeof(pid), "Z kmip-relay[%ld]: ", (long)getpid());
+	ck_assert_uint_eq(n, 2 * 23 + 2 * strlen(pid) + strlen("an audit record held for the response\n") +
+				     strlen("pkcs11: C_Login did not return within 30 s (pkcs11.call_timeout); exiting\n"));
+	ck_assert_int_eq(memcmp(text + 23, pid, strlen(pid)), 0);
+	ck_assert_ptr_nonnull(strstr(text, "]: an audit record held for the response\n"));
+	ck_assert_ptr_nonnull(strstr(text, "]: pkcs11: C_Login did not return"));
+	ck_assert(strstr(text, "held for") < strstr(text, "C_Login"));
+	ck_assert_str_eq(text + n - 1, "\n");
+}
+END_TEST
+
 static Suite *log_suite(void)
 {
 	Suite *s = suite_create("log");
 	TCase *tc = tcase_create("escape");
+	TCase *lines = tcase_create("lines");
 
 	tcase_add_test(tc, test_escape_controls);
 	tcase_add_test(tc, test_escape_utf8);
 	tcase_add_test(tc, test_escape_cut_at_boundary);
 	tcase_add_test(tc, test_utf8_prefix);
 	suite_add_tcase(s, tc);
+	tcase_add_test(lines, test_line_prefix);
+	tcase_add_test(lines, test_emergency_after_held_lines);
+	suite_add_tcase(s, lines);
 	return s;
 }
 

@@ -5,6 +5,7 @@ log checks. Run with Debian's /usr/bin/python3."""
 import atexit
 import base64
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -48,6 +49,37 @@ def wait_listening(port, timeout=10):
                     return
         time.sleep(0.02)
     raise TimeoutError("nothing listens on 127.0.0.1:%d" % port)
+
+
+# Processes, by /proc: a relay behind systemd-socket-activate is its child.
+
+def children(pid):
+    """The pids of a process's children, from /proc/PID/task/*/children."""
+    pids = []
+    for path in glob.glob("/proc/%d/task/*/children" % pid):
+        try:
+            with open(path) as f:
+                pids += [int(p) for p in f.read().split()]
+        except (FileNotFoundError, ProcessLookupError):  # the task ended meanwhile
+            pass
+    return pids
+
+
+def alive(pid):
+    """True while pid exists and is not a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):  # gone before, or while, it was read
+        return False
+
+
+def wait_gone(pids, timeout=10):
+    """Waits until none of pids is alive; returns those still alive."""
+    deadline = time.time() + timeout
+    while any(alive(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.02)
+    return [p for p in pids if alive(p)]
 
 
 def run(cmd, **kw):

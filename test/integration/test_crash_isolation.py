@@ -14,21 +14,29 @@ listener is served normally.
 - WrongResultTest: the module does not crash but answers wrongly - a signature
   with a bit flipped, which keys.verify_signatures must catch, or an error code
   for C_GenerateRandom, which keys.software_random works around only when the
-  token has no generator.
+  token has no generator, and which the Result Message names (in hex when the
+  relay has no name for it).
+- DeadlineTest: a module call that does not return within pkcs11.call_timeout
+  ends its process, with one log line naming the function, whether or not the
+  process holds pkcs11.lock_file, and even when the module cancels alarm() and
+  setitimer() timers; the line reaches every log target but fd 2 under inetd.
+- CoreDumpTest: the relay process can leave no core dump (issue 11, finding 11).
 
-A hung module holds its own process for as long as it hangs (nothing in the relay
-bounds a module call), except while that process holds pkcs11.lock_file, which
-every login takes: then it is ended after timeouts.handshake seconds. Hung
-processes are killed by pid at the end of each test.
+A hung module holds its own process, and only that, until the call's deadline
+(issue 11, finding 12). Hung processes still running are killed by pid at the
+end of each test.
 
 A crash under AddressSanitizer leaves a SEGV report; the tests accept exactly the
 reports of the processes the module made crash, and nothing else."""
 
 import glob
 import os
+import re
+import shlex
 import signal
 import socket
 import ssl
+import subprocess
 import time
 import unittest
 
@@ -38,8 +46,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding
 
 from relaytest import (BYTES, CRYPTOGRAPHIC_FAILURE, ENUM, FAILED, GENERAL_FAILURE, INTEGER, INVALID_FIELD,
                        OP_QUERY, OP_RNG_RETRIEVE, OP_SIGN, RELAY, SUCCESS, TEXT,
-                       UNSUPPORTED_CRYPTOGRAPHIC_PARAMETERS, V1, V2, RelayTestCase, T, Token, batch_items,
-                       exchange, find, item, key_material, public_key_of, reason_in, request, spki_sha256)
+                       UNSUPPORTED_CRYPTOGRAPHIC_PARAMETERS, V1, V2, RelayTestCase, T, Token, alive,
+                       batch_items, children, exchange, find, free_port, item, key_material, public_key_of,
+                       reason_in, request, spki_sha256, wait_gone, wait_listening)
 
 FAULTY_P11 = os.environ.get("FAULTY_P11") or os.path.join(os.path.dirname(os.path.abspath(RELAY)),
                                                           "test", "faulty_p11.so")
@@ -53,32 +62,18 @@ UNIQUE_IDENTIFIER, PUBLIC_KEY, OBJECT_TYPE_PUBLIC_KEY = 0x420094, 0x42006D, 3
 DATA, SIGNATURE_DATA = 0x4200C2, 0x4200C3
 
 
-def children(pid):
-    """The pids of a process's children, from /proc/PID/task/*/children."""
-    pids = []
-    for path in glob.glob("/proc/%d/task/*/children" % pid):
-        try:
-            with open(path) as f:
-                pids += [int(p) for p in f.read().split()]
-        except (FileNotFoundError, ProcessLookupError):  # the task ended meanwhile
-            pass
-    return pids
+def deadline_line(function, timeout):
+    """What a process logs as the deadline of its module call ends it."""
+    return "pkcs11: %s did not return within %d s (pkcs11.call_timeout); exiting" % (function, timeout)
 
 
-def alive(pid):
-    """True while pid exists and is not a zombie."""
+def assert_closed_without_a_byte(testcase, sock):
+    """sock's peer closed it (an EOF or a reset) without sending anything."""
+    sock.settimeout(CLIENT_TIMEOUT)
     try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rpartition(")")[2].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):  # gone before, or while, it was read
-        return False
-
-
-def wait_gone(pids, timeout=10):
-    deadline = time.time() + timeout
-    while any(alive(p) for p in pids) and time.time() < deadline:
-        time.sleep(0.02)
-    return [p for p in pids if alive(p)]
+        testcase.assertEqual(sock.recv(1), b"")
+    except ConnectionResetError:
+        pass
 
 
 class FaultTestCase(RelayTestCase):
@@ -94,19 +89,19 @@ class FaultTestCase(RelayTestCase):
         self.fault_log = os.path.join(self.tmp, "faults")
         self.env.update(SOFTHSM2_CONF=self.token.conf, FAULTY_P11_FAULT_FILE=self.fault_file,
                         FAULTY_P11_LOG=self.fault_log, FAULTY_P11_HANG_SECONDS=str(HANG_SECONDS))
-        cert = self.server_cert_for(self.token, "EC:prime256v1", "01")
+        self.tls = {"certificate": self.server_cert_for(self.token, "EC:prime256v1", "01"),
+                    "key": "pkcs11:id=%01"}
         self.pkcs11 = {"module": FAULTY_P11, "token": "pkcs11:token=kmip-relay",
                        "pin_file": self.token.pin_file,
                        "lock_file": os.path.join(self.tmp, "p11.lock")}
-        self.cfg = self.config(tls={"certificate": cert, "key": "pkcs11:id=%01"},
-                               pkcs11=self.pkcs11)
+        self.cfg = self.config(tls=self.tls, pkcs11=self.pkcs11)
 
     def tearDown(self):
         # Hung relays are killed by pid, as children of this test's
         # systemd-socket-activate; the others are waited for, so that their
         # sanitizer reports are all written before they are read.
         relays = [c for p in self.procs for c in children(p.pid)]
-        hung = {pid for pid, _, action in self.fired() if action == "hang"}
+        hung = {pid for pid, _, action in self.fired() if action.startswith("hang")}
         for pid in relays:
             if pid in hung and alive(pid):
                 os.kill(pid, signal.SIGKILL)
@@ -149,6 +144,19 @@ class FaultTestCase(RelayTestCase):
             if time.time() > deadline:
                 self.fail("%s:%s never fired (%r)" % (function, action, self.fired()))
             time.sleep(0.02)
+
+    def assert_ended_at_deadline(self, pid, function, since, timeout):
+        """The process ended about timeout seconds after since (when the call began,
+        within the fault log's polling), and its last log line names the call."""
+        self.assertEqual(wait_gone([pid], timeout + 10), [], "the hung relay was not ended")
+        elapsed = time.monotonic() - since
+        self.assertGreater(elapsed, timeout - 0.5)
+        self.assertLess(elapsed, timeout + 2)
+        self.assertNotIn((pid, function, "hang-end"), self.fired())
+        key = "kmip-relay[%d]: " % pid
+        lines = [l.partition(key)[2] for l in self.log_lines(wait_for=key + "pkcs11: ") if key in l]
+        self.assertEqual(lines[-1:], [deadline_line(function, timeout)])
+        self.assertEqual(sum(l.startswith("pkcs11: ") for l in lines), 1)
 
     # What the client sees.
 
@@ -228,39 +236,16 @@ class HandshakeFaultTest(FaultTestCase):
                 self.assert_served(port)
                 self.wait_fired(function, "garbage")
 
-    def test_hang_in_login_holding_the_lock(self):
-        # C_Login runs under pkcs11.lock_file, which every connection's login takes:
-        # a process may hold it for timeouts.handshake seconds, then it is ended.
-        self.cfg = self.config(tls={"certificate": self.server_cert_for(self.token, "EC:prime256v1",
-                                                                        "02"),
-                                    "key": "pkcs11:id=%02"},
-                               timeouts={"handshake": 2}, pkcs11=self.pkcs11)
-        port = self.start(self.cfg)
-        self.set_fault("C_Login:hang")
-        hung_client = socket.create_connection(("127.0.0.1", port), timeout=CLIENT_TIMEOUT)
-        try:
-            pid = self.wait_fired("C_Login", "hang")
-            self.set_fault("")
-            start = time.monotonic()
-            self.assert_served(port)  # waits for the lock, then is served
-            self.assertLess(time.monotonic() - start, 5)
-            self.assertEqual(wait_gone([pid]), [], "the hung relay was not ended")
-            try:
-                self.assertEqual(hung_client.recv(1), b"")
-            except ConnectionResetError:
-                pass
-        finally:
-            hung_client.close()
-
     def test_hang_holds_only_its_connection(self):
         # C_GetAttributeValue runs after C_Login, outside the lock file, before the
-        # handshake. Nothing in the relay bounds a module call: the hung process
-        # keeps its connection until it is killed, but only that one.
-        port = self.start(self.cfg)
+        # handshake. The hung process keeps its connection, and only that one,
+        # until the call's deadline ends it.
+        port = self.start(self.config(tls=self.tls, pkcs11=dict(self.pkcs11, call_timeout=5)))
         self.set_fault("C_GetAttributeValue:hang")
         hung_client = socket.create_connection(("127.0.0.1", port), timeout=CLIENT_TIMEOUT)
         try:
             pid = self.wait_fired("C_GetAttributeValue", "hang")
+            since = time.monotonic()
             self.assertIn(pid, children(self.procs[-1].pid))
             self.set_fault("")
             self.assert_served(port)
@@ -269,13 +254,8 @@ class HandshakeFaultTest(FaultTestCase):
             hung_client.settimeout(0.2)
             with self.assertRaises(socket.timeout):
                 hung_client.recv(1)
-            os.kill(pid, signal.SIGKILL)
-            self.assertEqual(wait_gone([pid]), [])
-            hung_client.settimeout(CLIENT_TIMEOUT)
-            try:
-                self.assertEqual(hung_client.recv(1), b"")
-            except ConnectionResetError:
-                pass
+            self.assert_ended_at_deadline(pid, "C_GetAttributeValue", since, 5)
+            assert_closed_without_a_byte(self, hung_client)
         finally:
             hung_client.close()
 
@@ -353,22 +333,36 @@ class OperationFaultTest(FaultTestCase):
                 self.assert_sign_served(port)
                 self.wait_fired(function, "garbage")
 
-    def test_get_hang_holds_only_its_connection(self):
-        port = self.start(self.cfg)
-        self.set_fault("C_FindObjectsInit:hang")
+    def check_hang(self, function, send, served, timeout, **pkcs11):
+        """A request whose call hangs gets no answer; the other connections are
+        served meanwhile, and the deadline ends the hung process."""
+        values = dict(self.pkcs11, call_timeout=timeout, **pkcs11)
+        port = self.start(self.config(pkcs11={k: v for k, v in values.items() if v is not None}))
+        self.set_fault(function + ":hang")
         with self.connect(port) as hung:
-            hung.settimeout(CLIENT_TIMEOUT)
-            hung.sendall(request(OP_GET, [item(UNIQUE_IDENTIFIER, TEXT, self.uid)]))
-            pid = self.wait_fired("C_FindObjectsInit", "hang")
+            hung.settimeout(CLIENT_TIMEOUT + timeout)
+            hung.sendall(request(*send))
+            pid = self.wait_fired(function, "hang")
+            since = time.monotonic()
             self.set_fault("")
-            self.assert_get_served(port)
+            served(port)
             self.assertTrue(alive(pid), "the hung relay is gone")
-            os.kill(pid, signal.SIGKILL)
-            self.assertEqual(wait_gone([pid]), [])
+            self.assert_ended_at_deadline(pid, function, since, timeout)
             try:
                 self.assertEqual(hung.recv(8), b"")
             except (ConnectionError, ssl.SSLEOFError):
                 pass
+        served(port)
+
+    def test_get_hang_holds_only_its_connection(self):
+        self.check_hang("C_FindObjectsInit", (OP_GET, [item(UNIQUE_IDENTIFIER, TEXT, self.uid)]),
+                        self.assert_get_served, 5)
+
+    def test_sign_hang_without_lock_file_ends_at_the_deadline(self):
+        # The hot path, and nothing holds the lock file: only the deadline ends it.
+        self.check_hang("C_Sign", (OP_SIGN, [item(UNIQUE_IDENTIFIER, TEXT, "A1B2C3_priv"),
+                                             item(DATA, BYTES, b"never signed")]),
+                        self.assert_sign_served, 2, lock_file=None)
 
 
 class WrongResultTest(FaultTestCase):
@@ -491,6 +485,188 @@ class WrongResultTest(FaultTestCase):
         self.assertEqual([(fn, action) for _, fn, action in self.fired()],
                          [("C_GenerateRandom", "rv=CKR_RANDOM_NO_RNG")] * requests +
                          [("C_GenerateRandom", "rv=CKR_DEVICE_ERROR")])
+
+    def test_unnamed_code_shown_in_hex(self):
+        # A CKR_ code that the relay's table does not name: the vendor range, and
+        # one of PKCS#11's own (CKR_OPERATION_ACTIVE), on one connection.
+        port = self.serve()
+        with self.kmip(port, version=V2) as c:
+            c.sock.settimeout(CLIENT_TIMEOUT)
+            for code in ("0x80000123", "0x90"):
+                with self.subTest(code=code):
+                    self.set_fault("C_GenerateRandom:rv=" + code)
+                    self.assert_failed(c.call(OP_RNG_RETRIEVE, [item(T["DataLength"], INTEGER, 32)]),
+                                       GENERAL_FAILURE, "CKR_0x%08X" % int(code, 16))
+        self.set_fault("")
+
+
+class DeadlineTest(FaultTestCase):
+    """A module call that hangs, with pkcs11.call_timeout 2, in the login that
+    comes before the handshake (the TLS key is in the token). The hung client
+    never gets a byte; its process ends at the deadline with a log line naming
+    the function; a later connection is served."""
+
+    TIMEOUT = 2
+
+    def serve(self, lock_file=True, wrapper=()):
+        pkcs11 = dict(self.pkcs11, call_timeout=self.TIMEOUT)
+        if not lock_file:
+            del pkcs11["lock_file"]
+        return self.start(self.config(tls=self.tls, pkcs11=pkcs11), wrapper=wrapper)
+
+    def check_deadline(self, function, action="hang", lock_file=True, wrapper=()):
+        """Returns how long a connection made as the call hung waited to be served."""
+        port = self.serve(lock_file, wrapper)
+        self.set_fault("%s:%s" % (function, action))
+        hung_client = socket.create_connection(("127.0.0.1", port), timeout=CLIENT_TIMEOUT)
+        try:
+            pid = self.wait_fired(function, action)
+            since = time.monotonic()
+            self.set_fault("")
+            self.assert_served(port)
+            waited = time.monotonic() - since
+            self.assert_ended_at_deadline(pid, function, since, self.TIMEOUT)
+            assert_closed_without_a_byte(self, hung_client)
+        finally:
+            hung_client.close()
+        self.assert_served(port)
+        return waited
+
+    def test_login_holding_the_lock(self):
+        # C_Login runs under pkcs11.lock_file, which every login takes: the next
+        # connection waits until the deadline ends the hung process.
+        self.assertGreater(self.check_deadline("C_Login"), self.TIMEOUT - 0.5)
+
+    def test_login_without_lock_file(self):
+        # Nothing else bounds the call; the next connection does not wait for it.
+        self.assertLess(self.check_deadline("C_Login", lock_file=False), self.TIMEOUT - 0.5)
+
+    def test_module_cannot_cancel_the_deadline(self):
+        # The module cancels alarm() and setitimer() and ignores SIGALRM first.
+        self.check_deadline("C_Login", "hang-unalarm")
+
+    def test_dlopen(self):
+        # The module's constructor hangs inside dlopen, under the lock file.
+        self.check_deadline("dlopen")
+
+    def test_never_on_fd_2_under_inetd(self):
+        # As under xinetd, stderr is the connection as well: the hung client
+        # gets no byte of the log line.
+        self.check_deadline("C_Login", wrapper=["/bin/sh", "-c", 'exec "$0" "$@" 2>&1'])
+
+    def test_listen_logs_to_stderr(self):
+        port = free_port()
+        relay = subprocess.Popen([RELAY, "--config", self.config(tls=self.tls, pkcs11=dict(
+            self.pkcs11, call_timeout=self.TIMEOUT)), "--listen", "127.0.0.1:%d" % port],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.procs.append(relay)
+        wait_listening(port)
+        self.set_fault("C_Login:hang")
+        with socket.create_connection(("127.0.0.1", port), timeout=CLIENT_TIMEOUT) as hung_client:
+            pid = self.wait_fired("C_Login", "hang")
+            since = time.monotonic()
+            self.assertEqual(pid, relay.pid)
+            stderr = relay.communicate(timeout=self.TIMEOUT + 10)[1].decode()
+            self.assertEqual(relay.returncode, 1)
+            self.assert_ended_at_deadline(pid, "C_Login", since, self.TIMEOUT)
+            assert_closed_without_a_byte(self, hung_client)
+        self.assertEqual(stderr.splitlines()[-1].partition("kmip-relay[%d]: " % pid)[2],
+                         deadline_line("C_Login", self.TIMEOUT))
+
+    def datagram_target(self, path):
+        """A datagram socket bound at path, as the journal's or syslog's."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(sock.close)
+        sock.bind(path)
+        sock.settimeout(0.2)
+        return sock
+
+    def received(self, sock, want, timeout=10):
+        """The datagrams that came, until one is want or timeout seconds pass."""
+        got, deadline = [], time.time() + timeout
+        while want not in got and time.time() < deadline:
+            try:
+                got.append(sock.recv(65536))
+            except socket.timeout:
+                pass
+        return got
+
+    @staticmethod
+    def in_mount_namespace(script):
+        """A wrapper that runs the relay in a mount namespace of its own, after
+        the shell commands in script (bind mounts there reach no other process)."""
+        return ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
+                '%s && exec "$0" "$@"' % script]
+
+    def test_journal(self):
+        # Under systemd (INVOCATION_ID), in journald's native protocol, to the
+        # journal's socket: here one of the test's, over /run in the relay's
+        # mount namespace.
+        run = os.path.join(self.tmp, "run")
+        os.makedirs(os.path.join(run, "systemd", "journal"))
+        journal = self.datagram_target(os.path.join(run, "systemd", "journal", "socket"))
+        self.env["INVOCATION_ID"] = "0123456789abcdef0123456789abcdef"
+        port = self.serve(wrapper=self.in_mount_namespace("mount --bind %s /run" % shlex.quote(run)))
+        self.set_fault("C_Login:hang")
+        with socket.create_connection(("127.0.0.1", port), timeout=CLIENT_TIMEOUT) as hung_client:
+            self.wait_fired("C_Login", "hang")
+            since = time.monotonic()
+            self.set_fault("")
+            want = ("MESSAGE=%s\nPRIORITY=2\nSYSLOG_IDENTIFIER=kmip-relay\n" %
+                    deadline_line("C_Login", self.TIMEOUT)).encode()
+            got = self.received(journal, want, self.TIMEOUT + 10)
+            self.assertIn(want, got)
+            self.assertGreater(time.monotonic() - since, self.TIMEOUT - 0.5)
+            assert_closed_without_a_byte(self, hung_client)
+        # The control: the relay's other records reach the same socket.
+        self.assert_served(port)
+        self.assertTrue(any(d.startswith(b"MESSAGE=connection peer=127.0.0.1:") for d in
+                            self.received(journal, None, 2)))
+
+    def test_syslog(self):
+        # Under inetd, a syslog datagram to /dev/log: here the test's socket, in a
+        # /dev of the relay's mount namespace that holds the devices it needs.
+        dev = os.path.join(self.tmp, "dev")
+        os.makedirs(dev)
+        devices = ("null", "zero", "random", "urandom")
+        for name in devices:
+            open(os.path.join(dev, name), "w").close()
+        syslog = self.datagram_target(os.path.join(dev, "log"))
+        port = self.serve(wrapper=self.in_mount_namespace(
+            "for d in %s; do mount --bind /dev/$d %s/$d || exit 1; done && mount --rbind %s /dev" % (
+                " ".join(devices), shlex.quote(dev), shlex.quote(dev))))
+        self.set_fault("C_Login:hang")
+        with socket.create_connection(("127.0.0.1", port), timeout=CLIENT_TIMEOUT) as hung_client:
+            pid = self.wait_fired("C_Login", "hang")
+            self.set_fault("")
+            want = ("<26>kmip-relay[%d]: %s" % (pid, deadline_line("C_Login", self.TIMEOUT))).encode()
+            self.assertIn(want, self.received(syslog, want, self.TIMEOUT + 10))
+            assert_closed_without_a_byte(self, hung_client)
+        # The control: glibc's syslog() reaches the same socket.
+        self.assert_served(port)
+        self.assertTrue(any(re.match(rb"<30>.* kmip-relay\[\d+\]: connection peer=127\.0\.0\.1:", d)
+                            for d in self.received(syslog, None, 2)))
+
+
+class CoreDumpTest(FaultTestCase):
+    """A relay process can leave no core dump: not dumpable, and RLIMIT_CORE 0
+    (issue 11, finding 11). The module records both from inside the process that
+    loaded it."""
+
+    UNLIMITED = ["prlimit", "--core=unlimited", "--"]
+
+    def test_no_core_dump(self):
+        self.set_fault("C_Initialize:limits")
+        # The control: the same module in another program, under the same limit.
+        tool = subprocess.run(self.UNLIMITED + ["pkcs11-tool", "--module", FAULTY_P11, "--list-slots"],
+                              env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.assertEqual(tool.returncode, 0)
+        self.assertEqual([a for _, fn, a in self.fired()], ["limits=dumpable:1,core:unlimited:unlimited"])
+        port = self.start(self.cfg, wrapper=self.UNLIMITED)
+        self.assert_served(port)
+        relays = [(pid, a) for pid, fn, a in self.fired()[1:]]
+        self.assertEqual([a for _, a in relays], ["limits=dumpable:0,core:0:0"])
+        self.assertEqual(wait_gone([relays[0][0]]), [])
 
 
 if __name__ == "__main__":

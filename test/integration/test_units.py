@@ -124,6 +124,18 @@ class UnitFileTest(unittest.TestCase):
         self.assertEqual(s[("Service", "RestrictAddressFamilies")], ["AF_UNIX"])
         self.assertIn(("Service", "RuntimeMaxSec"), s)
 
+    def test_service_dumps_no_core(self):
+        # Issue 11, finding 11; the relay also makes itself undumpable.
+        s = unit_settings(built("units/kmip-relay@.service"))
+        self.assertEqual(s[("Service", "LimitCORE")], ["0"])
+
+    def test_service_stop_outlasts_the_call_timeout(self):
+        # SIGTERM waits for the module call in progress, which the default
+        # pkcs11.call_timeout (30 s) bounds: SIGKILL must come later (issue 11,
+        # finding 16).
+        s = unit_settings(built("units/kmip-relay@.service"))
+        self.assertEqual(s[("Service", "TimeoutStopSec")], ["45s"])
+
     def test_systemd_analyze_verify(self):
         service, sock = unit_copies(self.tmp)
         r = analyze("verify", "--man=no", service, sock)
