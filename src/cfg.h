@@ -40,6 +40,14 @@ struct cfg_client {
 	bool extractable, destroy_revokes;
 };
 
+/* An address or CIDR prefix: family AF_INET (the first 4 bytes of addr) or
+ * AF_INET6, no bit set past the prefix. */
+struct cfg_net {
+	int family;
+	uint8_t addr[16];
+	unsigned prefix; /* bits */
+};
+
 /* Keys made outside the relay, placed in a namespace by their CKA_ID. */
 struct cfg_namespace {
 	char *name;
@@ -79,6 +87,11 @@ struct cfg {
 	struct {
 		bool interop; /* offer the test-only Interop and Log operations */
 	} testing;
+	struct {
+		/* balancers whose connections begin with a PROXY protocol header */
+		struct cfg_net *trusted;
+		size_t n_trusted;
+	} proxy_protocol;
 	struct {
 		char *module;         /* PKCS#11 module path */
 		char *token;          /* pkcs11: URI selecting the token */
