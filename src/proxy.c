@@ -329,7 +329,8 @@ int proxy_accept(int fd, const struct sockaddr *peer, const struct cfg_net *trus
 
 	if (proxy_trusted(trusted, n_trusted, peer))
 		return read_header(fd, deadline_us, ret);
-	if ((r = refuse_header(fd, deadline_us)) < 0)
+	/* A relay that trusts no balancer does not look: nothing changes for it. */
+	if (n_trusted > 0 && (r = refuse_header(fd, deadline_us)) < 0)
 		return r;
 	*ret = (struct proxy_header){ 0 };
 	return 0;

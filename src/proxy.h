@@ -48,8 +48,9 @@ bool proxy_trusted(const struct cfg_net *nets, size_t n, const struct sockaddr *
  * deadline_us (CLOCK_MONOTONIC, microseconds). From a trusted address it must
  * begin with a header, which is read through its last byte and no further;
  * *ret is set. From any other address nothing is read, and a connection whose
- * first bytes begin a header is refused (KR_E_PROXY_UNTRUSTED); *ret says
- * has_source false. Other errors: those of proxy_header_size and proxy_parse,
+ * first bytes begin a header is refused (KR_E_PROXY_UNTRUSTED), unless
+ * n_trusted is 0: then the first bytes are not even looked at (the TLS
+ * handshake fails on a header). *ret says has_source false. Other errors: those of proxy_header_size and proxy_parse,
  * KR_E_PROXY_CLOSED, KR_E_PROXY_TRUNCATED, KR_E_PROXY_TIMEOUT, KR_E_SYSTEM. */
 int proxy_accept(int fd, const struct sockaddr *peer, const struct cfg_net *trusted, size_t n_trusted,
 		 uint64_t deadline_us, struct proxy_header *ret) KR_WUR;

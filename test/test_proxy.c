@@ -526,6 +526,28 @@ START_TEST(test_untrusted_peer_must_not)
 }
 END_TEST
 
+START_TEST(test_no_trusted_balancer_no_look)
+{
+	/* Without proxy_protocol.trusted the relay is as it was: no byte is looked
+	 * at or waited for, so a header is left to fail the TLS handshake. */
+	struct sockaddr_storage peer = address("127.0.0.1", 40000);
+	static const char line[] = "PROXY TCP4 192.0.2.10 198.51.100.1 56324 5696\r\n";
+	struct proxy_header h = { .version = 77, .has_source = true };
+	uint8_t rest[64];
+	int sv[2];
+
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	ck_assert_int_eq(proxy_accept(sv[1], (const struct sockaddr *)&peer, NULL, 0, in_ms(60000), &h), 0);
+	ck_assert(!h.has_source);
+	ck_assert_uint_eq(h.version, 0);
+	ck_assert_int_eq(write(sv[0], line, sizeof(line) - 1), (ssize_t)sizeof(line) - 1);
+	ck_assert_int_eq(proxy_accept(sv[1], (const struct sockaddr *)&peer, NULL, 0, in_ms(60000), &h), 0);
+	close(sv[0]);
+	ck_assert_int_eq(read(sv[1], rest, sizeof(rest)), (ssize_t)sizeof(line) - 1);
+	close(sv[1]);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("proxy");
@@ -549,6 +571,7 @@ int main(void)
 	tcase_add_test(io, test_reads_no_byte_past_the_header);
 	tcase_add_test(io, test_trusted_peer_must_send_one);
 	tcase_add_test(io, test_untrusted_peer_must_not);
+	tcase_add_test(io, test_no_trusted_balancer_no_look);
 	suite_add_tcase(s, parse);
 	suite_add_tcase(s, trust);
 	suite_add_tcase(s, io);
