@@ -466,7 +466,7 @@ END_TEST
 START_TEST(test_trusted_peer_must_send_one)
 {
 	static const char hello[] = "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\x00\x00\x00\x00\x00";
-	uint8_t rest[64];
+	uint8_t rest[64], header[64];
 	struct proxy_header h = { .version = 77 };
 	size_t rest_len = sizeof(rest);
 
@@ -481,7 +481,10 @@ START_TEST(test_trusted_peer_must_send_one)
 	ck_assert_int_eq(accept_from("127.0.0.9", LIT("PROXY TCP4 192.0.2.10 "), true, 5000, &h, rest, &rest_len),
 			 KR_E_PROXY_TRUNCATED);
 	rest_len = sizeof(rest);
-	ck_assert_int_eq(accept_from("127.0.0.9", sig, 14, true, 5000, &h, rest, &rest_len), KR_E_PROXY_TRUNCATED);
+	v2(header, 0x21, 0x11, tcp4_block, sizeof(tcp4_block));
+	ck_assert_int_eq(accept_from("127.0.0.9", header, 14, true, 5000, &h, rest, &rest_len), KR_E_PROXY_TRUNCATED);
+	rest_len = sizeof(rest);
+	ck_assert_int_eq(accept_from("127.0.0.9", header, 20, true, 5000, &h, rest, &rest_len), KR_E_PROXY_TRUNCATED);
 	/* A header that stops coming: refused at the deadline. */
 	rest_len = sizeof(rest);
 	ck_assert_int_eq(accept_from("127.0.0.9", LIT("PROXY TCP4 192.0.2.10 "), false, 200, &h, rest, &rest_len),

@@ -877,7 +877,10 @@ class ScaleOutTest(TokenTestCase):
                                                      self.stats()["relay1"]["check_status"]), file=sys.stderr)
         self.assertEqual(run.bad_signatures, 0)
         self.assertLess(down - removed, 2 * self.DETECT)
-        self.assertEqual(self.stats()["relay1"]["check_status"], "L7RSP")
+        # The relay answers Authentication Not Successful (the token cannot be
+        # opened) after its 1 s pause and closes: an invalid answer, or on a
+        # machine too busy to start the relay in the other second, a timeout.
+        self.assertIn(self.stats()["relay1"]["check_status"], ("L7RSP", "L7TOUT"))
         for f in failures:
             with self.subTest(port=f.port, why=f.failure):
                 s = self.session_of(sessions, f.port, f.opened)
