@@ -87,6 +87,8 @@ static const struct key pkcs11_keys[] = {
 	K("login_with_credentials", KT_BOOL, pkcs11.login_with_credentials),
 	K("pin_failures", KT_COUNT, pkcs11.pin_failures),
 	K("pin_failure_window", KT_SECONDS, pkcs11.pin_failure_window),
+	{ "backends", KT_LATER, 0, NULL },
+	{ "pool", KT_LATER, 0, NULL },
 	{ 0 },
 };
 
@@ -108,6 +110,19 @@ static const struct key top_keys[] = {
 	{ 0 },
 };
 #undef K
+
+/* The keys of one pkcs11.backends entry. */
+#define B(name, type, member) { name, type, offsetof(struct cfg_backend, member), NULL }
+static const struct key backend_keys[] = {
+	B("name", KT_STRING, name),
+	B("module", KT_PATH, module),
+	B("token", KT_STRING, token),
+	B("pin_file", KT_PATH, pin_file),
+	B("pin_credential", KT_STRING, pin_credential),
+	B("weight", KT_COUNT, weight),
+	{ 0 },
+};
+#undef B
 
 /* The keys of one "clients" entry that load_key reads; the rest are read by
  * load_client. */
@@ -385,6 +400,15 @@ static void load_tokens(struct cfg_client *cl, json_t *v, const char *path, stru
 	}
 }
 
+/* The index of the backend with this name, or -1. */
+static int backend_named(const struct cfg *c, const char *name)
+{
+	for (size_t i = 0; i < c->pkcs11.n_backends; i++)
+		if (c->pkcs11.backends[i].name && strcmp(c->pkcs11.backends[i].name, name) == 0)
+			return (int)i;
+	return -1;
+}
+
 /* One "clients" entry, and the rules that involve its keys. */
 static void load_client(struct cfg *c, struct cfg_client *cl, json_t *obj, const char *path, struct errors *e)
 {
@@ -453,6 +477,12 @@ static void load_client(struct cfg *c, struct cfg_client *cl, json_t *obj, const
 		add_error(e, path, "pin_credential: conflicts with pin_file");
 	if (cl->username_is_token && cl->token)
 		add_error(e, path, "token: the Username names the token (username_is_token)");
+	cl->backend = cl->token ? backend_named(c, cl->token) : -1;
+	if (cl->token && cl->backend < 0 && strncmp(cl->token, "pkcs11:", 7) != 0)
+		add_error(e, path, "token: must name one of pkcs11.backends, or be a pkcs11: URI");
+	if (cl->backend >= 0 && (cl->pin_file || cl->pin_credential || cl->password_is_pin))
+		add_error(e, path, "token: the backend has its own PIN; pin_file, pin_credential and password_is_pin "
+				   "go with a pkcs11: URI");
 	if (cl->tokens && !cl->username_is_token)
 		add_error(e, path, "tokens: goes with username_is_token (else token names the token)");
 	if (cl->username_is_token && !cl->tokens && !c->pkcs11.token)
@@ -499,6 +529,96 @@ static void load_clients(struct cfg *c, json_t *v, struct errors *e)
 			     strcasecmp(cl->certificate_name, o->certificate_name) == 0) ||
 			    same_string(cl->username, o->username) || (cl->username_is_token && o->username_is_token))
 				add_error(e, path, "identifies the same client as clients[%zu]", j);
+		}
+	}
+}
+
+/* pkcs11.backends, or the single token the pkcs11 section names: a pool of one,
+ * "default". */
+static void load_backends(struct cfg *c, json_t *v, struct errors *e)
+{
+	size_t i;
+	json_t *obj;
+
+	if (!v) {
+		struct cfg_backend *b;
+
+		if (!c->pkcs11.module)
+			return;
+		if (!(c->pkcs11.backends = b = calloc(1, sizeof(*b))) || !(b->name = strdup("default")) ||
+		    !(b->module = strdup(c->pkcs11.module)) || (c->pkcs11.token && !(b->token = strdup(c->pkcs11.token))) ||
+		    (c->pkcs11.pin_file && !(b->pin_file = strdup(c->pkcs11.pin_file))) ||
+		    (c->pkcs11.pin_credential && !(b->pin_credential = strdup(c->pkcs11.pin_credential)))) {
+			add_error(e, "pkcs11", "out of memory");
+			return;
+		}
+		b->weight = 1;
+		c->pkcs11.n_backends = 1;
+		return;
+	}
+	if (c->pkcs11.module || c->pkcs11.token || c->pkcs11.pin_file || c->pkcs11.pin_credential)
+		add_error(e, "pkcs11.backends",
+			  "conflicts with pkcs11.module, token, pin_file and pin_credential (they are a pool of one)");
+	if (!json_is_array(v) || json_array_size(v) == 0 || json_array_size(v) > CFG_MAX_BACKENDS ||
+	    !(c->pkcs11.backends = calloc(json_array_size(v), sizeof(*c->pkcs11.backends)))) {
+		add_error(e, "pkcs11.backends", "must be a list of 1 to %d objects", CFG_MAX_BACKENDS);
+		return;
+	}
+	json_array_foreach(v, i, obj) {
+		struct cfg_backend *b = &c->pkcs11.backends[c->pkcs11.n_backends++];
+		char path[64];
+
+		snprintf(path, sizeof(path), "pkcs11.backends[%zu]", i);
+		b->weight = 1;
+		if (!json_is_object(obj)) {
+			add_error(e, path, "must be an object");
+			continue;
+		}
+		load_object(b, backend_keys, obj, path, e);
+		if (!b->name || !b->name[0] || strlen(b->name) > CFG_MAX_NAME ||
+		    strspn(b->name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") != strlen(b->name))
+			add_error(e, path, "name: required: letters, digits, '.', '_' and '-', at most %d", CFG_MAX_NAME);
+		if (!b->module)
+			add_error(e, path, "module: required");
+		if (!b->pin_file == !b->pin_credential)
+			add_error(e, path, "needs exactly one of pin_file and pin_credential");
+		for (size_t j = 0; j < i && b->name; j++)
+			if (c->pkcs11.backends[j].name && strcmp(c->pkcs11.backends[j].name, b->name) == 0)
+				add_error(e, path, "name: \"%s\" is also pkcs11.backends[%zu]'s", b->name, j);
+	}
+}
+
+static void load_pool(struct cfg *c, json_t *v, struct errors *e)
+{
+	const char *name;
+	json_t *x;
+
+	if (!json_is_object(v)) {
+		add_error(e, "pkcs11.pool", "must be an object");
+		return;
+	}
+	json_object_foreach(v, name, x) {
+		char path[64];
+
+		snprintf(path, sizeof(path), "pkcs11.pool.%s", name);
+		if (strcmp(name, "mode") == 0) {
+			const char *mode = json_is_string(x) ? json_string_value(x) : "";
+
+			if (strcmp(mode, "failover") == 0)
+				c->pkcs11.pool.mode = CFG_POOL_FAILOVER;
+			else if (strcmp(mode, "balance") == 0)
+				c->pkcs11.pool.mode = CFG_POOL_BALANCE;
+			else
+				add_error(e, path, "must be \"failover\" or \"balance\"");
+		} else if (strcmp(name, "new_keys") == 0) {
+			if (!json_is_string(x) || (c->pkcs11.pool.new_keys = backend_named(c, json_string_value(x))) < 0)
+				add_error(e, path, "must name one of pkcs11.backends");
+		} else if (strcmp(name, "retry_after") == 0) {
+			static const struct key k = { "retry_after", KT_SECONDS, offsetof(struct cfg, pkcs11.pool.retry_after), NULL };
+
+			load_key(c, &k, x, path, e);
+		} else {
+			add_error(e, path, "unknown key");
 		}
 	}
 }
@@ -552,6 +672,8 @@ static void set_defaults(struct cfg *c)
 	c->limits.max_message_size = TTLV_DEFAULT_MAX_SIZE;
 	c->pkcs11.pin_failures = 3;
 	c->pkcs11.pin_failure_window = 600;
+	c->pkcs11.pool.new_keys = -1;
+	c->pkcs11.pool.retry_after = 30;
 }
 
 /* Whether a client's Password is tried as the PIN: the clients that need the
@@ -604,8 +726,12 @@ static void check_combination(const struct cfg *c, struct errors *e)
 			  "the token checking the Password as its PIN), or set pkcs11.login_with_credentials");
 	if (c->tls.client_crl && !c->tls.client_ca)
 		add_error(e, "tls.client_crl", "needs tls.client_ca, whose CRL it is");
-	if (c->tls.key && strncmp(c->tls.key, "pkcs11:", 7) == 0 && !c->pkcs11.module)
-		add_error(e, "tls.key", "a pkcs11: URI needs pkcs11.module");
+	if (c->tls.key && strncmp(c->tls.key, "pkcs11:", 7) == 0 && !c->pkcs11.n_backends)
+		add_error(e, "tls.key", "a pkcs11: URI needs pkcs11.module (or pkcs11.backends: the first holds it)");
+	if (c->pkcs11.n_backends > 1 && !c->pkcs11.lock_file)
+		add_error(e, "pkcs11.backends",
+			  "a pool of more than one needs pkcs11.lock_file: the backends' health, which every relay "
+			  "process shares, is kept beside it, in <lock_file>" CFG_HEALTH_SUFFIX);
 	if (c->pkcs11.pin_file && c->pkcs11.pin_credential)
 		add_error(e, "pkcs11.pin_credential", "conflicts with pkcs11.pin_file");
 	if (client_pins(c) && !c->pkcs11.lock_file)
@@ -636,7 +762,12 @@ int cfg_load(const char *path, struct cfg **ret, char **ret_errors)
 	} else if (!json_is_object(root)) {
 		add_error(&e, path, "must hold a JSON object");
 	} else {
+		json_t *pkcs11 = json_object_get(root, "pkcs11");
+
 		load_object(c, top_keys, root, "", &e);
+		load_backends(c, json_is_object(pkcs11) ? json_object_get(pkcs11, "backends") : NULL, &e);
+		if (json_is_object(pkcs11) && json_object_get(pkcs11, "pool"))
+			load_pool(c, json_object_get(pkcs11, "pool"), &e);
 		if (json_object_get(root, "clients"))
 			load_clients(c, json_object_get(root, "clients"), &e);
 		if (json_object_get(root, "namespaces"))
@@ -674,6 +805,16 @@ void cfg_free(struct cfg *c)
 	free(c->pkcs11.pin_file);
 	free(c->pkcs11.pin_credential);
 	free(c->pkcs11.lock_file);
+	for (size_t i = 0; i < c->pkcs11.n_backends; i++) {
+		struct cfg_backend *b = &c->pkcs11.backends[i];
+
+		free(b->name);
+		free(b->module);
+		free(b->token);
+		free(b->pin_file);
+		free(b->pin_credential);
+	}
+	free(c->pkcs11.backends);
 	for (size_t i = 0; i < c->n_clients; i++) {
 		struct cfg_client *cl = &c->clients[i];
 

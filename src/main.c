@@ -67,7 +67,7 @@ static double elapsed_ms(const struct timespec *t0)
 }
 
 static void log_summary(const struct activation *a, const struct tls_conn *t, const struct session_stats *st,
-			const struct timespec *t0)
+			const char *backend, const struct timespec *t0)
 {
 	const struct tls_identity *id = t ? tls_identity(t) : NULL;
 	char message[2048], requests[16], duration[32];
@@ -81,13 +81,15 @@ static void log_summary(const struct activation *a, const struct tls_conn *t, co
 	snprintf(requests, sizeof(requests), "%u", st->requests);
 	snprintf(duration, sizeof(duration), "%.1f", elapsed_ms(t0));
 	snprintf(message, sizeof(message),
-		 "connection peer=%s client=%s dn=\"%s\" tls=%s cipher=%s resumed=%s requests=%s duration_ms=%s end=\"%s\"",
-		 a->peer, identity, dn, version, cipher, t && tls_resumed(t) ? "yes" : "no", requests, duration, st->end);
+		 "connection peer=%s client=%s dn=\"%s\" tls=%s cipher=%s resumed=%s requests=%s backend=%s duration_ms=%s "
+		 "end=\"%s\"",
+		 a->peer, identity, dn, version, cipher, t && tls_resumed(t) ? "yes" : "no", requests, backend, duration,
+		 st->end);
 	{
 		const struct log_field fields[] = {
 			{ "KMIP_PEER", a->peer },     { "KMIP_CLIENT", identity },   { "KMIP_CLIENT_DN", dn },
 			{ "KMIP_TLS_VERSION", version }, { "KMIP_TLS_CIPHER", cipher }, { "KMIP_REQUESTS", requests },
-			{ "KMIP_DURATION_MS", duration }, { "KMIP_END", st->end },
+			{ "KMIP_DURATION_MS", duration }, { "KMIP_END", st->end }, { "KMIP_BACKEND", backend },
 		};
 
 		log_record(LOG_INFO, message, fields, sizeof(fields) / sizeof(fields[0]));
@@ -178,7 +180,7 @@ static int serve(const struct cfg *c, const struct activation *a, bool trace)
 		r = token_open_configured(&ct);
 		why = ct.why;
 		if (r == 0)
-			r = p11_tls_privkey(ct.tok, c->tls.key, &privkey, &key_handle, &why);
+			r = p11_tls_privkey(ct.tls_tok, c->tls.key, &privkey, &key_handle, &why);
 		if (r == 0)
 			token_reserve(&ct, key_handle);
 	}
@@ -186,7 +188,7 @@ static int serve(const struct cfg *c, const struct activation *a, bool trace)
 		r = tls_conn_new(c, privkey, a->fd, &t, &why);
 	if (r < 0) {
 		log_msg(LOG_ERR, "%s", why);
-		log_summary(a, NULL, &st, &t0);
+		log_summary(a, NULL, &st, "-", &t0);
 		token_close(&ct);
 		return r;
 	}
@@ -194,14 +196,14 @@ static int serve(const struct cfg *c, const struct activation *a, bool trace)
 	if (r < 0) {
 		log_msg(LOG_NOTICE, "TLS handshake with %s failed: %s", a->peer, why);
 		st.end = "TLS handshake failed";
-		log_summary(a, NULL, &st, &t0);
+		log_summary(a, NULL, &st, "-", &t0);
 		tls_conn_free(t);
 		token_close(&ct);
 		return r;
 	}
 	session_run(c, trace, t, &ct, &st);
 	tls_bye(t);
-	log_summary(a, t, &st, &t0);
+	log_summary(a, t, &st, token_backend_name(&ct, ct.current), &t0);
 	tls_conn_free(t);
 	token_close(&ct);
 	return 0;

@@ -31,6 +31,7 @@ struct ops_ctx {
 	struct ops_undo **undo;           /* Batch Error Continuation Option Undo: where ops_run
 					   * keeps what the item changes; NULL without */
 	CK_MECHANISM_TYPE mechanism;      /* the one a cryptographic operation used, for audit */
+	int backend;                      /* the pool's backend it used (token.h), for audit; -1: none */
 	char uid[STORE_MAX_UID + 1];      /* the object this batch item acted on, for audit */
 	char placeholder[STORE_MAX_UID + 1]; /* the ID Placeholder: the last object of the batch */
 	/* What the gate resolved for this item: the object it names, and the targets of

@@ -286,8 +286,10 @@ static struct stream *stream_of(struct ops_ctx *ctx, const struct ttlv_item *pay
 			 encrypt ? "no Encrypt stream has this Correlation Value" : "no Decrypt stream has this Correlation Value");
 		return NULL;
 	}
-	if (!(*ret_st = ops_store(ctx, res))) /* open, since the stream is */
+	if (!(*ret_st = ops_store_at(ctx, sm->key.backend, res))) { /* open, unless it failed meanwhile */
+		explicit_bzero(sm, sizeof(*sm));
 		return NULL;
+	}
 	*o = sm->key;
 	if (crypto_indicator(payload, KMIP_TAG_INIT_INDICATOR) ||
 	    ttlv_find(payload, KMIP_TAG_AUTHENTICATED_ENCRYPTION_ADDITIONAL_DATA) ||
@@ -434,8 +436,10 @@ void ops_end_connection(struct conn_token *ct)
 {
 	for (size_t i = 0; i < MAX_STREAMS; i++)
 		if (streams[i].open) {
-			if (ct->tok)
-				p11_session_close(ct->tok, streams[i].session);
+			int b = streams[i].key.backend;
+
+			if (b >= 0 && (size_t)b < ct->n && ct->b[b].tok)
+				p11_session_close(ct->b[b].tok, streams[i].session);
 			explicit_bzero(&streams[i], sizeof(streams[i]));
 		}
 }

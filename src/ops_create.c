@@ -389,8 +389,9 @@ void op_create_key_pair(struct ops_ctx *ctx, const struct ttlv_item *payload, st
 		upriv = kpriv.usage;
 	if (kpub.has_usage)
 		upub = kpub.usage;
-	if (!(st = ops_store(ctx, res)))
+	if (!(st = ops_new_store(ctx, res)))
 		return;
+	opriv.backend = opub.backend = st->backend;
 	if ((r = ops_new_id(ctx, st, id)) < 0) {
 		ops_fail_token(st, res, r);
 		return;
@@ -483,8 +484,9 @@ void op_create(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv
 	if (!k.has_usage)
 		k.usage = sym->key_type == CKK_GENERIC_SECRET ? USE_MAC_GENERATE | USE_MAC_VERIFY
 							      : USE_ENCRYPT | USE_DECRYPT;
-	if (!guard_new_key(ctx, k.algorithm, k.length, res) || !(st = ops_store(ctx, res)))
+	if (!guard_new_key(ctx, k.algorithm, k.length, res) || !(st = ops_new_store(ctx, res)))
 		return;
+	o.backend = st->backend;
 	if ((r = ops_new_id(ctx, st, o.id)) < 0) {
 		ops_fail_token(st, res, r);
 		return;
@@ -909,8 +911,9 @@ void op_register(struct ops_ctx *ctx, const struct ttlv_item *payload, struct tt
 		ops_fail(res, KMIP_REASON_INVALID_ATTRIBUTE_VALUE, "symmetric keys are AES, HMAC or ChaCha20 keys");
 		return;
 	}
-	if (!(st = ops_store(ctx, res)))
+	if (!(st = ops_new_store(ctx, res)))
 		return;
+	o.backend = st->backend;
 	if ((r = ops_new_id(ctx, st, o.id)) < 0) {
 		ops_fail_token(st, res, r);
 		return;

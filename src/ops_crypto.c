@@ -159,6 +159,7 @@ static int policy_load(struct store *st, const struct store_obj *o, struct key_p
 	store_meta_clear(&m);
 	memcpy(kp->uid, o->uid, sizeof(kp->uid));
 	kp->handle = o->handle;
+	kp->backend = o->backend;
 	kp->changes = ops_meta_changes();
 	return 0;
 }
@@ -169,7 +170,7 @@ static int key_policy(struct store *st, const struct store_obj *o, struct key_po
 	int r;
 
 	for (size_t i = 0; i < N_POLICIES && !kp; i++)
-		if (policies[i].handle == o->handle && strcmp(policies[i].uid, o->uid) == 0)
+		if (policies[i].handle == o->handle && policies[i].backend == o->backend && strcmp(policies[i].uid, o->uid) == 0)
 			kp = &policies[i];
 	/* Kept while no process changed the metadata and no date changed the state. */
 	if (kp && kp->changes == ops_meta_changes() && !(kp->state == STATE_PRE_ACTIVE && kp->activation <= ops_now()) &&

@@ -34,6 +34,7 @@ struct crypto_params {
 struct key_policy {
 	char uid[STORE_MAX_UID + 1];
 	CK_OBJECT_HANDLE handle;
+	int backend;
 	unsigned long changes;
 	struct crypto_params params; /* p_source: "" or p_source_copy */
 	uint8_t *p_source_copy;

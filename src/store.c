@@ -154,7 +154,8 @@ int store_find_kind(struct store *s, enum store_kind kind, const uint8_t *id, si
 	/* Two objects of one class with one CKA_ID: the UID would be ambiguous. */
 	if (n != 1)
 		return KR_E_P11_NOT_FOUND;
-	*ret = (struct store_obj){ .kind = kind, .handle = h[0], .id_len = id_len, .key_type = CK_UNAVAILABLE_INFORMATION };
+	*ret = (struct store_obj){ .kind = kind, .backend = s->backend, .handle = h[0], .id_len = id_len,
+				   .key_type = CK_UNAVAILABLE_INFORMATION };
 	if (kind != STORE_CERT && kind != STORE_DATA) {
 		CK_ATTRIBUTE type = { CKA_KEY_TYPE, &ret->key_type, sizeof(ret->key_type) };
 
@@ -231,7 +232,7 @@ static int find_generations(struct store *s, const struct store_obj *o, struct g
 static int find_record(struct store *s, enum store_kind kind, const uint8_t *id, size_t id_len,
 		       struct store_obj *ret)
 {
-	struct store_obj o = { .kind = kind, .destroyed = true, .handle = CK_INVALID_HANDLE,
+	struct store_obj o = { .kind = kind, .backend = s->backend, .destroyed = true, .handle = CK_INVALID_HANDLE,
 			       .key_type = CK_UNAVAILABLE_INFORMATION, .id_len = id_len };
 	struct generation gens[MAX_GENERATIONS];
 	size_t n = 0;

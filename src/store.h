@@ -30,6 +30,7 @@ enum store_kind {
 
 struct store_obj {
 	enum store_kind kind;
+	int backend;            /* the store it was found in (its backend in the pool) */
 	bool destroyed;         /* only the metadata is left; handle is CK_INVALID_HANDLE */
 	CK_OBJECT_HANDLE handle;
 	CK_KEY_TYPE key_type; /* read with the handle, once per connection */
@@ -40,6 +41,7 @@ struct store_obj {
 
 struct store {
 	struct p11_token *tok; /* borrowed */
+	int backend;           /* its place in the connection's pool (token.h) */
 	const char *lock_file; /* serialises metadata writers between processes */
 	struct store_obj cache[32]; /* objects found on this connection */
 	size_t n_cache;

@@ -776,7 +776,7 @@ static int open_token(const struct options *o, struct p11_token **ret, const cha
 	if (r == 0)
 		r = p11_lock(o->lock_file, &lock, ret_why);
 	if (r == 0)
-		r = p11_open(o->module, uri, NULL, 0, NULL, 0, &t, ret_why);
+		r = p11_open(o->module, uri, NULL, 0, NULL, 0, NULL, &t, ret_why);
 	if (r == 0)
 		r = p11_login(t, pin, pin_len, ret_why);
 	p11_unlock(lock);

@@ -220,7 +220,7 @@ static void write_configs(void)
 static void make_fixtures(void)
 {
 	static const uint8_t p256[] = { 0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07 };
-	struct p11_token *t = master.tok;
+	struct p11_token *t = master.tls_tok;
 	CK_OBJECT_CLASS secret = CKO_SECRET_KEY;
 	CK_KEY_TYPE aes = CKK_AES, generic = CKK_GENERIC_SECRET;
 	CK_ULONG len32 = 32;
@@ -281,7 +281,7 @@ static void make_reserved_key(void)
 	};
 	CK_OBJECT_HANDLE priv;
 
-	if (p11_generate_key_pair(master.tok, &ec_gen, pub_tmpl, 5, priv_tmpl, 5, &reserved_pub, &priv) < 0)
+	if (p11_generate_key_pair(master.tls_tok, &ec_gen, pub_tmpl, 5, priv_tmpl, 5, &reserved_pub, &priv) < 0)
 		die("cannot make the reserved key");
 	token_reserve(&master, priv);
 	if (master.reserved_id_len != sizeof(reserved_id))
@@ -297,7 +297,7 @@ static void check_reserved(void)
 		uint8_t id[8], label[32];
 		CK_ATTRIBUTE a[] = { { CKA_ID, id, sizeof(id) }, { CKA_LABEL, label, sizeof(label) } };
 
-		if (p11_get_attrs(master.tok, keys[i], a, 2) < 0 || a[0].ulValueLen != sizeof(reserved_id) ||
+		if (p11_get_attrs(master.tls_tok, keys[i], a, 2) < 0 || a[0].ulValueLen != sizeof(reserved_id) ||
 		    memcmp(id, reserved_id, sizeof(reserved_id)) != 0 ||
 		    a[1].ulValueLen != sizeof(reserved_label) - 1 ||
 		    memcmp(label, reserved_label, sizeof(reserved_label) - 1) != 0)
@@ -310,7 +310,7 @@ static size_t count_objects(void)
 	CK_OBJECT_HANDLE *h = NULL;
 	size_t n = 0;
 
-	if (p11_find_all(master.tok, NULL, 0, &h, &n) < 0)
+	if (p11_find_all(master.tls_tok, NULL, 0, &h, &n) < 0)
 		die("C_FindObjects failed");
 	free(h);
 	return n;
@@ -322,14 +322,14 @@ static void wipe(void)
 	CK_OBJECT_HANDLE *h = NULL;
 	size_t n = 0;
 
-	if (p11_find_all(master.tok, NULL, 0, &h, &n) < 0)
+	if (p11_find_all(master.tls_tok, NULL, 0, &h, &n) < 0)
 		die("C_FindObjects failed");
 	for (size_t i = 0; i < n; i++)
-		if (h[i] != master.reserved_handle && h[i] != reserved_pub && p11_destroy(master.tok, h[i]) < 0)
+		if (h[i] != master.reserved_handle && h[i] != reserved_pub && p11_destroy(master.tls_tok, h[i]) < 0)
 			die("C_DestroyObject failed");
 	free(h);
 	make_fixtures();
-	writes_at_wipe = p11_writes(master.tok);
+	writes_at_wipe = p11_writes(master.tls_tok);
 }
 
 static void setup(void)
@@ -373,7 +373,7 @@ static void setup(void)
 	atexit(teardown);
 	make_reserved_key();
 	make_fixtures();
-	writes_at_wipe = p11_writes(master.tok);
+	writes_at_wipe = p11_writes(master.tls_tok);
 }
 
 /* The connection's TLS peer, as tls.c would describe it; the first input byte's low
@@ -500,7 +500,7 @@ static bool attr_bits(CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type, int32_t *ret)
 	uint8_t *v = NULL;
 	size_t len = 0;
 
-	if (p11_get_attr_alloc(master.tok, h, type, &v, &len) < 0)
+	if (p11_get_attr_alloc(master.tls_tok, h, type, &v, &len) < 0)
 		return false;
 	*ret = bits_of(v, len);
 	free(v);
@@ -523,7 +523,7 @@ static bool ec_bits(CK_OBJECT_HANDLE h, int32_t *ret)
 	size_t len = 0;
 	bool found = false;
 
-	if (p11_get_attr_alloc(master.tok, h, CKA_EC_PARAMS, &v, &len) < 0)
+	if (p11_get_attr_alloc(master.tls_tok, h, CKA_EC_PARAMS, &v, &len) < 0)
 		return false;
 	for (size_t i = 0; i < sizeof(curves) / sizeof(curves[0]) && !found; i++)
 		if (len == curves[i].len && memcmp(v, curves[i].oid, len) == 0) {
@@ -551,17 +551,17 @@ static bool key_allowed(const struct cfg_client *cl, CK_OBJECT_HANDLE h)
 				  { CKA_DECRYPT, &dec, sizeof(dec) } };
 	int32_t bits = 0;
 
-	if (p11_get_attrs(master.tok, h, a, 1) < 0)
+	if (p11_get_attrs(master.tls_tok, h, a, 1) < 0)
 		die("C_GetAttributeValue failed on a new object");
 	if (cls != CKO_SECRET_KEY && cls != CKO_PRIVATE_KEY && cls != CKO_PUBLIC_KEY)
 		return true; /* a certificate */
-	if (p11_get_attrs(master.tok, h, &a[1], 1) < 0)
+	if (p11_get_attrs(master.tls_tok, h, &a[1], 1) < 0)
 		die("C_GetAttributeValue failed on a new key");
 	switch (type) {
 	case CKK_AES:
 	case CKK_GENERIC_SECRET:
 	case CKK_CHACHA20:
-		if (p11_get_attrs(master.tok, h, secret, sizeof(secret) / sizeof(secret[0])) < 0)
+		if (p11_get_attrs(master.tls_tok, h, secret, sizeof(secret) / sizeof(secret[0])) < 0)
 			die("C_GetAttributeValue failed on a new secret key");
 		bits = (int32_t)value_len * 8;
 		if (type == CKK_AES)
@@ -604,7 +604,7 @@ static void check_new_keys(const struct cfg_client *cl, const struct ttlv_item *
 		if (!is_uid_tag(it->tag) || it->type != TTLV_TEXT_STRING || !hex_id((const char *)it->value, it->len, id, &len))
 			continue;
 		t[0].ulValueLen = len;
-		if (p11_find(master.tok, t, 1, h, 8, &n) < 0)
+		if (p11_find(master.tls_tok, t, 1, h, 8, &n) < 0)
 			die("C_FindObjects failed");
 		for (size_t i = 0; i < n; i++)
 			if (!key_allowed(cl, h[i]))
@@ -716,7 +716,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (size < 1)
 		return 0;
-	if (!master.tok)
+	if (!master.tls_tok)
 		setup();
 	cn = (struct conn){ .cfg = data[0] & 0x80 ? cfg_single : cfg_clients,
 			    .id = &identities[(data[0] & 0x7F) % N_IDENTITIES], .reqs = (const uint8_t *const *)reqs,
@@ -751,7 +751,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (read_only && count_objects() != before)
 		die("a read-only client changed the token");
 	check_reserved();
-	if (p11_writes(master.tok) - writes_at_wipe > WIPE_AFTER)
+	if (p11_writes(master.tls_tok) - writes_at_wipe > WIPE_AFTER)
 		wipe();
 	for (size_t i = 0; i < n; i++)
 		free(reqs[i]);

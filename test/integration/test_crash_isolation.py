@@ -476,15 +476,17 @@ class WrongResultTest(FaultTestCase):
                 self.assertNotEqual(got[32][0], got[32][1])
                 self.assertEqual(len(set(got[65536][0])), 256, "every byte value in 64 KiB of random bytes")
                 requests += 5
-        # Any other failure of the token's generator is the client's to see.
+        # Any other failure of the token's generator is the client's to see: a
+        # device's failure, which the relay tries once more after logging in again
+        # (a pool of one has no other backend), naming the code and the backend.
         self.set_fault("C_GenerateRandom:rv=CKR_DEVICE_ERROR")
         self.assert_failed(self.call(fallback, V2, OP_RNG_RETRIEVE, [item(T["DataLength"], INTEGER, 32)]),
-                           GENERAL_FAILURE, "CKR_DEVICE_ERROR")
+                           GENERAL_FAILURE, "CKR_DEVICE_ERROR on backend default")
         self.set_fault("")
-        # The token was asked every time, once.
+        # The token was asked every time: once, and twice for the device's failure.
         self.assertEqual([(fn, action) for _, fn, action in self.fired()],
                          [("C_GenerateRandom", "rv=CKR_RANDOM_NO_RNG")] * requests +
-                         [("C_GenerateRandom", "rv=CKR_DEVICE_ERROR")])
+                         [("C_GenerateRandom", "rv=CKR_DEVICE_ERROR")] * 2)
 
     def test_unnamed_code_shown_in_hex(self):
         # A CKR_ code that the relay's table does not name: the vendor range, and

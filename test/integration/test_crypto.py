@@ -1548,7 +1548,9 @@ class AuditTest(CryptoTestCase):
             (client, "RNG Retrieve", "Invalid Field", None, None),
         ])
         for r in records:
-            self.assertEqual(sorted(r), sorted(AUDIT_KEYS + [k for k in ("uid", "mechanism") if k in r]))
+            self.assertEqual(sorted(r), sorted(AUDIT_KEYS + [k for k in ("uid", "mechanism", "backend") if k in r]))
+            # The token served each, even the RNG Retrieve refused for its length.
+            self.assertEqual(r.get("backend"), None if r["result"] == "Invalid Field" else "default")
 
 
 class HashTest(TokenTestCase):

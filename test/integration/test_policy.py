@@ -68,7 +68,7 @@ SELF_SIGNED = {
 }
 
 AUDIT_FIELDS = {"client", "namespace", "operation", "result", "latency_us"}
-AUDIT_OPTIONAL = {"uid", "mechanism"}
+AUDIT_OPTIONAL = {"uid", "mechanism", "backend"}
 
 
 def namespace_tag(name):

@@ -764,7 +764,7 @@ class LogTest(RelayTestCase):
 
     def check_summary(self, local, tls):
         summary = self.summary(local)
-        self.assertEqual(list(summary), ["peer", "client", "dn", "tls", "cipher", "resumed", "requests",
+        self.assertEqual(list(summary), ["peer", "client", "dn", "tls", "cipher", "resumed", "requests", "backend",
                                          "duration_ms", "end"])
         self.assertEqual(summary["peer"], "127.0.0.1:%d" % local)
         self.assertEqual(summary["client"], "sha256:" + spki_sha256(self.client_cert))
