@@ -205,11 +205,6 @@ static int open_place(struct conn_token *ct, int i, const struct kmip_header *h,
 		return 0;
 	if (b->error)
 		return b->error;
-	/* A pool of one has nothing better to try. */
-	if (ct->n > 1 && !health_usable(ct->health, b->index)) {
-		ct->why = "the backend is down";
-		return KR_E_P11_DEVICE;
-	}
 	if (b->index == 0 && ct->tls_tok)
 		b->tok = ct->tls_tok;
 	else if (b->index >= 0)
@@ -298,10 +293,15 @@ int token_store_at(struct conn_token *ct, int i, struct store **ret)
 
 	if (i < 0 || (size_t)i >= ct->n)
 		return KR_E_P11_NOT_FOUND;
-	/* Only the configured backends are opened here: a client's own token is its
-	 * connection's backend, opened by token_store. */
+	/* Only the configured backends are opened here, and only those the pool's
+	 * health lets be tried: a client's own token is its connection's backend,
+	 * opened by token_store. */
 	if (!ct->b[i].tok && ct->b[i].index < 0)
 		return KR_E_P11_TOKEN;
+	if (!ct->b[i].tok && ct->n > 1 && !health_usable(ct->health, ct->b[i].index)) {
+		ct->why = "the backend is down";
+		return KR_E_P11_DEVICE;
+	}
 	if ((r = open_place(ct, i, &none, NULL, false)) < 0)
 		return r;
 	*ret = &ct->b[i].store;
