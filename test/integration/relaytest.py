@@ -165,6 +165,11 @@ PASSED_ENV = ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "SOFTHSM2_CONF", 
               "FAULTY_P11_HANG_SECONDS", "FAULTY_P11_LOG")
 
 
+# A relay metadata object's label in a pkcs11-tool --list-objects listing (its
+# CKA_APPLICATION, "kmip-relay metadata <UID>", is listed too).
+METADATA_LABEL = re.compile(r"^\s*label:\s+'?(kmip-relay metadata \d+)'?$", re.M)
+
+
 def usage_of(listing):
     """The usage flags of each key in a pkcs11-tool --list-objects listing:
     {(kind, label): [flag, ...]}, e.g. {("Private Key", "k"): ["sign"]}."""

@@ -10,7 +10,6 @@ Retrieve's bounds, and the audit records."""
 import hashlib
 import hmac
 import os
-import re
 import time
 import unittest
 
@@ -19,6 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from relaytest import METADATA_LABEL
 from relaytest import (ALG_AES, ALG_EC, STRUCTURE, CRYPTOGRAPHIC_FAILURE, HASH_SHA1, MODE_CBC,
                        MODE_ECB, MODE_GCM, OP_DECRYPT, OP_ENCRYPT, PAD_PKCS5, ALG_ECDSA, ALG_ED25519, ALG_HMAC_SHA256, ALG_HMAC_SHA384,
                        ALG_HMAC_SHA512, ALG_RSA, BYTES, CESSATION_OF_OPERATION, CURVE_P256,
@@ -1076,7 +1076,7 @@ class KeyAttributesTestCase(CryptoTestCase):
 
     def metadata_generations(self):
         """The labels of the token's metadata objects: each write makes a new one."""
-        return sorted(re.findall(r"kmip-relay metadata \d+", self.token.objects("data")))
+        return sorted(METADATA_LABEL.findall(self.token.objects("data")))
 
 
 class ECBPaddingTest(KeyAttributesTestCase):
