@@ -79,8 +79,17 @@ static int read_key_info(struct store *st, const struct store_obj *o, const stru
 			CK_ATTRIBUTE a = { CKA_VALUE_LEN, &vlen, sizeof(vlen) };
 
 			ki->algorithm = sym->algorithm;
-			if ((r = p11_get_attrs(st->tok, o->handle, &a, 1)) == 0)
+			if ((r = p11_get_attrs(st->tok, o->handle, &a, 1)) == 0) {
 				ki->length = (int32_t)vlen * 8;
+			} else if (p11_last_rv(st->tok) == CKR_ATTRIBUTE_TYPE_INVALID) {
+				/* openCryptoki 3.8 gives a key made by C_CreateObject no
+				 * CKA_VALUE_LEN: the length Register recorded, if any. */
+				const struct kmip_attr *bits = ops_meta_attr(m, KMIP_TAG_CRYPTOGRAPHIC_LENGTH);
+
+				if (bits && bits->value->type == TTLV_INTEGER)
+					ki->length = ttlv_int(bits->value);
+				r = 0;
+			}
 		}
 		break;
 	}

@@ -22,7 +22,10 @@ static const struct {
 /* A bare CKA_ID names the first of these the token has. */
 static const enum store_kind bare_order[] = { STORE_PUBLIC, STORE_PRIVATE, STORE_SECRET, STORE_CERT, STORE_DATA };
 
-#define META_APPLICATION "kmip-relay"
+/* A metadata object's CKA_APPLICATION: this, then the UID of the object it is of.
+ * Not CKA_OBJECT_ID, which PKCS#11 keeps for a DER object identifier and which
+ * tokens such as openCryptoki 3.8 refuse (CKR_TEMPLATE_INCONSISTENT). */
+#define META_APPLICATION "kmip-relay metadata "
 #define OBJECT_APPLICATION "kmip-relay object" /* Opaque Objects; metadata has its own */
 #define META_LABEL "kmip-relay metadata "
 #define MAX_GENERATIONS 8
@@ -194,17 +197,23 @@ struct generation {
 	uint64_t gen;
 };
 
+/* The CKA_APPLICATION of o's metadata; returns its length. */
+static size_t meta_application(const struct store_obj *o, char out[sizeof(META_APPLICATION) + STORE_MAX_UID])
+{
+	return (size_t)snprintf(out, sizeof(META_APPLICATION) + STORE_MAX_UID, META_APPLICATION "%s", o->uid);
+}
+
 static int find_generations(struct store *s, const struct store_obj *o, struct generation *out, size_t *ret_n)
 {
 	CK_OBJECT_CLASS cls = CKO_DATA;
+	char app[sizeof(META_APPLICATION) + STORE_MAX_UID];
 	CK_ATTRIBUTE tmpl[] = {
 		{ CKA_CLASS, &cls, sizeof(cls) },
-		{ CKA_APPLICATION, (void *)META_APPLICATION, strlen(META_APPLICATION) },
-		{ CKA_OBJECT_ID, (void *)o->uid, strlen(o->uid) },
+		{ CKA_APPLICATION, app, meta_application(o, app) },
 	};
 	CK_OBJECT_HANDLE h[MAX_GENERATIONS];
 	size_t n = 0, k = 0;
-	int r = p11_find(s->tok, tmpl, 3, h, MAX_GENERATIONS, &n);
+	int r = p11_find(s->tok, tmpl, 2, h, MAX_GENERATIONS, &n);
 
 	if (r < 0)
 		return r;
@@ -273,27 +282,30 @@ int store_records(struct store *s, struct store_obj **ret, size_t *ret_n)
 	CK_OBJECT_CLASS cls = CKO_DATA;
 	CK_ATTRIBUTE tmpl[] = {
 		{ CKA_CLASS, &cls, sizeof(cls) },
-		{ CKA_APPLICATION, (void *)META_APPLICATION, strlen(META_APPLICATION) },
 	};
 	CK_OBJECT_HANDLE *h = NULL;
 	struct store_obj *out = NULL;
-	size_t n = 0, k = 0;
-	int r = p11_find_all(s->tok, tmpl, 2, &h, &n);
+	size_t n = 0, k = 0, pl = strlen(META_APPLICATION);
+	int r = p11_find_all(s->tok, tmpl, 1, &h, &n);
 
 	if (r == 0 && !(out = calloc(n ? n : 1, sizeof(*out))))
 		r = KR_E_NOMEM;
 	for (size_t i = 0; r == 0 && i < n; i++) {
-		char uid[STORE_MAX_UID + 1] = { 0 };
-		CK_ATTRIBUTE a = { CKA_OBJECT_ID, uid, STORE_MAX_UID };
+		char app[sizeof(META_APPLICATION) + STORE_MAX_UID] = { 0 };
+		CK_ATTRIBUTE a = { CKA_APPLICATION, app, sizeof(app) - 1 };
+		const char *uid = app + pl;
 		uint8_t id[STORE_MAX_ID];
 		size_t id_len;
 		int kind;
 		bool seen = false;
 		struct store_obj live;
 
-		/* A generation that a writer destroyed meanwhile, or a UID of no kind. */
-		if (p11_get_attrs(s->tok, h[i], &a, 1) < 0 || !parse_uid(uid, a.ulValueLen, id, &id_len, &kind) ||
-		    kind < 0)
+		/* Another data object (its application longer than any of ours is
+		 * refused as too long for the buffer), a generation that a writer
+		 * destroyed meanwhile, or a UID of no kind. */
+		if (p11_get_attrs(s->tok, h[i], &a, 1) < 0 || a.ulValueLen <= pl || a.ulValueLen >= sizeof(app) ||
+		    memcmp(app, META_APPLICATION, pl) != 0 ||
+		    !parse_uid(uid, a.ulValueLen - pl, id, &id_len, &kind) || kind < 0)
 			continue;
 		/* An object has one record, however many generations are in the token. */
 		for (size_t j = 0; j < k && !seen; j++)
@@ -380,7 +392,7 @@ int store_meta_write(struct store *s, const struct store_obj *o, const uint8_t *
 	CK_OBJECT_CLASS cls = CKO_DATA;
 	CK_BBOOL yes = CK_TRUE;
 	uint64_t next = 1;
-	char label[64];
+	char label[64], app[sizeof(META_APPLICATION) + STORE_MAX_UID];
 	CK_OBJECT_HANDLE h;
 	size_t n = 0;
 	int r = find_generations(s, o, gens, &n);
@@ -396,8 +408,7 @@ int store_meta_write(struct store *s, const struct store_obj *o, const uint8_t *
 			{ CKA_CLASS, &cls, sizeof(cls) },
 			{ CKA_TOKEN, &yes, sizeof(yes) },
 			{ CKA_PRIVATE, &yes, sizeof(yes) },
-			{ CKA_APPLICATION, (void *)META_APPLICATION, strlen(META_APPLICATION) },
-			{ CKA_OBJECT_ID, (void *)o->uid, strlen(o->uid) },
+			{ CKA_APPLICATION, app, meta_application(o, app) },
 			{ CKA_LABEL, label, strlen(label) },
 			{ CKA_VALUE, (void *)encoded, len },
 		};
