@@ -77,6 +77,13 @@ static const struct key key_keys[] = {
 	{ 0 },
 };
 
+static const struct key pool_keys[] = {
+	K("mode", KT_STRING, pkcs11.pool.mode_name),
+	K("new_keys", KT_STRING, pkcs11.pool.new_keys_name),
+	K("retry_after", KT_SECONDS, pkcs11.pool.retry_after),
+	{ 0 },
+};
+
 static const struct key pkcs11_keys[] = {
 	K("module", KT_PATH, pkcs11.module),
 	K("token", KT_STRING, pkcs11.token),
@@ -88,7 +95,7 @@ static const struct key pkcs11_keys[] = {
 	K("pin_failures", KT_COUNT, pkcs11.pin_failures),
 	K("pin_failure_window", KT_SECONDS, pkcs11.pin_failure_window),
 	{ "backends", KT_LATER, 0, NULL },
-	{ "pool", KT_LATER, 0, NULL },
+	{ "pool", KT_SECTION, 0, pool_keys },
 	{ 0 },
 };
 
@@ -588,39 +595,18 @@ static void load_backends(struct cfg *c, json_t *v, struct errors *e)
 	}
 }
 
-static void load_pool(struct cfg *c, json_t *v, struct errors *e)
+/* pkcs11.pool's names, once the backends are known. */
+static void resolve_pool(struct cfg *c, struct errors *e)
 {
-	const char *name;
-	json_t *x;
+	const char *mode = c->pkcs11.pool.mode_name;
+	const char *new_keys = c->pkcs11.pool.new_keys_name;
 
-	if (!json_is_object(v)) {
-		add_error(e, "pkcs11.pool", "must be an object");
-		return;
-	}
-	json_object_foreach(v, name, x) {
-		char path[64];
-
-		snprintf(path, sizeof(path), "pkcs11.pool.%s", name);
-		if (strcmp(name, "mode") == 0) {
-			const char *mode = json_is_string(x) ? json_string_value(x) : "";
-
-			if (strcmp(mode, "failover") == 0)
-				c->pkcs11.pool.mode = CFG_POOL_FAILOVER;
-			else if (strcmp(mode, "balance") == 0)
-				c->pkcs11.pool.mode = CFG_POOL_BALANCE;
-			else
-				add_error(e, path, "must be \"failover\" or \"balance\"");
-		} else if (strcmp(name, "new_keys") == 0) {
-			if (!json_is_string(x) || (c->pkcs11.pool.new_keys = backend_named(c, json_string_value(x))) < 0)
-				add_error(e, path, "must name one of pkcs11.backends");
-		} else if (strcmp(name, "retry_after") == 0) {
-			static const struct key k = { "retry_after", KT_SECONDS, offsetof(struct cfg, pkcs11.pool.retry_after), NULL };
-
-			load_key(c, &k, x, path, e);
-		} else {
-			add_error(e, path, "unknown key");
-		}
-	}
+	if (mode && strcmp(mode, "balance") == 0)
+		c->pkcs11.pool.mode = CFG_POOL_BALANCE;
+	else if (mode && strcmp(mode, "failover") != 0)
+		add_error(e, "pkcs11.pool.mode", "must be \"failover\" or \"balance\"");
+	if (new_keys && (c->pkcs11.pool.new_keys = backend_named(c, new_keys)) < 0)
+		add_error(e, "pkcs11.pool.new_keys", "must name one of pkcs11.backends");
 }
 
 static void load_namespaces(struct cfg *c, json_t *v, struct errors *e)
@@ -766,8 +752,7 @@ int cfg_load(const char *path, struct cfg **ret, char **ret_errors)
 
 		load_object(c, top_keys, root, "", &e);
 		load_backends(c, json_is_object(pkcs11) ? json_object_get(pkcs11, "backends") : NULL, &e);
-		if (json_is_object(pkcs11) && json_object_get(pkcs11, "pool"))
-			load_pool(c, json_object_get(pkcs11, "pool"), &e);
+		resolve_pool(c, &e);
 		if (json_object_get(root, "clients"))
 			load_clients(c, json_object_get(root, "clients"), &e);
 		if (json_object_get(root, "namespaces"))
@@ -805,6 +790,8 @@ void cfg_free(struct cfg *c)
 	free(c->pkcs11.pin_file);
 	free(c->pkcs11.pin_credential);
 	free(c->pkcs11.lock_file);
+	free(c->pkcs11.pool.mode_name);
+	free(c->pkcs11.pool.new_keys_name);
 	for (size_t i = 0; i < c->pkcs11.n_backends; i++) {
 		struct cfg_backend *b = &c->pkcs11.backends[i];
 

@@ -101,7 +101,9 @@ struct cfg {
 		struct cfg_backend *backends;
 		size_t n_backends;
 		struct {
+			char *mode_name;      /* as written; mode is what it means */
 			enum cfg_pool_mode mode;
+			char *new_keys_name;  /* as written; new_keys is its place */
 			int new_keys;         /* the backend new objects go to; -1: the connection's */
 			unsigned retry_after; /* seconds a failed backend is skipped */
 		} pool;

@@ -14,6 +14,7 @@
 #include "activation.h"
 #include "cfg.h"
 #include "log.h"
+#include "replicas.h"
 #include "token.h"
 #include "p11_call.h"
 #include "p11_tlskey.h"
@@ -251,6 +252,8 @@ int main(int argc, char **argv)
 			free(errors);
 			return EXIT_FAILURE;
 		}
+		/* Warnings: a cluster may still be replicating. */
+		replicas_check(c, stderr);
 		puts("OK");
 		cfg_free(c);
 		return EXIT_SUCCESS;

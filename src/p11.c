@@ -82,9 +82,11 @@ static int module_get(const char *path, const struct p11_call_owner *owner, stru
 	m->next = modules;
 	modules = m; /* module_put undoes a failure */
 	*ret = m;
-	/* The module's constructors run here. */
+	/* The module's constructors run here. It stays mapped after dlclose: a
+	 * thread or exit handler it leaves behind (openCryptoki starts one) must not
+	 * run unmapped code, and a leak report can name it. */
 	p11_call_begin("dlopen", owner);
-	m->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	m->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
 	p11_call_end();
 	if (!m->dl) {
 		*ret_why = "pkcs11.module: cannot load the module";
@@ -290,14 +292,16 @@ out:
 	return 0;
 }
 
-int p11_lock(const char *path, int *ret_fd, const char **ret_why)
+int p11_lock(const char *path, bool create, int *ret_fd, const char **ret_why)
 {
 	int fd;
 
 	*ret_fd = -1;
 	if (!path)
 		return 0;
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
+	fd = open(path, (create ? O_RDWR | O_CREAT : O_RDONLY) | O_CLOEXEC | O_NOCTTY, 0600);
+	if (fd < 0 && !create && errno == ENOENT)
+		return 0;
 	if (fd < 0) {
 		*ret_why = "pkcs11.lock_file: cannot open the lock file";
 		return KR_E_SYSTEM;

@@ -30,8 +30,10 @@ int p11_token_info(struct p11_token *t, CK_TOKEN_INFO *ret) KR_WUR;
  * meanwhile finds no token) and around metadata writes. A module call that hangs
  * while the lock is held would stall every connection; the call's deadline
  * (pkcs11.call_timeout, p11_call.h) ends the process, which releases it. *ret_fd
- * is the fd to pass to p11_unlock, or -1 with no path. */
-int p11_lock(const char *path, int *ret_fd, const char **ret_why) KR_WUR;
+ * is the fd to pass to p11_unlock, or -1 with no path. Without create, a lock file
+ * that does not exist is not made (no relay has run to share it with): a check run
+ * as root must not leave one the service's user cannot open. */
+int p11_lock(const char *path, bool create, int *ret_fd, const char **ret_why) KR_WUR;
 void p11_unlock(int fd);
 
 /* Closes the token's session; the last token of its module finalises and unloads

@@ -183,7 +183,7 @@ int store_lock(struct store *s, int *ret_fd)
 {
 	const char *why;
 
-	return p11_lock(s->lock_file, ret_fd, &why);
+	return p11_lock(s->lock_file, true, ret_fd, &why);
 }
 
 void store_unlock(int fd)
@@ -277,7 +277,9 @@ int store_find(struct store *s, const char *uid, size_t len, struct store_obj *r
 	return r;
 }
 
-int store_records(struct store *s, struct store_obj **ret, size_t *ret_n)
+/* The objects the relay's metadata names, each once: the live ones, or else the
+ * records of the destroyed ones. */
+static int scan_metadata(struct store *s, bool live, struct store_obj **ret, size_t *ret_n)
 {
 	CK_OBJECT_CLASS cls = CKO_DATA;
 	CK_ATTRIBUTE tmpl[] = {
@@ -298,7 +300,7 @@ int store_records(struct store *s, struct store_obj **ret, size_t *ret_n)
 		size_t id_len;
 		int kind;
 		bool seen = false;
-		struct store_obj live;
+		struct store_obj found;
 
 		/* Another data object (its application longer than any of ours is
 		 * refused as too long for the buffer), a generation that a writer
@@ -312,10 +314,12 @@ int store_records(struct store *s, struct store_obj **ret, size_t *ret_n)
 			seen = strcmp(out[j].uid, uid) == 0;
 		if (seen)
 			continue;
-		r = store_find_kind(s, (enum store_kind)kind, id, id_len, &live);
-		if (r == 0)
-			continue; /* the object is there: this is its metadata, not a record */
-		if (r == KR_E_P11_NOT_FOUND && (r = find_record(s, (enum store_kind)kind, id, id_len, &out[k])) == 0)
+		/* The object itself, or its record when only its metadata is left. */
+		r = store_find_kind(s, (enum store_kind)kind, id, id_len, &found);
+		if (r == 0 && live)
+			out[k++] = found;
+		else if (r == KR_E_P11_NOT_FOUND && !live &&
+			 (r = find_record(s, (enum store_kind)kind, id, id_len, &out[k])) == 0)
 			k++;
 		if (r == KR_E_P11_NOT_FOUND) /* gone meanwhile */
 			r = 0;
@@ -328,6 +332,16 @@ int store_records(struct store *s, struct store_obj **ret, size_t *ret_n)
 	*ret = out;
 	*ret_n = k;
 	return 0;
+}
+
+int store_records(struct store *s, struct store_obj **ret, size_t *ret_n)
+{
+	return scan_metadata(s, false, ret, ret_n);
+}
+
+int store_managed(struct store *s, struct store_obj **ret, size_t *ret_n)
+{
+	return scan_metadata(s, true, ret, ret_n);
 }
 
 void store_meta_clear(struct store_meta *m)

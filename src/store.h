@@ -69,6 +69,8 @@ int store_find(struct store *s, const char *uid, size_t len, struct store_obj *r
 /* The records of destroyed objects (metadata without its object), all of them, in
  * the token's order, in a new array (free it). */
 int store_records(struct store *s, struct store_obj **ret, size_t *ret_n) KR_WUR;
+/* The live objects that have the relay's metadata, likewise. */
+int store_managed(struct store *s, struct store_obj **ret, size_t *ret_n) KR_WUR;
 /* Remembers an object the connection made, and forgets a destroyed one. */
 void store_remember(struct store *s, const struct store_obj *o);
 void store_forget(struct store *s, const struct store_obj *o);

@@ -11,7 +11,7 @@
 
 void token_init(struct conn_token *ct, const struct cfg *c)
 {
-	*ct = (struct conn_token){ .cfg = c, .current = -1 };
+	*ct = (struct conn_token){ .cfg = c, .current = -1, .moved_from = -1 };
 }
 
 void token_close(struct conn_token *ct)
@@ -56,7 +56,7 @@ static int open_and_login(struct conn_token *ct, const char *module, const char 
 	CK_TOKEN_INFO ti;
 	int lock = -1, r;
 
-	r = p11_lock(c->pkcs11.lock_file, &lock, &ct->why);
+	r = p11_lock(c->pkcs11.lock_file, !ct->checking, &lock, &ct->why);
 	if (r == 0)
 		r = p11_open(module, token_uri, username, username_len, allow, n_allow, owner, &tok, &ct->why);
 	if (r == 0 && (r = p11_token_info(tok, &ti)) < 0)
@@ -69,6 +69,7 @@ static int open_and_login(struct conn_token *ct, const char *module, const char 
 	}
 	p11_unlock(lock);
 	if (r < 0) {
+		ct->open_rv = tok ? p11_last_rv(tok) : CKR_OK;
 		p11_close(tok);
 		return r;
 	}
@@ -99,6 +100,12 @@ static int open_backend(struct conn_token *ct, int i, struct p11_token **ret)
 
 	return open_with_pin_source(ct, b->module, b->token, b->pin_file, b->pin_credential,
 				    ct->health ? health_owner(ct->health, i) : NULL, ret);
+}
+
+int token_check_open(struct conn_token *ct, int i, struct p11_token **ret)
+{
+	ct->checking = true;
+	return open_backend(ct, i, ret);
 }
 
 static int health(struct conn_token *ct)
@@ -193,6 +200,16 @@ static int set_pool(struct conn_token *ct, const struct cfg_client *cl, bool by_
 	return health(ct);
 }
 
+/* The health file's name for a failed open: the token's code where it gave one. */
+static const char *open_failure(const struct conn_token *ct, int r)
+{
+	if (ct->open_rv != CKR_OK)
+		return p11_rv_name(ct->open_rv);
+	if (r == KR_E_P11_TOKEN) /* no token matches the URI, or no session */
+		return "CKR_TOKEN_NOT_PRESENT";
+	return r == KR_E_P11_MODULE ? "module unusable" : "open failed";
+}
+
 /* Opens place i, if it is not open; a backend that cannot be opened for a reason
  * other than a wrong PIN is down. */
 static int open_place(struct conn_token *ct, int i, const struct kmip_header *h, const struct cfg_client *cl,
@@ -205,6 +222,7 @@ static int open_place(struct conn_token *ct, int i, const struct kmip_header *h,
 		return 0;
 	if (b->error)
 		return b->error;
+	ct->open_rv = CKR_OK;
 	if (b->index == 0 && ct->tls_tok)
 		b->tok = ct->tls_tok;
 	else if (b->index >= 0)
@@ -222,7 +240,7 @@ static int open_place(struct conn_token *ct, int i, const struct kmip_header *h,
 			return r;
 		}
 		b->failed = true;
-		health_failed(ct->health, b->index, "open failed");
+		health_failed(ct->health, b->index, open_failure(ct, r));
 		return r;
 	}
 	if (b->index >= 0)
@@ -256,6 +274,11 @@ static int choose(struct conn_token *ct, const struct kmip_header *h, const stru
 			tried[i] = true;
 			if ((r = open_place(ct, i, h, cl, by_credential)) == 0) {
 				ct->current = i;
+				if (ct->moved_from >= 0)
+					log_msg(LOG_WARNING, "pool: failover from backend %s (%s) to backend %s",
+						token_backend_name(ct, ct->moved_from), ct->moved_rv,
+						token_backend_name(ct, i));
+				ct->moved_from = -1;
 				return 0;
 			}
 			if (r == KR_E_P11_PIN)
@@ -369,8 +392,11 @@ int token_take_failure(struct conn_token *ct)
 			p11_close(b->tok);
 		b->tok = NULL;
 		b->failed = true;
-		if (ct->current == (int)i)
+		if (ct->current == (int)i) {
 			ct->current = -1;
+			ct->moved_from = (int)i;
+			ct->moved_rv = name;
+		}
 		return (int)i;
 	}
 	return -1;

@@ -41,6 +41,10 @@ struct conn_token {
 	int current;             /* the connection's backend (its place in b); -1: none yet */
 	struct p11_token *tls_tok; /* backend 0's token, opened before the handshake for the TLS key */
 	const char *why;         /* why the last open failed, for the log */
+	CK_RV open_rv;           /* the token's code for it, if it gave one */
+	bool checking;           /* --check-config: no lock file is made */
+	int moved_from;          /* the place a device failure moved the connection off; -1: none */
+	const char *moved_rv;    /* that failure's CKR name */
 	char message[192];       /* a device failure's "CKR_... on backend NAME" */
 	/* The relay's own TLS key (tls.key a pkcs11: URI): its handle in tls_tok and
 	 * its CKA_ID, which no client may reach on any backend (guard.c). */
@@ -54,6 +58,9 @@ void token_init(struct conn_token *ct, const struct cfg *c);
 void token_close(struct conn_token *ct);
 /* Opens backend 0 with its configured PIN, before the handshake: for the TLS key. */
 int token_open_configured(struct conn_token *ct) KR_WUR;
+/* For --check-config: configured backend i opened and logged into with its PIN,
+ * outside the pool's health. */
+int token_check_open(struct conn_token *ct, int i, struct p11_token **ret) KR_WUR;
 /* Keeps the relay's own TLS key (handle h in tls_tok) from every client. */
 void token_reserve(struct conn_token *ct, CK_OBJECT_HANDLE h);
 

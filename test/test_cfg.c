@@ -1,5 +1,5 @@
 /* Unit tests for the configuration: pkcs11.call_timeout, its default and its
- * bounds (issue 11, finding 12). */
+ * bounds (issue 11, finding 12); the pool (issue 12). */
 #include "config.h"
 
 #include <check.h>
@@ -70,6 +70,67 @@ START_TEST(test_call_timeout_bounds)
 }
 END_TEST
 
+#define BACKEND(name) "{\"name\": \"" name "\", \"module\": \"/dev/null\", \"pin_file\": \"/dev/null\"}"
+
+START_TEST(test_pool)
+{
+	struct cfg *c = NULL;
+	char *errors;
+
+	/* A single token is a pool of one, "default". */
+	ck_assert_int_eq(load("{\"module\": \"/dev/null\", \"pin_file\": \"/dev/null\"}", &c, &errors), 0);
+	ck_assert_uint_eq(c->pkcs11.n_backends, 1);
+	ck_assert_str_eq(c->pkcs11.backends[0].name, "default");
+	ck_assert_int_eq(c->pkcs11.pool.mode, CFG_POOL_FAILOVER);
+	ck_assert_int_eq(c->pkcs11.pool.new_keys, -1);
+	ck_assert_uint_eq(c->pkcs11.pool.retry_after, 30);
+	cfg_free(c);
+	ck_assert_int_eq(load("{\"backends\": [" BACKEND("a") ", " BACKEND("b") "], \"lock_file\": \"/tmp/x\","
+			      " \"pool\": {\"mode\": \"balance\", \"new_keys\": \"b\", \"retry_after\": 5}}",
+			      &c, &errors),
+			 0);
+	ck_assert_uint_eq(c->pkcs11.n_backends, 2);
+	ck_assert_int_eq(c->pkcs11.pool.mode, CFG_POOL_BALANCE);
+	ck_assert_int_eq(c->pkcs11.pool.new_keys, 1);
+	ck_assert_uint_eq(c->pkcs11.pool.retry_after, 5);
+	cfg_free(c);
+}
+END_TEST
+
+START_TEST(test_pool_errors)
+{
+	static const struct {
+		const char *pkcs11, *error;
+	} bad[] = {
+		{ "{\"backends\": [" BACKEND("a") "], \"pool\": {\"mode\": \"random\"}}",
+		  "pkcs11.pool.mode: must be \"failover\" or \"balance\"\n" },
+		{ "{\"backends\": [" BACKEND("a") "], \"pool\": {\"new_keys\": \"c\"}}",
+		  "pkcs11.pool.new_keys: must name one of pkcs11.backends\n" },
+		{ "{\"backends\": [" BACKEND("a") "], \"pool\": {\"weight\": 1}}", "pkcs11.pool.weight: unknown key\n" },
+		{ "{\"backends\": [" BACKEND("a") ", " BACKEND("a") "], \"lock_file\": \"/tmp/x\"}",
+		  "pkcs11.backends[1]: name: \"a\" is also pkcs11.backends[0]'s\n" },
+		{ "{\"backends\": [" BACKEND("a/b") "]}",
+		  "pkcs11.backends[0]: name: required: letters, digits, '.', '_' and '-', at most 128\n" },
+		{ "{\"backends\": [" BACKEND("a") "], \"module\": \"/dev/null\"}",
+		  "pkcs11.backends: conflicts with pkcs11.module, token, pin_file and pin_credential (they are a pool of "
+		  "one)\n" },
+		{ "{\"backends\": []}", "pkcs11.backends: must be a list of 1 to 16 objects\n" },
+		{ "{\"backends\": [" BACKEND("a") ", " BACKEND("b") "]}",
+		  "pkcs11.backends: a pool of more than one needs pkcs11.lock_file: the backends' health, which every "
+		  "relay process shares, is kept beside it, in <lock_file>.health\n" },
+	};
+	struct cfg *c = NULL;
+	char *errors;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ck_assert_int_eq(load(bad[i].pkcs11, &c, &errors), KR_E_CONFIG);
+		ck_assert_ptr_null(c);
+		ck_assert_str_eq(errors, bad[i].error);
+		free(errors);
+	}
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("cfg");
@@ -79,6 +140,8 @@ int main(void)
 
 	tcase_add_test(tc, test_call_timeout_default);
 	tcase_add_test(tc, test_call_timeout_bounds);
+	tcase_add_test(tc, test_pool);
+	tcase_add_test(tc, test_pool_errors);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -774,7 +774,7 @@ static int open_token(const struct options *o, struct p11_token **ret, const cha
 	}
 	r = p11_read_pin(o->pin_file, NULL, &pin, &pin_len, ret_why);
 	if (r == 0)
-		r = p11_lock(o->lock_file, &lock, ret_why);
+		r = p11_lock(o->lock_file, true, &lock, ret_why);
 	if (r == 0)
 		r = p11_open(o->module, uri, NULL, 0, NULL, 0, NULL, &t, ret_why);
 	if (r == 0)

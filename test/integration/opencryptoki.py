@@ -23,11 +23,12 @@ import signal
 import subprocess
 
 OPENCRYPTOKI_MODULE = "/usr/lib/x86_64-linux-gnu/pkcs11/libopencryptoki.so"
-# Preloaded into the relays (relay_env), so that they stay mapped after
-# dlclose(): then LeakSanitizer can name them in the stacks of what they leak,
-# and test/lsan.supp suppresses those.
-PRELOAD = "/usr/lib/x86_64-linux-gnu/opencryptoki/libopencryptoki.so.0 " \
-          "/usr/lib/x86_64-linux-gnu/opencryptoki/stdll/libpkcs11_sw.so.0"
+# The software token's library, which libopencryptoki unloads at C_Finalize,
+# preloaded into the relays (relay_env) so that it stays mapped: LeakSanitizer
+# then names it in the stacks of what it leaks, and test/lsan.supp suppresses
+# those. (The relay keeps each module itself mapped.) It defines no C_ function,
+# so a SoftHSM beside it in the same relay is not interposed.
+STDLL = "/usr/lib/x86_64-linux-gnu/opencryptoki/stdll/libpkcs11_sw.so.0"
 PKCSSLOTD = "/usr/sbin/pkcsslotd"
 DEFAULT_SO_PIN = "87654321"  # a fresh PKCS11_SW token's
 TIMEOUT = 30  # seconds for any one step
@@ -135,7 +136,7 @@ class OpenCryptokiToken:
     def __init__(self, directory, label="kmip-relay", pin="1234", so_pin="123456"):
         self.dir, self.label, self.pin, self.so_pin = directory, label, pin, so_pin
         self.env = dict(os.environ)
-        self.relay_env = {"LD_PRELOAD": PRELOAD}
+        self.relay_env = {"LD_PRELOAD": STDLL}
         self.tokens = []  # [(slot, label, pin, so_pin)], in slot order
         self.pin_file = os.path.join(directory, "pin")
         os.makedirs(os.path.join(directory, "etc"), exist_ok=True)

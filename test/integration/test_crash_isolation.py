@@ -29,7 +29,6 @@ end of each test.
 A crash under AddressSanitizer leaves a SEGV report; the tests accept exactly the
 reports of the processes the module made crash, and nothing else."""
 
-import glob
 import os
 import re
 import shlex
@@ -47,7 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding
 from relaytest import (BYTES, CRYPTOGRAPHIC_FAILURE, ENUM, FAILED, GENERAL_FAILURE, INTEGER, INVALID_FIELD,
                        OP_QUERY, OP_RNG_RETRIEVE, OP_SIGN, RELAY, SUCCESS, TEXT,
                        UNSUPPORTED_CRYPTOGRAPHIC_PARAMETERS, V1, V2, RelayTestCase, T, Token, alive,
-                       batch_items, children, exchange, find, free_port, item, key_material, public_key_of,
+                       batch_items, children, drop_injected_crash_reports, exchange, find, free_port, item, key_material, public_key_of,
                        reason_in, request, spki_sha256, wait_gone, wait_listening)
 
 FAULTY_P11 = os.environ.get("FAULTY_P11") or os.path.join(os.path.dirname(os.path.abspath(RELAY)),
@@ -106,14 +105,7 @@ class FaultTestCase(RelayTestCase):
             if pid in hung and alive(pid):
                 os.kill(pid, signal.SIGKILL)
         still = wait_gone(relays)
-        crashed = {pid for pid, _, action in self.fired() if action == "segv"}
-        for path in glob.glob(self.sanitizer_prefix + ".*"):
-            pid = int(path.rpartition(".")[2])
-            if pid in crashed:
-                with open(path) as f:
-                    report = f.read()
-                if "SEGV" in report and "faulty_p11" in report:
-                    os.unlink(path)
+        drop_injected_crash_reports(self.sanitizer_prefix, self.fault_log)
         super().tearDown()
         self.assertEqual(still, [], "relay processes still running at the end")
 

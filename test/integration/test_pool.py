@@ -14,15 +14,17 @@ import time
 import unittest
 
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from relaytest import (ALG_EC, CURVE_P256, FAILED, FAULTY_P11, OP_ACTIVATE, OP_CREATE_KEY_PAIR, OP_GET,
+from opencryptoki import OpenCryptokiToken
+from relaytest import (ALG_EC, ALG_RSA, CURVE_P256, FAILED, FAULTY_P11, OP_ACTIVATE, OP_CREATE_KEY_PAIR, OP_GET,
                        OP_LOCATE, OP_SIGN, SOFTHSM_MODULE, STRUCTURE, T, TokenTestCase,
                        crypto_parameters, failure, find, get_payload, item, key_material, pair_payload, uid_item, V2,
-                       alive)
-from test_crypto import ALG_ECDSA, HASH_SHA256, sign_request
+                       alive, drop_injected_crash_reports, RELAY)
+from test_crypto import ALG_ECDSA, HASH_SHA256, rsa_params, sign_request
 
 PARAMS = crypto_parameters(None, HASH_SHA256, ALG_ECDSA)
+RSA_PARAMS = rsa_params("pkcs1", HASH_SHA256)
 RETRY_AFTER = 3
 GENERAL_FAILURE = 0x100
 
@@ -50,6 +52,10 @@ class PoolTestCase(TokenTestCase):
         self.env.update(SOFTHSM2_CONF=self.token.conf, FAULTY_P11_FAULT_FILE=self.fault_file,
                         FAULTY_P11_LOG=self.fault_log, FAULTY_P11_HANG_SECONDS="30")
 
+    def tearDown(self):
+        drop_injected_crash_reports(self.sanitizer_prefix, self.fault_log)
+        super().tearDown()
+
     def set_fault(self, fault):
         tmp = self.fault_file + ".tmp"
         with open(tmp, "w") as f:
@@ -61,12 +67,21 @@ class PoolTestCase(TokenTestCase):
         return {"name": name, "module": module, "token": "pkcs11:token=" + token.label,
                 "pin_file": pin_file or token.pin_file, "weight": weight}
 
-    def pool(self, backends, mode="failover", new_keys=None, **pkcs11):
+    def pool_config(self, backends, mode="failover", new_keys=None, **pkcs11):
         pool = {"mode": mode, "retry_after": RETRY_AFTER}
         if new_keys:
             pool["new_keys"] = new_keys
         values = dict({"backends": backends, "pool": pool, "lock_file": self.lock_file}, **pkcs11)
-        return self.start(self.config(pkcs11=values))
+        return self.config(pkcs11=values)
+
+    def pool(self, backends, mode="failover", new_keys=None, **pkcs11):
+        return self.start(self.pool_config(backends, mode, new_keys, **pkcs11))
+
+    def check_config(self, path):
+        """kmip-relay --check-config: (exit code, stdout, stderr lines)."""
+        p = subprocess.run(list(self.relay_wrapper) + [RELAY, "--check-config", "--config", path], env=self.env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60, text=True)
+        return p.returncode, p.stdout, p.stderr.splitlines()
 
     def replicas(self, mode="failover", **pkcs11):
         """A pool of "a" (faulty_p11 on the token) and "b" (SoftHSM itself)."""
@@ -83,9 +98,10 @@ class PoolTestCase(TokenTestCase):
         self.assertTrue(records, "audit records of port %d" % local_port)
         return [r.get("backend") for r in records if r["operation"] == operation]
 
-    def make_pair(self, port):
+    def make_pair(self, port, rsa=False):
         with self.client(port, V2) as c:
-            payload = c.ok(OP_CREATE_KEY_PAIR, pair_payload(V2, ALG_EC, curve=CURVE_P256), V2)
+            payload = c.ok(OP_CREATE_KEY_PAIR, pair_payload(V2, ALG_RSA, 2048, None) if rsa
+                           else pair_payload(V2, ALG_EC, curve=CURVE_P256), V2)
             priv = find(payload, T["PrivateKeyUniqueIdentifier"])[0]
             pub = find(payload, T["PublicKeyUniqueIdentifier"])[0]
             for uid in (priv, pub):
@@ -96,10 +112,15 @@ class PoolTestCase(TokenTestCase):
     def sign(self, port, priv, public, data):
         """Signs on a connection of its own and verifies the signature; returns the
         connection's local port."""
+        rsa_key = isinstance(public, rsa.RSAPublicKey)
         with self.client(port, V2) as c:
             local = c.sock.getsockname()[1]
-            sig = find(c.ok(OP_SIGN, sign_request(priv, PARAMS, data), V2), T["SignatureData"])[0]
-        public.verify(sig, data, ec.ECDSA(hashes.SHA256()))
+            sig = find(c.ok(OP_SIGN, sign_request(priv, RSA_PARAMS if rsa_key else PARAMS, data), V2),
+                       T["SignatureData"])[0]
+        if rsa_key:
+            public.verify(sig, data, padding.PKCS1v15(), hashes.SHA256())
+        else:
+            public.verify(sig, data, ec.ECDSA(hashes.SHA256()))
         return local
 
     def sign_on_new_connection(self, port, priv, public, data=b"pool"):
@@ -139,6 +160,8 @@ class FailoverTest(PoolTestCase):
         self.assertEqual((failures, error), (1, "CKR_DEVICE_ERROR"))
         self.assertGreater(down_until, time.time())
         self.assertTrue(any("pool: backend a failed (CKR_DEVICE_ERROR)" in l for l in self.log_lines()))
+        self.assertTrue(any("pool: failover from backend a (CKR_DEVICE_ERROR) to backend b" in l
+                            for l in self.log_lines()))
         fired = len(self.fired())
         self.assertEqual(self.sign_on_new_connection(port, priv, public, b"straight to b"), ["b"])
         self.assertEqual(len(self.fired()), fired, "the next connection did not try a")
@@ -200,6 +223,14 @@ class FailoverTest(PoolTestCase):
             self.assertEqual(find(c.ok(OP_LOCATE, [item(T["Attributes"], STRUCTURE, [])], V2),
                                   T["UniqueIdentifier"]), [])
         self.assertNotIn("Private Key Object", self.token.objects())
+        self.assertEqual(health(self.lock_file)["a"][::2], (1, "CKR_DEVICE_ERROR"))
+
+    def test_a_vanished_token_is_down_not_a_config_error(self):
+        port = self.pool([dict(self.backend("a", SOFTHSM_MODULE), token="pkcs11:token=unplugged"),
+                          self.backend("b", SOFTHSM_MODULE)])
+        priv, public = self.make_pair(port)
+        self.assertEqual(self.sign_on_new_connection(port, priv, public), ["b"])
+        self.assertEqual(health(self.lock_file)["a"][::2], (1, "CKR_TOKEN_NOT_PRESENT"))
 
     def test_locate_counts_a_replica_once(self):
         port = self.replicas()
@@ -208,6 +239,36 @@ class FailoverTest(PoolTestCase):
             got = c.ok(OP_LOCATE, [item(T["Attributes"], STRUCTURE, [])], V2)
         self.assertEqual(sorted(find(got, T["UniqueIdentifier"])), sorted([priv, priv[:-5] + "_pub"]))
         self.assertEqual(find(got, T["LocatedItems"]), [2])
+
+
+class ReplicaCheckTest(PoolTestCase):
+    def test_check_config_lists_what_a_backend_lacks(self):
+        port = self.replicas()
+        priv, _ = self.make_pair(port)
+        pub = priv[:-5] + "_pub"
+        # Replicas of one token hold the same objects: no warning.
+        self.assertEqual(self.check_config(self.pool_config([self.backend("a", FAULTY_P11),
+                                                             self.backend("b", SOFTHSM_MODULE)])),
+                         (0, "OK\n", []))
+        # An empty token beside it lacks both halves of the pair, and a token
+        # that cannot be opened is named, not compared; neither is an error.
+        self.token.add_token("empty", "5678")
+        empty_pin = os.path.join(self.tmp, "empty-pin")
+        with open(empty_pin, "w") as f:
+            f.write("5678\n")
+        os.chmod(empty_pin, 0o600)
+        check_lock = os.path.join(self.tmp, "check.lock")
+        code, out, err = self.check_config(self.pool_config([
+            self.backend("a", SOFTHSM_MODULE),
+            {"name": "c", "module": SOFTHSM_MODULE, "token": "pkcs11:token=empty", "pin_file": empty_pin},
+            dict(self.backend("d", SOFTHSM_MODULE), token="pkcs11:token=unplugged")], lock_file=check_lock))
+        self.assertEqual((code, out), (0, "OK\n"))
+        self.assertEqual(sorted(err), sorted([
+            "warning: pkcs11.backends[1] (c): lacks %s, which backend a holds" % priv,
+            "warning: pkcs11.backends[1] (c): lacks %s, which backend a holds" % pub,
+            "warning: pkcs11.backends[2] (d): not compared with the others: pkcs11.token: no token matches the URI"]))
+        self.assertEqual([f for f in os.listdir(self.tmp) if f.startswith("check.lock")], [],
+                         "the check made a lock or health file")
 
 
 class BalanceTest(PoolTestCase):
@@ -310,6 +371,28 @@ class MigrationTest(PoolTestCase):
         self.assertEqual(self.sign_on_new_connection(port, new_priv, new_public, b"new key"), ["new"])
         self.assertIn(new_priv[:40].lower(), self.private_ids("new-hsm", "5678"))
         self.assertNotIn(new_priv[:40].lower(), self.private_ids(self.token.label, self.token.pin))
+        with self.client(port, V2) as c:
+            got = find(c.ok(OP_LOCATE, [item(T["Attributes"], STRUCTURE, [])], V2), T["UniqueIdentifier"])
+        self.assertEqual(sorted(got), sorted([old_priv, old_priv[:-5] + "_pub", new_priv, new_priv[:-5] + "_pub"]))
+
+    def test_softhsm_to_opencryptoki(self):
+        # The old HSM is SoftHSM, the new one openCryptoki's software token (RSA
+        # only); the relays run in openCryptoki's namespace, where SoftHSM's token
+        # directory is reachable too.
+        ock = OpenCryptokiToken(os.path.join(self.tmp, "ock"), label="new-hsm", pin="5678")
+        self.tokens.append(ock)
+        self.use_token(ock)
+        old_port = self.serve()
+        old_priv, old_public = self.make_pair(old_port, rsa=True)
+        port = self.pool([self.backend("old", SOFTHSM_MODULE), self.backend("new", ock.module, token=ock)],
+                         new_keys="new")
+        self.assertEqual(self.sign_on_new_connection(port, old_priv, old_public, b"old key"), ["old"])
+        new_priv, new_public = self.make_pair(port, rsa=True)
+        self.assertEqual(self.sign_on_new_connection(port, new_priv, new_public, b"new key"), ["new"])
+        ids = lambda out: [l.split(":", 1)[1].strip().lower() for l in out.splitlines()
+                           if l.strip().startswith("ID:")]
+        self.assertEqual(ids(ock.objects("privkey")), [new_priv[:40].lower()])
+        self.assertEqual(self.private_ids(self.token.label, self.token.pin), [old_priv[:40].lower()])
         with self.client(port, V2) as c:
             got = find(c.ok(OP_LOCATE, [item(T["Attributes"], STRUCTURE, [])], V2), T["UniqueIdentifier"])
         self.assertEqual(sorted(got), sorted([old_priv, old_priv[:-5] + "_pub", new_priv, new_priv[:-5] + "_pub"]))
