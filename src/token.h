@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The connection's token: opened when the first operation needs it (a connection
  * that only discovers versions never loads the module), or before the handshake
  * when the TLS key lives in it. A client uses the token and PIN its "clients" entry

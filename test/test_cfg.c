@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Unit tests for the configuration: pkcs11.call_timeout, its default and its
  * bounds (issue 11, finding 12). */
 #include "config.h"

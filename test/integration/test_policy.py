@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 """Who may do what (issue 6): clients named in the config by certificate (a name
 of a CA-issued certificate, or a pinned SubjectPublicKeyInfo) or by KMIP
 credential, each in a namespace whose tag begins the CKA_ID of every key it makes.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 """The systemd units and the xinetd sample (units/).
 
 - systemd-analyze verify accepts the generated service template and the socket;
