@@ -18,7 +18,8 @@
 #include "kmip_names.h"
 #include "ttlv.h"
 
-/* The file's schema: every key, its type and where it goes. */
+/* The file's schema: every key, its type and where it goes. Each key is also
+ * documented in man/kmip-relay.json.5.in and README (test_docs.py checks). */
 enum key_type {
 	KT_STRING,
 	KT_PATH,      /* a string naming a file that must be readable */

@@ -903,8 +903,8 @@ class LogSecrecyTest(PolicyTestCase):
 
 
 class ExampleConfigTest(RelayTestCase):
-    """README's "Access control" examples, with their paths pointed at files made
-    here, pass --check-config."""
+    """README's example configs (Configuration, Access control), with their paths
+    pointed at files made here, pass --check-config."""
 
     PREFIXES = ("/etc/kmip-relay/", "/var/lib/softhsm", "/var/log/", "/run/kmip-relay/")
 
@@ -961,7 +961,7 @@ class ExampleConfigTest(RelayTestCase):
 
     def test_examples_pass_check_config(self):
         examples = self.examples()
-        self.assertEqual(sorted(examples), ["cascade", "krill", "two-tenants"])
+        self.assertEqual(sorted(examples), ["cascade", "krill", "quickstart", "two-tenants"])
         files = self.files()
         for name, cfg in examples.items():
             with self.subTest(example=name):
@@ -969,6 +969,9 @@ class ExampleConfigTest(RelayTestCase):
 
     def test_examples_show_what_they_say(self):
         ex = self.examples()
+        self.assertNotIn("clients", ex["quickstart"])  # one tenant, mutual TLS
+        self.assertIn("client_ca", ex["quickstart"]["tls"])
+        del ex["quickstart"]
         identities = ("certificate_spki_sha256", "certificate_name", "username", "username_is_token")
         for name, cfg in ex.items():
             for c in cfg["clients"]:
