@@ -936,6 +936,9 @@ class ExampleConfigTest(RelayTestCase):
         with open(pin, "w") as f:
             f.write("1234\n")
         os.chmod(pin, 0o600)
+        # The credential "pin" that pin_credential names ($CREDENTIALS_DIRECTORY is
+        # self.tmp in check_config).
+        shutil.copy(pin, os.path.join(self.tmp, "pin"))
         return {"certificate": self.pki.server, "key": self.pki.server_key, "client_ca": self.pki.ca,
                 "ticket_key": ticket, "pin_file": pin, "file": os.path.join(self.tmp, "example.log"),
                 "lock_file": os.path.join(self.tmp, "example.lock")}

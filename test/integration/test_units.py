@@ -138,6 +138,14 @@ class UnitFileTest(unittest.TestCase):
         self.assertEqual(s[("Service", "RestrictAddressFamilies")], ["AF_UNIX"])
         self.assertIn(("Service", "RuntimeMaxSec"), s)
 
+    def test_service_pin_credential_and_logs_directory(self):
+        # Issue 16: a missing PIN file gives an empty credential, not a unit that
+        # fails before the relay can say what to do; log.file has a writable home.
+        s = unit_settings(built("units/kmip-relay@.service"))
+        self.assertEqual(s[("Service", "SetCredential")], ["pin:\\n"])
+        self.assertEqual(s[("Service", "LogsDirectory")], ["kmip-relay"])
+        self.assertEqual(s[("Service", "ProtectSystem")], ["strict"])
+
     def test_service_dumps_no_core(self):
         # Issue 11, finding 11; the relay also makes itself undumpable.
         s = unit_settings(built("units/kmip-relay@.service"))
