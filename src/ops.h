@@ -62,6 +62,10 @@ bool ops_undoable(uint32_t operation);
 int ops_undo_apply(struct ops_ctx *ctx, struct ops_undo *u) KR_WUR;
 void ops_undo_free(struct ops_undo *u);
 
+/* Ends what the connection left open: its Encrypt and Decrypt streams (their token
+ * sessions closed), which no later connection may continue. */
+void ops_end_connection(struct conn_token *ct);
+
 /* Name of an operation for logs ("Query"), or "Unknown". */
 const char *ops_name(uint32_t operation);
 

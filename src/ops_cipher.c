@@ -220,7 +220,8 @@ static bool unpad(struct crypt_state *cs, bool last, uint8_t **inout, size_t *in
 /* Streams: a multi-part Encrypt or Decrypt keeps its PKCS#11 operation on a session
  * of its own from the request with the Init Indicator to the one with the Final
  * Indicator; the requests between name it by its Correlation Value. A failure ends
- * the stream. The process serves one connection, so these are the connection's. */
+ * the stream. They are the connection's: ops_end_connection ends those it left
+ * open. */
 #define MAX_STREAMS 4
 #define CORRELATION_LEN 16
 
@@ -428,6 +429,16 @@ out:
 		stream_end(st, sm);
 	buf_free(in, in_size);
 	buf_free(out, out_size);
+}
+
+void ops_end_connection(struct conn_token *ct)
+{
+	for (size_t i = 0; i < MAX_STREAMS; i++)
+		if (streams[i].open) {
+			if (ct->tok)
+				p11_session_close(ct->tok, streams[i].session);
+			explicit_bzero(&streams[i], sizeof(streams[i]));
+		}
 }
 
 void op_encrypt(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res)

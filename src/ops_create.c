@@ -601,10 +601,10 @@ static void tmpl_number(struct key_template *t, struct values *v, CK_ATTRIBUTE_T
 	tmpl_add(t, type, d.data + skip, d.size - skip);
 }
 
-/* An RSA modulus's (or a DSA prime's) size in bits, without DER's leading zero byte. */
+/* An RSA modulus's (or a DSA prime's) size in bits. */
 static int32_t rsa_bits(const gnutls_datum_t *n)
 {
-	return (int32_t)(n->size - (n->size && !n->data[0])) * 8;
+	return ops_bits(n->data, n->size);
 }
 
 static int curve_der(gnutls_ecc_curve_t c, size_t *ret)

@@ -65,7 +65,7 @@ static int read_key_info(struct store *st, const struct store_obj *o, const stru
 		ki->algorithm = ki->key_type == CKK_RSA ? ALG_RSA : ALG_DSA;
 		if ((r = p11_get_attr_alloc(st->tok, o->handle, ki->key_type == CKK_RSA ? CKA_MODULUS : CKA_PRIME, &buf,
 					    &len)) == 0)
-			ki->length = (int32_t)len * 8;
+			ki->length = ops_bits(buf, len);
 		break;
 	case CKK_EC:
 	case CKK_EC_EDWARDS:

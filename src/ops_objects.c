@@ -461,6 +461,22 @@ bool ops_find_curve(const uint8_t *der, size_t len, size_t *ret)
 	return false;
 }
 
+int32_t ops_bits(const uint8_t *n, size_t len)
+{
+	int32_t bits;
+
+	while (len && !*n) {
+		n++;
+		len--;
+	}
+	if (!len || len > INT32_MAX / 8)
+		return 0;
+	bits = (int32_t)len * 8;
+	for (uint8_t top = *n; !(top & 0x80); top = (uint8_t)(top << 1))
+		bits--;
+	return bits;
+}
+
 const uint32_t ops_object_tags[STORE_N_KINDS] = {
 	[STORE_PUBLIC] = KMIP_TAG_PUBLIC_KEY, [STORE_PRIVATE] = KMIP_TAG_PRIVATE_KEY,
 	[STORE_SECRET] = KMIP_TAG_SYMMETRIC_KEY, [STORE_CERT] = KMIP_TAG_CERTIFICATE,

@@ -547,6 +547,7 @@ static void session_init(struct session *s, const struct cfg *c, bool trace, str
 static void session_end(struct session *s)
 {
 	audit_flush(s); /* a request that ended the connection */
+	ops_end_connection(s->token);
 	guard_clear(&s->guard);
 	free(s->audits);
 }
