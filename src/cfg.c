@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 #include "config.h"
 
 #include "cfg.h"
@@ -17,12 +18,14 @@
 #include "kmip_names.h"
 #include "ttlv.h"
 
-/* The file's schema: every key, its type and where it goes. */
+/* The file's schema: every key, its type and where it goes. Each key is also
+ * documented in man/kmip-relay.json.5.in and README (test_docs.py checks). */
 enum key_type {
 	KT_STRING,
 	KT_PATH,      /* a string naming a file that must be readable */
 	KT_KEY,       /* a readable file, or a pkcs11: URI */
 	KT_TICKET,    /* a readable file of exactly TICKET_KEY_SIZE bytes */
+	KT_CREDENTIAL, /* a systemd credential's name; it must hold something */
 	KT_BOOL,
 	KT_SECONDS,   /* 1 .. 1 week */
 	KT_SIZE,      /* 4096 .. 64 MiB */
@@ -88,7 +91,7 @@ static const struct key pkcs11_keys[] = {
 	K("module", KT_PATH, pkcs11.module),
 	K("token", KT_STRING, pkcs11.token),
 	K("pin_file", KT_PATH, pkcs11.pin_file),
-	K("pin_credential", KT_STRING, pkcs11.pin_credential),
+	K("pin_credential", KT_CREDENTIAL, pkcs11.pin_credential),
 	K("lock_file", KT_STRING, pkcs11.lock_file),
 	K("call_timeout", KT_SECONDS, pkcs11.call_timeout),
 	K("login_with_credentials", KT_BOOL, pkcs11.login_with_credentials),
@@ -125,7 +128,7 @@ static const struct key backend_keys[] = {
 	B("module", KT_PATH, module),
 	B("token", KT_STRING, token),
 	B("pin_file", KT_PATH, pin_file),
-	B("pin_credential", KT_STRING, pin_credential),
+	B("pin_credential", KT_CREDENTIAL, pin_credential),
 	B("weight", KT_COUNT, weight),
 	{ 0 },
 };
@@ -143,7 +146,7 @@ static const struct key client_keys[] = {
 	C("password_is_pin", KT_BOOL, password_is_pin),
 	C("token", KT_STRING, token),
 	C("pin_file", KT_PATH, pin_file),
-	C("pin_credential", KT_STRING, pin_credential),
+	C("pin_credential", KT_CREDENTIAL, pin_credential),
 	C("read_only", KT_BOOL, read_only),
 	C("namespace", KT_STRING, namespace),
 	C("untagged_keys", KT_BOOL, untagged_keys),
@@ -206,6 +209,66 @@ static void check_file(struct errors *e, const char *path, const char *file, lon
 	fclose(f);
 }
 
+#ifndef UNIT_PIN_FILE
+#define UNIT_PIN_FILE "/etc/kmip-relay/pin"
+#endif
+
+/* Whether a file holds anything but line ends (what p11_read_pin strips). The
+ * bytes may be the PIN, so they are wiped. */
+static bool holds_something(FILE *f)
+{
+	unsigned char buf[64];
+	bool found = false;
+	size_t n;
+
+	setvbuf(f, NULL, _IONBF, 0); /* no stdio buffer holding a copy */
+	while (!found && (n = fread(buf, 1, sizeof(buf), f)) > 0)
+		for (size_t i = 0; i < n; i++)
+			found = found || (buf[i] != '\n' && buf[i] != '\r');
+	explicit_bzero(buf, sizeof(buf));
+	return found;
+}
+
+/* A credential that the relay will read from $CREDENTIALS_DIRECTORY: checked when
+ * that is set (under systemd it always is). kmip-relay@.service turns a missing
+ * PIN file into an empty credential (SetCredential=pin:\n), so that configs with
+ * no configured PIN start without it; one that needs it fails here, saying where
+ * the PIN goes. */
+static void check_credential(struct errors *e, const char *path, const char *name)
+{
+	const char *dir = getenv("CREDENTIALS_DIRECTORY");
+	char file[4096];
+	FILE *f;
+
+	if (!*name || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0) {
+		add_error(e, path, "must be a credential name (LoadCredential=NAME:FILE), not a path");
+		return;
+	}
+	if (!dir)
+		return;
+	if (snprintf(file, sizeof(file), "%s/%s", dir, name) >= (int)sizeof(file)) {
+		add_error(e, path, "$CREDENTIALS_DIRECTORY is too long");
+		return;
+	}
+	f = fopen(file, "re");
+	if (f && holds_something(f)) {
+		fclose(f);
+		return;
+	}
+	if (f)
+		fclose(f);
+	if (strcmp(name, "pin") == 0)
+		add_error(e, path,
+			  "the credential \"pin\" is missing or empty: put the user PIN in " UNIT_PIN_FILE
+			  " (owned by root, mode 0600), which kmip-relay@.service loads as that credential "
+			  "(LoadCredential=pin:" UNIT_PIN_FILE ")");
+	else
+		add_error(e, path,
+			  "the credential \"%s\" is missing or empty: load it from the file holding the PIN in a "
+			  "drop-in (systemctl edit kmip-relay@.service: LoadCredential=%s:FILE)",
+			  name, name);
+}
+
 /* Reads one value into base (a struct cfg or struct cfg_client) at k's offset. */
 static void load_key(void *base, const struct key *k, json_t *v, const char *path, struct errors *e)
 {
@@ -216,6 +279,7 @@ static void load_key(void *base, const struct key *k, json_t *v, const char *pat
 	case KT_PATH:
 	case KT_KEY:
 	case KT_TICKET:
+	case KT_CREDENTIAL:
 		if (!json_is_string(v)) {
 			add_error(e, path, "must be a string");
 			return;
@@ -224,6 +288,8 @@ static void load_key(void *base, const struct key *k, json_t *v, const char *pat
 			check_file(e, path, json_string_value(v), 0);
 		else if (k->type == KT_TICKET)
 			check_file(e, path, json_string_value(v), CFG_TICKET_KEY_SIZE);
+		else if (k->type == KT_CREDENTIAL)
+			check_credential(e, path, json_string_value(v));
 		free(*(char **)dst);
 		*(char **)dst = strdup(json_string_value(v));
 		if (!*(char **)dst)
@@ -496,8 +562,9 @@ static void load_client(struct cfg *c, struct cfg_client *cl, json_t *obj, const
 		add_error(e, path,
 			  "username_is_token: needs tokens (the pkcs11: URIs its Username may pick among) or "
 			  "pkcs11.token as their pattern; without either, a Username could pick any token in the module");
+	/* Backend 0's PIN is the default: pkcs11.pin_file or pin_credential, or the first backend's. */
 	if (!cl->password_is_pin && !cl->username_is_token && !cl->pin_file && !cl->pin_credential &&
-	    !c->pkcs11.pin_file && !c->pkcs11.pin_credential)
+	    !(c->pkcs11.n_backends && (c->pkcs11.backends[0].pin_file || c->pkcs11.backends[0].pin_credential)))
 		add_error(e, path, "no PIN: set pin_file or pin_credential here or in pkcs11");
 }
 

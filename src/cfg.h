@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The JSON configuration file: read once at start, validated completely, then
  * immutable. Every error names the key it concerns ("tls.client_ca: ..."). */
 #ifndef KR_CFG_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The pool's health, shared by every relay process on the host: per backend, how
  * many failures in a row, until when it is skipped, and its last error (a CKR_
  * name, "timeout" or a signal's name) with its time. It lives in a small file

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* KMIP operations: one handler per operation, found in a table. A handler reads its
  * request payload and writes its Response Payload; it knows nothing of TLS or of
  * bytes on the wire. */

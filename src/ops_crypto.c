@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 #include "config.h"
 
 /* Cryptographic operations with keys in the token: Sign, Signature Verify, MAC and

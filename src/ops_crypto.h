@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* What the cryptographic operations share (ops_crypto.c, ops_cipher.c): the KMIP
  * values they speak, Cryptographic Parameters, and the rules of a key's
  * metadata - its parameters as defaults, the dates that bound its use, its Usage

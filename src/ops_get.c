@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 #include "config.h"
 
 /* Get, Get Attributes, Get Attribute List, Locate and Check: what the token holds,

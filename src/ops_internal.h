@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Shared by the operation modules; not part of the ops interface. */
 #ifndef KR_OPS_INTERNAL_H
 #define KR_OPS_INTERNAL_H

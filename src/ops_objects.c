@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 #include "config.h"
 
 /* The helpers the managed-object operations share (see ops_objects.h). */

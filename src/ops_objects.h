@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* What the managed-object operations share: KMIP values they speak, the usage
  * flags that carry the lifecycle into the token, and the metadata helpers. */
 #ifndef KR_OPS_OBJECTS_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 #include "config.h"
 
 /* Batch Error Continuation Option Undo: a batch whose item fails has the changes of

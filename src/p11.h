@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The PKCS#11 backend: loads one module, selects a token by PKCS#11 URI (RFC 7512,
  * parsed by p11-kit), logs in, finds objects and signs. Knows nothing of the KMIP
  * wire format. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Every call into the PKCS#11 module - its dlopen, each C_* function, its dlclose -
  * runs under a deadline and with the stop signals held.
  *

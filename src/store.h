@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Managed objects in the token. A Unique Identifier is derived from token data - the
  * uppercase hex of CKA_ID and a suffix for the object class - so it is the same in
  * every process and on every host. The KMIP attributes that PKCS#11 has no place for

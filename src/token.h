@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The connection's tokens: its pool of backends (pkcs11.backends, or the single
  * configured token as a pool of one), each opened when first needed - a connection
  * that only discovers versions loads no module - and the one holding the relay's

@@ -1,5 +1,7 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Unit tests for the configuration: pkcs11.call_timeout, its default and its
- * bounds (issue 11, finding 12); the pool (issue 12). */
+ * bounds (issue 11, finding 12); pin_credential, which must hold something when
+ * $CREDENTIALS_DIRECTORY is set (issue 16); the pool (issue 12). */
 #include "config.h"
 
 #include <check.h>
@@ -131,6 +133,85 @@ START_TEST(test_pool_errors)
 }
 END_TEST
 
+/* A credentials directory holding "pin" with content (NULL: no such file). */
+static void credentials(char *dir, const char *content)
+{
+	char path[256];
+	FILE *f;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	ck_assert_int_eq(setenv("CREDENTIALS_DIRECTORY", dir, 1), 0);
+	if (!content)
+		return;
+	snprintf(path, sizeof(path), "%s/pin", dir);
+	f = fopen(path, "w");
+	ck_assert_ptr_nonnull(f);
+	fputs(content, f);
+	fclose(f);
+}
+
+static void remove_credentials(const char *dir)
+{
+	char path[256];
+
+	snprintf(path, sizeof(path), "%s/pin", dir);
+	unlink(path);
+	rmdir(dir);
+	unsetenv("CREDENTIALS_DIRECTORY");
+}
+
+#define PIN_MISSING                                                                                       \
+	"the credential \"pin\" is missing or empty: put the user PIN in " UNIT_PIN_FILE " (owned by root, mode " \
+	"0600), which kmip-relay@.service loads as that credential (LoadCredential=pin:" UNIT_PIN_FILE ")\n"
+
+START_TEST(test_pin_credential_must_hold_a_pin)
+{
+	/* What kmip-relay@.service leaves without the PIN file (SetCredential=pin:\n),
+	 * no file, and an empty one. */
+	static const char *const empty[] = { "\n", NULL, "", "\r\n\n" };
+	char dir[] = "/tmp/test_cfg_cred.XXXXXX", *errors;
+	struct cfg *c = NULL;
+
+	for (size_t i = 0; i < sizeof(empty) / sizeof(empty[0]); i++) {
+		strcpy(dir, "/tmp/test_cfg_cred.XXXXXX");
+		credentials(dir, empty[i]);
+		ck_assert_int_eq(load("{\"pin_credential\": \"pin\"}", &c, &errors), KR_E_CONFIG);
+		ck_assert_ptr_null(c);
+		ck_assert_str_eq(errors, "pkcs11.pin_credential: " PIN_MISSING);
+		free(errors);
+		remove_credentials(dir);
+	}
+	strcpy(dir, "/tmp/test_cfg_cred.XXXXXX");
+	credentials(dir, "1234\n");
+	ck_assert_int_eq(load("{\"pin_credential\": \"pin\"}", &c, &errors), 0);
+	ck_assert_str_eq(c->pkcs11.pin_credential, "pin");
+	cfg_free(c);
+	remove_credentials(dir);
+}
+END_TEST
+
+START_TEST(test_pin_credential_other_name_and_no_directory)
+{
+	char dir[] = "/tmp/test_cfg_cred.XXXXXX", *errors;
+	struct cfg *c = NULL;
+
+	credentials(dir, "1234\n");
+	ck_assert_int_eq(load("{\"pin_credential\": \"zone-a\"}", &c, &errors), KR_E_CONFIG);
+	ck_assert_str_eq(errors, "pkcs11.pin_credential: the credential \"zone-a\" is missing or empty: load it "
+				 "from the file holding the PIN in a drop-in (systemctl edit kmip-relay@.service: "
+				 "LoadCredential=zone-a:FILE)\n");
+	free(errors);
+	ck_assert_int_eq(load("{\"pin_credential\": \"../pin\"}", &c, &errors), KR_E_CONFIG);
+	ck_assert_str_eq(errors,
+			 "pkcs11.pin_credential: must be a credential name (LoadCredential=NAME:FILE), not a path\n");
+	free(errors);
+	remove_credentials(dir);
+	/* Without $CREDENTIALS_DIRECTORY (--check-config by hand), nothing to look at. */
+	ck_assert_int_eq(load("{\"pin_credential\": \"pin\"}", &c, &errors), 0);
+	cfg_free(c);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("cfg");
@@ -142,6 +223,8 @@ int main(void)
 	tcase_add_test(tc, test_call_timeout_bounds);
 	tcase_add_test(tc, test_pool);
 	tcase_add_test(tc, test_pool_errors);
+	tcase_add_test(tc, test_pin_credential_must_hold_a_pin);
+	tcase_add_test(tc, test_pin_credential_other_name_and_no_directory);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

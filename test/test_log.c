@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Unit tests for the log module: escaping of client text, cuts at UTF-8
  * character boundaries, the line prefix (made without gmtime_r, which is not
  * async-signal-safe) and log_emergency. */

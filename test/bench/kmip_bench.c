@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 #include "config.h"
 
 /* kmip_bench: Sign throughput of a running relay, measured against the token's own

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """Runs the OASIS KMIP conformance test cases (the XML files under v1.4/ and v2.1/
 beside this script) against the relay: each file's requests go in order over one
 TLS connection to a relay behind systemd-socket-activate, on a SoftHSM token (or

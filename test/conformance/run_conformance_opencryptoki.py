@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """make check's run of the OASIS conformance cases on openCryptoki's software
 token: run_conformance.py --token opencryptoki, each case's outcome compared with
 expected-opencryptoki (see README "Conformance")."""

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 #include "config.h"
 
 /* Whole requests through the gate and the operations, against a SoftHSM token of its

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 """An openCryptoki software token (Debian's opencryptoki 3.8.1, PKCS11_SW) of a
 test's own, served by a pkcsslotd that the test starts and stops itself.
 

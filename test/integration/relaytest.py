@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 """Shared pieces of the integration tests: a test PKI, relay configs, the relay
 behind systemd-socket-activate on 127.0.0.1, a raw TTLV client over real TLS, and
 log checks. Run with Debian's /usr/bin/python3."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 """The request sequences of the clients people run against the relay (Cascade,
 Krill; see INTEROP.md), sent as raw TTLV over real TLS to SoftHSM: keys made by
 other software (OpenDNSSEC style), what one connection sees of another's changes,

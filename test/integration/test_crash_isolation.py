@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 """Crash isolation: a PKCS#11 module that segfaults, aborts, hangs or prints
 garbage harms its own connection only (DESIGN.md, "one connection, one process").
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 """Sign, Signature Verify, MAC, MAC Verify and RNG Retrieve with keys in a SoftHSM
 token, over real TLS, through PyKMIP's ProxyKmipClient and in raw TTLV, in KMIP 1.x
 and 2.x. Every signature the relay makes is checked by python-cryptography against

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 """Key management on a SoftHSM token, over real TLS: Create, Create Key Pair, Get,
 Get Attributes, Get Attribute List, Modify Attribute, Activate, Revoke, Destroy and
 Locate, through PyKMIP's ProxyKmipClient and in raw TTLV in both attribute

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 """The relay on a second PKCS#11 implementation: openCryptoki's software token
 (opencryptoki.py), with a pkcsslotd of each test's own in a private namespace.
 The RSA and AES lifecycle and crypto tests of test_lifecycle.py and

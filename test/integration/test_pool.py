@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 """Token pools (issue 12): failover, balance and migration between backends, with
 real faults. Two backends on one SoftHSM token - "a" through test/faulty_p11.c,
 "b" straight to SoftHSM - hold the same objects, as the replicas of an HSM

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 """Attacks on the gate (issue 11): each test tries what a review of the relay,
 done as an attacker would, found possible, and asserts that it now fails. Over
 real TLS, on SoftHSM tokens of the tests' own. The TLS checks (certificate names,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 """The one-connection server over real TLS on 127.0.0.1, behind
 systemd-socket-activate in inetd and fd-3 modes."""
 
