@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Where the connection comes from: a systemd Accept=yes socket (fd 3, or stdin with
  * StandardInput=socket), inetd/xinetd (stdin), or one connection accepted on
  * --listen HOST:PORT. Knows nothing of TLS or KMIP. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 #include "config.h"
 
 #include "cfg.h"
@@ -18,12 +19,14 @@
 #include "kmip_names.h"
 #include "ttlv.h"
 
-/* The file's schema: every key, its type and where it goes. */
+/* The file's schema: every key, its type and where it goes. Each key is also
+ * documented in man/kmip-relay.json.5.in and README (test_docs.py checks). */
 enum key_type {
 	KT_STRING,
 	KT_PATH,      /* a string naming a file that must be readable */
 	KT_KEY,       /* a readable file, or a pkcs11: URI */
 	KT_TICKET,    /* a readable file of exactly TICKET_KEY_SIZE bytes */
+	KT_CREDENTIAL, /* a systemd credential's name; it must hold something */
 	KT_BOOL,
 	KT_SECONDS,   /* 1 .. 1 week */
 	KT_SIZE,      /* 4096 .. 64 MiB */
@@ -78,16 +81,25 @@ static const struct key key_keys[] = {
 	{ 0 },
 };
 
+static const struct key pool_keys[] = {
+	K("mode", KT_STRING, pkcs11.pool.mode_name),
+	K("new_keys", KT_STRING, pkcs11.pool.new_keys_name),
+	K("retry_after", KT_SECONDS, pkcs11.pool.retry_after),
+	{ 0 },
+};
+
 static const struct key pkcs11_keys[] = {
 	K("module", KT_PATH, pkcs11.module),
 	K("token", KT_STRING, pkcs11.token),
 	K("pin_file", KT_PATH, pkcs11.pin_file),
-	K("pin_credential", KT_STRING, pkcs11.pin_credential),
+	K("pin_credential", KT_CREDENTIAL, pkcs11.pin_credential),
 	K("lock_file", KT_STRING, pkcs11.lock_file),
 	K("call_timeout", KT_SECONDS, pkcs11.call_timeout),
 	K("login_with_credentials", KT_BOOL, pkcs11.login_with_credentials),
 	K("pin_failures", KT_COUNT, pkcs11.pin_failures),
 	K("pin_failure_window", KT_SECONDS, pkcs11.pin_failure_window),
+	{ "backends", KT_LATER, 0, NULL },
+	{ "pool", KT_SECTION, 0, pool_keys },
 	{ 0 },
 };
 
@@ -116,6 +128,19 @@ static const struct key top_keys[] = {
 };
 #undef K
 
+/* The keys of one pkcs11.backends entry. */
+#define B(name, type, member) { name, type, offsetof(struct cfg_backend, member), NULL }
+static const struct key backend_keys[] = {
+	B("name", KT_STRING, name),
+	B("module", KT_PATH, module),
+	B("token", KT_STRING, token),
+	B("pin_file", KT_PATH, pin_file),
+	B("pin_credential", KT_CREDENTIAL, pin_credential),
+	B("weight", KT_COUNT, weight),
+	{ 0 },
+};
+#undef B
+
 /* The keys of one "clients" entry that load_key reads; the rest are read by
  * load_client. */
 #define C(name, type, member) { name, type, offsetof(struct cfg_client, member), NULL }
@@ -128,7 +153,7 @@ static const struct key client_keys[] = {
 	C("password_is_pin", KT_BOOL, password_is_pin),
 	C("token", KT_STRING, token),
 	C("pin_file", KT_PATH, pin_file),
-	C("pin_credential", KT_STRING, pin_credential),
+	C("pin_credential", KT_CREDENTIAL, pin_credential),
 	C("read_only", KT_BOOL, read_only),
 	C("namespace", KT_STRING, namespace),
 	C("untagged_keys", KT_BOOL, untagged_keys),
@@ -191,6 +216,66 @@ static void check_file(struct errors *e, const char *path, const char *file, lon
 	fclose(f);
 }
 
+#ifndef UNIT_PIN_FILE
+#define UNIT_PIN_FILE "/etc/kmip-relay/pin"
+#endif
+
+/* Whether a file holds anything but line ends (what p11_read_pin strips). The
+ * bytes may be the PIN, so they are wiped. */
+static bool holds_something(FILE *f)
+{
+	unsigned char buf[64];
+	bool found = false;
+	size_t n;
+
+	setvbuf(f, NULL, _IONBF, 0); /* no stdio buffer holding a copy */
+	while (!found && (n = fread(buf, 1, sizeof(buf), f)) > 0)
+		for (size_t i = 0; i < n; i++)
+			found = found || (buf[i] != '\n' && buf[i] != '\r');
+	explicit_bzero(buf, sizeof(buf));
+	return found;
+}
+
+/* A credential that the relay will read from $CREDENTIALS_DIRECTORY: checked when
+ * that is set (under systemd it always is). kmip-relay@.service turns a missing
+ * PIN file into an empty credential (SetCredential=pin:\n), so that configs with
+ * no configured PIN start without it; one that needs it fails here, saying where
+ * the PIN goes. */
+static void check_credential(struct errors *e, const char *path, const char *name)
+{
+	const char *dir = getenv("CREDENTIALS_DIRECTORY");
+	char file[4096];
+	FILE *f;
+
+	if (!*name || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0) {
+		add_error(e, path, "must be a credential name (LoadCredential=NAME:FILE), not a path");
+		return;
+	}
+	if (!dir)
+		return;
+	if (snprintf(file, sizeof(file), "%s/%s", dir, name) >= (int)sizeof(file)) {
+		add_error(e, path, "$CREDENTIALS_DIRECTORY is too long");
+		return;
+	}
+	f = fopen(file, "re");
+	if (f && holds_something(f)) {
+		fclose(f);
+		return;
+	}
+	if (f)
+		fclose(f);
+	if (strcmp(name, "pin") == 0)
+		add_error(e, path,
+			  "the credential \"pin\" is missing or empty: put the user PIN in " UNIT_PIN_FILE
+			  " (owned by root, mode 0600), which kmip-relay@.service loads as that credential "
+			  "(LoadCredential=pin:" UNIT_PIN_FILE ")");
+	else
+		add_error(e, path,
+			  "the credential \"%s\" is missing or empty: load it from the file holding the PIN in a "
+			  "drop-in (systemctl edit kmip-relay@.service: LoadCredential=%s:FILE)",
+			  name, name);
+}
+
 /* Reads one value into base (a struct cfg or struct cfg_client) at k's offset. */
 static void load_key(void *base, const struct key *k, json_t *v, const char *path, struct errors *e)
 {
@@ -201,6 +286,7 @@ static void load_key(void *base, const struct key *k, json_t *v, const char *pat
 	case KT_PATH:
 	case KT_KEY:
 	case KT_TICKET:
+	case KT_CREDENTIAL:
 		if (!json_is_string(v)) {
 			add_error(e, path, "must be a string");
 			return;
@@ -209,6 +295,8 @@ static void load_key(void *base, const struct key *k, json_t *v, const char *pat
 			check_file(e, path, json_string_value(v), 0);
 		else if (k->type == KT_TICKET)
 			check_file(e, path, json_string_value(v), CFG_TICKET_KEY_SIZE);
+		else if (k->type == KT_CREDENTIAL)
+			check_credential(e, path, json_string_value(v));
 		free(*(char **)dst);
 		*(char **)dst = strdup(json_string_value(v));
 		if (!*(char **)dst)
@@ -392,6 +480,15 @@ static void load_tokens(struct cfg_client *cl, json_t *v, const char *path, stru
 	}
 }
 
+/* The index of the backend with this name, or -1. */
+static int backend_named(const struct cfg *c, const char *name)
+{
+	for (size_t i = 0; i < c->pkcs11.n_backends; i++)
+		if (c->pkcs11.backends[i].name && strcmp(c->pkcs11.backends[i].name, name) == 0)
+			return (int)i;
+	return -1;
+}
+
 /* One "clients" entry, and the rules that involve its keys. */
 static void load_client(struct cfg *c, struct cfg_client *cl, json_t *obj, const char *path, struct errors *e)
 {
@@ -460,14 +557,21 @@ static void load_client(struct cfg *c, struct cfg_client *cl, json_t *obj, const
 		add_error(e, path, "pin_credential: conflicts with pin_file");
 	if (cl->username_is_token && cl->token)
 		add_error(e, path, "token: the Username names the token (username_is_token)");
+	cl->backend = cl->token ? backend_named(c, cl->token) : -1;
+	if (cl->token && cl->backend < 0 && strncmp(cl->token, "pkcs11:", 7) != 0)
+		add_error(e, path, "token: must name one of pkcs11.backends, or be a pkcs11: URI");
+	if (cl->backend >= 0 && (cl->pin_file || cl->pin_credential || cl->password_is_pin))
+		add_error(e, path, "token: the backend has its own PIN; pin_file, pin_credential and password_is_pin "
+				   "go with a pkcs11: URI");
 	if (cl->tokens && !cl->username_is_token)
 		add_error(e, path, "tokens: goes with username_is_token (else token names the token)");
 	if (cl->username_is_token && !cl->tokens && !c->pkcs11.token)
 		add_error(e, path,
 			  "username_is_token: needs tokens (the pkcs11: URIs its Username may pick among) or "
 			  "pkcs11.token as their pattern; without either, a Username could pick any token in the module");
+	/* Backend 0's PIN is the default: pkcs11.pin_file or pin_credential, or the first backend's. */
 	if (!cl->password_is_pin && !cl->username_is_token && !cl->pin_file && !cl->pin_credential &&
-	    !c->pkcs11.pin_file && !c->pkcs11.pin_credential)
+	    !(c->pkcs11.n_backends && (c->pkcs11.backends[0].pin_file || c->pkcs11.backends[0].pin_credential)))
 		add_error(e, path, "no PIN: set pin_file or pin_credential here or in pkcs11");
 }
 
@@ -508,6 +612,75 @@ static void load_clients(struct cfg *c, json_t *v, struct errors *e)
 				add_error(e, path, "identifies the same client as clients[%zu]", j);
 		}
 	}
+}
+
+/* pkcs11.backends, or the single token the pkcs11 section names: a pool of one,
+ * "default". */
+static void load_backends(struct cfg *c, json_t *v, struct errors *e)
+{
+	size_t i;
+	json_t *obj;
+
+	if (!v) {
+		struct cfg_backend *b;
+
+		if (!c->pkcs11.module)
+			return;
+		if (!(c->pkcs11.backends = b = calloc(1, sizeof(*b))) || !(b->name = strdup("default")) ||
+		    !(b->module = strdup(c->pkcs11.module)) || (c->pkcs11.token && !(b->token = strdup(c->pkcs11.token))) ||
+		    (c->pkcs11.pin_file && !(b->pin_file = strdup(c->pkcs11.pin_file))) ||
+		    (c->pkcs11.pin_credential && !(b->pin_credential = strdup(c->pkcs11.pin_credential)))) {
+			add_error(e, "pkcs11", "out of memory");
+			return;
+		}
+		b->weight = 1;
+		c->pkcs11.n_backends = 1;
+		return;
+	}
+	if (c->pkcs11.module || c->pkcs11.token || c->pkcs11.pin_file || c->pkcs11.pin_credential)
+		add_error(e, "pkcs11.backends",
+			  "conflicts with pkcs11.module, token, pin_file and pin_credential (they are a pool of one)");
+	if (!json_is_array(v) || json_array_size(v) == 0 || json_array_size(v) > CFG_MAX_BACKENDS ||
+	    !(c->pkcs11.backends = calloc(json_array_size(v), sizeof(*c->pkcs11.backends)))) {
+		add_error(e, "pkcs11.backends", "must be a list of 1 to %d objects", CFG_MAX_BACKENDS);
+		return;
+	}
+	json_array_foreach(v, i, obj) {
+		struct cfg_backend *b = &c->pkcs11.backends[c->pkcs11.n_backends++];
+		char path[64];
+
+		snprintf(path, sizeof(path), "pkcs11.backends[%zu]", i);
+		b->weight = 1;
+		if (!json_is_object(obj)) {
+			add_error(e, path, "must be an object");
+			continue;
+		}
+		load_object(b, backend_keys, obj, path, e);
+		if (!b->name || !b->name[0] || strlen(b->name) > CFG_MAX_NAME ||
+		    strspn(b->name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") != strlen(b->name))
+			add_error(e, path, "name: required: letters, digits, '.', '_' and '-', at most %d", CFG_MAX_NAME);
+		if (!b->module)
+			add_error(e, path, "module: required");
+		if (!b->pin_file == !b->pin_credential)
+			add_error(e, path, "needs exactly one of pin_file and pin_credential");
+		for (size_t j = 0; j < i && b->name; j++)
+			if (c->pkcs11.backends[j].name && strcmp(c->pkcs11.backends[j].name, b->name) == 0)
+				add_error(e, path, "name: \"%s\" is also pkcs11.backends[%zu]'s", b->name, j);
+	}
+}
+
+/* pkcs11.pool's names, once the backends are known. */
+static void resolve_pool(struct cfg *c, struct errors *e)
+{
+	const char *mode = c->pkcs11.pool.mode_name;
+	const char *new_keys = c->pkcs11.pool.new_keys_name;
+
+	if (mode && strcmp(mode, "balance") == 0)
+		c->pkcs11.pool.mode = CFG_POOL_BALANCE;
+	else if (mode && strcmp(mode, "failover") != 0)
+		add_error(e, "pkcs11.pool.mode", "must be \"failover\" or \"balance\"");
+	if (new_keys && (c->pkcs11.pool.new_keys = backend_named(c, new_keys)) < 0)
+		add_error(e, "pkcs11.pool.new_keys", "must name one of pkcs11.backends");
 }
 
 static void load_namespaces(struct cfg *c, json_t *v, struct errors *e)
@@ -631,6 +804,8 @@ static void set_defaults(struct cfg *c)
 	c->limits.max_message_size = TTLV_DEFAULT_MAX_SIZE;
 	c->pkcs11.pin_failures = 3;
 	c->pkcs11.pin_failure_window = 600;
+	c->pkcs11.pool.new_keys = -1;
+	c->pkcs11.pool.retry_after = 30;
 }
 
 /* Whether a client's Password is tried as the PIN: the clients that need the
@@ -683,8 +858,12 @@ static void check_combination(const struct cfg *c, struct errors *e)
 			  "the token checking the Password as its PIN), or set pkcs11.login_with_credentials");
 	if (c->tls.client_crl && !c->tls.client_ca)
 		add_error(e, "tls.client_crl", "needs tls.client_ca, whose CRL it is");
-	if (c->tls.key && strncmp(c->tls.key, "pkcs11:", 7) == 0 && !c->pkcs11.module)
-		add_error(e, "tls.key", "a pkcs11: URI needs pkcs11.module");
+	if (c->tls.key && strncmp(c->tls.key, "pkcs11:", 7) == 0 && !c->pkcs11.n_backends)
+		add_error(e, "tls.key", "a pkcs11: URI needs pkcs11.module (or pkcs11.backends: the first holds it)");
+	if (c->pkcs11.n_backends > 1 && !c->pkcs11.lock_file)
+		add_error(e, "pkcs11.backends",
+			  "a pool of more than one needs pkcs11.lock_file: the backends' health, which every relay "
+			  "process shares, is kept beside it, in <lock_file>" CFG_HEALTH_SUFFIX);
 	if (c->pkcs11.pin_file && c->pkcs11.pin_credential)
 		add_error(e, "pkcs11.pin_credential", "conflicts with pkcs11.pin_file");
 	if (client_pins(c) && !c->pkcs11.lock_file)
@@ -715,7 +894,11 @@ int cfg_load(const char *path, struct cfg **ret, char **ret_errors)
 	} else if (!json_is_object(root)) {
 		add_error(&e, path, "must hold a JSON object");
 	} else {
+		json_t *pkcs11 = json_object_get(root, "pkcs11");
+
 		load_object(c, top_keys, root, "", &e);
+		load_backends(c, json_is_object(pkcs11) ? json_object_get(pkcs11, "backends") : NULL, &e);
+		resolve_pool(c, &e);
 		if (json_object_get(root, "clients"))
 			load_clients(c, json_object_get(root, "clients"), &e);
 		if (json_object_get(root, "namespaces"))
@@ -761,6 +944,18 @@ void cfg_free(struct cfg *c)
 	free(c->pkcs11.pin_file);
 	free(c->pkcs11.pin_credential);
 	free(c->pkcs11.lock_file);
+	free(c->pkcs11.pool.mode_name);
+	free(c->pkcs11.pool.new_keys_name);
+	for (size_t i = 0; i < c->pkcs11.n_backends; i++) {
+		struct cfg_backend *b = &c->pkcs11.backends[i];
+
+		free(b->name);
+		free(b->module);
+		free(b->token);
+		free(b->pin_file);
+		free(b->pin_credential);
+	}
+	free(c->pkcs11.backends);
 	for (size_t i = 0; i < c->n_clients; i++) {
 		struct cfg_client *cl = &c->clients[i];
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The JSON configuration file: read once at start, validated completely, then
  * immutable. Every error names the key it concerns ("tls.client_ca: ..."). */
 #ifndef KR_CFG_H
@@ -22,7 +23,8 @@ struct cfg_client {
 	bool has_password_sha256;
 	uint8_t password_sha256[32];
 	bool password_is_pin; /* the Password is the token's PIN */
-	char *token;          /* NULL: pkcs11.token */
+	char *token;          /* NULL: pkcs11.token; a backend's name, or a pkcs11: URI */
+	int backend;          /* the backend token names, or -1 */
 	char **tokens;        /* username_is_token: the pkcs11: URIs it may pick among; NULL: pkcs11.token */
 	size_t n_tokens;
 	char *pin_file, *pin_credential; /* both NULL: pkcs11's */
@@ -47,6 +49,17 @@ struct cfg_net {
 	uint8_t addr[16];
 	unsigned prefix; /* bits */
 };
+
+/* One token of the pool: a module, a token URI and its PIN source. */
+struct cfg_backend {
+	char *name;
+	char *module;
+	char *token;                     /* pkcs11: URI; NULL: the module's first token */
+	char *pin_file, *pin_credential; /* exactly one */
+	unsigned weight;                 /* its share of connections in balance mode */
+};
+
+enum cfg_pool_mode { CFG_POOL_FAILOVER, CFG_POOL_BALANCE };
 
 /* Keys made outside the relay, placed in a namespace by their CKA_ID. */
 struct cfg_namespace {
@@ -93,10 +106,21 @@ struct cfg {
 		size_t n_trusted;
 	} proxy_protocol;
 	struct {
+		/* A single token: a pool of one backend, "default". */
 		char *module;         /* PKCS#11 module path */
 		char *token;          /* pkcs11: URI selecting the token */
 		char *pin_file;       /* the user PIN, from this file... */
 		char *pin_credential; /* ...or from this systemd credential */
+		/* The pool: pkcs11.backends, or the one above. */
+		struct cfg_backend *backends;
+		size_t n_backends;
+		struct {
+			char *mode_name;      /* as written; mode is what it means */
+			enum cfg_pool_mode mode;
+			char *new_keys_name;  /* as written; new_keys is its place */
+			int new_keys;         /* the backend new objects go to; -1: the connection's */
+			unsigned retry_after; /* seconds a failed backend is skipped */
+		} pool;
 		char *lock_file;      /* flock()ed around C_Initialize..C_Login */
 		unsigned call_timeout; /* seconds a module call may take before the process ends */
 		bool login_with_credentials; /* Username picks the token, Password is the PIN */
@@ -115,10 +139,14 @@ struct cfg {
 
 /* The longest clients[].name and namespace, in bytes. */
 #define CFG_MAX_NAME 128
+/* The most backends a pool may have. */
+#define CFG_MAX_BACKENDS 16
 
 /* The PIN state file (failed client PINs, rejected configured PINs) is
  * pkcs11.lock_file with this appended. */
 #define CFG_PIN_STATE_SUFFIX ".state"
+/* The backends' health (pools): pkcs11.lock_file with this appended. */
+#define CFG_HEALTH_SUFFIX ".health"
 
 /* What gnutls_session_ticket_key_generate makes. */
 #define CFG_TICKET_KEY_SIZE 64

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Project-wide error codes: 0 is success, every failure is a distinct negative code. */
 #ifndef KR_ERRORS_H
 #define KR_ERRORS_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 #include "config.h"
 
 #include "guard.h"
@@ -100,16 +101,17 @@ bool guard_visible(const struct ops_ctx *ctx, const struct store_obj *o)
 	const struct conn_token *ct = ctx->token;
 
 	/* The relay's own TLS key, and whatever shares its CKA_ID (its certificate,
-	 * its public half), is no client's. */
-	if (ct->reserved && ((!o->destroyed && o->handle == ct->reserved_handle) ||
+	 * its public half, a replica on another backend), is no client's. */
+	if (ct->reserved && ((!o->destroyed && ct->b[o->backend].tok == ct->tls_tok && o->handle == ct->reserved_handle) ||
 			     (ct->reserved_id_len && o->id_len == ct->reserved_id_len &&
 			      memcmp(o->id, ct->reserved_id, o->id_len) == 0)))
 		return false;
 	return policy_visible(ctx->cfg, ctx->client, o->id, o->id_len);
 }
 
-/* The object a UID names, if the client may see it; KR_E_P11_NOT_FOUND if not, so
- * that another namespace's object is indistinguishable from none. */
+/* The object a UID names in one store, if the client may see it;
+ * KR_E_P11_NOT_FOUND if not, so that another namespace's object is
+ * indistinguishable from none. */
 static int find_visible(const struct ops_ctx *ctx, struct store *st, const char *uid, size_t len,
 			struct store_obj *ret)
 {
@@ -120,6 +122,27 @@ static int find_visible(const struct ops_ctx *ctx, struct store *st, const char 
 		r = KR_E_P11_NOT_FOUND;
 	if (r == 0)
 		*ret = o;
+	return r;
+}
+
+/* The object a UID names in the pool: on the connection's backend first, then on
+ * the others in list order (a key made on an older HSM, or moved with a vendor's
+ * tools, is where it lives). A backend that cannot be reached is passed over; the
+ * connection's own failing is the answer. On failure *ret_st is the store that
+ * failed, or the connection's. */
+static int find_in_pool(struct ops_ctx *ctx, const char *uid, size_t len, struct store **ret_st,
+			struct store_obj *ret, struct ops_result *res)
+{
+	struct store *st, *other;
+	int r;
+
+	if (!(st = ops_store(ctx, res)))
+		return KR_E_P11_TOKEN; /* res is set */
+	*ret_st = st;
+	r = find_visible(ctx, st, uid, len, ret);
+	for (size_t i = 0; r == KR_E_P11_NOT_FOUND && i < ctx->token->n; i++)
+		if ((int)i != st->backend && token_store_at(ctx->token, (int)i, &other) == 0)
+			r = find_visible(ctx, other, uid, len, ret);
 	return r;
 }
 
@@ -143,10 +166,10 @@ static bool resolve_target(struct ops_ctx *ctx, enum guard_objects objects, cons
 		ops_fail(res, KMIP_REASON_MISSING_DATA, "no Unique Identifier");
 		return false;
 	}
-	if (!(st = ops_store(ctx, res)))
+	r = uid ? find_in_pool(ctx, (const char *)uid->value, uid->len, &st, &ctx->target, res)
+		: find_in_pool(ctx, ctx->placeholder, strlen(ctx->placeholder), &st, &ctx->target, res);
+	if (r == KR_E_P11_TOKEN && res->reason)
 		return false;
-	r = uid ? find_visible(ctx, st, (const char *)uid->value, uid->len, &ctx->target)
-		: find_visible(ctx, st, ctx->placeholder, strlen(ctx->placeholder), &ctx->target);
 	if (r == KR_E_P11_NOT_FOUND) {
 		/* KMIP 2.x names this Object Not Found; 1.x gets Item Not Found. */
 		ops_fail(res, KMIP_REASON_OBJECT_NOT_FOUND, "no object has this Unique Identifier");
@@ -184,11 +207,11 @@ static bool resolve_links(struct ops_ctx *ctx, const struct ttlv_item *it, bool 
 			ops_fail(res, KMIP_REASON_SERVER_LIMIT_EXCEEDED, "too many Link attributes");
 			return false;
 		}
-		if (!(st = ops_store(ctx, res)))
-			return false;
 		l = &ctx->links[ctx->n_links++];
 		*l = (struct ops_link){ (const char *)c->value, c->len, false, { 0 } };
-		r = find_visible(ctx, st, l->uid, l->len, &l->obj);
+		r = find_in_pool(ctx, l->uid, l->len, &st, &l->obj, res);
+		if (r == KR_E_P11_TOKEN && res->reason)
+			return false;
 		if (r < 0 && r != KR_E_P11_NOT_FOUND) {
 			ops_fail_token(st, res, r);
 			return false;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The gate: the one place that decides what a client may do. Every batch item
  * passes through it before its handler runs (ops_run calls guard_item), and it
  * decides in this order:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* KMIP message layer: protocol versions, result reasons, and the model of request and
  * response messages with their decoding from and encoding to TTLV.
  *

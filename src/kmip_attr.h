@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* One attribute model for both wire encodings: KMIP 1.x Attribute structures (Attribute
  * Name / Attribute Index / Attribute Value, as in Template-Attribute) and KMIP 2.x
  * Attributes (each attribute an item under its own tag; vendor attributes as

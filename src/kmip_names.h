@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* KMIP tag and enumeration names, from the specification tables in kmip_tags.def and
  * kmip_enums.def. */
 #ifndef KR_KMIP_NAMES_H

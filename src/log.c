@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 #include "config.h"
 
 #include "log.h"
@@ -80,7 +81,11 @@ int log_open_file(const char *file)
 {
 	file_fd = open(file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
 	if (file_fd < 0) {
-		log_msg(LOG_ERR, "log.file: cannot open %s: %s", file, strerror(errno));
+		int err = errno;
+
+		/* kmip-relay@.service leaves only its LogsDirectory= writable. */
+		log_msg(LOG_ERR, "log.file: cannot open %s: %s%s", file, strerror(err),
+			err == EROFS ? " (under kmip-relay@.service, log.file must be in /var/log/kmip-relay/)" : "");
 		return KR_E_SYSTEM;
 	}
 	return 0;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Logging: the journal (with structured fields) under systemd, syslog under inetd,
  * stderr in a --listen debugging run, and optionally a file as well. Records are
  * plain text or, for audit records, one JSON object. Callers never pass PINs or

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 #include "config.h"
 
 #include <errno.h>
@@ -14,6 +15,7 @@
 #include "activation.h"
 #include "cfg.h"
 #include "log.h"
+#include "replicas.h"
 #include "token.h"
 #include "p11_call.h"
 #include "p11_tlskey.h"
@@ -70,7 +72,7 @@ static double elapsed_ms(const struct timespec *t0)
 /* The connection's summary; proxy is the balancer's address when its PROXY
  * header named the client (a->peer), else "". */
 static void log_summary(const struct activation *a, const char *proxy, const struct tls_conn *t,
-			const struct session_stats *st, const struct timespec *t0)
+			const struct session_stats *st, const char *backend, const struct timespec *t0)
 {
 	const struct tls_identity *id = t ? tls_identity(t) : NULL;
 	char message[2048], requests[16], duration[32], proxy_field[80] = "";
@@ -86,15 +88,17 @@ static void log_summary(const struct activation *a, const char *proxy, const str
 	if (proxy[0])
 		snprintf(proxy_field, sizeof(proxy_field), " proxy=%s", proxy);
 	snprintf(message, sizeof(message),
-		 "connection peer=%s%s client=%s dn=\"%s\" tls=%s cipher=%s resumed=%s requests=%s duration_ms=%s "
-		 "end=\"%s\"",
-		 a->peer, proxy_field, identity, dn, version, cipher, t && tls_resumed(t) ? "yes" : "no", requests, duration,
+		 "connection peer=%s%s client=%s dn=\"%s\" tls=%s cipher=%s resumed=%s requests=%s backend=%s "
+		 "duration_ms=%s end=\"%s\"",
+		 a->peer, proxy_field, identity, dn, version, cipher, t && tls_resumed(t) ? "yes" : "no", requests,
+		 backend, duration,
 		 st->end);
 	{
 		const struct log_field fields[] = {
 			{ "KMIP_PEER", a->peer },     { "KMIP_CLIENT", identity },   { "KMIP_CLIENT_DN", dn },
 			{ "KMIP_TLS_VERSION", version }, { "KMIP_TLS_CIPHER", cipher }, { "KMIP_REQUESTS", requests },
 			{ "KMIP_DURATION_MS", duration }, { "KMIP_END", st->end },   { "KMIP_PROXY", proxy },
+			{ "KMIP_BACKEND", backend },
 		};
 
 		log_record(LOG_INFO, message, fields, sizeof(fields) / sizeof(fields[0]));
@@ -223,7 +227,7 @@ static int serve(const struct cfg *c, struct activation *a, bool trace)
 	r = take_proxy_header(c, a, &t0, proxy, &handshake_ms);
 	if (r < 0) {
 		st.end = kr_strerror(r);
-		log_summary(a, proxy, NULL, &st, &t0);
+		log_summary(a, proxy, NULL, &st, "-", &t0);
 		return r;
 	}
 	token_init(&ct, c);
@@ -232,7 +236,7 @@ static int serve(const struct cfg *c, struct activation *a, bool trace)
 		r = token_open_configured(&ct);
 		why = ct.why;
 		if (r == 0)
-			r = p11_tls_privkey(ct.tok, c->tls.key, &privkey, &key_handle, &why);
+			r = p11_tls_privkey(ct.tls_tok, c->tls.key, &privkey, &key_handle, &why);
 		if (r == 0)
 			token_reserve(&ct, key_handle);
 	}
@@ -240,7 +244,7 @@ static int serve(const struct cfg *c, struct activation *a, bool trace)
 		r = tls_conn_new(c, privkey, a->fd, &t, &why);
 	if (r < 0) {
 		log_msg(LOG_ERR, "%s", why);
-		log_summary(a, proxy, NULL, &st, &t0);
+		log_summary(a, proxy, NULL, &st, "-", &t0);
 		token_close(&ct);
 		return r;
 	}
@@ -248,14 +252,14 @@ static int serve(const struct cfg *c, struct activation *a, bool trace)
 	if (r < 0) {
 		log_msg(LOG_NOTICE, "TLS handshake with %s failed: %s", a->peer, why);
 		st.end = "TLS handshake failed";
-		log_summary(a, proxy, NULL, &st, &t0);
+		log_summary(a, proxy, NULL, &st, "-", &t0);
 		tls_conn_free(t);
 		token_close(&ct);
 		return r;
 	}
 	session_run(c, trace, a->peer, t, &ct, &st);
 	tls_bye(t);
-	log_summary(a, proxy, t, &st, &t0);
+	log_summary(a, proxy, t, &st, token_backend_name(&ct, ct.current), &t0);
 	tls_conn_free(t);
 	token_close(&ct);
 	return 0;
@@ -303,6 +307,8 @@ int main(int argc, char **argv)
 			free(errors);
 			return EXIT_FAILURE;
 		}
+		/* Warnings: a cluster may still be replicating. */
+		replicas_check(c, stderr);
 		puts("OK");
 		cfg_free(c);
 		return EXIT_SUCCESS;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 #include "config.h"
 
 #include "ops_internal.h"
@@ -6,6 +7,7 @@
 
 #include "guard.h"
 #include "log.h"
+#include "ops_crypto.h"
 
 static void op_discover_versions(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
 				 struct ops_result *res);
@@ -18,40 +20,43 @@ static void op_log(struct ops_ctx *ctx, const struct ttlv_item *payload, struct 
 
 /* In code order: Query lists them so. "changes": it changes the token, which a
  * read-only client may not; "objects": what its request names, which the gate
- * resolves before the handler runs. */
+ * resolves before the handler runs; "repeat": after a device-class failure the
+ * pool may run it once more on another backend (single-part operations that
+ * change nothing: README's retry table). */
 static const struct {
 	uint32_t operation;
 	ops_handler run;
 	bool changes;
 	enum guard_objects objects;
+	bool repeat;
 } ops_table[] = {
-	{ KMIP_OP_CREATE, op_create, true, GUARD_NONE },
-	{ KMIP_OP_CREATE_KEY_PAIR, op_create_key_pair, true, GUARD_NONE },
-	{ KMIP_OP_REGISTER, op_register, true, GUARD_NONE },
-	{ KMIP_OP_LOCATE, op_locate, false, GUARD_NONE },
-	{ KMIP_OP_CHECK, op_check, false, GUARD_OBJECT },
-	{ KMIP_OP_GET, op_get, false, GUARD_OBJECT },
-	{ KMIP_OP_GET_ATTRIBUTES, op_get_attributes, false, GUARD_OBJECT_OR_RECORD },
-	{ KMIP_OP_GET_ATTRIBUTE_LIST, op_get_attribute_list, false, GUARD_OBJECT_OR_RECORD },
-	{ KMIP_OP_ADD_ATTRIBUTE, op_add_attribute, true, GUARD_OBJECT },
-	{ KMIP_OP_MODIFY_ATTRIBUTE, op_modify_attribute, true, GUARD_OBJECT },
-	{ KMIP_OP_DELETE_ATTRIBUTE, op_delete_attribute, true, GUARD_OBJECT },
-	{ KMIP_OP_ACTIVATE, op_activate, true, GUARD_OBJECT },
-	{ KMIP_OP_REVOKE, op_revoke, true, GUARD_OBJECT_OR_RECORD },
-	{ KMIP_OP_DESTROY, op_destroy, true, GUARD_OBJECT },
-	{ KMIP_OP_QUERY, op_query, false, GUARD_NONE },
-	{ KMIP_OP_DISCOVER_VERSIONS, op_discover_versions, false, GUARD_NONE },
-	{ KMIP_OP_ENCRYPT, op_encrypt, false, GUARD_OBJECT_OR_STREAM },
-	{ KMIP_OP_DECRYPT, op_decrypt, false, GUARD_OBJECT_OR_STREAM },
-	{ KMIP_OP_SIGN, op_sign, false, GUARD_OBJECT },
-	{ KMIP_OP_SIGNATURE_VERIFY, op_signature_verify, false, GUARD_OBJECT },
-	{ KMIP_OP_MAC, op_mac, false, GUARD_OBJECT },
-	{ KMIP_OP_MAC_VERIFY, op_mac_verify, false, GUARD_OBJECT },
-	{ KMIP_OP_RNG_RETRIEVE, op_rng_retrieve, false, GUARD_NONE },
-	{ KMIP_OP_HASH, op_hash, false, GUARD_NONE },
+	{ KMIP_OP_CREATE, op_create, true, GUARD_NONE, false },
+	{ KMIP_OP_CREATE_KEY_PAIR, op_create_key_pair, true, GUARD_NONE, false },
+	{ KMIP_OP_REGISTER, op_register, true, GUARD_NONE, false },
+	{ KMIP_OP_LOCATE, op_locate, false, GUARD_NONE, true },
+	{ KMIP_OP_CHECK, op_check, false, GUARD_OBJECT, true },
+	{ KMIP_OP_GET, op_get, false, GUARD_OBJECT, true },
+	{ KMIP_OP_GET_ATTRIBUTES, op_get_attributes, false, GUARD_OBJECT_OR_RECORD, true },
+	{ KMIP_OP_GET_ATTRIBUTE_LIST, op_get_attribute_list, false, GUARD_OBJECT_OR_RECORD, true },
+	{ KMIP_OP_ADD_ATTRIBUTE, op_add_attribute, true, GUARD_OBJECT, false },
+	{ KMIP_OP_MODIFY_ATTRIBUTE, op_modify_attribute, true, GUARD_OBJECT, false },
+	{ KMIP_OP_DELETE_ATTRIBUTE, op_delete_attribute, true, GUARD_OBJECT, false },
+	{ KMIP_OP_ACTIVATE, op_activate, true, GUARD_OBJECT, false },
+	{ KMIP_OP_REVOKE, op_revoke, true, GUARD_OBJECT_OR_RECORD, false },
+	{ KMIP_OP_DESTROY, op_destroy, true, GUARD_OBJECT, false },
+	{ KMIP_OP_QUERY, op_query, false, GUARD_NONE, true },
+	{ KMIP_OP_DISCOVER_VERSIONS, op_discover_versions, false, GUARD_NONE, true },
+	{ KMIP_OP_ENCRYPT, op_encrypt, false, GUARD_OBJECT_OR_STREAM, true },
+	{ KMIP_OP_DECRYPT, op_decrypt, false, GUARD_OBJECT_OR_STREAM, true },
+	{ KMIP_OP_SIGN, op_sign, false, GUARD_OBJECT, true },
+	{ KMIP_OP_SIGNATURE_VERIFY, op_signature_verify, false, GUARD_OBJECT, true },
+	{ KMIP_OP_MAC, op_mac, false, GUARD_OBJECT, true },
+	{ KMIP_OP_MAC_VERIFY, op_mac_verify, false, GUARD_OBJECT, true },
+	{ KMIP_OP_RNG_RETRIEVE, op_rng_retrieve, false, GUARD_NONE, true },
+	{ KMIP_OP_HASH, op_hash, false, GUARD_NONE, true },
 	/* For conformance test runs only, with testing.interop. */
-	{ KMIP_OP_LOG, op_log, false, GUARD_NONE },
-	{ KMIP_OP_INTEROP, op_interop, false, GUARD_NONE },
+	{ KMIP_OP_LOG, op_log, false, GUARD_NONE, false },
+	{ KMIP_OP_INTEROP, op_interop, false, GUARD_NONE, false },
 };
 
 #define N_OPS (sizeof(ops_table) / sizeof(ops_table[0]))
@@ -246,32 +251,50 @@ static void op_log(struct ops_ctx *ctx, const struct ttlv_item *payload, struct 
 	ttlv_end(w);
 }
 
-/* The handler's first run, and a second one if a handle cached on this connection
- * turned out stale (another process changed the object and SoftHSM reloaded it):
- * the gate resolves the object afresh. Only a first run that wrote nothing to the
- * token is run again, so that nothing it did (a usage charge) happens twice. */
+/* A part of an Encrypt or Decrypt stream, which is never run again elsewhere:
+ * the stream lives on its backend. */
+static bool stream_part(const struct ttlv_item *payload)
+{
+	return ttlv_find(payload, KMIP_TAG_CORRELATION_VALUE) || crypto_indicator(payload, KMIP_TAG_INIT_INDICATOR);
+}
+
+/* The handler's first run, and at most one more, the gate resolving the objects
+ * afresh:
+ * - when a backend failed with a device-class error, for an operation the pool may
+ *   repeat, on another backend that holds the object; otherwise the Result
+ *   Message names the code and the backend, and the client decides;
+ * - when a handle cached on this connection turned out stale (another process
+ *   changed the object and SoftHSM reloaded it), if the first run wrote nothing to
+ *   the token, so that nothing it did (a usage charge) happens twice. */
 static void run_handler(struct ops_ctx *ctx, size_t i, const struct kmip_batch_item *item, struct ttlv_writer *w,
 			struct ops_result *res)
 {
 	const struct ttlv_item *payload = item->payload.first;
 
 	for (int attempt = 0; attempt < 2; attempt++) {
-		unsigned long writes = ctx->token->tok ? p11_writes(ctx->token->tok) : 0;
+		unsigned long writes = token_writes(ctx->token);
+		bool ran;
 
 		*res = (struct ops_result){ 0 };
 		ttlv_writer_clear(w);
-		if (!guard_item(ctx, item->operation, ops_table[i].changes, ops_table[i].objects, payload, res))
-			return;
-		if (ctx->undo && !*ctx->undo && !(*ctx->undo = ops_undo_prepare(ctx, item))) {
+		ran = guard_item(ctx, item->operation, ops_table[i].changes, ops_table[i].objects, payload, res);
+		if (ran && ctx->undo && !*ctx->undo && !(*ctx->undo = ops_undo_prepare(ctx, item))) {
 			ops_fail_err(res, KR_E_NOMEM);
 			return;
 		}
-		ops_table[i].run(ctx, payload, w, res);
-		if (res->reason != KMIP_REASON_ITEM_NOT_FOUND && res->reason != KMIP_REASON_OBJECT_NOT_FOUND)
+		if (ran)
+			ops_table[i].run(ctx, payload, w, res);
+		if (token_take_failure(ctx->token) >= 0) {
+			if (res->reason && attempt == 0 && ops_table[i].repeat && !stream_part(payload))
+				continue;
+			if (res->reason)
+				res->message = ctx->token->message;
 			break;
-		if (!ctx->token->tok || !ctx->token->store.n_cache || p11_writes(ctx->token->tok) != writes)
+		}
+		if (!ran || (res->reason != KMIP_REASON_ITEM_NOT_FOUND && res->reason != KMIP_REASON_OBJECT_NOT_FOUND))
 			break;
-		ctx->token->store.n_cache = 0;
+		if (token_writes(ctx->token) != writes || !token_forget_handles(ctx->token))
+			break;
 	}
 	if (ctx->undo && !res->reason)
 		ops_undo_done(ctx, item, *ctx->undo);

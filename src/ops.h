@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* KMIP operations: one handler per operation, found in a table. A handler reads its
  * request payload and writes its Response Payload; it knows nothing of TLS or of
  * bytes on the wire. */
@@ -31,6 +32,7 @@ struct ops_ctx {
 	struct ops_undo **undo;           /* Batch Error Continuation Option Undo: where ops_run
 					   * keeps what the item changes; NULL without */
 	CK_MECHANISM_TYPE mechanism;      /* the one a cryptographic operation used, for audit */
+	int backend;                      /* the pool's backend it used (token.h), for audit; -1: none */
 	char uid[STORE_MAX_UID + 1];      /* the object this batch item acted on, for audit */
 	char placeholder[STORE_MAX_UID + 1]; /* the ID Placeholder: the last object of the batch */
 	/* What the gate resolved for this item: the object it names, and the targets of
@@ -60,6 +62,10 @@ void ops_run(struct ops_ctx *ctx, const struct kmip_batch_item *item, struct ttl
 bool ops_undoable(uint32_t operation);
 int ops_undo_apply(struct ops_ctx *ctx, struct ops_undo *u) KR_WUR;
 void ops_undo_free(struct ops_undo *u);
+
+/* Ends what the connection left open: its Encrypt and Decrypt streams (their token
+ * sessions closed), which no later connection may continue. */
+void ops_end_connection(struct conn_token *ct);
 
 /* Name of an operation for logs ("Query"), or "Unknown". */
 const char *ops_name(uint32_t operation);

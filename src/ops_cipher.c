@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 #include "config.h"
 
 #include <gnutls/crypto.h>
@@ -219,7 +220,8 @@ static bool unpad(struct crypt_state *cs, bool last, uint8_t **inout, size_t *in
 /* Streams: a multi-part Encrypt or Decrypt keeps its PKCS#11 operation on a session
  * of its own from the request with the Init Indicator to the one with the Final
  * Indicator; the requests between name it by its Correlation Value. A failure ends
- * the stream. The process serves one connection, so these are the connection's. */
+ * the stream. They are the connection's: ops_end_connection ends those it left
+ * open. */
 #define MAX_STREAMS 4
 #define CORRELATION_LEN 16
 
@@ -285,8 +287,10 @@ static struct stream *stream_of(struct ops_ctx *ctx, const struct ttlv_item *pay
 			 encrypt ? "no Encrypt stream has this Correlation Value" : "no Decrypt stream has this Correlation Value");
 		return NULL;
 	}
-	if (!(*ret_st = ops_store(ctx, res))) /* open, since the stream is */
+	if (!(*ret_st = ops_store_at(ctx, sm->key.backend, res))) { /* open, unless it failed meanwhile */
+		explicit_bzero(sm, sizeof(*sm));
 		return NULL;
+	}
 	*o = sm->key;
 	if (crypto_indicator(payload, KMIP_TAG_INIT_INDICATOR) ||
 	    ttlv_find(payload, KMIP_TAG_AUTHENTICATED_ENCRYPTION_ADDITIONAL_DATA) ||
@@ -427,6 +431,18 @@ out:
 		stream_end(st, sm);
 	buf_free(in, in_size);
 	buf_free(out, out_size);
+}
+
+void ops_end_connection(struct conn_token *ct)
+{
+	for (size_t i = 0; i < MAX_STREAMS; i++)
+		if (streams[i].open) {
+			int b = streams[i].key.backend;
+
+			if (b >= 0 && (size_t)b < ct->n && ct->b[b].tok)
+				p11_session_close(ct->b[b].tok, streams[i].session);
+			explicit_bzero(&streams[i], sizeof(streams[i]));
+		}
 }
 
 void op_encrypt(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w, struct ops_result *res)

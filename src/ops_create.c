@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 #include "config.h"
 
 /* Create, Create Key Pair and Register: new objects in the token. */
@@ -389,8 +390,9 @@ void op_create_key_pair(struct ops_ctx *ctx, const struct ttlv_item *payload, st
 		upriv = kpriv.usage;
 	if (kpub.has_usage)
 		upub = kpub.usage;
-	if (!(st = ops_store(ctx, res)))
+	if (!(st = ops_new_store(ctx, res)))
 		return;
+	opriv.backend = opub.backend = st->backend;
 	if ((r = ops_new_id(ctx, st, id)) < 0) {
 		ops_fail_token(st, res, r);
 		return;
@@ -483,8 +485,9 @@ void op_create(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv
 	if (!k.has_usage)
 		k.usage = sym->key_type == CKK_GENERIC_SECRET ? USE_MAC_GENERATE | USE_MAC_VERIFY
 							      : USE_ENCRYPT | USE_DECRYPT;
-	if (!guard_new_key(ctx, k.algorithm, k.length, res) || !(st = ops_store(ctx, res)))
+	if (!guard_new_key(ctx, k.algorithm, k.length, res) || !(st = ops_new_store(ctx, res)))
 		return;
+	o.backend = st->backend;
 	if ((r = ops_new_id(ctx, st, o.id)) < 0) {
 		ops_fail_token(st, res, r);
 		return;
@@ -600,10 +603,10 @@ static void tmpl_number(struct key_template *t, struct values *v, CK_ATTRIBUTE_T
 	tmpl_add(t, type, d.data + skip, d.size - skip);
 }
 
-/* An RSA modulus's (or a DSA prime's) size in bits, without DER's leading zero byte. */
+/* An RSA modulus's (or a DSA prime's) size in bits. */
 static int32_t rsa_bits(const gnutls_datum_t *n)
 {
-	return (int32_t)(n->size - (n->size && !n->data[0])) * 8;
+	return ops_bits(n->data, n->size);
 }
 
 static int curve_der(gnutls_ecc_curve_t c, size_t *ret)
@@ -909,8 +912,9 @@ void op_register(struct ops_ctx *ctx, const struct ttlv_item *payload, struct tt
 		ops_fail(res, KMIP_REASON_INVALID_ATTRIBUTE_VALUE, "symmetric keys are AES, HMAC or ChaCha20 keys");
 		return;
 	}
-	if (!(st = ops_store(ctx, res)))
+	if (!(st = ops_new_store(ctx, res)))
 		return;
+	o.backend = st->backend;
 	if ((r = ops_new_id(ctx, st, o.id)) < 0) {
 		ops_fail_token(st, res, r);
 		return;

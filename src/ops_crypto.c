@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 #include "config.h"
 
 /* Cryptographic operations with keys in the token: Sign, Signature Verify, MAC and
@@ -159,6 +160,7 @@ static int policy_load(struct store *st, const struct store_obj *o, struct key_p
 	store_meta_clear(&m);
 	memcpy(kp->uid, o->uid, sizeof(kp->uid));
 	kp->handle = o->handle;
+	kp->backend = o->backend;
 	kp->changes = ops_meta_changes();
 	return 0;
 }
@@ -169,7 +171,7 @@ static int key_policy(struct store *st, const struct store_obj *o, struct key_po
 	int r;
 
 	for (size_t i = 0; i < N_POLICIES && !kp; i++)
-		if (policies[i].handle == o->handle && strcmp(policies[i].uid, o->uid) == 0)
+		if (policies[i].handle == o->handle && policies[i].backend == o->backend && strcmp(policies[i].uid, o->uid) == 0)
 			kp = &policies[i];
 	/* Kept while no process changed the metadata and no date changed the state. */
 	if (kp && kp->changes == ops_meta_changes() && !(kp->state == STATE_PRE_ACTIVE && kp->activation <= ops_now()) &&
@@ -710,8 +712,10 @@ void op_signature_verify(struct ops_ctx *ctx, const struct ttlv_item *payload, s
 }
 
 /* HMAC with the hash that the Cryptographic Algorithm of the request, or of the
- * key's Cryptographic Parameters, or else of the key names. */
-static int mac_mechanism(const struct key_policy *kp, const struct crypto_params *p, CK_MECHANISM *mech)
+ * key's Cryptographic Parameters, or else of the key names; *ret_len is its MAC's
+ * length. */
+static int mac_mechanism(const struct key_policy *kp, const struct crypto_params *p, CK_MECHANISM *mech,
+			 size_t *ret_len)
 {
 	static const struct {
 		uint32_t algorithm, hash;
@@ -728,6 +732,7 @@ static int mac_mechanism(const struct key_policy *kp, const struct crypto_params
 	if (!(h = crypto_hash(hash)))
 		return KR_E_P11_MECHANISM;
 	*mech = (CK_MECHANISM){ h->hmac, NULL, 0 };
+	*ret_len = gnutls_hash_get_len(h->dig);
 	return 0;
 }
 
@@ -741,7 +746,7 @@ static void mac(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttl
 	struct store *st;
 	struct store_obj o;
 	uint8_t out[64];
-	size_t out_len = sizeof(out);
+	size_t out_len = sizeof(out), mac_len = 0;
 	bool digested;
 	const struct ttlv_item *in = input_data(payload, false, &digested);
 	int r;
@@ -754,11 +759,16 @@ static void mac(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttl
 	    !crypto_object(ctx, STORE_SECRET, &st, &o, res) ||
 	    !(kp = crypto_key_for(st, &o, verify ? PROCESS : PROTECT, &p, res)))
 		return;
-	r = mac_mechanism(kp, &p, &mech);
+	r = mac_mechanism(kp, &p, &mech, &mac_len);
 	ctx->mechanism = r == 0 ? mech.mechanism : 0;
 	if (r == 0 && !verify && kp->limited && !crypto_take_usage(st, &o, kp, in->len, 1, res))
 		return;
-	if (r == 0 && verify)
+	/* A MAC of another length is invalid, whatever the token says: openCryptoki
+	 * 3.8's software token compares the hash's length of bytes, reading past a
+	 * shorter MAC, and accepts one cut short. */
+	if (r == 0 && verify && tag->len != mac_len)
+		r = KR_E_P11_SIGNATURE;
+	else if (r == 0 && verify)
 		r = p11_verify(st->tok, &mech, o.handle, in->value, in->len, tag->value, tag->len);
 	else if (r == 0)
 		r = p11_sign(st->tok, &mech, o.handle, in->value, in->len, out, &out_len);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* What the cryptographic operations share (ops_crypto.c, ops_cipher.c): the KMIP
  * values they speak, Cryptographic Parameters, and the rules of a key's
  * metadata - its parameters as defaults, the dates that bound its use, its Usage
@@ -34,6 +35,7 @@ struct crypto_params {
 struct key_policy {
 	char uid[STORE_MAX_UID + 1];
 	CK_OBJECT_HANDLE handle;
+	int backend;
 	unsigned long changes;
 	struct crypto_params params; /* p_source: "" or p_source_copy */
 	uint8_t *p_source_copy;

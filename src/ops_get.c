@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 #include "config.h"
 
 /* Get, Get Attributes, Get Attribute List, Locate and Check: what the token holds,
@@ -64,7 +65,7 @@ static int read_key_info(struct store *st, const struct store_obj *o, const stru
 		ki->algorithm = ki->key_type == CKK_RSA ? ALG_RSA : ALG_DSA;
 		if ((r = p11_get_attr_alloc(st->tok, o->handle, ki->key_type == CKK_RSA ? CKA_MODULUS : CKA_PRIME, &buf,
 					    &len)) == 0)
-			ki->length = (int32_t)len * 8;
+			ki->length = ops_bits(buf, len);
 		break;
 	case CKK_EC:
 	case CKK_EC_EDWARDS:
@@ -79,8 +80,17 @@ static int read_key_info(struct store *st, const struct store_obj *o, const stru
 			CK_ATTRIBUTE a = { CKA_VALUE_LEN, &vlen, sizeof(vlen) };
 
 			ki->algorithm = sym->algorithm;
-			if ((r = p11_get_attrs(st->tok, o->handle, &a, 1)) == 0)
+			if ((r = p11_get_attrs(st->tok, o->handle, &a, 1)) == 0) {
 				ki->length = (int32_t)vlen * 8;
+			} else if (p11_last_rv(st->tok) == CKR_ATTRIBUTE_TYPE_INVALID) {
+				/* openCryptoki 3.8 gives a key made by C_CreateObject no
+				 * CKA_VALUE_LEN: the length Register recorded, if any. */
+				const struct kmip_attr *bits = ops_meta_attr(m, KMIP_TAG_CRYPTOGRAPHIC_LENGTH);
+
+				if (bits && bits->value->type == TTLV_INTEGER)
+					ki->length = ttlv_int(bits->value);
+				r = 0;
+			}
 		}
 		break;
 	}
@@ -916,10 +926,56 @@ static bool locate_matches(struct store *st, const struct store_obj *o, const st
 struct locate_page {
 	size_t skip, limit, total, listed;
 	struct ttlv_writer uids;
+	/* With more than one backend, the UIDs counted so far: a replica of an
+	 * object counts once. An open-addressing set of UIDs, grown as it fills. */
+	bool merge;
+	char (*seen)[STORE_MAX_UID + 1];
+	size_t n_seen, size_seen;
 };
+
+static size_t uid_hash(const char *uid)
+{
+	size_t h = 14695981039346656037u;
+
+	for (; *uid; uid++)
+		h = (h ^ (unsigned char)*uid) * 1099511628211u;
+	return h;
+}
+
+/* Whether uid was counted already; else it is now. On running out of memory
+ * it is counted again rather than lost. */
+static bool page_seen(struct locate_page *p, const char *uid)
+{
+	size_t i;
+
+	if (2 * (p->n_seen + 1) > p->size_seen) {
+		size_t size = p->size_seen ? 2 * p->size_seen : 256;
+		char(*grown)[STORE_MAX_UID + 1] = calloc(size, sizeof(*grown));
+
+		if (!grown)
+			return false;
+		for (size_t k = 0; k < p->size_seen; k++)
+			if (p->seen[k][0]) {
+				for (i = uid_hash(p->seen[k]) % size; grown[i][0]; i = (i + 1) % size)
+					;
+				memcpy(grown[i], p->seen[k], sizeof(grown[i]));
+			}
+		free(p->seen);
+		p->seen = grown;
+		p->size_seen = size;
+	}
+	for (i = uid_hash(uid) % p->size_seen; p->seen[i][0]; i = (i + 1) % p->size_seen)
+		if (strcmp(p->seen[i], uid) == 0)
+			return true;
+	snprintf(p->seen[i], sizeof(p->seen[i]), "%s", uid);
+	p->n_seen++;
+	return false;
+}
 
 static void page_add(struct locate_page *p, const char *uid)
 {
+	if (p->merge && page_seen(p, uid))
+		return;
 	p->total++;
 	if (p->skip) {
 		p->skip--;
@@ -955,7 +1011,7 @@ static int locate_objects(struct ops_ctx *ctx, struct store *st, const struct lo
 		for (size_t i = 0; i < n_found; i++) {
 			uint8_t id[STORE_MAX_ID];
 			CK_ATTRIBUTE ida = { store_id_attribute((enum store_kind)k), id, sizeof(id) };
-			struct store_obj o = { .kind = (enum store_kind)k, .handle = handles[i] };
+			struct store_obj o = { .kind = (enum store_kind)k, .backend = st->backend, .handle = handles[i] };
 
 			if (p11_get_attrs(st->tok, handles[i], &ida, 1) < 0 || ida.ulValueLen == 0 ||
 			    ida.ulValueLen > STORE_MAX_ID)
@@ -1053,6 +1109,7 @@ void op_locate(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv
 		kmip_attrs_clear(&attrs);
 		return;
 	}
+	page.merge = ctx->token->n > 1;
 	if (q.link_uid.ptr) {
 		const struct store_obj *l = guard_link(ctx, q.link_uid.ptr, q.link_uid.len);
 
@@ -1062,10 +1119,20 @@ void op_locate(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv
 			q.kind = -2;
 	}
 	ttlv_writer_init(&page.uids, TTLV_DEFAULT_MAX_SIZE);
-	if (mask & STORAGE_ONLINE)
-		r = locate_objects(ctx, st, &q, &linked, &page);
-	if (r == 0 && (mask & STORAGE_DESTROYED))
-		r = locate_records(ctx, st, &q, &linked, &page);
+	/* The connection's backend, then every other that can be reached. */
+	for (size_t i = 0; r == 0 && i < ctx->token->n + 1; i++) {
+		struct store *at = st;
+
+		if (i > 0 && ((int)i - 1 == st->backend || token_store_at(ctx->token, (int)i - 1, &at) < 0))
+			continue;
+		if (mask & STORAGE_ONLINE)
+			r = locate_objects(ctx, at, &q, &linked, &page);
+		if (r == 0 && (mask & STORAGE_DESTROYED))
+			r = locate_records(ctx, at, &q, &linked, &page);
+		if (r < 0)
+			st = at;
+	}
+	free(page.seen);
 	kmip_attrs_clear(&attrs);
 	if (r == 0 && page.listed)
 		r = ttlv_writer_finish(&page.uids, &uids, &uids_len);

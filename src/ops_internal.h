@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Shared by the operation modules; not part of the ops interface. */
 #ifndef KR_OPS_INTERNAL_H
 #define KR_OPS_INTERNAL_H
@@ -13,8 +14,13 @@ void ops_fail(struct ops_result *res, enum kmip_reason reason, const char *messa
 /* A project error as the Result Reason that says it best. */
 void ops_fail_err(struct ops_result *res, int err);
 
-/* The connection's store, opening the token if needed; NULL with res set. */
+/* The store of the connection's backend, opening its token if needed; NULL with
+ * res set. */
 struct store *ops_store(struct ops_ctx *ctx, struct ops_result *res);
+/* The store of the backend at place i of the pool (token.h). */
+struct store *ops_store_at(struct ops_ctx *ctx, int backend, struct ops_result *res);
+/* The store new objects go to (pkcs11.pool.new_keys). */
+struct store *ops_new_store(struct ops_ctx *ctx, struct ops_result *res);
 /* The object the gate resolved for this item (ctx->target), and the store it is
  * in; false with res set if the item names none. */
 bool ops_target(struct ops_ctx *ctx, struct store **ret_st, struct store_obj *ret, struct ops_result *res);

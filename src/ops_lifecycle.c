@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 #include "config.h"
 
 /* Activate, Revoke, Destroy, and Add, Modify and Delete Attribute: changes to an

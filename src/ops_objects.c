@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 #include "config.h"
 
 /* The helpers the managed-object operations share (see ops_objects.h). */
@@ -186,18 +187,42 @@ size_t ops_usage_template(enum store_kind kind, uint32_t mask, uint32_t state, C
 	return n;
 }
 
-struct store *ops_store(struct ops_ctx *ctx, struct ops_result *res)
+/* A store handed out (its backend goes in the audit record), or why there is
+ * none. */
+static struct store *store_or_fail(struct ops_ctx *ctx, int r, struct store *const *st, struct ops_result *res)
 {
-	struct store *st = NULL;
-	int r = token_store(ctx->token, ctx->header, ctx->client, ctx->credential_client, &st);
-
 	if (r < 0) {
 		ops_fail_err(res, r);
 		if (ctx->token->why)
 			res->message = ctx->token->why;
 		return NULL;
 	}
-	return st;
+	ctx->backend = (*st)->backend;
+	return *st;
+}
+
+struct store *ops_store(struct ops_ctx *ctx, struct ops_result *res)
+{
+	struct store *st = NULL;
+	int r = token_store(ctx->token, ctx->header, ctx->client, ctx->credential_client, &st);
+
+	return store_or_fail(ctx, r, &st, res);
+}
+
+struct store *ops_store_at(struct ops_ctx *ctx, int backend, struct ops_result *res)
+{
+	struct store *st = NULL;
+	int r = token_store_at(ctx->token, backend, &st);
+
+	return store_or_fail(ctx, r, &st, res);
+}
+
+struct store *ops_new_store(struct ops_ctx *ctx, struct ops_result *res)
+{
+	struct store *st = NULL;
+	int r = token_new_keys(ctx->token, ctx->header, ctx->client, ctx->credential_client, &st);
+
+	return store_or_fail(ctx, r, &st, res);
 }
 
 bool ops_target(struct ops_ctx *ctx, struct store **ret_st, struct store_obj *ret, struct ops_result *res)
@@ -208,7 +233,7 @@ bool ops_target(struct ops_ctx *ctx, struct store **ret_st, struct store_obj *re
 		ops_fail(res, KMIP_REASON_MISSING_DATA, "no Unique Identifier");
 		return false;
 	}
-	if (!(st = ops_store(ctx, res)))
+	if (!(st = ops_store_at(ctx, ctx->target.backend, res)))
 		return false;
 	*ret_st = st;
 	*ret = ctx->target;
@@ -458,6 +483,22 @@ bool ops_find_curve(const uint8_t *der, size_t len, size_t *ret)
 			return true;
 		}
 	return false;
+}
+
+int32_t ops_bits(const uint8_t *n, size_t len)
+{
+	int32_t bits;
+
+	while (len && !*n) {
+		n++;
+		len--;
+	}
+	if (!len || len > INT32_MAX / 8)
+		return 0;
+	bits = (int32_t)len * 8;
+	for (uint8_t top = *n; !(top & 0x80); top = (uint8_t)(top << 1))
+		bits--;
+	return bits;
 }
 
 const uint32_t ops_object_tags[STORE_N_KINDS] = {

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* What the managed-object operations share: KMIP values they speak, the usage
  * flags that carry the lifecycle into the token, and the metadata helpers. */
 #ifndef KR_OPS_OBJECTS_H
@@ -105,6 +106,9 @@ struct ops_curve {
 extern const struct ops_curve ops_curves[OPS_N_CURVES];
 /* The curve whose ECParameters are der. */
 bool ops_find_curve(const uint8_t *der, size_t len, size_t *ret);
+/* The exact size in bits of a big-endian unsigned number: the Cryptographic Length
+ * of an RSA modulus or a DSA prime (a 2047-bit modulus is no 2048-bit key). */
+int32_t ops_bits(const uint8_t *n, size_t len);
 
 /* An RSA private key's components as PKCS#11 holds them, in the order GnuTLS
  * exports and imports them (m, e, d, p, q, u, e1, e2). */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 #include "config.h"
 
 /* Batch Error Continuation Option Undo: a batch whose item fails has the changes of
@@ -71,7 +72,8 @@ void ops_undo_done(struct ops_ctx *ctx, const struct kmip_batch_item *item, stru
 	struct ops_result res = { 0 };
 	struct store *st;
 
-	if (!creates(item->operation) || !(st = ops_store(ctx, &res)) ||
+	/* The made object is in the store the operation was handed (new_keys's). */
+	if (!creates(item->operation) || !(st = ops_store_at(ctx, ctx->backend, &res)) ||
 	    store_find(st, ctx->uid, strlen(ctx->uid), &u->obj) < 0)
 		return;
 	u->kind = UNDO_REMOVE;
@@ -132,7 +134,7 @@ int ops_undo_apply(struct ops_ctx *ctx, struct ops_undo *u)
 
 	if (u->kind == UNDO_NOTHING)
 		return 0;
-	if (!(st = ops_store(ctx, &res)))
+	if (!(st = ops_store_at(ctx, u->obj.backend, &res)))
 		return KR_E_P11_TOKEN;
 	if (u->kind == UNDO_REMOVE)
 		return remove_made(st, &u->obj);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 #include "config.h"
 
 #include "p11.h"
@@ -18,12 +19,26 @@
 
 /* A call into the module, under the deadline and with the stop signals held
  * (p11_call.h). */
-#define CALL(t, fn, ...) P11_CALL(#fn, (t)->f->fn(__VA_ARGS__))
+#define CALL(t, fn, ...) P11_CALL((t)->owner, #fn, (t)->f->fn(__VA_ARGS__))
 
-struct p11_token {
+/* A module, loaded and initialised once per process however many of its tokens
+ * the process opens (a pool's backends may share one). */
+struct p11_module {
+	struct p11_module *next;
+	char *path;
 	void *dl;
 	CK_FUNCTION_LIST *f;
-	bool initialized;
+	bool initialized; /* by this process: it finalises too */
+	unsigned refs;
+};
+
+static struct p11_module *modules;
+
+struct p11_token {
+	struct p11_module *m;
+	CK_FUNCTION_LIST *f; /* m's */
+	const struct p11_call_owner *owner;
+	CK_RV device_rv; /* the first device-class failure, or CKR_OK */
 	CK_SLOT_ID slot;
 	CK_SESSION_HANDLE session;
 	bool has_session;
@@ -44,43 +59,84 @@ struct ck_interface_30 {
 typedef CK_RV (*get_interface_fn)(CK_UTF8CHAR *name, CK_VERSION *version, struct ck_interface_30 **iface,
 				  CK_FLAGS flags);
 
-static int load_functions(struct p11_token *t, const char *module, const char **ret_why)
+/* Loads and initialises a module, or takes the one this process loaded already. */
+static int module_get(const char *path, const struct p11_call_owner *owner, struct p11_module **ret,
+		      const char **ret_why)
 {
 	get_interface_fn get_interface;
 	CK_C_GetFunctionList get_list;
 	CK_C_INITIALIZE_ARGS args = { .flags = CKF_OS_LOCKING_OK };
+	struct p11_module *m;
 	CK_RV rv;
 
-	/* The module's constructors run here. */
-	p11_call_begin("dlopen");
-	t->dl = dlopen(module, RTLD_NOW | RTLD_LOCAL);
+	for (m = modules; m; m = m->next)
+		if (strcmp(m->path, path) == 0) {
+			m->refs++;
+			*ret = m;
+			return 0;
+		}
+	if (!(m = calloc(1, sizeof(*m))) || !(m->path = strdup(path))) {
+		free(m);
+		return KR_E_NOMEM;
+	}
+	m->refs = 1;
+	m->next = modules;
+	modules = m; /* module_put undoes a failure */
+	*ret = m;
+	/* The module's constructors run here. It stays mapped after dlclose: a
+	 * thread or exit handler it leaves behind (openCryptoki starts one) must not
+	 * run unmapped code, and a leak report can name it. */
+	p11_call_begin("dlopen", owner);
+	m->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
 	p11_call_end();
-	if (!t->dl) {
+	if (!m->dl) {
 		*ret_why = "pkcs11.module: cannot load the module";
 		return KR_E_P11_MODULE;
 	}
-	get_interface = (get_interface_fn)dlsym(t->dl, "C_GetInterface");
+	get_interface = (get_interface_fn)dlsym(m->dl, "C_GetInterface");
 	if (get_interface) {
 		struct ck_interface_30 *iface = NULL;
 
-		if (P11_CALL("C_GetInterface", get_interface((CK_UTF8CHAR *)"PKCS 11", NULL, &iface, 0)) == CKR_OK &&
+		if (P11_CALL(owner, "C_GetInterface", get_interface((CK_UTF8CHAR *)"PKCS 11", NULL, &iface, 0)) ==
+			    CKR_OK &&
 		    iface)
-			t->f = iface->function_list;
+			m->f = iface->function_list;
 	}
-	if (!t->f) {
-		get_list = (CK_C_GetFunctionList)dlsym(t->dl, "C_GetFunctionList");
-		if (!get_list || P11_CALL("C_GetFunctionList", get_list(&t->f)) != CKR_OK || !t->f) {
+	if (!m->f) {
+		get_list = (CK_C_GetFunctionList)dlsym(m->dl, "C_GetFunctionList");
+		if (!get_list || P11_CALL(owner, "C_GetFunctionList", get_list(&m->f)) != CKR_OK || !m->f) {
 			*ret_why = "pkcs11.module: no PKCS#11 function list";
 			return KR_E_P11_MODULE;
 		}
 	}
-	rv = CALL(t, C_Initialize, &args);
+	rv = P11_CALL(owner, "C_Initialize", m->f->C_Initialize(&args));
 	if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
 		*ret_why = "pkcs11.module: C_Initialize failed";
 		return KR_E_P11_MODULE;
 	}
-	t->initialized = rv == CKR_OK;
+	m->initialized = rv == CKR_OK;
 	return 0;
+}
+
+/* Lets go of a module: the last of its tokens finalises and unloads it. */
+static void module_put(struct p11_module *m, const struct p11_call_owner *owner)
+{
+	struct p11_module **p;
+
+	if (!m || --m->refs > 0)
+		return;
+	for (p = &modules; *p != m; p = &(*p)->next)
+		;
+	*p = m->next;
+	if (m->initialized)
+		P11_CALL(owner, "C_Finalize", m->f->C_Finalize(NULL));
+	if (m->dl) {
+		p11_call_begin("dlclose", owner); /* the module's destructors run here */
+		dlclose(m->dl);
+		p11_call_end();
+	}
+	free(m->path);
+	free(m);
 }
 
 /* The token's label without its blank padding. */
@@ -193,7 +249,8 @@ static int parse_token_uri(const char *text, P11KitUri **ret, const char **ret_w
 }
 
 int p11_open(const char *module, const char *token_uri, const char *username, size_t username_len,
-	     const char *const *allow, size_t n_allow, struct p11_token **ret, const char **ret_why)
+	     const char *const *allow, size_t n_allow, const struct p11_call_owner *owner, struct p11_token **ret,
+	     const char **ret_why)
 {
 	struct p11_token *t = calloc(1, sizeof(*t));
 	P11KitUri *uri = NULL, **allow_uris = NULL;
@@ -205,12 +262,15 @@ int p11_open(const char *module, const char *token_uri, const char *username, si
 		goto out;
 	}
 	t->n_mechanisms = -1;
+	t->owner = owner;
 	if (!username)
 		r = parse_token_uri(token_uri ? token_uri : "pkcs11:", &uri, ret_why);
 	for (size_t i = 0; username && r == 0 && i < n_allow; i++)
 		if ((r = parse_token_uri(allow[i], &allow_uris[i], ret_why)) == 0)
 			n_allow_uris++;
-	if (r < 0 || (r = load_functions(t, module, ret_why)) < 0 ||
+	if (r == 0 && (r = module_get(module, owner, &t->m, ret_why)) == 0)
+		t->f = t->m->f;
+	if (r < 0 ||
 	    (r = find_slot(t, uri, username, username_len, allow_uris, n_allow_uris, ret_why)) < 0)
 		goto out;
 	if (CALL(t, C_OpenSession, t->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &t->session) != CKR_OK) {
@@ -233,14 +293,16 @@ out:
 	return 0;
 }
 
-int p11_lock(const char *path, int *ret_fd, const char **ret_why)
+int p11_lock(const char *path, bool create, int *ret_fd, const char **ret_why)
 {
 	int fd;
 
 	*ret_fd = -1;
 	if (!path)
 		return 0;
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
+	fd = open(path, (create ? O_RDWR | O_CREAT : O_RDONLY) | O_CLOEXEC | O_NOCTTY, 0600);
+	if (fd < 0 && !create && errno == ENOENT)
+		return 0;
 	if (fd < 0) {
 		*ret_why = "pkcs11.lock_file: cannot open the lock file";
 		return KR_E_SYSTEM;
@@ -269,13 +331,7 @@ void p11_close(struct p11_token *t)
 		return;
 	if (t->has_session)
 		CALL(t, C_CloseSession, t->session);
-	if (t->initialized)
-		CALL(t, C_Finalize, NULL);
-	if (t->dl) {
-		p11_call_begin("dlclose"); /* the module's destructors run here */
-		dlclose(t->dl);
-		p11_call_end();
-	}
+	module_put(t->m, t->owner);
 	free(t->mechanisms);
 	free(t);
 }
@@ -432,9 +488,53 @@ static const struct {
 #undef RV
 };
 
+bool p11_device_class(CK_RV rv)
+{
+	switch (rv) {
+	case CKR_DEVICE_ERROR:
+	case CKR_DEVICE_REMOVED:
+	case CKR_DEVICE_MEMORY:
+	case CKR_TOKEN_NOT_PRESENT:
+	case CKR_TOKEN_NOT_RECOGNIZED:
+	case CKR_SESSION_HANDLE_INVALID:
+	case CKR_SESSION_CLOSED:
+	case CKR_GENERAL_ERROR:
+	case CKR_FUNCTION_FAILED:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* The generic codes a token also gives for a request's own fault (SoftHSM: a
+ * wrong GCM tag), which a client can cause at will. */
+static bool ambiguous(CK_RV rv)
+{
+	return rv == CKR_GENERAL_ERROR || rv == CKR_FUNCTION_FAILED;
+}
+
+CK_RV p11_device_failure(struct p11_token *t)
+{
+	CK_TOKEN_INFO ti;
+	CK_RV rv = t->device_rv;
+
+	/* A generic code is the device's only if the device then fails to say what
+	 * it is, too; else the request is. */
+	if (ambiguous(rv)) {
+		CK_RV probe = CALL(t, C_GetTokenInfo, t->slot, &ti);
+
+		t->device_rv = p11_device_class(probe) ? probe : CKR_OK;
+		if (t->device_rv != CKR_OK)
+			t->device_rv = rv;
+	}
+	return t->device_rv;
+}
+
 static int check(struct p11_token *t, CK_RV rv)
 {
 	t->last_rv = rv;
+	if (t->device_rv == CKR_OK && p11_device_class(rv))
+		t->device_rv = rv;
 	for (size_t i = 0; i < sizeof(rv_table) / sizeof(rv_table[0]); i++)
 		if (rv_table[i].rv == rv)
 			return rv_table[i].err;

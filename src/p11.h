@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The PKCS#11 backend: loads one module, selects a token by PKCS#11 URI (RFC 7512,
  * parsed by p11-kit), logs in, finds objects and signs. Knows nothing of the KMIP
  * wire format. */
@@ -11,6 +12,7 @@
 #include <stdint.h>
 
 #include "errors.h"
+#include "p11_call.h"
 
 struct p11_token;
 
@@ -20,7 +22,8 @@ struct p11_token;
  * token). A username that picks no such token is KR_E_P11_PIN, as a wrong PIN is.
  * On failure *ret_why says what went wrong. */
 int p11_open(const char *module, const char *token_uri, const char *username, size_t username_len,
-	     const char *const *allow, size_t n_allow, struct p11_token **ret, const char **ret_why) KR_WUR;
+	     const char *const *allow, size_t n_allow, const struct p11_call_owner *owner, struct p11_token **ret,
+	     const char **ret_why) KR_WUR;
 /* The token's C_GetTokenInfo, read afresh (its flags say how the user PIN stands). */
 int p11_token_info(struct p11_token *t, CK_TOKEN_INFO *ret) KR_WUR;
 /* An exclusive flock() on path, held from before p11_open until after p11_login
@@ -28,11 +31,14 @@ int p11_token_info(struct p11_token *t, CK_TOKEN_INFO *ret) KR_WUR;
  * meanwhile finds no token) and around metadata writes. A module call that hangs
  * while the lock is held would stall every connection; the call's deadline
  * (pkcs11.call_timeout, p11_call.h) ends the process, which releases it. *ret_fd
- * is the fd to pass to p11_unlock, or -1 with no path. */
-int p11_lock(const char *path, int *ret_fd, const char **ret_why) KR_WUR;
+ * is the fd to pass to p11_unlock, or -1 with no path. Without create, a lock file
+ * that does not exist is not made (no relay has run to share it with): a check run
+ * as root must not leave one the service's user cannot open. */
+int p11_lock(const char *path, bool create, int *ret_fd, const char **ret_why) KR_WUR;
 void p11_unlock(int fd);
 
-/* C_Finalize and dlclose; accepts NULL. */
+/* Closes the token's session; the last token of its module finalises and unloads
+ * it. Accepts NULL. */
 void p11_close(struct p11_token *t);
 
 /* C_Login as CKU_USER. The caller wipes the PIN afterwards. */
@@ -45,6 +51,15 @@ int p11_read_pin(const char *file, const char *credential, char **ret_pin, size_
 		 const char **ret_why) KR_WUR;
 void p11_pin_free(char *pin, size_t len);
 
+/* Whether a CKR_ code says the device failed, not the request (KMIP's answer is
+ * then another backend's to give): device errors and removal, a token or session
+ * that is gone, and the generic CKR_GENERAL_ERROR and CKR_FUNCTION_FAILED. */
+bool p11_device_class(CK_RV rv);
+/* The first device-class code this token returned, or CKR_OK. A generic one
+ * (CKR_GENERAL_ERROR, CKR_FUNCTION_FAILED), which a token also gives for a
+ * request's own fault, counts only if C_GetTokenInfo then fails too; else it is
+ * forgotten. */
+CK_RV p11_device_failure(struct p11_token *t);
 /* How many calls that may change the token (object creation, destruction and
  * attribute writes) this token has made. */
 unsigned long p11_writes(const struct p11_token *t);

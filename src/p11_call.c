@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 #include "config.h"
 
 #include "p11_call.h"
@@ -31,6 +32,7 @@ static char expiry_tail[96]; /* the log line after the function's name */
 /* Shared with the watcher: the function being called (NULL between calls), how
  * many calls began, and a stop signal that came (0: none). */
 static _Atomic(const char *) current;
+static _Atomic(const struct p11_call_owner *) current_owner;
 static atomic_ulong calls;
 static atomic_int stop_signal;
 
@@ -58,9 +60,12 @@ static size_t append(char *out, size_t off, size_t size, const char *s)
 
 static _Noreturn void expire(const char *function)
 {
+	const struct p11_call_owner *owner = current_owner;
 	char message[160];
 	size_t n;
 
+	if (owner)
+		owner->failed(owner, "timeout");
 	n = append(message, 0, sizeof(message), "pkcs11: ");
 	n = append(message, n, sizeof(message), function);
 	n = append(message, n, sizeof(message), expiry_tail);
@@ -114,8 +119,34 @@ static void *watch(void *arg)
 	return NULL;
 }
 
+/* The signals a module's crash raises, and what handled them before. */
+static const struct {
+	int sig;
+	const char *name;
+} crashes[] = {
+	{ SIGSEGV, "SIGSEGV" }, { SIGBUS, "SIGBUS" }, { SIGABRT, "SIGABRT" }, { SIGILL, "SIGILL" }, { SIGFPE, "SIGFPE" },
+};
+#define N_CRASHES (sizeof(crashes) / sizeof(crashes[0]))
+static struct sigaction before_crash[N_CRASHES];
+
+/* A crash inside a call is its owner's to know; then the signal goes where it
+ * went before (the default: the process dies of it; a sanitizer's report). */
+static void crashed(int sig)
+{
+	const struct p11_call_owner *owner = current ? current_owner : NULL;
+
+	for (size_t i = 0; i < N_CRASHES; i++)
+		if (crashes[i].sig == sig) {
+			if (owner)
+				owner->failed(owner, crashes[i].name);
+			sigaction(sig, &before_crash[i], NULL);
+		}
+	raise(sig); /* delivered when this returns; a fault also recurs */
+}
+
 int p11_call_init(unsigned timeout_seconds)
 {
+	struct sigaction crash = { .sa_handler = crashed };
 	sigset_t all, normal;
 	pthread_t thread;
 	int err;
@@ -139,6 +170,8 @@ int p11_call_init(unsigned timeout_seconds)
 	if (err != 0)
 		goto fail;
 	pthread_detach(thread);
+	for (size_t i = 0; i < N_CRASHES; i++)
+		sigaction(crashes[i].sig, &crash, &before_crash[i]);
 	guarded = true;
 	return 0;
 fail:
@@ -146,12 +179,13 @@ fail:
 	return KR_E_SYSTEM;
 }
 
-void p11_call_begin(const char *function)
+void p11_call_begin(const char *function, const struct p11_call_owner *owner)
 {
 	if (!guarded)
 		return;
 	/* Only this thread counts: no locked increment. */
 	atomic_store_explicit(&calls, atomic_load_explicit(&calls, memory_order_relaxed) + 1, memory_order_relaxed);
+	current_owner = owner;
 	current = function;
 	/* The watcher stores the signal before it reads current; a signal it saw
 	 * with no call in progress ends the process there. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Every call into the PKCS#11 module - its dlopen, each C_* function, its dlclose -
  * runs under a deadline and with the stop signals held.
  *
@@ -16,6 +17,11 @@
  * does to signals or timers (alarm(), setitimer(), SIGALRM, masks) moves the
  * deadline, and no signal of the relay's ever interrupts the module.
  *
+ * A call may have an owner (a pool's backend, health.h) that is told, in an
+ * async-signal-safe way, when the call outlasts its deadline or when the module
+ * crashes the process inside it (SIGSEGV, SIGBUS, SIGABRT, SIGILL, SIGFPE), before
+ * the process ends.
+ *
  * Until p11_call_init, calls run unguarded (the benchmark's in-process limit). */
 #ifndef KR_P11_CALL_H
 #define KR_P11_CALL_H
@@ -24,14 +30,22 @@
 
 #include "errors.h"
 
-/* Starts the watcher and blocks the stop signals; the log must be open (an
- * expiry writes with log_emergency). */
+/* Who answers for a call. failed runs in the watcher or in a signal handler: it
+ * may only use async-signal-safe functions (write, pwrite, clock_gettime...). cause
+ * is "timeout" or the signal's name ("SIGSEGV"). */
+struct p11_call_owner {
+	void (*failed)(const struct p11_call_owner *owner, const char *cause);
+};
+
+/* Starts the watcher, blocks the stop signals and catches the crash signals; the
+ * log must be open (an expiry writes with log_emergency). */
 int p11_call_init(unsigned timeout_seconds) KR_WUR;
 
 /* Around one call: begin notes function (a string literal, named in the log
- * line if the call outlasts the timeout) as in progress; end notes that it
- * returned. A stop signal that came meanwhile ends the process in end. */
-void p11_call_begin(const char *function);
+ * line if the call outlasts the timeout) and its owner (or NULL) as in progress;
+ * end notes that it returned. A stop signal that came meanwhile ends the process
+ * in end. */
+void p11_call_begin(const char *function, const struct p11_call_owner *owner);
 void p11_call_end(void);
 
 static inline CK_RV p11_call_end_rv(CK_RV rv)
@@ -40,8 +54,8 @@ static inline CK_RV p11_call_end_rv(CK_RV rv)
 	return rv;
 }
 
-/* One guarded call that returns a CK_RV: P11_CALL("C_Login", f->C_Login(...)). The
- * call's arguments are evaluated after begin. */
-#define P11_CALL(function, call) (p11_call_begin(function), p11_call_end_rv(call))
+/* One guarded call that returns a CK_RV: P11_CALL(owner, "C_Login", f->C_Login(...)).
+ * The call's arguments are evaluated after begin. */
+#define P11_CALL(owner, function, call) (p11_call_begin(function, owner), p11_call_end_rv(call))
 
 #endif

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The relay's own TLS key in the token: a gnutls_privkey_t whose signatures the
  * token makes through the relay's session, so that GnuTLS never loads a module. */
 #ifndef KR_P11_TLSKEY_H

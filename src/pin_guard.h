@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Keeps the token's user PIN from being locked by the relay. Before C_Login: a
  * token whose flags say its user PIN is locked, or that one more wrong PIN locks
  * it, is not tried; a PIN from a client is not tried while the token's budget of

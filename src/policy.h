@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The rules of who may do what: which "clients" entry a connection is, whether it
  * may run an operation or make a key of some algorithm and length, and which
  * objects it can see (its namespace). Pure decisions over the config; no I/O. Only

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 #include "config.h"
 
 #include "session.h"
@@ -42,6 +43,7 @@ struct audit_entry {
 	enum kmip_reason reason;
 	uint64_t latency_us;
 	CK_MECHANISM_TYPE mechanism; /* 0: none */
+	const char *backend;         /* the pool's backend it used, or "" */
 	char uid[STORE_MAX_UID + 1];
 };
 
@@ -97,13 +99,15 @@ static void audit_write(const struct session *s, const struct audit_entry *e)
 	/* A record that does not fit the stack buffer is formatted again in one that
 	 * does: none is ever dropped for its length. */
 	for (size_t size = sizeof(stack);;) {
+		/* Backend names are plain (cfg.c): no quoting needed. */
 		n = snprintf(text, size,
 			     "{\"client\":%s,\"peer\":\"%s\",\"operation\":\"%s\",\"result\":\"%s\","
-			     "\"latency_us\":%" PRIu64 "%s%s%s%s%s%s%s}",
+			     "\"latency_us\":%" PRIu64 "%s%s%s%s%s%s%s%s%s%s}",
 			     s->client_json, s->peer, ops_name(e->operation), result, e->latency_us,
 			     ns[0] ? ",\"namespace\":" : "", ns[0] ? s->namespace_json : "", e->uid[0] ? ",\"uid\":" : "",
 			     e->uid[0] ? uid : "", mechanism[0] ? ",\"mechanism\":\"" : "", mechanism,
-			     mechanism[0] ? "\"" : "");
+			     mechanism[0] ? "\"" : "", e->backend[0] ? ",\"backend\":\"" : "", e->backend,
+			     e->backend[0] ? "\"" : "");
 		if (n < 0)
 			return;
 		if ((size_t)n < size)
@@ -123,6 +127,7 @@ static void audit_write(const struct session *s, const struct audit_entry *e)
 			{ "KMIP_OPERATION", ops_name(e->operation) },
 			{ "KMIP_UID", e->uid },
 			{ "KMIP_MECHANISM", mechanism },
+			{ "KMIP_BACKEND", e->backend },
 			{ "KMIP_RESULT", result },
 			{ "KMIP_LATENCY_US", latency },
 		};
@@ -135,9 +140,10 @@ static void audit_write(const struct session *s, const struct audit_entry *e)
 
 /* Queues the audit record of one batch item. */
 static void audit(struct session *s, uint32_t operation, const char *uid, enum kmip_reason reason,
-		  CK_MECHANISM_TYPE mechanism, uint64_t latency_us)
+		  CK_MECHANISM_TYPE mechanism, int backend, uint64_t latency_us)
 {
-	struct audit_entry *e, now = { operation, reason, latency_us, mechanism, "" };
+	struct audit_entry *e, now = { operation, reason, latency_us, mechanism,
+				       backend >= 0 ? token_backend_name(s->token, backend) : "", "" };
 
 	snprintf(now.uid, sizeof(now.uid), "%s", uid ? uid : "");
 	if (s->n_audits == s->max_audits) {
@@ -273,6 +279,7 @@ static void run_items(struct session *s, const struct kmip_message *req, struct 
 		ttlv_writer_init(&w, s->limits.max_size);
 		ctx.uid[0] = '\0';
 		ctx.mechanism = 0;
+		ctx.backend = -1;
 		ctx.undo = undos ? &undos[i] : NULL;
 		if (in->error)
 			res = (struct ops_result){ kmip_reason_for_error(in->error), kr_strerror(in->error) };
@@ -299,7 +306,7 @@ static void run_items(struct session *s, const struct kmip_message *req, struct 
 			o->payload.encoded = (struct kmip_bytes){ payloads[i], payload_lens[i] };
 			o->present |= KMIP_FIELD(KMIP_I_PAYLOAD);
 		}
-		audit(s, in->operation, ctx.uid, res.reason, ctx.mechanism, now_us() - t0);
+		audit(s, in->operation, ctx.uid, res.reason, ctx.mechanism, ctx.backend, now_us() - t0);
 		if (res.reason && stop_on_error) {
 			if (undo)
 				undo_items(&ctx, undos, out, i);
@@ -338,7 +345,7 @@ static int refuse(struct session *s, const struct kmip_message *req, struct kmip
 		  enum kmip_reason reason, const char *message, uint8_t **ret, size_t *ret_len)
 {
 	for (size_t i = 0; i < req->n_items; i++)
-		audit(s, req->items[i].operation, NULL, reason, 0, 0);
+		audit(s, req->items[i].operation, NULL, reason, 0, -1, 0);
 	return whole_message_error(v, reason, message, ret, ret_len);
 }
 
@@ -549,6 +556,7 @@ static void session_init(struct session *s, const struct cfg *c, bool trace, con
 static void session_end(struct session *s)
 {
 	audit_flush(s); /* a request that ended the connection */
+	ops_end_connection(s->token);
 	guard_clear(&s->guard);
 	free(s->audits);
 }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* One connection's request loop: read a framed TTLV message, decode it, run its
  * batch items, encode and send the response; until the client leaves or a limit
  * ends the connection. */

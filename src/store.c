@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 #include "config.h"
 
 #include "store.h"
@@ -22,7 +23,10 @@ static const struct {
 /* A bare CKA_ID names the first of these the token has. */
 static const enum store_kind bare_order[] = { STORE_PUBLIC, STORE_PRIVATE, STORE_SECRET, STORE_CERT, STORE_DATA };
 
-#define META_APPLICATION "kmip-relay"
+/* A metadata object's CKA_APPLICATION: this, then the UID of the object it is of.
+ * Not CKA_OBJECT_ID, which PKCS#11 keeps for a DER object identifier and which
+ * tokens such as openCryptoki 3.8 refuse (CKR_TEMPLATE_INCONSISTENT). */
+#define META_APPLICATION "kmip-relay metadata "
 #define OBJECT_APPLICATION "kmip-relay object" /* Opaque Objects; metadata has its own */
 #define META_LABEL "kmip-relay metadata "
 #define MAX_GENERATIONS 8
@@ -154,7 +158,8 @@ int store_find_kind(struct store *s, enum store_kind kind, const uint8_t *id, si
 	/* Two objects of one class with one CKA_ID: the UID would be ambiguous. */
 	if (n != 1)
 		return KR_E_P11_NOT_FOUND;
-	*ret = (struct store_obj){ .kind = kind, .handle = h[0], .id_len = id_len, .key_type = CK_UNAVAILABLE_INFORMATION };
+	*ret = (struct store_obj){ .kind = kind, .backend = s->backend, .handle = h[0], .id_len = id_len,
+				   .key_type = CK_UNAVAILABLE_INFORMATION };
 	if (kind != STORE_CERT && kind != STORE_DATA) {
 		CK_ATTRIBUTE type = { CKA_KEY_TYPE, &ret->key_type, sizeof(ret->key_type) };
 
@@ -179,7 +184,7 @@ int store_lock(struct store *s, int *ret_fd)
 {
 	const char *why;
 
-	return p11_lock(s->lock_file, ret_fd, &why);
+	return p11_lock(s->lock_file, true, ret_fd, &why);
 }
 
 void store_unlock(int fd)
@@ -193,17 +198,23 @@ struct generation {
 	uint64_t gen;
 };
 
+/* The CKA_APPLICATION of o's metadata; returns its length. */
+static size_t meta_application(const struct store_obj *o, char out[sizeof(META_APPLICATION) + STORE_MAX_UID])
+{
+	return (size_t)snprintf(out, sizeof(META_APPLICATION) + STORE_MAX_UID, META_APPLICATION "%s", o->uid);
+}
+
 static int find_generations(struct store *s, const struct store_obj *o, struct generation *out, size_t *ret_n)
 {
 	CK_OBJECT_CLASS cls = CKO_DATA;
+	char app[sizeof(META_APPLICATION) + STORE_MAX_UID];
 	CK_ATTRIBUTE tmpl[] = {
 		{ CKA_CLASS, &cls, sizeof(cls) },
-		{ CKA_APPLICATION, (void *)META_APPLICATION, strlen(META_APPLICATION) },
-		{ CKA_OBJECT_ID, (void *)o->uid, strlen(o->uid) },
+		{ CKA_APPLICATION, app, meta_application(o, app) },
 	};
 	CK_OBJECT_HANDLE h[MAX_GENERATIONS];
 	size_t n = 0, k = 0;
-	int r = p11_find(s->tok, tmpl, 3, h, MAX_GENERATIONS, &n);
+	int r = p11_find(s->tok, tmpl, 2, h, MAX_GENERATIONS, &n);
 
 	if (r < 0)
 		return r;
@@ -231,7 +242,7 @@ static int find_generations(struct store *s, const struct store_obj *o, struct g
 static int find_record(struct store *s, enum store_kind kind, const uint8_t *id, size_t id_len,
 		       struct store_obj *ret)
 {
-	struct store_obj o = { .kind = kind, .destroyed = true, .handle = CK_INVALID_HANDLE,
+	struct store_obj o = { .kind = kind, .backend = s->backend, .destroyed = true, .handle = CK_INVALID_HANDLE,
 			       .key_type = CK_UNAVAILABLE_INFORMATION, .id_len = id_len };
 	struct generation gens[MAX_GENERATIONS];
 	size_t n = 0;
@@ -267,42 +278,49 @@ int store_find(struct store *s, const char *uid, size_t len, struct store_obj *r
 	return r;
 }
 
-int store_records(struct store *s, struct store_obj **ret, size_t *ret_n)
+/* The objects the relay's metadata names, each once: the live ones, or else the
+ * records of the destroyed ones. */
+static int scan_metadata(struct store *s, bool live, struct store_obj **ret, size_t *ret_n)
 {
 	CK_OBJECT_CLASS cls = CKO_DATA;
 	CK_ATTRIBUTE tmpl[] = {
 		{ CKA_CLASS, &cls, sizeof(cls) },
-		{ CKA_APPLICATION, (void *)META_APPLICATION, strlen(META_APPLICATION) },
 	};
 	CK_OBJECT_HANDLE *h = NULL;
 	struct store_obj *out = NULL;
-	size_t n = 0, k = 0;
-	int r = p11_find_all(s->tok, tmpl, 2, &h, &n);
+	size_t n = 0, k = 0, pl = strlen(META_APPLICATION);
+	int r = p11_find_all(s->tok, tmpl, 1, &h, &n);
 
 	if (r == 0 && !(out = calloc(n ? n : 1, sizeof(*out))))
 		r = KR_E_NOMEM;
 	for (size_t i = 0; r == 0 && i < n; i++) {
-		char uid[STORE_MAX_UID + 1] = { 0 };
-		CK_ATTRIBUTE a = { CKA_OBJECT_ID, uid, STORE_MAX_UID };
+		char app[sizeof(META_APPLICATION) + STORE_MAX_UID] = { 0 };
+		CK_ATTRIBUTE a = { CKA_APPLICATION, app, sizeof(app) - 1 };
+		const char *uid = app + pl;
 		uint8_t id[STORE_MAX_ID];
 		size_t id_len;
 		int kind;
 		bool seen = false;
-		struct store_obj live;
+		struct store_obj found;
 
-		/* A generation that a writer destroyed meanwhile, or a UID of no kind. */
-		if (p11_get_attrs(s->tok, h[i], &a, 1) < 0 || !parse_uid(uid, a.ulValueLen, id, &id_len, &kind) ||
-		    kind < 0)
+		/* Another data object (its application longer than any of ours is
+		 * refused as too long for the buffer), a generation that a writer
+		 * destroyed meanwhile, or a UID of no kind. */
+		if (p11_get_attrs(s->tok, h[i], &a, 1) < 0 || a.ulValueLen <= pl || a.ulValueLen >= sizeof(app) ||
+		    memcmp(app, META_APPLICATION, pl) != 0 ||
+		    !parse_uid(uid, a.ulValueLen - pl, id, &id_len, &kind) || kind < 0)
 			continue;
 		/* An object has one record, however many generations are in the token. */
 		for (size_t j = 0; j < k && !seen; j++)
 			seen = strcmp(out[j].uid, uid) == 0;
 		if (seen)
 			continue;
-		r = store_find_kind(s, (enum store_kind)kind, id, id_len, &live);
-		if (r == 0)
-			continue; /* the object is there: this is its metadata, not a record */
-		if (r == KR_E_P11_NOT_FOUND && (r = find_record(s, (enum store_kind)kind, id, id_len, &out[k])) == 0)
+		/* The object itself, or its record when only its metadata is left. */
+		r = store_find_kind(s, (enum store_kind)kind, id, id_len, &found);
+		if (r == 0 && live)
+			out[k++] = found;
+		else if (r == KR_E_P11_NOT_FOUND && !live &&
+			 (r = find_record(s, (enum store_kind)kind, id, id_len, &out[k])) == 0)
 			k++;
 		if (r == KR_E_P11_NOT_FOUND) /* gone meanwhile */
 			r = 0;
@@ -315,6 +333,16 @@ int store_records(struct store *s, struct store_obj **ret, size_t *ret_n)
 	*ret = out;
 	*ret_n = k;
 	return 0;
+}
+
+int store_records(struct store *s, struct store_obj **ret, size_t *ret_n)
+{
+	return scan_metadata(s, false, ret, ret_n);
+}
+
+int store_managed(struct store *s, struct store_obj **ret, size_t *ret_n)
+{
+	return scan_metadata(s, true, ret, ret_n);
 }
 
 void store_meta_clear(struct store_meta *m)
@@ -379,7 +407,7 @@ int store_meta_write(struct store *s, const struct store_obj *o, const uint8_t *
 	CK_OBJECT_CLASS cls = CKO_DATA;
 	CK_BBOOL yes = CK_TRUE;
 	uint64_t next = 1;
-	char label[64];
+	char label[64], app[sizeof(META_APPLICATION) + STORE_MAX_UID];
 	CK_OBJECT_HANDLE h;
 	size_t n = 0;
 	int r = find_generations(s, o, gens, &n);
@@ -395,8 +423,7 @@ int store_meta_write(struct store *s, const struct store_obj *o, const uint8_t *
 			{ CKA_CLASS, &cls, sizeof(cls) },
 			{ CKA_TOKEN, &yes, sizeof(yes) },
 			{ CKA_PRIVATE, &yes, sizeof(yes) },
-			{ CKA_APPLICATION, (void *)META_APPLICATION, strlen(META_APPLICATION) },
-			{ CKA_OBJECT_ID, (void *)o->uid, strlen(o->uid) },
+			{ CKA_APPLICATION, app, meta_application(o, app) },
 			{ CKA_LABEL, label, strlen(label) },
 			{ CKA_VALUE, (void *)encoded, len },
 		};

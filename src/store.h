@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Managed objects in the token. A Unique Identifier is derived from token data - the
  * uppercase hex of CKA_ID and a suffix for the object class - so it is the same in
  * every process and on every host. The KMIP attributes that PKCS#11 has no place for
@@ -30,6 +31,7 @@ enum store_kind {
 
 struct store_obj {
 	enum store_kind kind;
+	int backend;            /* the store it was found in (its backend in the pool) */
 	bool destroyed;         /* only the metadata is left; handle is CK_INVALID_HANDLE */
 	CK_OBJECT_HANDLE handle;
 	CK_KEY_TYPE key_type; /* read with the handle, once per connection */
@@ -40,6 +42,7 @@ struct store_obj {
 
 struct store {
 	struct p11_token *tok; /* borrowed */
+	int backend;           /* its place in the connection's pool (token.h) */
 	const char *lock_file; /* serialises metadata writers between processes */
 	struct store_obj cache[32]; /* objects found on this connection */
 	size_t n_cache;
@@ -67,6 +70,8 @@ int store_find(struct store *s, const char *uid, size_t len, struct store_obj *r
 /* The records of destroyed objects (metadata without its object), all of them, in
  * the token's order, in a new array (free it). */
 int store_records(struct store *s, struct store_obj **ret, size_t *ret_n) KR_WUR;
+/* The live objects that have the relay's metadata, likewise. */
+int store_managed(struct store *s, struct store_obj **ret, size_t *ret_n) KR_WUR;
 /* Remembers an object the connection made, and forgets a destroyed one. */
 void store_remember(struct store *s, const struct store_obj *o);
 void store_forget(struct store *s, const struct store_obj *o);

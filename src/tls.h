@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The TLS side of one connection: GnuTLS credentials and priorities, mutual TLS,
  * the peer's identity, timeouts, and complete reads and writes. Knows nothing of
  * KMIP or PKCS#11; a key that lives in a token comes in as a gnutls_privkey_t. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* TTLV (Tag, Type, Length, Value) reader and writer over memory buffers.
  *
  * The reader validates a whole message in one pass with a cursor bounded by each

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* TTLV pretty-printer: an indented tree, one item per line, for traces and tests. */
 #ifndef KR_TTLV_PRINT_H
 #define KR_TTLV_PRINT_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* A PKCS#11 module for the tests that misbehaves on command. It wraps a real
  * module (SoftHSM2 by default) and forwards every call to it, except that one
  * function can be told to fail in one way:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* A preload library for the tests: it stands for a PKCS#11 module that prints.
  * Its constructor starts a thread that writes "GARBAGE\n" to fd 1 and fd 2
  * every 10 ms for 2 s.

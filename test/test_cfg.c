@@ -1,6 +1,9 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Unit tests for the configuration: pkcs11.call_timeout, its default and its
- * bounds (issue 11, finding 12); proxy_protocol.trusted, its addresses and CIDR
- * prefixes and the errors that name it (issue 14). */
+ * bounds (issue 11, finding 12); pin_credential, which must hold something when
+ * $CREDENTIALS_DIRECTORY is set (issue 16); the pool (issue 12);
+ * proxy_protocol.trusted, its addresses and CIDR prefixes and the errors that
+ * name it (issue 14). */
 #include "config.h"
 
 #include <check.h>
@@ -37,7 +40,7 @@ static int load_with(const char *more, struct cfg **ret, char **ret_errors)
 /* A config whose pkcs11 section is pkcs11 (JSON text). */
 static int load(const char *pkcs11, struct cfg **ret, char **ret_errors)
 {
-	char more[256];
+	char more[1024];
 
 	snprintf(more, sizeof(more), ", \"pkcs11\": %s", pkcs11);
 	return load_with(more, ret, ret_errors);
@@ -78,6 +81,146 @@ START_TEST(test_call_timeout_bounds)
 	}
 	ck_assert_int_eq(load("{\"call_timeout\": 604800}", &c, &errors), 0);
 	ck_assert_uint_eq(c->pkcs11.call_timeout, 604800);
+	cfg_free(c);
+}
+END_TEST
+
+#define BACKEND(name) "{\"name\": \"" name "\", \"module\": \"/dev/null\", \"pin_file\": \"/dev/null\"}"
+
+START_TEST(test_pool)
+{
+	struct cfg *c = NULL;
+	char *errors;
+
+	/* A single token is a pool of one, "default". */
+	ck_assert_int_eq(load("{\"module\": \"/dev/null\", \"pin_file\": \"/dev/null\"}", &c, &errors), 0);
+	ck_assert_uint_eq(c->pkcs11.n_backends, 1);
+	ck_assert_str_eq(c->pkcs11.backends[0].name, "default");
+	ck_assert_int_eq(c->pkcs11.pool.mode, CFG_POOL_FAILOVER);
+	ck_assert_int_eq(c->pkcs11.pool.new_keys, -1);
+	ck_assert_uint_eq(c->pkcs11.pool.retry_after, 30);
+	cfg_free(c);
+	ck_assert_int_eq(load("{\"backends\": [" BACKEND("a") ", " BACKEND("b") "], \"lock_file\": \"/tmp/x\","
+			      " \"pool\": {\"mode\": \"balance\", \"new_keys\": \"b\", \"retry_after\": 5}}",
+			      &c, &errors),
+			 0);
+	ck_assert_uint_eq(c->pkcs11.n_backends, 2);
+	ck_assert_int_eq(c->pkcs11.pool.mode, CFG_POOL_BALANCE);
+	ck_assert_int_eq(c->pkcs11.pool.new_keys, 1);
+	ck_assert_uint_eq(c->pkcs11.pool.retry_after, 5);
+	cfg_free(c);
+}
+END_TEST
+
+START_TEST(test_pool_errors)
+{
+	static const struct {
+		const char *pkcs11, *error;
+	} bad[] = {
+		{ "{\"backends\": [" BACKEND("a") "], \"pool\": {\"mode\": \"random\"}}",
+		  "pkcs11.pool.mode: must be \"failover\" or \"balance\"\n" },
+		{ "{\"backends\": [" BACKEND("a") "], \"pool\": {\"new_keys\": \"c\"}}",
+		  "pkcs11.pool.new_keys: must name one of pkcs11.backends\n" },
+		{ "{\"backends\": [" BACKEND("a") "], \"pool\": {\"weight\": 1}}", "pkcs11.pool.weight: unknown key\n" },
+		{ "{\"backends\": [" BACKEND("a") ", " BACKEND("a") "], \"lock_file\": \"/tmp/x\"}",
+		  "pkcs11.backends[1]: name: \"a\" is also pkcs11.backends[0]'s\n" },
+		{ "{\"backends\": [" BACKEND("a/b") "]}",
+		  "pkcs11.backends[0]: name: required: letters, digits, '.', '_' and '-', at most 128\n" },
+		{ "{\"backends\": [" BACKEND("a") "], \"module\": \"/dev/null\"}",
+		  "pkcs11.backends: conflicts with pkcs11.module, token, pin_file and pin_credential (they are a pool of "
+		  "one)\n" },
+		{ "{\"backends\": []}", "pkcs11.backends: must be a list of 1 to 16 objects\n" },
+		{ "{\"backends\": [" BACKEND("a") ", " BACKEND("b") "]}",
+		  "pkcs11.backends: a pool of more than one needs pkcs11.lock_file: the backends' health, which every "
+		  "relay process shares, is kept beside it, in <lock_file>.health\n" },
+	};
+	struct cfg *c = NULL;
+	char *errors;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ck_assert_int_eq(load(bad[i].pkcs11, &c, &errors), KR_E_CONFIG);
+		ck_assert_ptr_null(c);
+		ck_assert_str_eq(errors, bad[i].error);
+		free(errors);
+	}
+}
+END_TEST
+
+/* A credentials directory holding "pin" with content (NULL: no such file). */
+static void credentials(char *dir, const char *content)
+{
+	char path[256];
+	FILE *f;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	ck_assert_int_eq(setenv("CREDENTIALS_DIRECTORY", dir, 1), 0);
+	if (!content)
+		return;
+	snprintf(path, sizeof(path), "%s/pin", dir);
+	f = fopen(path, "w");
+	ck_assert_ptr_nonnull(f);
+	fputs(content, f);
+	fclose(f);
+}
+
+static void remove_credentials(const char *dir)
+{
+	char path[256];
+
+	snprintf(path, sizeof(path), "%s/pin", dir);
+	unlink(path);
+	rmdir(dir);
+	unsetenv("CREDENTIALS_DIRECTORY");
+}
+
+#define PIN_MISSING                                                                                       \
+	"the credential \"pin\" is missing or empty: put the user PIN in " UNIT_PIN_FILE " (owned by root, mode " \
+	"0600), which kmip-relay@.service loads as that credential (LoadCredential=pin:" UNIT_PIN_FILE ")\n"
+
+START_TEST(test_pin_credential_must_hold_a_pin)
+{
+	/* What kmip-relay@.service leaves without the PIN file (SetCredential=pin:\n),
+	 * no file, and an empty one. */
+	static const char *const empty[] = { "\n", NULL, "", "\r\n\n" };
+	char dir[] = "/tmp/test_cfg_cred.XXXXXX", *errors;
+	struct cfg *c = NULL;
+
+	for (size_t i = 0; i < sizeof(empty) / sizeof(empty[0]); i++) {
+		strcpy(dir, "/tmp/test_cfg_cred.XXXXXX");
+		credentials(dir, empty[i]);
+		ck_assert_int_eq(load("{\"pin_credential\": \"pin\"}", &c, &errors), KR_E_CONFIG);
+		ck_assert_ptr_null(c);
+		ck_assert_str_eq(errors, "pkcs11.pin_credential: " PIN_MISSING);
+		free(errors);
+		remove_credentials(dir);
+	}
+	strcpy(dir, "/tmp/test_cfg_cred.XXXXXX");
+	credentials(dir, "1234\n");
+	ck_assert_int_eq(load("{\"pin_credential\": \"pin\"}", &c, &errors), 0);
+	ck_assert_str_eq(c->pkcs11.pin_credential, "pin");
+	cfg_free(c);
+	remove_credentials(dir);
+}
+END_TEST
+
+START_TEST(test_pin_credential_other_name_and_no_directory)
+{
+	char dir[] = "/tmp/test_cfg_cred.XXXXXX", *errors;
+	struct cfg *c = NULL;
+
+	credentials(dir, "1234\n");
+	ck_assert_int_eq(load("{\"pin_credential\": \"zone-a\"}", &c, &errors), KR_E_CONFIG);
+	ck_assert_str_eq(errors, "pkcs11.pin_credential: the credential \"zone-a\" is missing or empty: load it "
+				 "from the file holding the PIN in a drop-in (systemctl edit kmip-relay@.service: "
+				 "LoadCredential=zone-a:FILE)\n");
+	free(errors);
+	ck_assert_int_eq(load("{\"pin_credential\": \"../pin\"}", &c, &errors), KR_E_CONFIG);
+	ck_assert_str_eq(errors,
+			 "pkcs11.pin_credential: must be a credential name (LoadCredential=NAME:FILE), not a path\n");
+	free(errors);
+	remove_credentials(dir);
+	/* Without $CREDENTIALS_DIRECTORY (--check-config by hand), nothing to look at. */
+	ck_assert_int_eq(load("{\"pin_credential\": \"pin\"}", &c, &errors), 0);
 	cfg_free(c);
 }
 END_TEST
@@ -194,6 +337,10 @@ int main(void)
 
 	tcase_add_test(tc, test_call_timeout_default);
 	tcase_add_test(tc, test_call_timeout_bounds);
+	tcase_add_test(tc, test_pool);
+	tcase_add_test(tc, test_pool_errors);
+	tcase_add_test(tc, test_pin_credential_must_hold_a_pin);
+	tcase_add_test(tc, test_pin_credential_other_name_and_no_directory);
 	tcase_add_test(proxy, test_trusted_parsed);
 	tcase_add_test(proxy, test_trusted_errors);
 	suite_add_tcase(s, tc);

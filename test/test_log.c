@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Unit tests for the log module: escaping of client text, cuts at UTF-8
  * character boundaries, the line prefix (made without gmtime_r, which is not
  * async-signal-safe) and log_emergency. */
@@ -106,8 +107,9 @@ START_TEST(test_line_prefix)
 	check_prefix(4107542400, 0, 7);            /* 2100-03-01T00:00:00 */
 	check_prefix(1767225599, 500000000, 7);    /* 2025-12-31T23:59:59.500 */
 	check_prefix(253402300799, 0, 2147483647); /* 9999-12-31T23:59:59 */
-	/* Every day from 1970 to 2400, at a different time of day each. */
-	for (time_t day = 0; day < 157054; day++)
+	/* Every 11th day from 1970 to 2400 (every day of the month, every month, 29
+	 * February among them), at a different time of day each. */
+	for (time_t day = 0; day < 157054; day += 11)
 		check_prefix(day * 86400 + (day * 7919) % 86400, (long)(day % 1000) * 1000000, day + 1);
 }
 END_TEST
@@ -156,6 +158,8 @@ static Suite *log_suite(void)
 	tcase_add_test(tc, test_escape_cut_at_boundary);
 	tcase_add_test(tc, test_utf8_prefix);
 	suite_add_tcase(s, tc);
+	/* Thousands of formatted lines: generous for a sanitizer build on a busy machine. */
+	tcase_set_timeout(lines, 60);
 	tcase_add_test(lines, test_line_prefix);
 	tcase_add_test(lines, test_emergency_after_held_lines);
 	suite_add_tcase(s, lines);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Unit tests for the PIN guard: the token flags it refuses, the budget of failed
  * client PINs at the edges of its window, rejected configured PINs, and the state
  * file (what it holds, and a damaged one). Time is passed in, never waited for. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Helpers shared by the unit tests. */
 #ifndef KR_TESTUTIL_H
 #define KR_TESTUTIL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 #include "config.h"
 
 /* kmip_bench: Sign throughput of a running relay, measured against the token's own
@@ -810,9 +811,9 @@ static int open_token(const struct options *o, struct p11_token **ret, const cha
 	}
 	r = p11_read_pin(o->pin_file, NULL, &pin, &pin_len, ret_why);
 	if (r == 0)
-		r = p11_lock(o->lock_file, &lock, ret_why);
+		r = p11_lock(o->lock_file, true, &lock, ret_why);
 	if (r == 0)
-		r = p11_open(o->module, uri, NULL, 0, NULL, 0, &t, ret_why);
+		r = p11_open(o->module, uri, NULL, 0, NULL, 0, NULL, &t, ret_why);
 	if (r == 0)
 		r = p11_login(t, pin, pin_len, ret_why);
 	p11_unlock(lock);

@@ -1,10 +1,12 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """Runs the OASIS KMIP conformance test cases (the XML files under v1.4/ and v2.1/
 beside this script) against the relay: each file's requests go in order over one
-TLS connection to a relay behind systemd-socket-activate, on a SoftHSM token made
-afresh for the file, and each response is compared with the expected one.
+TLS connection to a relay behind systemd-socket-activate, on a SoftHSM token (or
+with --token opencryptoki openCryptoki's software token) made afresh for the file,
+and each response is compared with the expected one.
 
-    run_conformance.py [--all] [--verbose] [--leniencies] [FILE-OR-GLOB ...]
+    run_conformance.py [--all] [--verbose] [--leniencies] [--token KIND] [FILE-OR-GLOB ...]
 
 A name or glob matches a file's path under this directory (v2.1/BL-M-1-21.xml), its
 base name, or either without ".xml"; no argument runs every file. A file passes,
@@ -30,6 +32,9 @@ import xml.etree.ElementTree as ET
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 import relaytest as rt  # noqa: E402  (the shared harness, found through HERE)
+from opencryptoki import OpenCryptokiToken  # noqa: E402
+
+TOKENS = {"softhsm": rt.Token, "opencryptoki": OpenCryptokiToken}
 
 TYPES = {"Structure": rt.STRUCTURE, "Integer": rt.INTEGER, "LongInteger": rt.LONG,
          "BigInteger": rt.BIGINT, "Enumeration": rt.ENUM, "Boolean": rt.BOOL,
@@ -604,9 +609,9 @@ class StepDiff:
 class Relay(rt.TokenTestCase):
     """The relay behind systemd-socket-activate on 127.0.0.1, with keys.extractable
     (the cases Get symmetric and private keys) and testing.interop (the cases mark
-    their start and end with Interop, and one uses Log), on a SoftHSM token that
-    reset() makes afresh. A unittest case only for the harness's setUp and
-    tearDown."""
+    their start and end with Interop, and one uses Log), on a token (of
+    token_class) that reset() makes afresh. A unittest case only for the
+    harness's setUp and tearDown."""
 
     def open(self):
         self.setUp()
@@ -614,10 +619,7 @@ class Relay(rt.TokenTestCase):
                                                    testing={"interop": True}))
 
     def reset(self):
-        t = self.token
-        rt.run(["softhsm2-util", "--delete-token", "--token", t.label], env=t.env, timeout=30)
-        rt.run(["softhsm2-util", "--init-token", "--free", "--label", t.label, "--pin", t.pin,
-                "--so-pin", "123456"], env=t.env, timeout=30)
+        self.token.reset()
 
     def session(self):
         """A new connection, and the number of connection summaries logged before it."""
@@ -742,6 +744,8 @@ def main():
                         help="compare each file's outcome with FILE's (see read_expected); "
                              "the exit status is then 1 if any differs (default: $CONFORMANCE_EXPECT)")
     parser.add_argument("--write-expect", metavar="FILE", help="write the outcomes to FILE in that form")
+    parser.add_argument("--token", choices=sorted(TOKENS), default="softhsm",
+                        help="the token the relay serves (default softhsm)")
     args = parser.parse_args()
     if args.leniencies:
         for key, l in LENIENCIES.items():
@@ -751,6 +755,7 @@ def main():
     expected = read_expected(args.expect) if args.expect else None
     names = Names(rt.SRCDIR)
     relay = Relay()
+    relay.token_class = TOKENS[args.token]
     relay.open()
     counts = {"pass": 0, "n/a": 0, "fail": 0}
     outcomes = {}
@@ -782,7 +787,7 @@ def main():
             outcomes["sanitizers"] = "fail"
     if args.write_expect:
         with open(args.write_expect, "w") as out:
-            out.write(EXPECTED_HEADER)
+            out.write(EXPECTED_HEADER[args.token])
             for f, outcome in outcomes.items():
                 out.write("%s %s\n" % (f, outcome))
     summary = "conformance: %d passed, %d not applicable, %d failed" % (counts["pass"], counts["n/a"],
@@ -798,14 +803,21 @@ def main():
     return 1 if changed else 0
 
 
-EXPECTED_HEADER = """\
+EXPECTED_HEADER = {"softhsm": """\
 # The outcome of each OASIS test case with the reference token (SoftHSM 2.6.1),
 # as run_conformance.py --write-expect writes it: "pass", "n/a CKR_..." (the
 # token refused a step with that code), or "fail". make check runs the cases
 # with --expect and fails on any outcome that differs, better or worse, so this
 # file always says where the relay stands; README's conformance table is made
 # from it.
-"""
+""", "opencryptoki": """\
+# The outcome of each OASIS test case with openCryptoki 3.8.1's software token
+# (PKCS11_SW), as run_conformance.py --token opencryptoki --write-expect writes
+# it: "pass", "n/a CKR_..." (the token refused a step with that code), or
+# "fail". make check runs the cases (run_conformance_opencryptoki.py) and fails
+# on any outcome that differs, better or worse; README's conformance section
+# gives the differences from SoftHSM.
+"""}
 
 
 def read_expected(path):

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 #include "config.h"
 
 /* KMIP message layer: a decoded message encodes back to its own bytes, the attribute

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 #include "config.h"
 
 /* TTLV codec: whatever the reader accepts, the writer gives back byte for byte, and

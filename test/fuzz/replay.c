@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 #include "config.h"
 
 /* Replays a fuzzer's saved corpus through its harness, without libFuzzer, so that

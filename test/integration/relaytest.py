@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 """Shared pieces of the integration tests: a test PKI, relay configs, the relay
 behind systemd-socket-activate on 127.0.0.1, a raw TTLV client over real TLS, and
 log checks. Run with Debian's /usr/bin/python3."""
@@ -80,6 +81,24 @@ def wait_gone(pids, timeout=10):
     while any(alive(p) for p in pids) and time.time() < deadline:
         time.sleep(0.02)
     return [p for p in pids if alive(p)]
+
+
+def drop_injected_crash_reports(sanitizer_prefix, fault_log):
+    """Removes the sanitizer reports of the SIGSEGVs that test/faulty_p11.c was
+    told to cause (its FAULTY_P11_LOG names their processes): those crashes are
+    the test's own, not the relay's. Waits for those processes to be gone first,
+    so that their reports are whole."""
+    if not os.path.exists(fault_log):
+        return
+    with open(fault_log) as f:
+        crashed = {int(p) for p, _, a in (l.split() for l in f if l.strip()) if a == "segv"}
+    wait_gone(list(crashed))
+    for path in glob.glob(sanitizer_prefix + ".*"):
+        if int(path.rpartition(".")[2]) in crashed:
+            with open(path) as f:
+                report = f.read()
+            if "SEGV" in report and "faulty_p11" in report:
+                os.unlink(path)
 
 
 def run(cmd, **kw):
@@ -165,11 +184,38 @@ PASSED_ENV = ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "SOFTHSM2_CONF", 
               "FAULTY_P11_HANG_SECONDS", "FAULTY_P11_LOG")
 
 
+# A relay metadata object's label in a pkcs11-tool --list-objects listing (its
+# CKA_APPLICATION, "kmip-relay metadata <UID>", is listed too).
+METADATA_LABEL = re.compile(r"^\s*label:\s+'?(kmip-relay metadata \d+)'?$", re.M)
+
+
+def usage_of(listing):
+    """The usage flags of each key in a pkcs11-tool --list-objects listing:
+    {(kind, label): [flag, ...]}, e.g. {("Private Key", "k"): ["sign"]}."""
+    out, kind, label = {}, None, None
+    for line in listing.splitlines():
+        if line and not line.startswith(" "):
+            kind, label = line.split(" Object")[0], None
+        elif line.strip().startswith("label:"):
+            label = line.split(":", 1)[1].strip().strip("'")
+        elif line.strip().startswith("Usage:") and label is not None:
+            flags = line.split(":", 1)[1].strip()
+            out[(kind, label)] = [] if flags == "none" else flags.split(", ")
+    return out
+
+
 class Token:
-    """A SoftHSM2 token of its own in directory, with SOFTHSM2_CONF for it."""
+    """A SoftHSM2 token of its own in directory, with SOFTHSM2_CONF for it. The
+    same interface as opencryptoki.OpenCryptokiToken: module, label, pin, pin_file,
+    env (for its tools), relay_env (what a relay on it needs in its environment),
+    wrapper (a command prefix a relay on it runs under: none) and the methods."""
+
+    module = SOFTHSM_MODULE
+    kind = "softhsm"
+    wrapper = ()
 
     def __init__(self, directory, label="kmip-relay", pin="1234", so_pin="123456"):
-        self.dir, self.label, self.pin = directory, label, pin
+        self.dir, self.label, self.pin, self.so_pin = directory, label, pin, so_pin
         os.makedirs(os.path.join(directory, "tokens"), exist_ok=True)
         self.conf = os.path.join(directory, "softhsm2.conf")
         with open(self.conf, "w") as f:
@@ -180,12 +226,22 @@ class Token:
             f.write(pin + "\n")
         os.chmod(self.pin_file, 0o600)
         self.env = dict(os.environ, SOFTHSM2_CONF=self.conf)
+        self.relay_env = {"SOFTHSM2_CONF": self.conf}
         run(["softhsm2-util", "--init-token", "--free", "--label", label, "--pin", pin,
              "--so-pin", so_pin], env=self.env)
 
+    def reset(self):
+        """The token made afresh: no objects, the same label and PINs."""
+        run(["softhsm2-util", "--delete-token", "--token", self.label], env=self.env, timeout=30)
+        run(["softhsm2-util", "--init-token", "--free", "--label", self.label, "--pin", self.pin,
+             "--so-pin", self.so_pin], env=self.env, timeout=30)
+
+    def close(self):
+        """Nothing runs for a SoftHSM token (OpenCryptokiToken stops its daemon)."""
+
     def tool(self, *args):
         """pkcs11-tool on this token, logged in."""
-        return run(["pkcs11-tool", "--module", SOFTHSM_MODULE, "--token-label", self.label,
+        return run(["pkcs11-tool", "--module", self.module, "--token-label", self.label,
                     "--login", "--pin", self.pin] + list(args), env=self.env)
 
     def keypair(self, key_type, key_id, label):
@@ -211,18 +267,8 @@ class Token:
         return self.tool(*args).stdout.decode()
 
     def usage(self):
-        """The usage flags of each key, from pkcs11-tool --list-objects:
-        {(kind, label): [flag, ...]}, e.g. {("Private Key", "k"): ["sign"]}."""
-        out, kind, label = {}, None, None
-        for line in self.objects().splitlines():
-            if line and not line.startswith(" "):
-                kind, label = line.split(" Object")[0], None
-            elif line.strip().startswith("label:"):
-                label = line.split(":", 1)[1].strip().strip("'")
-            elif line.strip().startswith("Usage:") and label is not None:
-                flags = line.split(":", 1)[1].strip()
-                out[(kind, label)] = [] if flags == "none" else flags.split(", ")
-        return out
+        """The usage flags of each key (see usage_of)."""
+        return usage_of(self.objects())
 
     def slots(self):
         """[(slot ID, token label)] of the slots with a token, in the module's order
@@ -269,6 +315,8 @@ class RelayTestCase(unittest.TestCase):
         self.env["UBSAN_OPTIONS"] = "log_path=%s:print_stacktrace=1" % san
         self.env["LSAN_OPTIONS"] = "suppressions=%s:print_suppressions=0" % os.path.join(SRCDIR, "test", "lsan.supp")
         self.procs = []
+        self.tokens = []  # closed in tearDown, once the relays are stopped
+        self.relay_wrapper = ()  # set by softhsm_config for a token that needs one
 
     def tearDown(self):
         for p in self.procs:
@@ -279,6 +327,8 @@ class RelayTestCase(unittest.TestCase):
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        for t in self.tokens:
+            t.close()
         reports = [f for f in os.listdir(self.tmp) if f.startswith("sanitizer")]
         texts = []
         for f in reports:
@@ -308,7 +358,8 @@ class RelayTestCase(unittest.TestCase):
     def start(self, config, inetd=True, extra_args=(), env=None, wrapper=(), host="127.0.0.1", port=None):
         """Serves the relay behind systemd-socket-activate --accept on host:port (a
         free port unless given), in inetd mode (stdin) or fd-3 mode, run through
-        wrapper (a command prefix) if given. Returns the port."""
+        wrapper (a command prefix) if given, inside the token's wrapper if it has
+        one. Returns the port."""
         port = port or free_port(host)
         env = env or self.env
         cmd = ["systemd-socket-activate", "--accept", "-l", "%s:%d" % (host, port)]
@@ -318,7 +369,7 @@ class RelayTestCase(unittest.TestCase):
         for name in sorted(env):
             if name in PASSED_ENV or os.environ.get(name) != env[name]:
                 cmd += ["-E", "%s=%s" % (name, env[name])]
-        cmd += list(wrapper) + [RELAY, "--config", config] + list(extra_args)
+        cmd += list(self.relay_wrapper) + list(wrapper) + [RELAY, "--config", config] + list(extra_args)
         p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.procs.append(p)
         wait_listening(port, host=host)
@@ -402,14 +453,23 @@ class RelayTestCase(unittest.TestCase):
             time.sleep(0.05)
 
     def softhsm_config(self, token, pkcs11=None, **sections):
-        """A config whose pkcs11 section is token's (a Token: the SoftHSM module, its
-        label, its PIN file, a lock file in the test's directory), updated with
-        pkcs11; the relay gets the token's SOFTHSM2_CONF. Returns the config's path."""
-        values = {"module": SOFTHSM_MODULE, "token": "pkcs11:token=" + token.label,
+        """A config whose pkcs11 section is token's (a Token or an
+        OpenCryptokiToken: its module, its label, its PIN file, a lock file in the
+        test's directory), updated with pkcs11. Returns the config's path; see
+        use_token."""
+        values = {"module": token.module, "token": "pkcs11:token=" + token.label,
                   "pin_file": token.pin_file, "lock_file": os.path.join(self.tmp, "p11.lock")}
         values.update(pkcs11 or {})
-        self.env["SOFTHSM2_CONF"] = token.conf
+        self.use_token(token)
         return self.config(pkcs11=values, **sections)
+
+    def use_token(self, token):
+        """Relays started from now on reach token: SoftHSM's SOFTHSM2_CONF in
+        their environment, openCryptoki's namespace as their wrapper (one
+        openCryptoki token's namespace per test; SoftHSM tokens work inside it)."""
+        self.env.update(token.relay_env)
+        if token.wrapper:
+            self.relay_wrapper = tuple(token.wrapper)
 
     @contextlib.contextmanager
     def pykmip(self, port, version="KMIP_1_2"):
@@ -995,11 +1055,15 @@ def reason_in(version, v1, v2):
 
 
 class TokenTestCase(RelayTestCase):
-    """A SoftHSM token of the test's own, and relays in front of it."""
+    """A token of the test's own - SoftHSM, or token_class's kind (see
+    opencryptoki.OnOpenCryptoki) - and relays in front of it."""
+
+    token_class = Token
 
     def setUp(self):
         super().setUp()
-        self.token = Token(os.path.join(self.tmp, "hsm"))
+        self.token = self.token_class(os.path.join(self.tmp, "hsm"))
+        self.tokens.append(self.token)
 
     def serve(self, keys=None, **pkcs11):
         sections = {"keys": keys} if keys else {}

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 """Key management on a SoftHSM token, over real TLS: Create, Create Key Pair, Get,
 Get Attributes, Get Attribute List, Modify Attribute, Activate, Revoke, Destroy and
 Locate, through PyKMIP's ProxyKmipClient and in raw TTLV in both attribute
@@ -1558,7 +1559,9 @@ class AuditTest(TokenTestCase):
             (client, "Query", "Success", None),
         ])
         for r in records:
-            self.assertEqual(sorted(r), sorted(AUDIT_KEYS + (["uid"] if "uid" in r else [])))
+            self.assertEqual(sorted(r), sorted(AUDIT_KEYS + [k for k in ("uid", "backend") if k in r]))
+            # Every operation that used the token names its backend; Query used none.
+            self.assertEqual(r.get("backend"), None if r["operation"] == "Query" else "default")
 
 
 class OlderVersionAttributesTest(TokenTestCase):

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 """PIN lockout (issue 11, finding 8). Every connection logs in, so a PIN that a
 client supplies (password_is_pin, username_is_token, login_with_credentials) or a
 wrong configured PIN could lock the user PIN of a real HSM for every tenant. Over

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 """Who may do what (issue 6): clients named in the config by certificate (a name
 of a CA-issued certificate, or a pinned SubjectPublicKeyInfo) or by KMIP
 credential, each in a namespace whose tag begins the CKA_ID of every key it makes.
@@ -68,7 +69,7 @@ SELF_SIGNED = {
 }
 
 AUDIT_FIELDS = {"client", "peer", "namespace", "operation", "result", "latency_us"}
-AUDIT_OPTIONAL = {"uid", "mechanism"}
+AUDIT_OPTIONAL = {"uid", "mechanism", "backend"}
 
 
 def namespace_tag(name):
@@ -902,8 +903,8 @@ class LogSecrecyTest(PolicyTestCase):
 
 
 class ExampleConfigTest(RelayTestCase):
-    """README's "Access control" examples, with their paths pointed at files made
-    here, pass --check-config."""
+    """README's example configs (Configuration, Access control), with their paths
+    pointed at files made here, pass --check-config."""
 
     PREFIXES = ("/etc/kmip-relay/", "/var/lib/softhsm", "/var/log/", "/run/kmip-relay/")
 
@@ -935,6 +936,9 @@ class ExampleConfigTest(RelayTestCase):
         with open(pin, "w") as f:
             f.write("1234\n")
         os.chmod(pin, 0o600)
+        # The credential "pin" that pin_credential names ($CREDENTIALS_DIRECTORY is
+        # self.tmp in check_config).
+        shutil.copy(pin, os.path.join(self.tmp, "pin"))
         return {"certificate": self.pki.server, "key": self.pki.server_key, "client_ca": self.pki.ca,
                 "ticket_key": ticket, "pin_file": pin, "file": os.path.join(self.tmp, "example.log"),
                 "lock_file": os.path.join(self.tmp, "example.lock")}
@@ -960,7 +964,7 @@ class ExampleConfigTest(RelayTestCase):
 
     def test_examples_pass_check_config(self):
         examples = self.examples()
-        self.assertEqual(sorted(examples), ["cascade", "krill", "two-tenants"])
+        self.assertEqual(sorted(examples), ["cascade", "krill", "quickstart", "two-tenants"])
         files = self.files()
         for name, cfg in examples.items():
             with self.subTest(example=name):
@@ -968,6 +972,9 @@ class ExampleConfigTest(RelayTestCase):
 
     def test_examples_show_what_they_say(self):
         ex = self.examples()
+        self.assertNotIn("clients", ex["quickstart"])  # one tenant, mutual TLS
+        self.assertIn("client_ca", ex["quickstart"]["tls"])
+        del ex["quickstart"]
         identities = ("certificate_spki_sha256", "certificate_name", "username", "username_is_token")
         for name, cfg in ex.items():
             for c in cfg["clients"]:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 """scripts/quickstart, with the built relay (KMIP_RELAY) and a temporary state dir:
 it serves on the given port, its env file names working credentials (PyKMIP's
 client does Discover Versions and Query with the client certificate; a

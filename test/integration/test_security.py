@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 """Attacks on the gate (issue 11): each test tries what a review of the relay,
 done as an attacker would, found possible, and asserts that it now fails. Over
 real TLS, on SoftHSM tokens of the tests' own. The TLS checks (certificate names,
@@ -246,6 +247,18 @@ class RegisterPolicyTest(SecurityTestCase):
             uid = find(c.ok(OP_REGISTER, private_key_register(rsa_der(2048)[0], 1024), V2),
                        T["UniqueIdentifier"])[0]
             self.assertEqual(attributes_of(c, uid, T["CryptographicLength"]), {T["CryptographicLength"]: [2048]})
+
+    def test_rsa_2047_is_no_2048_bit_key(self):
+        # Issue 11, found by test/fuzz/fuzz_gate's key rule: a modulus's length was
+        # counted in whole bytes, so a 2047-bit key passed as 2048 bits.
+        priv2047, pub2047 = rsa_der(2047)
+        before = self.token_keys("privkey") + self.token_keys("pubkey")
+        with self.client(self.port, V2) as c:
+            bi = c.call(OP_REGISTER, private_key_register(priv2047, 2048), V2)
+            self.assertEqual((failure(bi), bi[T["ResultMessage"]]), ((FAILED, PERMISSION_DENIED), POLICY))
+            bi = c.call(OP_REGISTER, public_key_register(pub2047, 2048), V2)
+            self.assertEqual((failure(bi), bi[T["ResultMessage"]]), ((FAILED, PERMISSION_DENIED), POLICY))
+        self.assertEqual(self.token_keys("privkey") + self.token_keys("pubkey"), before)
 
     def test_secret_data_never_macs(self):
         mac = [crypto_parameters(None, None, ALG_HMAC_SHA256)]

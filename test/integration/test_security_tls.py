@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 """Certificates and connections (issue 11, findings 5 to 7), each rule attacked
 over real TLS, behind systemd-socket-activate:
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 """The one-connection server over real TLS on 127.0.0.1, behind
 systemd-socket-activate in inetd and fd-3 modes."""
 
@@ -764,7 +765,7 @@ class LogTest(RelayTestCase):
 
     def check_summary(self, local, tls):
         summary = self.summary(local)
-        self.assertEqual(list(summary), ["peer", "client", "dn", "tls", "cipher", "resumed", "requests",
+        self.assertEqual(list(summary), ["peer", "client", "dn", "tls", "cipher", "resumed", "requests", "backend",
                                          "duration_ms", "end"])
         self.assertEqual(summary["peer"], "127.0.0.1:%d" % local)
         self.assertEqual(summary["client"], "sha256:" + spki_sha256(self.client_cert))

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 """A stop must not destroy the token (issue 11, finding 16).
 
 SoftHSM rewrites its token file on every C_Login, and a process ended in the

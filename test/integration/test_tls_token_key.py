@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 """The relay's own TLS key lives in the token (tls.key is a pkcs11: URI): the
 handshake is signed through the relay's PKCS#11 session, for EC and RSA keys, in
 TLS 1.3 and 1.2."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 """The systemd units and the xinetd sample (units/).
 
 - systemd-analyze verify accepts the generated service template and the socket;
@@ -33,6 +34,7 @@ NOISE_DELAY_MS = 300
 
 
 SOURCES = {"units/kmip-relay@.service": "units/kmip-relay@.service.in",
+           "units/kmip-relay.xinetd": "units/kmip-relay.xinetd.in",
            "test/stderr_noise.so": "test/stderr_noise.c"}
 
 
@@ -107,6 +109,18 @@ class UnitFileTest(unittest.TestCase):
         self.assertRegex(s[("Service", "ExecStart")][0], r"^/\S*/kmip-relay --config /\S+/kmip-relay\.json$")
         self.assertRegex(s[("Service", "LoadCredential")][0], r"^pin:/\S+/kmip-relay/pin$")
 
+    def test_generated_xinetd_sample_is_substituted(self):
+        with open(built("units/kmip-relay.xinetd")) as f:
+            text = f.read()
+        self.assertNotRegex(text, r"@[a-z_]+@")
+        self.assertRegex(text, r"\n\tserver +(= /\S*/kmip-relay)\n")
+        self.assertRegex(text, r"\n\tserver_args += --config /\S+/kmip-relay/kmip-relay\.json\n")
+
+    def test_units_name_the_man_pages(self):
+        for path in (built("units/kmip-relay@.service"), os.path.join(UNITS, "kmip-relay.socket")):
+            s = unit_settings(path)
+            self.assertEqual(s[("Unit", "Documentation")], ["man:kmip-relay(8) man:kmip-relay.json(5)"], path)
+
     def test_socket_settings(self):
         s = unit_settings(os.path.join(UNITS, "kmip-relay.socket"))
         self.assertEqual(s[("Socket", "ListenStream")], ["5696"])
@@ -123,6 +137,14 @@ class UnitFileTest(unittest.TestCase):
         self.assertEqual(s[("Service", "PrivateNetwork")], ["yes"])
         self.assertEqual(s[("Service", "RestrictAddressFamilies")], ["AF_UNIX"])
         self.assertIn(("Service", "RuntimeMaxSec"), s)
+
+    def test_service_pin_credential_and_logs_directory(self):
+        # Issue 16: a missing PIN file gives an empty credential, not a unit that
+        # fails before the relay can say what to do; log.file has a writable home.
+        s = unit_settings(built("units/kmip-relay@.service"))
+        self.assertEqual(s[("Service", "SetCredential")], ["pin:\\n"])
+        self.assertEqual(s[("Service", "LogsDirectory")], ["kmip-relay"])
+        self.assertEqual(s[("Service", "ProtectSystem")], ["strict"])
 
     def test_service_dumps_no_core(self):
         # Issue 11, finding 11; the relay also makes itself undumpable.
@@ -208,7 +230,7 @@ class XinetdTest(RelayTestCase):
             "disable": "no",
         }
         lines, seen = [], set()
-        with open(os.path.join(UNITS, "kmip-relay.xinetd")) as f:
+        with open(built("units/kmip-relay.xinetd")) as f:
             for line in f.read().splitlines():
                 m = re.match(r"\s*([a-z_]+)\s*=", line)
                 if m and m.group(1) in overrides:
