@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The PROXY protocol (HAProxy's, versions 1 and 2): a balancer that took a
  * client's connection says, in a header before any other byte, whose connection
  * it is. The parser works on memory with strict bounds; the reader takes the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Unit tests for the PROXY protocol module (issue 14): the v1 and v2 parsers on
  * exact byte vectors, each way a header can be malformed with its own error,
  * the size of a header known without a byte past it, the trusted networks, and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 #include "config.h"
 
 /* PROXY protocol headers (issue 14): the size of a header is known without a byte

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 """Many relays, one HSM (issue 14): the PROXY protocol, and relay hosts behind a
 real HAProxy (Debian's haproxy, started here with a config of its own).
 
