@@ -497,14 +497,16 @@ class ScaleOutDocsTest(RelayTestCase):
         (check,) = [c for c in cfg["clients"] if c["name"] == "haproxy-check"]
         self.assertEqual(check["operations"], ["RNG Retrieve"])
         self.assertTrue(600 < cfg["timeouts"]["idle"] < 11 * 60)
-        ticket, pin = os.path.join(self.tmp, "ticket.key"), os.path.join(self.tmp, "krill.pin")
+        # The PIN as the credential "pin" that kmip-relay@.service loads.
+        ticket, credentials = os.path.join(self.tmp, "ticket.key"), os.path.join(self.tmp, "credentials")
         with open(ticket, "wb") as f:
             f.write(os.urandom(64))
-        with open(pin, "w") as f:
+        os.mkdir(credentials)
+        with open(os.path.join(credentials, "pin"), "w") as f:
             f.write("1234\n")
         files = {"/etc/kmip-relay/server.pem": self.pki.server, "/etc/kmip-relay/server.key": self.pki.server_key,
                  "/etc/kmip-relay/clients-ca.pem": self.pki.ca, "/etc/kmip-relay/ticket.key": ticket,
-                 "/etc/kmip-relay/krill.pin": pin, "/var/log/kmip-relay.log": os.path.join(self.tmp, "x.log"),
+                 "/var/log/kmip-relay/kmip-relay.log": os.path.join(self.tmp, "x.log"),
                  "/run/kmip-relay/p11.lock": os.path.join(self.tmp, "p11.lock")}
         for section in cfg.values():
             for key, value in section.items() if isinstance(section, dict) else ():
@@ -514,7 +516,8 @@ class ScaleOutDocsTest(RelayTestCase):
         with open(path, "w") as f:
             json.dump(cfg, f)
         p = subprocess.run([RELAY, "--config", path, "--check-config"], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, timeout=20, text=True)
+                           stderr=subprocess.PIPE, timeout=20, text=True,
+                           env=dict(os.environ, CREDENTIALS_DIRECTORY=credentials))
         self.assertEqual((p.returncode, p.stdout, p.stderr), (0, "OK\n", ""))
 
 
