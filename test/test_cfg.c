@@ -12,9 +12,10 @@
 
 #include "cfg.h"
 
-/* Loads a config whose pkcs11 section is pkcs11 (JSON text), with tls files that
+/* Loads a config whose pkcs11 section is pkcs11 (JSON text), followed by more
+ * top-level members (JSON text, "" or starting with a comma), with tls files that
  * exist (the config file itself: cfg_load only checks that they can be read). */
-static int load(const char *pkcs11, struct cfg **ret, char **ret_errors)
+static int load_with(const char *pkcs11, const char *more, struct cfg **ret, char **ret_errors)
 {
 	char path[] = "/tmp/test_cfg.XXXXXX";
 	int fd = mkstemp(path), r;
@@ -24,13 +25,18 @@ static int load(const char *pkcs11, struct cfg **ret, char **ret_errors)
 	f = fdopen(fd, "w");
 	ck_assert_ptr_nonnull(f);
 	fprintf(f, "{\"tls\": {\"certificate\": \"%s\", \"key\": \"%s\", \"client_ca\": \"%s\"},"
-		   " \"pkcs11\": %s}",
-		path, path, path, pkcs11);
+		   " \"pkcs11\": %s%s}",
+		path, path, path, pkcs11, more);
 	fclose(f);
 	*ret_errors = NULL;
 	r = cfg_load(path, ret, ret_errors);
 	unlink(path);
 	return r;
+}
+
+static int load(const char *pkcs11, struct cfg **ret, char **ret_errors)
+{
+	return load_with(pkcs11, "", ret, ret_errors);
 }
 
 START_TEST(test_call_timeout_default)
@@ -133,6 +139,21 @@ START_TEST(test_pool_errors)
 }
 END_TEST
 
+/* A client without a PIN source of its own uses the pool's: the first backend's. */
+START_TEST(test_pool_client_pin)
+{
+	static const char *const client = ", \"clients\": [{\"name\": \"c\", \"certificate_name\": \"c\"}]";
+	struct cfg *c = NULL;
+	char *errors;
+
+	ck_assert_int_eq(load_with("{\"backends\": [" BACKEND("a") "]}", client, &c, &errors), 0);
+	cfg_free(c);
+	ck_assert_int_eq(load_with("{\"module\": \"/dev/null\"}", client, &c, &errors), KR_E_CONFIG);
+	ck_assert_str_eq(errors, "clients[0]: no PIN: set pin_file or pin_credential here or in pkcs11\n");
+	free(errors);
+}
+END_TEST
+
 /* A credentials directory holding "pin" with content (NULL: no such file). */
 static void credentials(char *dir, const char *content)
 {
@@ -223,6 +244,7 @@ int main(void)
 	tcase_add_test(tc, test_call_timeout_bounds);
 	tcase_add_test(tc, test_pool);
 	tcase_add_test(tc, test_pool_errors);
+	tcase_add_test(tc, test_pool_client_pin);
 	tcase_add_test(tc, test_pin_credential_must_hold_a_pin);
 	tcase_add_test(tc, test_pin_credential_other_name_and_no_directory);
 	suite_add_tcase(s, tc);
