@@ -569,8 +569,9 @@ static void load_client(struct cfg *c, struct cfg_client *cl, json_t *obj, const
 		add_error(e, path,
 			  "username_is_token: needs tokens (the pkcs11: URIs its Username may pick among) or "
 			  "pkcs11.token as their pattern; without either, a Username could pick any token in the module");
-	/* Backend 0's PIN is the default: pkcs11.pin_file or pin_credential, or the first backend's. */
+	/* The default PIN: pkcs11.pin_file or pin_credential, or the first backend's. */
 	if (!cl->password_is_pin && !cl->username_is_token && !cl->pin_file && !cl->pin_credential &&
+	    !c->pkcs11.pin_file && !c->pkcs11.pin_credential &&
 	    !(c->pkcs11.n_backends && (c->pkcs11.backends[0].pin_file || c->pkcs11.backends[0].pin_credential)))
 		add_error(e, path, "no PIN: set pin_file or pin_credential here or in pkcs11");
 }

@@ -16,10 +16,10 @@
 
 #include "cfg.h"
 
-/* Loads a config of the tls section and more (JSON members, with a leading
- * comma), with tls files that exist (the config file itself: cfg_load only
- * checks that they can be read). */
-static int load_with(const char *more, struct cfg **ret, char **ret_errors)
+/* Loads a config whose pkcs11 section is pkcs11 (JSON text), followed by more
+ * top-level members (JSON text, "" or starting with a comma), with tls files that
+ * exist (the config file itself: cfg_load only checks that they can be read). */
+static int load_with(const char *pkcs11, const char *more, struct cfg **ret, char **ret_errors)
 {
 	char path[] = "/tmp/test_cfg.XXXXXX";
 	int fd = mkstemp(path), r;
@@ -28,8 +28,9 @@ static int load_with(const char *more, struct cfg **ret, char **ret_errors)
 	ck_assert_int_ge(fd, 0);
 	f = fdopen(fd, "w");
 	ck_assert_ptr_nonnull(f);
-	fprintf(f, "{\"tls\": {\"certificate\": \"%s\", \"key\": \"%s\", \"client_ca\": \"%s\"}%s}", path,
-		path, path, more);
+	fprintf(f, "{\"tls\": {\"certificate\": \"%s\", \"key\": \"%s\", \"client_ca\": \"%s\"},"
+		   " \"pkcs11\": %s%s}",
+		path, path, path, pkcs11, more);
 	fclose(f);
 	*ret_errors = NULL;
 	r = cfg_load(path, ret, ret_errors);
@@ -37,13 +38,9 @@ static int load_with(const char *more, struct cfg **ret, char **ret_errors)
 	return r;
 }
 
-/* A config whose pkcs11 section is pkcs11 (JSON text). */
 static int load(const char *pkcs11, struct cfg **ret, char **ret_errors)
 {
-	char more[1024];
-
-	snprintf(more, sizeof(more), ", \"pkcs11\": %s", pkcs11);
-	return load_with(more, ret, ret_errors);
+	return load_with(pkcs11, "", ret, ret_errors);
 }
 
 START_TEST(test_call_timeout_default)
@@ -146,6 +143,21 @@ START_TEST(test_pool_errors)
 }
 END_TEST
 
+/* A client without a PIN source of its own uses the pool's: the first backend's. */
+START_TEST(test_pool_client_pin)
+{
+	static const char *const client = ", \"clients\": [{\"name\": \"c\", \"certificate_name\": \"c\"}]";
+	struct cfg *c = NULL;
+	char *errors;
+
+	ck_assert_int_eq(load_with("{\"backends\": [" BACKEND("a") "]}", client, &c, &errors), 0);
+	cfg_free(c);
+	ck_assert_int_eq(load_with("{\"module\": \"/dev/null\"}", client, &c, &errors), KR_E_CONFIG);
+	ck_assert_str_eq(errors, "clients[0]: no PIN: set pin_file or pin_credential here or in pkcs11\n");
+	free(errors);
+}
+END_TEST
+
 /* A credentials directory holding "pin" with content (NULL: no such file). */
 static void credentials(char *dir, const char *content)
 {
@@ -231,7 +243,7 @@ static int load_trusted(const char *list, struct cfg **ret, char **ret_errors)
 	char more[512];
 
 	snprintf(more, sizeof(more), ", \"proxy_protocol\": {\"trusted\": %s}", list);
-	return load_with(more, ret, ret_errors);
+	return load_with("{}", more, ret, ret_errors);
 }
 
 START_TEST(test_trusted_parsed)
@@ -259,7 +271,7 @@ START_TEST(test_trusted_parsed)
 	ck_assert_uint_eq(c->proxy_protocol.trusted[5].prefix, 12);
 	cfg_free(c);
 	/* Without the section, nothing is trusted. */
-	ck_assert_int_eq(load_with("", &c, &errors), 0);
+	ck_assert_int_eq(load_with("{}", "", &c, &errors), 0);
 	ck_assert_uint_eq(c->proxy_protocol.n_trusted, 0);
 	ck_assert_ptr_null(c->proxy_protocol.trusted);
 	cfg_free(c);
@@ -315,14 +327,14 @@ START_TEST(test_trusted_errors)
 				 "proxy_protocol.trusted: item 3: \"1.2.3.4/24\": has address bits set past its prefix "
 				 "length\n");
 	free(errors);
-	ck_assert_int_eq(load_with(", \"proxy_protocol\": {}", &c, &errors), KR_E_CONFIG);
+	ck_assert_int_eq(load_with("{}", ", \"proxy_protocol\": {}", &c, &errors), KR_E_CONFIG);
 	ck_assert_str_eq(errors, "proxy_protocol.trusted: required in proxy_protocol\n");
 	free(errors);
-	ck_assert_int_eq(load_with(", \"proxy_protocol\": {\"trusted\": [\"::1\"], \"version\": 2}", &c, &errors),
+	ck_assert_int_eq(load_with("{}", ", \"proxy_protocol\": {\"trusted\": [\"::1\"], \"version\": 2}", &c, &errors),
 			 KR_E_CONFIG);
 	ck_assert_str_eq(errors, "proxy_protocol.version: unknown key\n");
 	free(errors);
-	ck_assert_int_eq(load_with(", \"proxy_protocol\": [\"::1\"]", &c, &errors), KR_E_CONFIG);
+	ck_assert_int_eq(load_with("{}", ", \"proxy_protocol\": [\"::1\"]", &c, &errors), KR_E_CONFIG);
 	ck_assert_str_eq(errors, "proxy_protocol: must be an object\n");
 	free(errors);
 }
@@ -339,6 +351,7 @@ int main(void)
 	tcase_add_test(tc, test_call_timeout_bounds);
 	tcase_add_test(tc, test_pool);
 	tcase_add_test(tc, test_pool_errors);
+	tcase_add_test(tc, test_pool_client_pin);
 	tcase_add_test(tc, test_pin_credential_must_hold_a_pin);
 	tcase_add_test(tc, test_pin_credential_other_name_and_no_directory);
 	tcase_add_test(proxy, test_trusted_parsed);
