@@ -18,7 +18,7 @@ import warnings
 from relaytest import (BYTES, DATETIME, ENUM, INTEGER, OP_DISCOVER_VERSIONS, OP_QUERY, OP_ARCHIVE,
                        children, free_port, wait_listening,
                        OPERATIONS_1_0, OPERATIONS_1_2,
-                       PKI, RELAY, STRUCTURE, TEXT, RelayTestCase, T, batch_item, batch_items, decode,
+                       OP_RNG_RETRIEVE, PKI, RELAY, STRUCTURE, TEXT, RelayTestCase, T, TokenTestCase, batch_item, batch_items, decode,
                        exchange, failure, find, item, protocol_version, raw_children, request,
                        request_message, response_version, spki_sha256, vector)
 
@@ -706,6 +706,26 @@ class ConnectionProcessTest(RelayTestCase):
             self.assertEqual("libsystemd.so" in f.read(), libsystemd)
 
 
+class PhaseTimesTest(TokenTestCase):
+    def test_a_token_operation_shows_load_and_login(self):
+        """The summary's phases_ms (issue 13): the module's load and the lock to
+        C_Login are counted when a request needs the token; each phase is part of
+        the whole."""
+        port = self.serve()
+        with self.client(port) as c:
+            local = c.sock.getsockname()[1]
+            c.ok(OP_RNG_RETRIEVE, [item(T["DataLength"], INTEGER, 16)])
+        summary = self.summary(local)
+        m = re.fullmatch(r"handshake:(\d+\.\d),load:(\d+\.\d),login:(\d+\.\d),first:(\d+\.\d)",
+                         summary["phases_ms"])
+        self.assertTrue(m, summary["phases_ms"])
+        phases = [float(x) for x in m.groups()]
+        self.assertTrue(all(p > 0 for p in phases), phases)
+        # first includes load and login: the module is loaded for the first request.
+        self.assertGreaterEqual(phases[3], phases[1] + phases[2] - 0.2)
+        self.assertLessEqual(sum(phases[:1] + phases[3:]), float(summary["duration_ms"]) + 0.2)
+
+
 class TestingOperationsTest(RelayTestCase):
     """Interop and Log, which only the OASIS conformance cases use, exist only with
     testing.interop."""
@@ -842,7 +862,11 @@ class LogTest(RelayTestCase):
     def check_summary(self, local, tls):
         summary = self.summary(local)
         self.assertEqual(list(summary), ["peer", "client", "dn", "tls", "cipher", "resumed", "requests", "backend",
-                                         "duration_ms", "end"])
+                                         "phases_ms", "duration_ms", "end"])
+        # Query and Discover Versions load no module.
+        m = re.fullmatch(r"handshake:(\d+\.\d),load:0\.0,login:0\.0,first:(\d+\.\d)", summary["phases_ms"])
+        self.assertTrue(m, summary["phases_ms"])
+        self.assertGreater(float(m.group(1)), 0)
         self.assertEqual(summary["peer"], "127.0.0.1:%d" % local)
         self.assertEqual(summary["client"], "sha256:" + spki_sha256(self.client_cert))
         self.assertEqual(summary["dn"], "CN=kmip-client")
