@@ -806,7 +806,12 @@ class FailureTest(NamespaceTestCase):
                "SupplementaryGroups=softhsm", "-p", "LoadCredential=pin:/etc/kmip-relay/pin",
                "kmip-relay", "--check-config"]
         self.s.use_example("krill")
-        self.assertEqual(self.s.ns(*cmd, timeout=60).stdout, "OK\n")
+        out = self.s.ns(*cmd, timeout=60).stdout
+        # What it found (the module, the token and its slot), then OK.
+        self.assertEqual(out.splitlines()[-1:], ["OK"], out)
+        self.assertRegex(out, r'(?m)^token pkcs11:token=krill: "krill" .* in slot \d+$')
+        out = self.s.ns(*cmd[:-1] + ["--check-config", "--login"], timeout=60).stdout
+        self.assertEqual(out.splitlines()[-2:], ["logged in", "OK"], out)
         os.unlink(self.s.root("/etc/kmip-relay/pin"))
         r = self.s.ns(*cmd[:-2] + ["-p", "SetCredential=pin:\\n", "kmip-relay", "--check-config"],
                       check=False, timeout=60)
