@@ -156,7 +156,7 @@ out:
 	gnutls_free(ticket_key.data);
 	if (cred)
 		gnutls_certificate_free_credentials(cred);
-	return r;
+	return KR_E_CONFIG;
 }
 
 /* Reads len bytes; *ret_eof is set if the peer closed before the first one. */
@@ -172,9 +172,11 @@ static int tls_read(gnutls_session_t s, uint8_t *buf, size_t len, bool *ret_eof)
 		else if (r == 0 || r == GNUTLS_E_PREMATURE_TERMINATION) {
 			if (ret_eof && got == 0)
 				*ret_eof = true;
-			return GNUTLS_E_PREMATURE_TERMINATION;
-		} else if (r != GNUTLS_E_INTERRUPTED) /* GNUTLS_E_AGAIN: SO_RCVTIMEO expired */
-			return (int)r;
+			return got == 0 ? KR_E_TLS_CLOSED : KR_E_TLS_TRUNCATED;
+		} else if (r == GNUTLS_E_AGAIN) /* SO_RCVTIMEO expired */
+			return KR_E_TLS_TIMEOUT;
+		else if (r != GNUTLS_E_INTERRUPTED)
+			return KR_E_TLS_IO;
 	}
 	return 0;
 }
@@ -189,7 +191,7 @@ static int tls_write(gnutls_session_t s, const uint8_t *buf, size_t len)
 		if (r > 0)
 			done += (size_t)r;
 		else if (r != GNUTLS_E_INTERRUPTED)
-			return (int)r;
+			return KR_E_TLS_IO;
 	}
 	return 0;
 }
@@ -202,11 +204,11 @@ static int read_pin(const char *file, char *pin, size_t size, size_t *ret_len)
 	ssize_t n;
 
 	if (fd < 0)
-		return -1;
+		return KR_E_P11_PIN;
 	n = read(fd, pin, size);
 	close(fd);
 	if (n <= 0 || (size_t)n == size)
-		return -1;
+		return KR_E_P11_PIN;
 	while (n > 0 && (pin[n - 1] == '\n' || pin[n - 1] == '\r'))
 		n--;
 	*ret_len = (size_t)n;
@@ -219,12 +221,12 @@ static int load_module(struct token *t, const char *module, const char **ret_why
 
 	if (!(t->dl = dlopen(module, RTLD_NOW | RTLD_LOCAL))) {
 		*ret_why = "--module: cannot load the module";
-		return -1;
+		return KR_E_P11_MODULE;
 	}
 	get_list = (CK_C_GetFunctionList)dlsym(t->dl, "C_GetFunctionList");
 	if (!get_list || get_list(&t->f) != CKR_OK || !t->f) {
 		*ret_why = "--module: no PKCS#11 function list";
-		return -1;
+		return KR_E_P11_MODULE;
 	}
 	return 0;
 }
@@ -238,7 +240,7 @@ static int find_slot(struct token *t, const char *label, CK_SLOT_ID *ret)
 	size_t len = strlen(label);
 
 	if (len > sizeof(want) || t->f->C_GetSlotList(CK_TRUE, slots, &n) != CKR_OK)
-		return -1;
+		return KR_E_P11_TOKEN;
 	memset(want, ' ', sizeof(want));
 	memcpy(want, label, len);
 	for (CK_ULONG i = 0; i < n; i++) {
@@ -249,7 +251,7 @@ static int find_slot(struct token *t, const char *label, CK_SLOT_ID *ret)
 			return 0;
 		}
 	}
-	return -1;
+	return KR_E_P11_TOKEN;
 }
 
 /* C_Initialize to C_Login, under the lock: SoftHSM rewrites its token file on
@@ -260,12 +262,13 @@ static int open_token(struct token *t, const struct options *o, const char **ret
 	char pin[256];
 	size_t pin_len = 0;
 	CK_SLOT_ID slot;
-	int lock = -1, r = -1;
+	int lock = -1, r;
 
-	if (read_pin(o->pin_file, pin, sizeof(pin), &pin_len) < 0) {
+	if ((r = read_pin(o->pin_file, pin, sizeof(pin), &pin_len)) < 0) {
 		*ret_why = "--pin-file: cannot read the PIN";
 		goto out;
 	}
+	r = KR_E_SYSTEM;
 	if (o->lock_file) {
 		lock = open(o->lock_file, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 		while (lock >= 0 && flock(lock, LOCK_EX) < 0 && errno == EINTR)
@@ -275,15 +278,17 @@ static int open_token(struct token *t, const struct options *o, const char **ret
 			goto out;
 		}
 	}
+	r = KR_E_P11_MODULE;
 	if (t->f->C_Initialize(&args) != CKR_OK) {
 		*ret_why = "C_Initialize failed";
 		goto out;
 	}
 	t->initialized = true;
-	if (find_slot(t, o->token, &slot) < 0) {
+	if ((r = find_slot(t, o->token, &slot)) < 0) {
 		*ret_why = "--token: no token with that label";
 		goto out;
 	}
+	r = KR_E_P11_TOKEN;
 	if (t->f->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &t->session) != CKR_OK) {
 		*ret_why = "C_OpenSession failed";
 		goto out;
@@ -291,6 +296,7 @@ static int open_token(struct token *t, const struct options *o, const char **ret
 	t->has_session = true;
 	if (t->f->C_Login(t->session, CKU_USER, (CK_UTF8CHAR *)pin, pin_len) != CKR_OK) {
 		*ret_why = "C_Login failed";
+		r = KR_E_P11_PIN;
 		goto out;
 	}
 	r = 0;
@@ -325,7 +331,7 @@ static int find_key(struct token *t, const uint8_t *id, size_t id_len, const cha
 	t->has_key = false;
 	if (id_len != sizeof(t->key_id)) {
 		*ret_why = "the key's CKA_ID is not 20 bytes long";
-		return -1;
+		return KR_E_P11_NOT_FOUND;
 	}
 	rv = t->f->C_FindObjectsInit(t->session, tmpl, 2);
 	if (rv == CKR_OK) {
@@ -334,7 +340,7 @@ static int find_key(struct token *t, const uint8_t *id, size_t id_len, const cha
 	}
 	if (rv != CKR_OK || n != 1 || t->f->C_GetAttributeValue(t->session, t->key, &type, 1) != CKR_OK) {
 		*ret_why = "the key is not in the token";
-		return -1;
+		return KR_E_P11_NOT_FOUND;
 	}
 	memcpy(t->key_id, id, id_len);
 	t->has_key = true;
@@ -350,16 +356,16 @@ static int sign(struct token *t, const uint8_t *data, size_t len, uint8_t *out, 
 	uint8_t digest[32], raw[MAX_SIG];
 	CK_ULONG raw_len = sizeof(raw);
 	gnutls_datum_t r, s, der = { 0 };
-	int ret = -1;
+	int ret = KR_E_P11_DATA;
 
 	if (t->key_type != CKK_RSA && t->key_type != CKK_EC) {
 		*ret_why = "the key is neither RSA nor EC";
-		return -1;
+		return KR_E_P11_MECHANISM;
 	}
 	if (t->key_type == CKK_EC) {
 		if (gnutls_hash_fast(GNUTLS_DIG_SHA256, data, len, digest) < 0) {
 			*ret_why = "SHA-256 failed";
-			return -1;
+			return KR_E_P11_FAILED;
 		}
 		data = digest;
 		len = sizeof(digest);
@@ -367,7 +373,7 @@ static int sign(struct token *t, const uint8_t *data, size_t len, uint8_t *out, 
 	if (t->f->C_SignInit(t->session, &mech, t->key) != CKR_OK ||
 	    t->f->C_Sign(t->session, (CK_BYTE *)data, len, raw, &raw_len) != CKR_OK) {
 		*ret_why = "C_Sign failed";
-		return -1;
+		return KR_E_P11_FAILED;
 	}
 	if (t->key_type == CKK_RSA) {
 		if (raw_len > *inout_len)
@@ -407,25 +413,26 @@ static size_t padded(size_t len)
 static int walk(const uint8_t *buf, size_t len, unsigned depth, struct sign_request *req)
 {
 	size_t off = 0;
+	int r;
 
 	if (depth > TTLV_MAX_DEPTH)
-		return -1;
+		return KR_E_TTLV_DEPTH;
 	while (off < len) {
 		uint32_t tag, n;
 		uint8_t type;
 		const uint8_t *v;
 
 		if (len - off < TTLV_HEADER_LEN)
-			return -1;
+			return KR_E_TTLV_TRUNCATED;
 		tag = be32(buf + off) >> 8;
 		type = buf[off + 3];
 		n = be32(buf + off + 4);
 		v = buf + off + TTLV_HEADER_LEN;
 		off += TTLV_HEADER_LEN;
 		if (n > len - off || padded(n) > len - off)
-			return -1;
-		if (type == TTLV_STRUCTURE && walk(v, n, depth + 1, req) < 0)
-			return -1;
+			return KR_E_TTLV_OVERRUN;
+		if (type == TTLV_STRUCTURE && (r = walk(v, n, depth + 1, req)) < 0)
+			return r;
 		if (n == 4 && type == TTLV_INTEGER && tag == KMIP_TAG_PROTOCOL_VERSION_MAJOR)
 			req->major = (int32_t)be32(v);
 		else if (n == 4 && type == TTLV_INTEGER && tag == KMIP_TAG_PROTOCOL_VERSION_MINOR)
@@ -459,12 +466,12 @@ static int uid_key_id(const uint8_t *uid, size_t len, uint8_t id[KEY_ID_LEN])
 	static const char suffix[] = "_priv";
 
 	if (len != 2 * KEY_ID_LEN + strlen(suffix) || memcmp(uid + 2 * KEY_ID_LEN, suffix, strlen(suffix)) != 0)
-		return -1;
+		return KR_E_P11_NOT_FOUND;
 	for (size_t i = 0; i < KEY_ID_LEN; i++) {
 		int hi = hexval(uid[2 * i]), lo = hexval(uid[2 * i + 1]);
 
 		if (hi < 0 || lo < 0)
-			return -1;
+			return KR_E_P11_NOT_FOUND;
 		id[i] = (uint8_t)(hi << 4 | lo);
 	}
 	return 0;
@@ -566,7 +573,7 @@ static int sign_response(const struct sign_request *req, const uint8_t *sig, siz
 	end(&w);
 	end(&w);
 	if (w.failed)
-		return -1;
+		return KR_E_KMIP_TOO_BIG;
 	*ret_len = w.len;
 	return 0;
 }
@@ -593,41 +600,43 @@ static int serve_kmip(gnutls_session_t s, struct token *t, const struct options 
 		      const char **ret_why)
 {
 	uint8_t hdr[TTLV_HEADER_LEN], *buf = NULL, sig[MAX_SIG], out[1024], id[KEY_ID_LEN];
-	size_t len, sig_len = sizeof(sig), out_len = 0;
+	size_t len = 0, sig_len = sizeof(sig), out_len = 0;
 	struct sign_request req = { 0 };
 	double t0;
-	int r = -1;
+	int r;
 
-	if (tls_read(s, hdr, sizeof(hdr), NULL) < 0) {
+	if ((r = tls_read(s, hdr, sizeof(hdr), NULL)) < 0) {
 		*ret_why = "no request";
 		goto out;
 	}
 	len = be32(hdr + 4);
+	r = KR_E_KMIP_NOT_MESSAGE;
 	if ((be32(hdr) >> 8) != KMIP_TAG_REQUEST_MESSAGE || hdr[3] != TTLV_STRUCTURE || len > MAX_REQUEST ||
-	    !(buf = malloc(len)) || tls_read(s, buf, len, NULL) < 0) {
+	    !(buf = malloc(len)) || (r = tls_read(s, buf, len, NULL)) < 0) {
 		*ret_why = "not a KMIP request";
 		goto out;
 	}
-	if (walk(buf, len, 1, &req) < 0 || !req.uid || !req.data || uid_key_id(req.uid, req.uid_len, id) < 0) {
+	if ((r = walk(buf, len, 1, &req)) < 0 || (r = req.uid && req.data ? 0 : KR_E_KMIP_MISSING) < 0 ||
+	    (r = uid_key_id(req.uid, req.uid_len, id)) < 0) {
 		*ret_why = "not a Sign request with Data on a private key of the relay's";
 		goto out;
 	}
-	if (first_open(t, o, ph, ret_why) < 0)
+	if ((r = first_open(t, o, ph, ret_why)) < 0)
 		goto out;
 	t0 = now_ms();
-	if (find_key(t, id, sizeof(id), ret_why) < 0 || sign(t, req.data, req.data_len, sig, &sig_len, ret_why) < 0)
+	if ((r = find_key(t, id, sizeof(id), ret_why)) < 0 ||
+	    (r = sign(t, req.data, req.data_len, sig, &sig_len, ret_why)) < 0)
 		goto out;
-	if (sign_response(&req, sig, sig_len, out, sizeof(out), &out_len) < 0) {
+	if ((r = sign_response(&req, sig, sig_len, out, sizeof(out), &out_len)) < 0) {
 		*ret_why = "the response does not fit";
 		goto out;
 	}
-	if (tls_write(s, out, out_len) < 0) {
+	if ((r = tls_write(s, out, out_len)) < 0) {
 		*ret_why = "cannot send the response";
 		goto out;
 	}
 	ph->first = now_ms() - t0;
 	ph->requests = 1;
-	r = 0;
 out:
 	free(buf);
 	return r;
@@ -639,6 +648,7 @@ static int serve_loop(gnutls_session_t s, struct token *t, const struct options 
 {
 	uint8_t req[LOOP_REQUEST], data[LOOP_DATA_LEN], sig[MAX_SIG], out[TTLV_HEADER_LEN + MAX_SIG];
 	const size_t chunk = LOOP_REQUEST - KEY_ID_LEN;
+	int r;
 
 	for (;;) {
 		size_t sig_len = sizeof(sig);
@@ -646,25 +656,24 @@ static int serve_loop(gnutls_session_t s, struct token *t, const struct options 
 		bool eof = false;
 		double t0;
 
-		if (tls_read(s, req, sizeof(req), &eof) < 0) {
+		if ((r = tls_read(s, req, sizeof(req), &eof)) < 0) {
 			if (eof)
 				return 0;
 			*ret_why = "the request is cut short";
-			return -1;
+			return r;
 		}
+		if (!t->dl && (r = first_open(t, o, ph, ret_why)) < 0)
+			return r;
 		t0 = now_ms();
-		if (!t->dl && first_open(t, o, ph, ret_why) < 0)
-			return -1;
-		if (ph->requests == 0)
-			t0 = now_ms();
 		for (size_t i = 0; i < sizeof(data); i += chunk)
 			memcpy(data + i, req + KEY_ID_LEN, sizeof(data) - i < chunk ? sizeof(data) - i : chunk);
-		if (find_key(t, req, KEY_ID_LEN, ret_why) < 0 || sign(t, data, sizeof(data), sig, &sig_len, ret_why) < 0)
-			return -1;
+		if ((r = find_key(t, req, KEY_ID_LEN, ret_why)) < 0 ||
+		    (r = sign(t, data, sizeof(data), sig, &sig_len, ret_why)) < 0)
+			return r;
 		put(&w, KMIP_TAG_SIGNATURE_DATA, TTLV_BYTE_STRING, sig, sig_len);
-		if (w.failed || tls_write(s, out, w.len) < 0) {
+		if (w.failed || (r = tls_write(s, out, w.len)) < 0) {
 			*ret_why = "cannot send the answer";
-			return -1;
+			return w.failed ? KR_E_KMIP_TOO_BIG : r;
 		}
 		if (ph->requests++ == 0)
 			ph->first = now_ms() - t0;
@@ -765,7 +774,7 @@ int main(int argc, char **argv)
 	    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
 	    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0) {
 		why = "fd 0 is not a TCP socket";
-		r = -1;
+		r = KR_E_SYSTEM;
 		goto out;
 	}
 	if ((r = tls_setup(&o, fd, &cred, &ticket_key, &s, &why)) < 0)
@@ -777,6 +786,7 @@ int main(int argc, char **argv)
 	ph.hs = now_ms() - t1;
 	if (r < 0) {
 		why = gnutls_strerror(r);
+		r = KR_E_TLS_HANDSHAKE;
 		goto out;
 	}
 	r = o.loop ? serve_loop(s, &t, &o, &ph, &why) : serve_kmip(s, &t, &o, &ph, &why);
