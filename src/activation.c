@@ -57,31 +57,34 @@ int act_listen(const char *addr, int *ret_fd, const char **ret_why)
 	return 0;
 }
 
-static void describe_peer(int fd, char *out, size_t len)
+void act_format_address(const struct sockaddr *sa, char *out, size_t len)
 {
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
 	char host[INET6_ADDRSTRLEN] = "?";
-	unsigned port = 0;
 
-	snprintf(out, len, "unknown");
-	if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0)
-		return;
-	if (ss.ss_family == AF_INET) {
-		const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
 
 		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-		port = ntohs(in->sin_port);
-		snprintf(out, len, "%s:%u", host, port);
-	} else if (ss.ss_family == AF_INET6) {
-		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
+		snprintf(out, len, "%s:%u", host, (unsigned)ntohs(in->sin_port));
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
 
 		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-		port = ntohs(in6->sin6_port);
-		snprintf(out, len, "[%s]:%u", host, port);
-	} else if (ss.ss_family == AF_UNIX) {
+		snprintf(out, len, "[%s]:%u", host, (unsigned)ntohs(in6->sin6_port));
+	} else if (sa->sa_family == AF_UNIX) {
 		snprintf(out, len, "unix");
+	} else {
+		snprintf(out, len, "unknown");
 	}
+}
+
+static void describe_peer(struct activation *a)
+{
+	socklen_t sl = sizeof(a->peer_addr);
+
+	if (getpeername(a->fd, (struct sockaddr *)&a->peer_addr, &sl) < 0)
+		a->peer_addr.ss_family = AF_UNSPEC;
+	act_format_address((const struct sockaddr *)&a->peer_addr, a->peer, sizeof(a->peer));
 }
 
 /* Points fds 0..last at /dev/null, so that nothing a module writes to stdout or
@@ -139,7 +142,7 @@ int act_get_connection(const char *listen_addr, struct activation *ret, const ch
 		*ret_why = strerror(errno);
 		return KR_E_SYSTEM;
 	}
-	describe_peer(a.fd, a.peer, sizeof(a.peer));
+	describe_peer(&a);
 	*ret = a;
 	return 0;
 }

@@ -16,7 +16,8 @@ struct session_stats {
 	const char *end; /* why the connection ended */
 };
 
-void session_run(const struct cfg *c, bool trace, struct tls_conn *t, struct conn_token *ct,
+/* peer is the client's "address:port" for the audit records and the log. */
+void session_run(const struct cfg *c, bool trace, const char *peer, struct tls_conn *t, struct conn_token *ct,
 		 struct session_stats *st);
 /* The n requests of one connection of a client with the TLS identity id, each
  * answered as the loop would answer it (gate, operations, audit records), the

@@ -39,7 +39,7 @@ static const char *const *allowed_tokens(const struct cfg *c, const struct cfg_c
 	return (const char *const *)&c->pkcs11.token;
 }
 
-/* Module loading and login, serialised between processes by the lock file. A
+/* Module initialisation and login, serialised between processes by the lock file. A
  * module call that hangs while this process holds the lock would stall every
  * other connection's login: its deadline (pkcs11.call_timeout) ends this process,
  * and the kernel releases the lock. With a username, it picks the token among
@@ -57,7 +57,10 @@ static int open_and_login(struct conn_token *ct, const char *module, const char 
 	CK_TOKEN_INFO ti;
 	int lock = -1, r;
 
-	r = p11_lock(c->pkcs11.lock_file, !ct->checking, &lock, &ct->why);
+	/* The lock covers C_Initialize to C_Login, not loading the module. */
+	r = p11_load(module, owner, &ct->why);
+	if (r == 0)
+		r = p11_lock(c->pkcs11.lock_file, !ct->checking, &lock, &ct->why);
 	if (r == 0)
 		r = p11_open(module, token_uri, username, username_len, allow, n_allow, owner, &tok, &ct->why);
 	if (r == 0 && (r = p11_token_info(tok, &ti)) < 0)

@@ -782,7 +782,8 @@ class LogTest(RelayTestCase):
         self.assertEqual(tls, "TLSv1.3")
         self.check_summary(local, "TLS1.3")
         records = self.audit_records()
-        self.assertEqual([sorted(r) for r in records], [["client", "latency_us", "operation", "result"]] * 2)
+        self.assertEqual([sorted(r) for r in records], [["client", "latency_us", "operation", "peer", "result"]] * 2)
+        self.assertEqual([r["peer"] for r in records], ["127.0.0.1:%d" % local] * 2)
         client = "sha256:" + spki_sha256(self.client_cert)
         self.assertEqual([(r["client"], r["operation"], r["result"]) for r in records],
                          [(client, "Query", "Success"), (client, "Discover Versions", "Operation Not Supported")])
