@@ -5,8 +5,11 @@ one-shot handler answers a KMIP Sign on a new connection, the persistent loop
 (--loop) its 36-byte requests on one connection, with RSA-2048 and P-256 keys the
 relay made; every signature is checked by python-cryptography against the public
 key that the relay's Get gives. Each also refuses a client without a certificate
-and a key the token does not hold, and logs its phase times. No timing is
-asserted: scripts/bench measures, the tests check."""
+and a key the token does not hold, and logs its phase times. kmip_bench's
+set-up modes for scripts/bench's 300-key token work: --make-keys makes key
+pairs through the relay and prints the RSA-2048 one, --count-objects counts
+the token's objects. No timing is asserted: scripts/bench measures, the tests
+check."""
 
 import os
 import re
@@ -26,6 +29,7 @@ from relaytest import (ALG_EC, ALG_ECDSA, ALG_RSA, BYTES, CURVE_P256, FMT_X509, 
                        wait_listening, free_port)
 
 HANDLER = os.path.join(os.path.dirname(RELAY), "test", "bench", "minimal_handler")
+BENCH = os.path.join(os.path.dirname(RELAY), "test", "bench", "kmip_bench")
 DATA = bytes(range(256)) * 2  # as long as kmip_bench's
 LINE = re.compile(r'\Aminimal_handler: connection phases=hs:(\d+\.\d\d),load:(\d+\.\d\d),'
                   r'login:(\d+\.\d\d),first:(\d+\.\d\d) requests=(\d+) duration_ms=\d+\.\d end="(.*)"\Z')
@@ -44,9 +48,9 @@ class MinimalHandlerTest(TokenTestCase):
     def setUp(self):
         super().setUp()
         self.handler_log = os.path.join(self.tmp, "handler.log")
-        port = self.serve()
+        self.relay_port = self.serve()
         self.keys = {}  # name: (private UID, public key)
-        with self.client(port) as c:
+        with self.client(self.relay_port) as c:
             for name, algorithm, length in (("rsa", ALG_RSA, 2048), ("ec", ALG_EC, None)):
                 payload = c.ok(OP_CREATE_KEY_PAIR, pair_payload(V1, algorithm, length, CURVE_P256), V1)
                 priv = find(payload, T["PrivateKeyUniqueIdentifier"])[0]
@@ -153,6 +157,38 @@ class MinimalHandlerTest(TokenTestCase):
             self.assertEqual(sock.recv(8), b"")
         ends = sorted(LINE.match(line).group(6) for line in self.handler_lines(3))
         self.assertEqual(ends, ["Certificate is required."] + ["the key is not in the token"] * 2)
+
+
+    def test_make_keys_and_count_objects(self):
+        """kmip_bench --make-keys 3: three key pairs through the relay, the first
+        RSA-2048, whose private key it prints and which signs; --count-objects
+        counts what pkcs11-tool lists."""
+        token = ["--module", self.token.module, "--token", self.token.label, "--pin-file", self.token.pin_file,
+                 "--lock-file", os.path.join(self.tmp, "p11.lock")]
+        tls = ["--host", "127.0.0.1", "--port", str(self.relay_port), "--ca", self.pki.ca, "--cert",
+               self.client_cert, "--key", self.client_key]
+
+        def bench(*args):
+            return subprocess.run([BENCH] + list(args), env=self.env, check=True, timeout=120,
+                                  capture_output=True, text=True).stdout
+
+        before = int(bench("--count-objects", *token))
+        uid = bench("--make-keys", "3", *tls).strip()
+        after = bench("--count-objects", *token)
+        listed = re.findall(r"^(Private Key|Public Key|Data) [Oo]bject", self.token.objects(), flags=re.M)
+        self.assertEqual(after, "%d\n" % len(listed))
+        self.assertGreater(len(listed), before)
+        # setUp's two pairs and these three
+        self.assertEqual((listed.count("Private Key"), listed.count("Public Key")), (5, 5))
+        self.assertRegex(uid, r"\A[0-9A-F]{40}_priv\Z")
+        with self.client(self.relay_port) as c:
+            fmt, material = key_material(c.ok(OP_GET, get_payload(uid[:40] + "_pub", FMT_X509), V1))
+        public = public_key_of(fmt, material)
+        self.assertEqual(public.key_size, 2048)
+        _, _, payload = self.sign_request("rsa")
+        payload[0] = uid_item(uid)
+        with KmipClient(self.connect(self.handler())) as c:
+            verify(public, find(c.ok(OP_SIGN, payload), T["SignatureData"])[0], DATA)
 
 
 if __name__ == "__main__":
