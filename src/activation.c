@@ -8,12 +8,16 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
+
+#include "sd.h"
 
 int act_listen(const char *addr, int *ret_fd, const char **ret_why)
 {
@@ -105,6 +109,16 @@ static int null_std_fds(int last)
 	return 0;
 }
 
+/* Whether fd is a stream socket: the inetd check, made without libsystemd, which
+ * under inetd nothing else would load (sd.h). */
+static bool is_stream_socket(int fd)
+{
+	int type;
+	socklen_t len = sizeof(type);
+
+	return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM;
+}
+
 int act_get_connection(const char *listen_addr, struct activation *ret, const char **ret_why)
 {
 	struct activation a = { .fd = -1 };
@@ -125,10 +139,11 @@ int act_get_connection(const char *listen_addr, struct activation *ret, const ch
 			return KR_E_SYSTEM;
 		}
 		a.mode = ACT_LISTEN;
-	} else if (sd_listen_fds(1) >= 1 && sd_is_socket(SD_LISTEN_FDS_START, AF_UNSPEC, SOCK_STREAM, 0) > 0) {
+	} else if (getenv("LISTEN_FDS") && sd_lazy_listen_fds(1) >= 1 &&
+		   sd_lazy_is_socket(SD_LISTEN_FDS_START, AF_UNSPEC, SOCK_STREAM, 0) > 0) {
 		src = SD_LISTEN_FDS_START;
 		a.mode = ACT_SYSTEMD;
-	} else if (sd_is_socket(STDIN_FILENO, AF_UNSPEC, SOCK_STREAM, 0) > 0) {
+	} else if (is_stream_socket(STDIN_FILENO)) {
 		src = STDIN_FILENO;
 		a.mode = ACT_INETD;
 	} else {
@@ -142,6 +157,10 @@ int act_get_connection(const char *listen_addr, struct activation *ret, const ch
 		*ret_why = strerror(errno);
 		return KR_E_SYSTEM;
 	}
+	/* A response must not wait for the client's delayed ACK of what went before
+	 * it (the TLS 1.3 session ticket): 34 ms a connection. A socket that is not
+	 * TCP has no such option and nothing to set. */
+	(void)setsockopt(a.fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
 	describe_peer(&a);
 	*ret = a;
 	return 0;

@@ -12,6 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
+
 static const uint8_t v2_signature[PROXY_V2_SIG_LEN] = { '\r', '\n', '\r', '\n', '\0', '\r',
 							 '\n', 'Q',  'U',  'I',  'T',  '\n' };
 static const char v1_signature[] = "PROXY ";
@@ -222,14 +224,6 @@ bool proxy_trusted(const struct cfg_net *nets, size_t n, const struct sockaddr *
 			return true;
 	}
 	return false;
-}
-
-static uint64_t now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
 static int wait_readable(int fd, uint64_t deadline_us)

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "guard.h"
 #include "kmip.h"
 #include "log.h"
@@ -46,14 +47,6 @@ struct audit_entry {
 	const char *backend;         /* the pool's backend it used, or "" */
 	char uid[STORE_MAX_UID + 1];
 };
-
-static uint64_t now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
 
 /* s as a JSON string (quoted and escaped by jansson) into out; "" if it cannot be. */
 static void json_quote(const char *s, char *out, size_t size)
@@ -476,7 +469,7 @@ static void serve(struct session *s, struct session_stats *st)
 	for (;;) {
 		uint8_t hdr[TTLV_HEADER_LEN], *req = NULL, *resp = NULL;
 		size_t total, resp_len = 0;
-		uint64_t deadline = io_deadline(c, end_of_life);
+		uint64_t deadline = io_deadline(c, end_of_life), first_t0;
 		bool auth_failed;
 		int r;
 
@@ -513,6 +506,7 @@ static void serve(struct session *s, struct session_stats *st)
 			return;
 		}
 		st->requests++;
+		first_t0 = st->requests == 1 ? now_us() : 0;
 		r = handle(s, req, total, &resp, &resp_len);
 		ttlv_buf_free(req, total); /* it may hold a password */
 		if (r < 0) {
@@ -523,6 +517,8 @@ static void serve(struct session *s, struct session_stats *st)
 		auth_failed = delay_failed_authentication(s);
 		deadline = io_deadline(c, end_of_life);
 		r = tls_write_full(t, resp, resp_len, deadline);
+		if (first_t0)
+			st->first_us = now_us() - first_t0;
 		ttlv_buf_free(resp, resp_len);
 		audit_flush(s);
 		if (r < 0) {

@@ -6,6 +6,7 @@
 #define KR_SESSION_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "cfg.h"
 #include "tls.h"
@@ -14,6 +15,8 @@
 struct session_stats {
 	unsigned requests;
 	const char *end; /* why the connection ended */
+	uint64_t handshake_us; /* the TLS handshake (main.c) */
+	uint64_t first_us;     /* the first request: read to answered; 0: none */
 };
 
 /* peer is the client's "address:port" for the audit records and the log. */

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "log.h"
 #include "pin_guard.h"
 
@@ -55,10 +56,13 @@ static int open_and_login(struct conn_token *ct, const char *module, const char 
 	struct pin_guard *guard = NULL;
 	struct p11_token *tok = NULL;
 	CK_TOKEN_INFO ti;
+	uint64_t t0 = now_us(), t1;
 	int lock = -1, r;
 
 	/* The lock covers C_Initialize to C_Login, not loading the module. */
 	r = p11_load(module, owner, &ct->why);
+	t1 = now_us();
+	ct->load_us += t1 - t0;
 	if (r == 0)
 		r = p11_lock(c->pkcs11.lock_file, !ct->checking, &lock, &ct->why);
 	if (r == 0)
@@ -72,6 +76,7 @@ static int open_and_login(struct conn_token *ct, const char *module, const char 
 		pin_guard_after(guard, r == 0 ? CKR_OK : p11_last_rv(tok), pin, pin_len, time(NULL));
 	}
 	p11_unlock(lock);
+	ct->login_us += now_us() - t1;
 	if (r < 0) {
 		ct->open_rv = tok ? p11_last_rv(tok) : CKR_OK;
 		p11_close(tok);

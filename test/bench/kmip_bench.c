@@ -9,14 +9,15 @@
  * the same token with keys.verify_signatures on (--verify-port), it also measures
  * one connection there right after the same run here, for the cost of the
  * self-check; given HAProxy in front of more relays on the same token
- * (--haproxy-port), the same through it, for the balancer's cost. Given the
- * minimal handler of test/bench/minimal_handler, one-shot (--handler-port) and
- * persistent (--loop-port), and a relay and handler on a token of 300 keys
- * (--big-port, --big-handler-port, --big-key), it measures the relay against them
- * and against the in-process loop in alternated rounds: the limits of issue 13.
- * It measures; it does not judge: the exit status is 0 unless the set-up fails.
- * It also makes the 300 keys (--make-keys) and counts a token's objects
- * (--count-objects) for scripts/bench. */
+ * (--haproxy-port), the same through it, for the balancer's cost; given a relay
+ * serving a pool of backends on the same token (--pool-port), the same against
+ * it, for the pool's cost. Given the minimal handler of test/bench/minimal_handler,
+ * one-shot (--handler-port) and persistent (--loop-port), and a relay and handler
+ * on a token of 300 keys (--big-port, --big-handler-port, --big-key), it measures
+ * the relay against them and against the in-process loop in alternated rounds:
+ * the limits of issue 13. It measures; it does not judge: the exit status is 0
+ * unless the set-up fails. It also makes the 300 keys (--make-keys) and counts a
+ * token's objects (--count-objects) for scripts/bench. */
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -59,7 +60,8 @@ enum { USE_SIGN = 0x1, USE_VERIFY = 0x2, REVOKE_CESSATION_OF_OPERATION = 6, VALI
 static const struct kmip_version version = { 1, 2 };
 
 struct options {
-	const char *host, *port, *verify_port, *haproxy_port, *ca, *cert, *key, *module, *token, *pin_file, *lock_file;
+	const char *host, *port, *verify_port, *haproxy_port, *pool_port, *ca, *cert, *key, *module, *token, *pin_file,
+		*lock_file;
 	const char *handler_port, *loop_port, *big_port, *big_handler_port, *big_key;
 	double seconds, round_seconds;
 	unsigned rounds, make_keys;
@@ -68,7 +70,8 @@ struct options {
 
 struct bench {
 	struct options opt;
-	struct addrinfo *addr, *verify_addr, *haproxy_addr; /* the relay, the one with verify_signatures, HAProxy */
+	/* the relay, the one with verify_signatures, HAProxy, the relay of a pool */
+	struct addrinfo *addr, *verify_addr, *haproxy_addr, *pool_addr;
 	/* minimal_handler, one-shot and --loop; the relay and the handler on the
 	 * 300-key token */
 	struct addrinfo *handler_addr, *loop_addr, *big_addr, *big_handler_addr;
@@ -88,7 +91,7 @@ struct conn {
 
 enum mode {
 	M_INPROCESS, M_ONE, M_BATCH, M_NEW_CONN, M_PAR2, M_PAR4, M_ONE_CHECKED, M_BATCH_CHECKED,
-	M_ONE_HAPROXY, M_NEW_CONN_HAPROXY, M_PAR4_HAPROXY, N_MODES
+	M_ONE_HAPROXY, M_NEW_CONN_HAPROXY, M_PAR4_HAPROXY, M_ONE_POOL, M_NEW_CONN_POOL, M_PAR4_POOL, N_MODES
 };
 
 static const char *const mode_names[N_MODES] = {
@@ -103,6 +106,9 @@ static const char *const mode_names[N_MODES] = {
 	[M_ONE_HAPROXY] = "HAProxy, 1 request at a time",
 	[M_NEW_CONN_HAPROXY] = "HAProxy, new connection per Sign",
 	[M_PAR4_HAPROXY] = "HAProxy, 4 connections in parallel",
+	[M_ONE_POOL] = "pool of 2, 1 request at a time",
+	[M_NEW_CONN_POOL] = "pool of 2, new connection per Sign",
+	[M_PAR4_POOL] = "pool of 2, 4 connections in parallel",
 };
 
 struct result {
@@ -774,7 +780,8 @@ static void parallel(const struct run *base, unsigned n, struct result *ret)
 }
 
 /* The same run at another address: the relay with keys.verify_signatures on,
- * HAProxy, the minimal handler, the relay on the 300-key token. */
+ * HAProxy, a relay serving a pool, the minimal handler, the relay on the 300-key
+ * token. */
 static struct result run_at(const struct bench *b, struct addrinfo *addr, const struct run *base,
 			    void (*how)(struct run *))
 {
@@ -814,6 +821,8 @@ static void measure_relay(const struct bench *b, struct key *k)
 		k->res[M_ONE_CHECKED] = run_at(b, b->verify_addr, &one_req, run_persistent);
 	if (b->haproxy_addr)
 		k->res[M_ONE_HAPROXY] = run_at(b, b->haproxy_addr, &one_req, run_persistent);
+	if (b->pool_addr)
+		k->res[M_ONE_POOL] = run_at(b, b->pool_addr, &one_req, run_persistent);
 	persistent(&batch);
 	k->res[M_BATCH] = batch.res;
 	if (b->verify_addr)
@@ -822,10 +831,14 @@ static void measure_relay(const struct bench *b, struct key *k)
 	k->res[M_NEW_CONN] = fresh.res;
 	if (b->haproxy_addr)
 		k->res[M_NEW_CONN_HAPROXY] = run_at(b, b->haproxy_addr, &fresh, new_connections);
+	if (b->pool_addr)
+		k->res[M_NEW_CONN_POOL] = run_at(b, b->pool_addr, &fresh, new_connections);
 	parallel(&one_req, 2, &k->res[M_PAR2]);
 	parallel(&one_req, 4, &k->res[M_PAR4]);
 	if (b->haproxy_addr)
 		k->res[M_PAR4_HAPROXY] = run_at(b, b->haproxy_addr, &one_req, run_parallel4);
+	if (b->pool_addr)
+		k->res[M_PAR4_POOL] = run_at(b, b->pool_addr, &one_req, run_parallel4);
 }
 
 /* The limit: C_Sign in this process on the same token and key, through the relay's
@@ -1115,15 +1128,38 @@ static void print_cost(const char *what, const struct result *off, const struct 
 		printf("%s not measured", what);
 }
 
-/* The rate through the balancer as a share of the rate direct. */
-static void print_ratio(const char *what, const struct result *direct, const struct result *balanced)
+/* The rate at the other endpoint as a share of the rate direct. */
+static void print_ratio(const char *what, const struct result *direct, const struct result *other)
 {
-	double r_direct = rate(direct), r_balanced = rate(balanced);
+	double r_direct = rate(direct), r_other = rate(other);
 
-	if (r_direct > 0 && r_balanced > 0)
-		printf("%s %.2f", what, r_balanced / r_direct);
+	if (r_direct > 0 && r_other > 0)
+		printf("%s %.2f", what, r_other / r_direct);
 	else
 		printf("%s not measured", what);
+}
+
+/* The three runs at another endpoint (from first: one at a time, new connection,
+ * 4 in parallel) against the same runs direct. */
+static void print_ratios(const char *title, const struct key *k, int first)
+{
+	printf("  %s:", title);
+	print_ratio(" 1 request at a time", &k->res[M_ONE], &k->res[first]);
+	print_ratio(", new connection per Sign", &k->res[M_NEW_CONN], &k->res[first + 1]);
+	print_ratio(", 4 in parallel", &k->res[M_PAR4], &k->res[first + 2]);
+	putchar('\n');
+}
+
+/* Whether mode m was measured with these options. */
+static bool measured(const struct options *o, int m)
+{
+	if (m == M_ONE_CHECKED || m == M_BATCH_CHECKED)
+		return o->verify_port;
+	if (m >= M_ONE_HAPROXY && m <= M_PAR4_HAPROXY)
+		return o->haproxy_port;
+	if (m >= M_ONE_POOL && m <= M_PAR4_POOL)
+		return o->pool_port;
+	return true;
 }
 
 static void print_key(const struct options *o, const struct key *k)
@@ -1137,8 +1173,7 @@ static void print_key(const struct options *o, const struct key *k)
 		double target = m == M_ONE ? k->target_one : m == M_BATCH ? k->target_batch : 0;
 		double ops = rate(r), ratio = limit > 0 ? ops / limit : 0;
 
-		if (((m == M_ONE_CHECKED || m == M_BATCH_CHECKED) && !o->verify_port) ||
-		    ((m == M_ONE_HAPROXY || m == M_NEW_CONN_HAPROXY || m == M_PAR4_HAPROXY) && !o->haproxy_port))
+		if (!measured(o, m))
 			continue;
 		if (r->why[0] && r->ops == 0) {
 			printf("  %-36s failed: %s\n", mode_names[m], r->why);
@@ -1157,13 +1192,10 @@ static void print_key(const struct options *o, const struct key *k)
 		print_cost(", batches of 16", &k->res[M_BATCH], &k->res[M_BATCH_CHECKED]);
 		putchar('\n');
 	}
-	if (o->haproxy_port) {
-		printf("  HAProxy, 2 hosts / 1 host direct:");
-		print_ratio(" 1 request at a time", &k->res[M_ONE], &k->res[M_ONE_HAPROXY]);
-		print_ratio(", new connection per Sign", &k->res[M_NEW_CONN], &k->res[M_NEW_CONN_HAPROXY]);
-		print_ratio(", 4 in parallel", &k->res[M_PAR4], &k->res[M_PAR4_HAPROXY]);
-		putchar('\n');
-	}
+	if (o->haproxy_port)
+		print_ratios("HAProxy, 2 hosts / 1 host direct", k, M_ONE_HAPROXY);
+	if (o->pool_port)
+		print_ratios("pool of 2 in balance / 1 backend", k, M_ONE_POOL);
 }
 
 static void print_report(const struct options *o, size_t objects, const struct result *floor, const struct key *keys,
@@ -1190,6 +1222,12 @@ static void print_report(const struct options *o, size_t objects, const struct r
 		       "HAProxy and this client share the same cores: the ratios show what the balancer costs, not\n"
 		       "what more hosts would add.\n",
 		       o->haproxy_port, sysconf(_SC_NPROCESSORS_ONLN));
+	if (o->pool_port)
+		printf("The pool rows: a relay on port %s whose pkcs11.backends are two backends in balance mode,\n"
+		       "both on this token (as two replicas), each run right after the same run against the relay\n"
+		       "of one: the ratios show what the pool costs (health file, choice), not what a second HSM\n"
+		       "would add.\n",
+		       o->pool_port);
 }
 
 static int compare_doubles(const void *a, const void *b)
@@ -1309,8 +1347,8 @@ static void usage(FILE *out)
 	fputs("Usage: kmip_bench --host HOST --port N --ca CA.pem --cert CLIENT.pem --key CLIENT.key\n"
 	      "                  --module MODULE.so --token LABEL --pin-file FILE\n"
 	      "                  [--lock-file FILE] [--seconds S] [--verify-port N]\n"
-	      "                  [--haproxy-port N] [--handler-port N] [--loop-port N]\n"
-	      "                  [--big-port N --big-handler-port N --big-key UID]\n"
+	      "                  [--haproxy-port N] [--pool-port N] [--handler-port N]\n"
+	      "                  [--loop-port N] [--big-port N --big-handler-port N --big-key UID]\n"
 	      "                  [--rounds R] [--round-seconds S]\n"
 	      "Measures Sign through a running kmip-relay (RSA-2048 and P-256 keys it makes,\n"
 	      "uses and destroys) against a C_Sign loop in this process on the same token.\n"
@@ -1323,6 +1361,8 @@ static void usage(FILE *out)
 	      "  --haproxy-port N  HAProxy on HOST in front of more relays on the same token: one\n"
 	      "                    connection, a new connection per Sign and 4 in parallel are\n"
 	      "                    measured through it too, beside the same runs here\n"
+	      "  --pool-port N     a relay on HOST serving a pool of backends on the same token:\n"
+	      "                    the same three runs against it, beside the same runs here\n"
 	      "The limits, in alternated rounds (any of the endpoints; scripts/bench gives all):\n"
 	      "  --handler-port N  test/bench/minimal_handler on HOST, on the same token\n"
 	      "  --loop-port N     minimal_handler --loop on HOST, on the same token\n"
@@ -1349,6 +1389,7 @@ static int parse_options(int argc, char **argv, struct options *ret)
 		{ "token", required_argument, NULL, 't' },    { "pin-file", required_argument, NULL, 'P' },
 		{ "lock-file", required_argument, NULL, 'l' }, { "seconds", required_argument, NULL, 's' },
 		{ "verify-port", required_argument, NULL, 'v' }, { "haproxy-port", required_argument, NULL, 'x' },
+		{ "pool-port", required_argument, NULL, 'o' },
 		{ "handler-port", required_argument, NULL, 'D' }, { "loop-port", required_argument, NULL, 'L' },
 		{ "big-port", required_argument, NULL, 'B' }, { "big-handler-port", required_argument, NULL, 'G' },
 		{ "big-key", required_argument, NULL, 'K' }, { "rounds", required_argument, NULL, 'R' },
@@ -1377,6 +1418,7 @@ static int parse_options(int argc, char **argv, struct options *ret)
 		case 'l': o.lock_file = optarg; break;
 		case 'v': o.verify_port = optarg; break;
 		case 'x': o.haproxy_port = optarg; break;
+		case 'o': o.pool_port = optarg; break;
 		case 'D': o.handler_port = optarg; break;
 		case 'L': o.loop_port = optarg; break;
 		case 'B': o.big_port = optarg; break;
@@ -1437,6 +1479,10 @@ static int setup_tls(struct bench *b, const char **ret_why)
 	}
 	if (b->opt.haproxy_port && getaddrinfo(b->opt.host, b->opt.haproxy_port, &hints, &b->haproxy_addr) != 0) {
 		*ret_why = "--host/--haproxy-port: cannot resolve";
+		return KR_E_CONFIG;
+	}
+	if (b->opt.pool_port && getaddrinfo(b->opt.host, b->opt.pool_port, &hints, &b->pool_addr) != 0) {
+		*ret_why = "--host/--pool-port: cannot resolve";
 		return KR_E_CONFIG;
 	}
 	if ((b->opt.handler_port && getaddrinfo(b->opt.host, b->opt.handler_port, &hints, &b->handler_addr) != 0) ||
@@ -1609,6 +1655,8 @@ out:
 		freeaddrinfo(b.verify_addr);
 	if (b.haproxy_addr)
 		freeaddrinfo(b.haproxy_addr);
+	if (b.pool_addr)
+		freeaddrinfo(b.pool_addr);
 	if (b.handler_addr)
 		freeaddrinfo(b.handler_addr);
 	if (b.loop_addr)

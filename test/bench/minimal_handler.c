@@ -25,8 +25,8 @@
  * kmip_bench's Sign data, so the hashing costs the same) as a TTLV Signature Data
  * item. That is the limit for one-request-at-a-time signing.
  *
- * Each connection appends one line to --log: its phase times in ms, named as in
- * the relay's connection summary, and the request count. */
+ * Each connection appends one line to --log: its phase times in ms, as the
+ * relay's connection summary has them (phases_ms=), and the request count. */
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -63,9 +63,10 @@ struct options {
 	bool loop;
 };
 
-/* The milliseconds of each phase: the TLS handshake, dlopen, C_Initialize to
- * C_Login under the lock (waiting for it included), and the first request from
- * when it has been read until its answer is sent. */
+/* The milliseconds of each phase, as the relay's connection summary has them
+ * (phases_ms): the TLS handshake, dlopen, the lock (waiting for it included) to
+ * C_Login done, and the first request from when it has been read until its
+ * answer is sent (loading and login included). */
 struct phases {
 	double hs, load, login, first;
 	unsigned requests;
@@ -256,19 +257,13 @@ static int find_slot(struct token *t, const char *label, CK_SLOT_ID *ret)
 
 /* C_Initialize to C_Login, under the lock: SoftHSM rewrites its token file on
  * every login, and another process reading it meanwhile finds no token. */
-static int open_token(struct token *t, const struct options *o, const char **ret_why)
+static int open_token(struct token *t, const struct options *o, const char *pin, size_t pin_len,
+		      const char **ret_why)
 {
 	CK_C_INITIALIZE_ARGS args = { .flags = CKF_OS_LOCKING_OK };
-	char pin[256];
-	size_t pin_len = 0;
 	CK_SLOT_ID slot;
-	int lock = -1, r;
+	int lock = -1, r = KR_E_SYSTEM;
 
-	if ((r = read_pin(o->pin_file, pin, sizeof(pin), &pin_len)) < 0) {
-		*ret_why = "--pin-file: cannot read the PIN";
-		goto out;
-	}
-	r = KR_E_SYSTEM;
 	if (o->lock_file) {
 		lock = open(o->lock_file, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 		while (lock >= 0 && flock(lock, LOCK_EX) < 0 && errno == EINTR)
@@ -303,7 +298,6 @@ static int open_token(struct token *t, const struct options *o, const char **ret
 out:
 	if (lock >= 0)
 		close(lock); /* releases it */
-	explicit_bzero(pin, sizeof(pin));
 	return r;
 }
 
@@ -580,18 +574,29 @@ static int sign_response(const struct sign_request *req, const uint8_t *sig, siz
 
 /* The connection. */
 
-/* Loads the module and logs in, for the first request. */
+/* Reads the PIN, loads the module and logs in, for the first request; the
+ * phases as the relay times them. */
 static int first_open(struct token *t, const struct options *o, struct phases *ph, const char **ret_why)
 {
-	double t0 = now_ms();
-	int r = load_module(t, o->module, ret_why);
+	char pin[256];
+	size_t pin_len = 0;
+	double t0;
+	int r = read_pin(o->pin_file, pin, sizeof(pin), &pin_len);
 
+	if (r < 0) {
+		*ret_why = "--pin-file: cannot read the PIN";
+		goto out;
+	}
+	t0 = now_ms();
+	r = load_module(t, o->module, ret_why);
 	ph->load = now_ms() - t0;
 	if (r < 0)
-		return r;
+		goto out;
 	t0 = now_ms();
-	r = open_token(t, o, ret_why);
+	r = open_token(t, o, pin, pin_len, ret_why);
 	ph->login = now_ms() - t0;
+out:
+	explicit_bzero(pin, sizeof(pin));
 	return r;
 }
 
@@ -616,6 +621,7 @@ static int serve_kmip(gnutls_session_t s, struct token *t, const struct options 
 		*ret_why = "not a KMIP request";
 		goto out;
 	}
+	t0 = now_ms();
 	if ((r = walk(buf, len, 1, &req)) < 0 || (r = req.uid && req.data ? 0 : KR_E_KMIP_MISSING) < 0 ||
 	    (r = uid_key_id(req.uid, req.uid_len, id)) < 0) {
 		*ret_why = "not a Sign request with Data on a private key of the relay's";
@@ -623,7 +629,6 @@ static int serve_kmip(gnutls_session_t s, struct token *t, const struct options 
 	}
 	if ((r = first_open(t, o, ph, ret_why)) < 0)
 		goto out;
-	t0 = now_ms();
 	if ((r = find_key(t, id, sizeof(id), ret_why)) < 0 ||
 	    (r = sign(t, req.data, req.data_len, sig, &sig_len, ret_why)) < 0)
 		goto out;
@@ -662,9 +667,9 @@ static int serve_loop(gnutls_session_t s, struct token *t, const struct options 
 			*ret_why = "the request is cut short";
 			return r;
 		}
+		t0 = now_ms();
 		if (!t->dl && (r = first_open(t, o, ph, ret_why)) < 0)
 			return r;
-		t0 = now_ms();
 		for (size_t i = 0; i < sizeof(data); i += chunk)
 			memcpy(data + i, req + KEY_ID_LEN, sizeof(data) - i < chunk ? sizeof(data) - i : chunk);
 		if ((r = find_key(t, req, KEY_ID_LEN, ret_why)) < 0 ||
@@ -688,7 +693,7 @@ static void log_line(const char *file, const struct phases *ph, double total, co
 	if (!file)
 		return;
 	n = snprintf(line, sizeof(line),
-		     "minimal_handler: connection phases=hs:%.2f,load:%.2f,login:%.2f,first:%.2f requests=%u "
+		     "minimal_handler: connection phases_ms=handshake:%.2f,load:%.2f,login:%.2f,first:%.2f requests=%u "
 		     "duration_ms=%.1f end=\"%s\"\n",
 		     ph->hs, ph->load, ph->login, ph->first, ph->requests, total, why ? why : "closed");
 	/* One write of a whole line: concurrent connections' lines do not mix. */

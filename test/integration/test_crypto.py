@@ -190,6 +190,9 @@ class SignRSATest(CryptoTestCase):
                             self.assertEqual(self.verify(c, pub, params, sig, message), VALID)
                             self.assertEqual(self.verify(c, pub, params, flip(sig), message), INVALID)
                             self.assertEqual(self.verify(c, pub, params, flip(sig, 0), message), INVALID)
+                            # Not below the modulus: no signature at all, whatever the
+                            # token's code for it (openCryptoki: CKR_FUNCTION_FAILED).
+                            self.assertEqual(self.verify(c, pub, params, b"\xff" * 256, message), INVALID)
                             self.assertEqual(self.verify(c, pub, params, sig, flip(message)), INVALID)
                             self.assertEqual(self.verify(c, pub, params, sig[:-1], message), INVALID)
                             self.assertEqual(self.verify(c, pub, params, b"", message), INVALID)
