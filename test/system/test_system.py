@@ -91,7 +91,7 @@ MAX_EXPOSURE = 1.0
 ROOT_TOKEN_ERRORS = (re.compile(r"^File\.cpp\(\d+\): Could not open the file \(Permission denied\): "
                                 r"/var/lib/softhsm/tokens//[0-9a-f-]+/generation$"),
                      re.compile(r"^authentication failed: sha256:[0-9a-f]{64}: pkcs11\.token: no token matches "
-                                r"the URI \(answered after 1 s\) peer=\S+$"))
+                                r"the URI pkcs11:token=made-by-root \(answered after 1 s\) peer=\S+$"))
 
 
 def run(cmd, timeout=120, check=True, **kw):
