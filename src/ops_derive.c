@@ -234,12 +234,13 @@ int ops_meta_read(struct store *st, const struct store_obj *o, bool full, struct
 	return derive(st, o, &f, full, ret);
 }
 
-/* Sets CKA_START_DATE and CKA_END_DATE to the days of the Activation and
- * Deactivation Dates (none: empty), where they differ, so that other PKCS#11
- * software sees them too. A date the token refuses, or cannot give back (SoftHSM
- * 2.6 cannot, on a private or secret key: it stores the value unencrypted and
- * then fails to decrypt it), stays empty: the key then has metadata, as
- * ops_meta_to_token finds. */
+/* Sets CKA_START_DATE and CKA_END_DATE to the Activation and Deactivation Dates
+ * that fall on midnight UTC, and empties them otherwise (a day would say the key
+ * was usable before it was), where they differ; so other PKCS#11 software sees
+ * them too. A date the token refuses, or cannot give back (SoftHSM 2.6 cannot, on
+ * a private or secret key: it stores the value unencrypted and then fails to
+ * decrypt it), stays empty: the key then has metadata, as ops_meta_to_token
+ * finds. */
 static void put_dates(struct store *st, const struct store_obj *o, const struct store_meta *next)
 {
 	static const uint32_t tags[2] = { KMIP_TAG_ACTIVATION_DATE, KMIP_TAG_DEACTIVATION_DATE };
@@ -251,7 +252,7 @@ static void put_dates(struct store *st, const struct store_obj *o, const struct 
 		CK_ATTRIBUTE cur = { types[i], &have, sizeof(have) }, set = { types[i], &want, sizeof(want) };
 		bool readable = p11_get_attrs(st->tok, o->handle, &cur, 1) == 0;
 
-		if (t == INT64_MIN || !ck_date(t, &want))
+		if (t == INT64_MIN || t % 86400 != 0 || !ck_date(t, &want))
 			set.ulValueLen = 0;
 		if (readable && set.ulValueLen == cur.ulValueLen && memcmp(&want, &have, set.ulValueLen) == 0)
 			continue;

@@ -72,6 +72,15 @@ def one(attrs, name):
 
 
 class MetadataTestCase(TokenTestCase):
+    # A key pair the token makes quickly, and the key type of one made with
+    # pkcs11-tool (openCryptoki's software token has no EC keys: RSA there).
+    pair = {"algorithm": ALG_EC, "curve": CURVE_P256}
+    foreign_key_type, foreign_algorithm = "EC:prime256v1", 6  # ECDSA
+
+    def new_pair(self, c, version, **names):
+        return self.create_pair(c, version, length=self.pair.get("length"), curve=self.pair.get("curve"),
+                                algorithm=self.pair["algorithm"], **names)
+
     def object_count(self):
         """The token's objects of every class, as pkcs11-tool lists them."""
         return sum(1 for line in self.token.objects().splitlines()
@@ -98,8 +107,7 @@ class ObjectCountTest(MetadataTestCase):
                 self.assertEqual(self.object_count(), 0)
                 aes = self.create_aes(c, version, name="plain-aes")
                 self.assertEqual((self.object_count(), self.metadata()), (1, []))
-                priv, pub = self.create_pair(c, version, ALG_EC, curve=CURVE_P256, private_name="plain-priv",
-                                             public_name="plain-pub")
+                priv, pub = self.new_pair(c, version, private_name="plain-priv", public_name="plain-pub")
                 self.assertEqual((self.object_count(), self.metadata()), (3, []))
                 # Cascade's and Krill's pair: RSA with Usage Masks Sign and Verify (not
                 # the defaults), named, renamed.
@@ -268,7 +276,7 @@ class NeedsMetadataTest(MetadataTestCase):
             self.assertEqual(self.attrs(c, limited, V2, ["Usage Limits"])["Usage Limits"],
                              [[(T["UsageLimitsTotal"], LONG, 5), (T["UsageLimitsUnit"], ENUM, UNIT_OBJECT)]])
             # Compromised: the flags of a Deactivated key, so the state is metadata's.
-            priv, pub = self.create_pair(c, V2, ALG_EC, curve=CURVE_P256, private_name="burnt")
+            priv, pub = self.new_pair(c, V2, private_name="burnt")
             c.ok(OP_REVOKE, revoke_payload(pub, KEY_COMPROMISE), V2)
             self.assertEqual(len(self.metadata()), 3)
             self.assertEqual(self.attrs(c, pub, V2, ["State"]), {"State": [COMPROMISED]})
@@ -348,8 +356,8 @@ class RecordExpiryTest(MetadataTestCase):
         self.record(uid["old29"], now - 29 * DAY, "")
         # Metadata of keys that are there: an older relay's, and one that a record's
         # label claims (which the key being there proves wrong).
-        self.token.keypair("EC:prime256v1", "c1", "foreign-live")
-        self.token.keypair("EC:prime256v1", "c2", "foreign-claimed")
+        self.token.keypair(self.foreign_key_type, "c1", "foreign-live")
+        self.token.keypair(self.foreign_key_type, "c2", "foreign-claimed")
         self.record("C1_pub", None, "")
         self.record("C2_pub", None, " destroyed %d" % (now - 40 * DAY))
         port = self.serve()
@@ -391,7 +399,7 @@ class RecordExpiryTest(MetadataTestCase):
                     state=lifecycle.DESTROYED_COMPROMISED)
         port = self.serve(keys={"destroyed_record_days": 1})
         with self.client(port, V2) as c:
-            self.create_pair(c, V2, ALG_EC, curve=CURVE_P256)
+            self.new_pair(c, V2)
             self.assertEqual(c.fails(OP_GET_ATTRIBUTES, [uid_item(gone)], V2), OBJECT_NOT_FOUND)
             self.assertEqual(c.fails(OP_GET_ATTRIBUTES, [uid_item(gone)], V1), ITEM_NOT_FOUND)
             self.assertEqual(self.attrs(c, stays, V2, ["State"]), {"State": [lifecycle.DESTROYED_COMPROMISED]})
@@ -433,17 +441,17 @@ class StampedIDTest(MetadataTestCase):
 
     def test_check_value_decides(self):
         created = int(time.time()) * 1000
-        good = sealed_id(created, (USAGE_SIGN, USAGE_VERIFY), 6)  # ECDSA
+        good = sealed_id(created, (USAGE_SIGN, USAGE_VERIFY), self.foreign_algorithm)
         bad = good[:-1] + bytes([good[-1] ^ 1])
         for key_id in (good, bad):
-            self.token.tool("--keypairgen", "--key-type", "EC:prime256v1", "--id", key_id.hex(), "--label",
+            self.token.tool("--keypairgen", "--key-type", self.foreign_key_type, "--id", key_id.hex(), "--label",
                             key_id.hex()[:8], "--usage-sign")
         port = self.serve()
         with self.client(port, V2) as c:
             ours = self.attrs(c, good.hex().upper() + "_priv", V2)
             theirs = self.attrs(c, bad.hex().upper() + "_priv", V2)
         self.assertEqual((ours["Initial Date"], ours["Cryptographic Usage Mask"], ours["Cryptographic Algorithm"]),
-                         ([created // 1000], [USAGE_SIGN], [6]))
+                         ([created // 1000], [USAGE_SIGN], [self.foreign_algorithm]))
         self.assertNotIn("Initial Date", theirs)
         self.assertEqual((ours["State"], theirs["State"]), ([ACTIVE], [ACTIVE]))
 
