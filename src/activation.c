@@ -8,12 +8,16 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
+
+#include "sd.h"
 
 int act_listen(const char *addr, int *ret_fd, const char **ret_why)
 {
@@ -57,31 +61,34 @@ int act_listen(const char *addr, int *ret_fd, const char **ret_why)
 	return 0;
 }
 
-static void describe_peer(int fd, char *out, size_t len)
+void act_format_address(const struct sockaddr *sa, char *out, size_t len)
 {
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
 	char host[INET6_ADDRSTRLEN] = "?";
-	unsigned port = 0;
 
-	snprintf(out, len, "unknown");
-	if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0)
-		return;
-	if (ss.ss_family == AF_INET) {
-		const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
 
 		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-		port = ntohs(in->sin_port);
-		snprintf(out, len, "%s:%u", host, port);
-	} else if (ss.ss_family == AF_INET6) {
-		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
+		snprintf(out, len, "%s:%u", host, (unsigned)ntohs(in->sin_port));
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
 
 		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-		port = ntohs(in6->sin6_port);
-		snprintf(out, len, "[%s]:%u", host, port);
-	} else if (ss.ss_family == AF_UNIX) {
+		snprintf(out, len, "[%s]:%u", host, (unsigned)ntohs(in6->sin6_port));
+	} else if (sa->sa_family == AF_UNIX) {
 		snprintf(out, len, "unix");
+	} else {
+		snprintf(out, len, "unknown");
 	}
+}
+
+static void describe_peer(struct activation *a)
+{
+	socklen_t sl = sizeof(a->peer_addr);
+
+	if (getpeername(a->fd, (struct sockaddr *)&a->peer_addr, &sl) < 0)
+		a->peer_addr.ss_family = AF_UNSPEC;
+	act_format_address((const struct sockaddr *)&a->peer_addr, a->peer, sizeof(a->peer));
 }
 
 /* Points fds 0..last at /dev/null, so that nothing a module writes to stdout or
@@ -100,6 +107,16 @@ static int null_std_fds(int last)
 	if (null > last)
 		close(null);
 	return 0;
+}
+
+/* Whether fd is a stream socket: the inetd check, made without libsystemd, which
+ * under inetd nothing else would load (sd.h). */
+static bool is_stream_socket(int fd)
+{
+	int type;
+	socklen_t len = sizeof(type);
+
+	return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM;
 }
 
 int act_get_connection(const char *listen_addr, struct activation *ret, const char **ret_why)
@@ -122,10 +139,11 @@ int act_get_connection(const char *listen_addr, struct activation *ret, const ch
 			return KR_E_SYSTEM;
 		}
 		a.mode = ACT_LISTEN;
-	} else if (sd_listen_fds(1) >= 1 && sd_is_socket(SD_LISTEN_FDS_START, AF_UNSPEC, SOCK_STREAM, 0) > 0) {
+	} else if (getenv("LISTEN_FDS") && sd_lazy_listen_fds(1) >= 1 &&
+		   sd_lazy_is_socket(SD_LISTEN_FDS_START, AF_UNSPEC, SOCK_STREAM, 0) > 0) {
 		src = SD_LISTEN_FDS_START;
 		a.mode = ACT_SYSTEMD;
-	} else if (sd_is_socket(STDIN_FILENO, AF_UNSPEC, SOCK_STREAM, 0) > 0) {
+	} else if (is_stream_socket(STDIN_FILENO)) {
 		src = STDIN_FILENO;
 		a.mode = ACT_INETD;
 	} else {
@@ -139,7 +157,11 @@ int act_get_connection(const char *listen_addr, struct activation *ret, const ch
 		*ret_why = strerror(errno);
 		return KR_E_SYSTEM;
 	}
-	describe_peer(a.fd, a.peer, sizeof(a.peer));
+	/* A response must not wait for the client's delayed ACK of what went before
+	 * it (the TLS 1.3 session ticket): 34 ms a connection. A socket that is not
+	 * TCP has no such option and nothing to set. */
+	(void)setsockopt(a.fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
+	describe_peer(&a);
 	*ret = a;
 	return 0;
 }

@@ -6,6 +6,8 @@
 #define KR_ACTIVATION_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <sys/socket.h>
 
 #include "errors.h"
 
@@ -19,7 +21,11 @@ struct activation {
 	int fd;         /* the connection, close-on-exec, never 0, 1 or 2 */
 	enum act_mode mode;
 	char peer[64];  /* "address:port" of the client */
+	struct sockaddr_storage peer_addr; /* the socket's peer; ss_family AF_UNSPEC if unknown */
 };
+
+/* "address:port", "[IPv6 address]:port", "unix" or "unknown" into out. */
+void act_format_address(const struct sockaddr *sa, char *out, size_t len);
 
 /* Takes the connection and points fds 0-2 at /dev/null (fd 2 stays the terminal
  * with --listen). listen_addr is NULL unless --listen was given; there, the

@@ -3,6 +3,7 @@
 
 #include "cfg.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
@@ -109,6 +110,11 @@ static const struct key testing_keys[] = {
 	{ 0 },
 };
 
+static const struct key proxy_protocol_keys[] = {
+	{ "trusted", KT_LATER, 0, NULL },
+	{ 0 },
+};
+
 static const struct key top_keys[] = {
 	{ "tls", KT_SECTION, 0, tls_keys },
 	{ "timeouts", KT_SECTION, 0, timeout_keys },
@@ -117,6 +123,7 @@ static const struct key top_keys[] = {
 	{ "pkcs11", KT_SECTION, 0, pkcs11_keys },
 	{ "keys", KT_SECTION, 0, key_keys },
 	{ "testing", KT_SECTION, 0, testing_keys },
+	{ "proxy_protocol", KT_SECTION, 0, proxy_protocol_keys },
 	{ "clients", KT_LATER, 0, NULL },
 	{ "namespaces", KT_LATER, 0, NULL },
 	{ 0 },
@@ -723,6 +730,78 @@ static void load_namespaces(struct cfg *c, json_t *v, struct errors *e)
 	}
 }
 
+/* "ADDRESS" or "ADDRESS/PREFIX", IPv4 or IPv6, into *ret; else what is wrong. */
+static const char *parse_net(const char *text, struct cfg_net *ret)
+{
+	const char *slash = strchr(text, '/');
+	size_t len = slash ? (size_t)(slash - text) : strlen(text);
+	struct cfg_net net = { 0 };
+	char addr[INET6_ADDRSTRLEN];
+	struct in6_addr a6;
+	unsigned max;
+
+	if (len == 0 || len >= sizeof(addr))
+		return "not an IPv4 or IPv6 address";
+	memcpy(addr, text, len);
+	addr[len] = '\0';
+	if (inet_pton(AF_INET, addr, net.addr) == 1) {
+		net.family = AF_INET;
+		max = 32;
+	} else if (inet_pton(AF_INET6, addr, &a6) == 1) {
+		/* A peer's IPv4-mapped address is matched as the IPv4 address it is. */
+		if (IN6_IS_ADDR_V4MAPPED(&a6))
+			return "an IPv4-mapped IPv6 address: write the IPv4 address";
+		net.family = AF_INET6;
+		memcpy(net.addr, a6.s6_addr, 16);
+		max = 128;
+	} else {
+		return "not an IPv4 or IPv6 address";
+	}
+	net.prefix = max;
+	if (slash) {
+		const char *p = slash + 1;
+
+		if (!*p || (p[0] == '0' && p[1]))
+			return "the prefix length must be a number of bits in plain decimal";
+		for (net.prefix = 0; *p; p++) {
+			if (!isdigit((unsigned char)*p) || net.prefix > max)
+				return "the prefix length must be a number of bits in plain decimal";
+			net.prefix = net.prefix * 10 + (unsigned)(*p - '0');
+		}
+		if (net.prefix > max)
+			return net.family == AF_INET ? "the prefix length must be 0 to 32" : "the prefix length must be 0 to 128";
+	}
+	/* A bit past the prefix is a typo for another network (10.0.0.1/8). */
+	for (unsigned bit = net.prefix; bit < max; bit++)
+		if (net.addr[bit / 8] & (0x80 >> (bit % 8)))
+			return "has address bits set past its prefix length";
+	*ret = net;
+	return NULL;
+}
+
+static void load_trusted(struct cfg *c, json_t *v, struct errors *e)
+{
+	const char *path = "proxy_protocol.trusted", *problem;
+	size_t i;
+	json_t *item;
+
+	if (!json_is_array(v) || json_array_size(v) == 0 ||
+	    !(c->proxy_protocol.trusted = calloc(json_array_size(v), sizeof(*c->proxy_protocol.trusted)))) {
+		add_error(e, path, "must be a non-empty list of addresses and CIDR prefixes (\"10.0.0.0/8\", \"::1\")");
+		return;
+	}
+	json_array_foreach(v, i, item) {
+		if (!json_is_string(item)) {
+			add_error(e, path, "item %zu: must be an address or CIDR prefix", i);
+			continue;
+		}
+		if ((problem = parse_net(json_string_value(item), &c->proxy_protocol.trusted[c->proxy_protocol.n_trusted])))
+			add_error(e, path, "item %zu: \"%s\": %s", i, json_string_value(item), problem);
+		else
+			c->proxy_protocol.n_trusted++;
+	}
+}
+
 static void set_defaults(struct cfg *c)
 {
 	c->tls.require_client_certificate = true;
@@ -833,6 +912,14 @@ int cfg_load(const char *path, struct cfg **ret, char **ret_errors)
 			load_clients(c, json_object_get(root, "clients"), &e);
 		if (json_object_get(root, "namespaces"))
 			load_namespaces(c, json_object_get(root, "namespaces"), &e);
+		if (json_is_object(json_object_get(root, "proxy_protocol"))) {
+			json_t *trusted = json_object_get(json_object_get(root, "proxy_protocol"), "trusted");
+
+			if (trusted)
+				load_trusted(c, trusted, &e);
+			else
+				add_error(&e, "proxy_protocol.trusted", "required in proxy_protocol");
+		}
 		check_combination(c, &e);
 	}
 	json_decref(root);
@@ -905,5 +992,6 @@ void cfg_free(struct cfg *c)
 		free(c->namespaces[i].name);
 	}
 	free(c->namespaces);
+	free(c->proxy_protocol.trusted);
 	free(c);
 }

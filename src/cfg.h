@@ -42,6 +42,14 @@ struct cfg_client {
 	bool extractable, destroy_revokes;
 };
 
+/* An address or CIDR prefix: family AF_INET (the first 4 bytes of addr) or
+ * AF_INET6, no bit set past the prefix. */
+struct cfg_net {
+	int family;
+	uint8_t addr[16];
+	unsigned prefix; /* bits */
+};
+
 /* One token of the pool: a module, a token URI and its PIN source. */
 struct cfg_backend {
 	char *name;
@@ -93,6 +101,11 @@ struct cfg {
 	struct {
 		bool interop; /* offer the test-only Interop and Log operations */
 	} testing;
+	struct {
+		/* balancers whose connections begin with a PROXY protocol header */
+		struct cfg_net *trusted;
+		size_t n_trusted;
+	} proxy_protocol;
 	struct {
 		/* A single token: a pool of one backend, "default". */
 		char *module;         /* PKCS#11 module path */

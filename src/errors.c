@@ -29,6 +29,18 @@ const char *kr_strerror(int err)
 	case KR_E_P11_SIGNATURE: return "the signature does not verify";
 	case KR_E_P11_DEVICE: return "the token is not available";
 	case KR_E_AUTH: return "authentication failed";
+	case KR_E_PROXY_MISSING: return "PROXY header missing";
+	case KR_E_PROXY_UNTRUSTED: return "PROXY header from an address not in proxy_protocol.trusted";
+	case KR_E_PROXY_CLOSED: return "connection closed before the PROXY header";
+	case KR_E_PROXY_TRUNCATED: return "PROXY header truncated";
+	case KR_E_PROXY_TIMEOUT: return "PROXY header not complete within timeouts.handshake";
+	case KR_E_PROXY_V1_TOO_LONG: return "PROXY header: v1 line longer than 107 bytes";
+	case KR_E_PROXY_V1_SYNTAX: return "PROXY header: malformed v1 line";
+	case KR_E_PROXY_ADDRESS: return "PROXY header: invalid address";
+	case KR_E_PROXY_PORT: return "PROXY header: invalid port";
+	case KR_E_PROXY_V2_COMMAND: return "PROXY header: unknown v2 version or command";
+	case KR_E_PROXY_FAMILY: return "PROXY header: not TCP over IPv4 or IPv6";
+	case KR_E_PROXY_V2_LENGTH: return "PROXY header: v2 length shorter than its addresses";
 	case KR_E_TTLV_TRUNCATED: return "TTLV: input truncated";
 	case KR_E_TTLV_OVERRUN: return "TTLV: item length overruns its enclosing structure";
 	case KR_E_TTLV_TRAILING: return "TTLV: trailing bytes after the message";

@@ -57,6 +57,20 @@ enum kr_error {
 	KR_E_P11_DEVICE = -511,       /* the token or its session is gone */
 
 	KR_E_AUTH = -600,             /* the client is not who it may be, or not the connection's */
+
+	/* The PROXY protocol header a balancer sends before TLS. */
+	KR_E_PROXY_MISSING = -700,    /* the connection does not begin with one */
+	KR_E_PROXY_UNTRUSTED = -701,  /* one from an address not in proxy_protocol.trusted */
+	KR_E_PROXY_CLOSED = -702,     /* the connection ended before its first byte */
+	KR_E_PROXY_TRUNCATED = -703,  /* the connection ended inside it; or more bytes are needed */
+	KR_E_PROXY_TIMEOUT = -704,    /* not complete within timeouts.handshake */
+	KR_E_PROXY_V1_TOO_LONG = -705, /* a v1 line without CRLF in its 107 bytes */
+	KR_E_PROXY_V1_SYNTAX = -706,  /* a v1 line that is not PROXY TCP4|TCP6|UNKNOWN ... CRLF */
+	KR_E_PROXY_ADDRESS = -707,    /* an address that is not one of its family */
+	KR_E_PROXY_PORT = -708,       /* a v1 port that is not 0..65535 in plain decimal */
+	KR_E_PROXY_V2_COMMAND = -709, /* a v2 version other than 2, or a command other than LOCAL, PROXY */
+	KR_E_PROXY_FAMILY = -710,     /* a PROXY command for other than TCP over IPv4 or IPv6 */
+	KR_E_PROXY_V2_LENGTH = -711,  /* a v2 length too short for its addresses */
 };
 
 /* Static text for a code; never NULL. */

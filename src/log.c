@@ -12,11 +12,11 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <systemd/sd-journal.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "kmip_names.h"
+#include "sd.h"
 #include "ttlv.h"
 #include "ttlv_print.h"
 
@@ -305,7 +305,7 @@ static void journal_send(int priority, const char *message, const struct log_fie
 			k++;
 	for (size_t i = 0; i < k; i++)
 		iov[i] = (struct iovec){ bufs[i], strlen(bufs[i]) };
-	sd_journal_sendv(iov, (int)k);
+	sd_lazy_journal_sendv(iov, (int)k);
 	for (size_t i = 0; i < k; i++)
 		free(bufs[i]);
 }

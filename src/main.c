@@ -14,11 +14,13 @@
 
 #include "activation.h"
 #include "cfg.h"
+#include "clock.h"
 #include "log.h"
 #include "replicas.h"
 #include "token.h"
 #include "p11_call.h"
 #include "p11_tlskey.h"
+#include "proxy.h"
 #include "session.h"
 #include "tls.h"
 
@@ -60,19 +62,16 @@ static void log_errors(const char *errors)
 	}
 }
 
-static double elapsed_ms(const struct timespec *t0)
+/* The connection's summary; proxy is the balancer's address when its PROXY
+ * header named the client (a->peer), else ""; ct is NULL before the token could
+ * be used. Its phases are where a new connection's time goes: the handshake,
+ * loading modules, the lock to C_Login done, and the first request. */
+static void log_summary(const struct activation *a, const char *proxy, const struct tls_conn *t,
+			const struct session_stats *st, const struct conn_token *ct, uint64_t t0)
 {
-	struct timespec t1;
-
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
-}
-
-static void log_summary(const struct activation *a, const struct tls_conn *t, const struct session_stats *st,
-			const char *backend, const struct timespec *t0)
-{
+	const char *backend = ct ? token_backend_name(ct, ct->current) : "-";
 	const struct tls_identity *id = t ? tls_identity(t) : NULL;
-	char message[2048], requests[16], duration[32];
+	char message[2048], requests[16], duration[32], proxy_field[80] = "", phases[96];
 	char identity[80] = "-", dn[512] = "-";
 	const char *version = t ? tls_version_name(t) : "-", *cipher = t ? tls_cipher_name(t) : "-";
 
@@ -81,17 +80,23 @@ static void log_summary(const struct activation *a, const struct tls_conn *t, co
 		log_escape(id->dn, strlen(id->dn), dn, sizeof(dn)); /* the client chose it */
 	}
 	snprintf(requests, sizeof(requests), "%u", st->requests);
-	snprintf(duration, sizeof(duration), "%.1f", elapsed_ms(t0));
+	snprintf(duration, sizeof(duration), "%.1f", (double)(now_us() - t0) / 1e3);
+	snprintf(phases, sizeof(phases), "handshake:%.1f,load:%.1f,login:%.1f,first:%.1f",
+		 (double)st->handshake_us / 1e3, ct ? (double)ct->load_us / 1e3 : 0.0,
+		 ct ? (double)ct->login_us / 1e3 : 0.0, (double)st->first_us / 1e3);
+	if (proxy[0])
+		snprintf(proxy_field, sizeof(proxy_field), " proxy=%s", proxy);
 	snprintf(message, sizeof(message),
-		 "connection peer=%s client=%s dn=\"%s\" tls=%s cipher=%s resumed=%s requests=%s backend=%s duration_ms=%s "
-		 "end=\"%s\"",
-		 a->peer, identity, dn, version, cipher, t && tls_resumed(t) ? "yes" : "no", requests, backend, duration,
-		 st->end);
+		 "connection peer=%s%s client=%s dn=\"%s\" tls=%s cipher=%s resumed=%s requests=%s backend=%s "
+		 "phases_ms=%s duration_ms=%s end=\"%s\"",
+		 a->peer, proxy_field, identity, dn, version, cipher, t && tls_resumed(t) ? "yes" : "no", requests,
+		 backend, phases, duration, st->end);
 	{
 		const struct log_field fields[] = {
 			{ "KMIP_PEER", a->peer },     { "KMIP_CLIENT", identity },   { "KMIP_CLIENT_DN", dn },
 			{ "KMIP_TLS_VERSION", version }, { "KMIP_TLS_CIPHER", cipher }, { "KMIP_REQUESTS", requests },
-			{ "KMIP_DURATION_MS", duration }, { "KMIP_END", st->end }, { "KMIP_BACKEND", backend },
+			{ "KMIP_DURATION_MS", duration }, { "KMIP_END", st->end },   { "KMIP_PROXY", proxy },
+			{ "KMIP_BACKEND", backend },  { "KMIP_PHASES_MS", phases },
 		};
 
 		log_record(LOG_INFO, message, fields, sizeof(fields) / sizeof(fields[0]));
@@ -164,18 +169,57 @@ static bool key_in_token(const struct cfg *c)
 	return strncmp(c->tls.key, "pkcs11:", 7) == 0;
 }
 
-static int serve(const struct cfg *c, const struct activation *a, bool trace)
+/* The PROXY header, if the peer is a trusted balancer, read before anything
+ * else: a refused one costs no TLS and no token work. From then on a->peer is
+ * the client's address, and ret_proxy the balancer's (else ""). The header and
+ * the TLS handshake share timeouts.handshake: *ret_handshake_ms is what the
+ * header left of it. */
+static int take_proxy_header(const struct cfg *c, struct activation *a, uint64_t t0,
+			     char ret_proxy[64], unsigned *ret_handshake_ms)
+{
+	uint64_t budget = (uint64_t)c->timeouts.handshake * 1000000u, used;
+	struct proxy_header h;
+	int r = proxy_accept(a->fd, (const struct sockaddr *)&a->peer_addr, c->proxy_protocol.trusted,
+			     c->proxy_protocol.n_trusted, t0 + budget, &h);
+
+	if (r < 0) {
+		/* The PROXY codes' texts name the header; a read that failed is said to be its. */
+		bool named = r <= KR_E_PROXY_MISSING && r >= KR_E_PROXY_V2_LENGTH;
+
+		log_msg(LOG_NOTICE, "connection from %s refused: %s%s", a->peer, named ? "" : "PROXY header not read: ",
+			kr_strerror(r));
+		return r;
+	}
+	ret_proxy[0] = '\0';
+	if (h.has_source) {
+		snprintf(ret_proxy, 64, "%s", a->peer);
+		act_format_address((const struct sockaddr *)&h.source, a->peer, sizeof(a->peer));
+	}
+	used = now_us() - t0;
+	/* at least 1 ms: a handshake timeout of 0 would mean none */
+	*ret_handshake_ms = used + 1000 >= budget ? 1 : (unsigned)((budget - used) / 1000);
+	return 0;
+}
+
+static int serve(const struct cfg *c, struct activation *a, bool trace)
 {
 	struct session_stats st = { .end = "TLS setup failed" };
 	struct conn_token ct;
 	gnutls_privkey_t privkey = NULL;
 	CK_OBJECT_HANDLE key_handle;
 	struct tls_conn *t = NULL;
-	struct timespec t0;
+	uint64_t t0 = now_us(), handshake_t0;
 	const char *why = NULL;
-	int r = 0;
+	char proxy[64] = "";
+	unsigned handshake_ms = 0;
+	int r;
 
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	r = take_proxy_header(c, a, t0, proxy, &handshake_ms);
+	if (r < 0) {
+		st.end = kr_strerror(r);
+		log_summary(a, proxy, NULL, &st, NULL, t0);
+		return r;
+	}
 	token_init(&ct, c);
 	/* A TLS key in the token needs the module loaded before the handshake. */
 	if (key_in_token(c)) {
@@ -190,22 +234,24 @@ static int serve(const struct cfg *c, const struct activation *a, bool trace)
 		r = tls_conn_new(c, privkey, a->fd, &t, &why);
 	if (r < 0) {
 		log_msg(LOG_ERR, "%s", why);
-		log_summary(a, NULL, &st, "-", &t0);
+		log_summary(a, proxy, NULL, &st, &ct, t0);
 		token_close(&ct);
 		return r;
 	}
-	r = tls_handshake(t, c->timeouts.handshake * 1000u, &why);
+	handshake_t0 = now_us();
+	r = tls_handshake(t, handshake_ms, &why);
+	st.handshake_us = now_us() - handshake_t0;
 	if (r < 0) {
 		log_msg(LOG_NOTICE, "TLS handshake with %s failed: %s", a->peer, why);
 		st.end = "TLS handshake failed";
-		log_summary(a, NULL, &st, "-", &t0);
+		log_summary(a, proxy, NULL, &st, &ct, t0);
 		tls_conn_free(t);
 		token_close(&ct);
 		return r;
 	}
-	session_run(c, trace, t, &ct, &st);
+	session_run(c, trace, a->peer, t, &ct, &st);
 	tls_bye(t);
-	log_summary(a, t, &st, token_backend_name(&ct, ct.current), &t0);
+	log_summary(a, proxy, t, &st, &ct, t0);
 	tls_conn_free(t);
 	token_close(&ct);
 	return 0;

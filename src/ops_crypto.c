@@ -672,6 +672,26 @@ static int longest_salt(struct store *st, const struct store_obj *pub, CK_RSA_PK
 	return 0;
 }
 
+/* Whether an RSA signature's value is not below the key's modulus: no signature
+ * at all, though openCryptoki answers it with CKR_FUNCTION_FAILED rather than
+ * CKR_SIGNATURE_INVALID. */
+static bool above_modulus(struct store *st, const struct store_obj *pub, const uint8_t *sig, size_t len)
+{
+	uint8_t *n = NULL;
+	size_t n_len = 0, i = 0, j = 0;
+	bool above;
+
+	if (p11_get_attr_alloc(st->tok, pub->handle, CKA_MODULUS, &n, &n_len) < 0)
+		return false;
+	while (i < n_len && n[i] == 0)
+		i++;
+	while (j < len && sig[j] == 0)
+		j++;
+	above = len - j != n_len - i ? len - j > n_len - i : memcmp(sig + j, n + i, len - j) >= 0;
+	free(n);
+	return above;
+}
+
 static void put_validity(struct ttlv_writer *w, const struct store_obj *o, bool valid)
 {
 	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
@@ -714,6 +734,8 @@ void op_signature_verify(struct ops_ctx *ctx, const struct ttlv_item *payload, s
 	if (r == KR_E_P11_SIGNATURE && si.mech.pParameter == &si.pss && p.salt_length < 0 &&
 	    longest_salt(st, &o, &si.pss) == 0)
 		r = p11_verify(st->tok, &si.mech, o.handle, si.in.data, si.in.size, raw, raw_len);
+	if (r < 0 && r != KR_E_P11_SIGNATURE && o.key_type == CKK_RSA && above_modulus(st, &o, raw, raw_len))
+		r = KR_E_P11_SIGNATURE;
 	if (r == 0 || r == KR_E_P11_SIGNATURE)
 		put_validity(w, &o, r == 0);
 	else

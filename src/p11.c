@@ -28,8 +28,9 @@ struct p11_module {
 	char *path;
 	void *dl;
 	CK_FUNCTION_LIST *f;
+	bool ready;       /* C_Initialize done */
 	bool initialized; /* by this process: it finalises too */
-	unsigned refs;
+	unsigned refs;    /* its open tokens; 0: loaded only */
 };
 
 static struct p11_module *modules;
@@ -59,19 +60,18 @@ struct ck_interface_30 {
 typedef CK_RV (*get_interface_fn)(CK_UTF8CHAR *name, CK_VERSION *version, struct ck_interface_30 **iface,
 				  CK_FLAGS flags);
 
-/* Loads and initialises a module, or takes the one this process loaded already. */
-static int module_get(const char *path, const struct p11_call_owner *owner, struct p11_module **ret,
-		      const char **ret_why)
+/* Loads a module (its constructors run here) and finds its function list, or
+ * takes the one this process loaded already. Nothing is initialised: loading
+ * needs no lock, and a module that is loaded but unused is not finalised. */
+static int module_load(const char *path, const struct p11_call_owner *owner, struct p11_module **ret,
+		       const char **ret_why)
 {
 	get_interface_fn get_interface;
 	CK_C_GetFunctionList get_list;
-	CK_C_INITIALIZE_ARGS args = { .flags = CKF_OS_LOCKING_OK };
 	struct p11_module *m;
-	CK_RV rv;
 
 	for (m = modules; m; m = m->next)
 		if (strcmp(m->path, path) == 0) {
-			m->refs++;
 			*ret = m;
 			return 0;
 		}
@@ -79,19 +79,15 @@ static int module_get(const char *path, const struct p11_call_owner *owner, stru
 		free(m);
 		return KR_E_NOMEM;
 	}
-	m->refs = 1;
-	m->next = modules;
-	modules = m; /* module_put undoes a failure */
-	*ret = m;
-	/* The module's constructors run here. It stays mapped after dlclose: a
-	 * thread or exit handler it leaves behind (openCryptoki starts one) must not
-	 * run unmapped code, and a leak report can name it. */
+	/* It stays mapped after dlclose: a thread or exit handler it leaves behind
+	 * (openCryptoki starts one) must not run unmapped code, and a leak report can
+	 * name it. */
 	p11_call_begin("dlopen", owner);
 	m->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
 	p11_call_end();
 	if (!m->dl) {
 		*ret_why = "pkcs11.module: cannot load the module";
-		return KR_E_P11_MODULE;
+		goto fail;
 	}
 	get_interface = (get_interface_fn)dlsym(m->dl, "C_GetInterface");
 	if (get_interface) {
@@ -106,15 +102,51 @@ static int module_get(const char *path, const struct p11_call_owner *owner, stru
 		get_list = (CK_C_GetFunctionList)dlsym(m->dl, "C_GetFunctionList");
 		if (!get_list || P11_CALL(owner, "C_GetFunctionList", get_list(&m->f)) != CKR_OK || !m->f) {
 			*ret_why = "pkcs11.module: no PKCS#11 function list";
-			return KR_E_P11_MODULE;
+			goto fail;
 		}
 	}
+	m->next = modules;
+	modules = m;
+	*ret = m;
+	return 0;
+fail:
+	if (m->dl)
+		dlclose(m->dl);
+	free(m->path);
+	free(m);
+	return KR_E_P11_MODULE;
+}
+
+int p11_load(const char *path, const struct p11_call_owner *owner, const char **ret_why)
+{
+	struct p11_module *m;
+
+	return module_load(path, owner, &m, ret_why);
+}
+
+/* A loaded module, initialised once (under the caller's lock), with one more
+ * reference; module_put undoes a failure. */
+static int module_get(const char *path, const struct p11_call_owner *owner, struct p11_module **ret,
+		      const char **ret_why)
+{
+	CK_C_INITIALIZE_ARGS args = { .flags = CKF_OS_LOCKING_OK };
+	struct p11_module *m;
+	CK_RV rv;
+	int r;
+
+	if ((r = module_load(path, owner, &m, ret_why)) < 0)
+		return r;
+	m->refs++;
+	*ret = m;
+	if (m->ready)
+		return 0;
 	rv = P11_CALL(owner, "C_Initialize", m->f->C_Initialize(&args));
 	if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
 		*ret_why = "pkcs11.module: C_Initialize failed";
 		return KR_E_P11_MODULE;
 	}
 	m->initialized = rv == CKR_OK;
+	m->ready = true;
 	return 0;
 }
 

@@ -16,7 +16,10 @@
 
 struct p11_token;
 
-/* dlopens module, initialises it and opens a session on the token that token_uri
+/* dlopens module and finds its functions, without initialising it: what p11_open
+ * needs that no lock has to cover. */
+int p11_load(const char *module, const struct p11_call_owner *owner, const char **ret_why) KR_WUR;
+/* dlopens module (unless p11_load did), initialises it and opens a session on the token that token_uri
  * selects, or, with a username, the token whose label, slot ID or slot index it is
  * among those that one of the n_allow pkcs11: URIs in allow matches (none: no
  * token). A username that picks no such token is KR_E_P11_PIN, as a wrong PIN is.

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "guard.h"
 #include "kmip.h"
 #include "log.h"
@@ -22,6 +23,7 @@
 struct session {
 	const struct cfg *cfg;
 	bool trace;
+	const char *peer;                /* the client's "address:port", as the relay formatted it */
 	struct tls_conn *tls;            /* NULL: session_answer, no connection */
 	const struct tls_identity *id;   /* the TLS peer's */
 	struct conn_token *token;
@@ -46,14 +48,6 @@ struct audit_entry {
 	char uid[STORE_MAX_UID + 1];
 };
 
-static uint64_t now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
 /* s as a JSON string (quoted and escaped by jansson) into out; "" if it cannot be. */
 static void json_quote(const char *s, char *out, size_t size)
 {
@@ -76,11 +70,11 @@ static bool plain(const char *s)
 }
 
 /* One audit record: JSON in the log, structured fields in the journal. The record's
- * shape is fixed and its names (operation, result, mechanism) are the relay's own,
- * so it is formatted directly; jansson quotes the values a client or the config
- * chose (s->client_json, s->namespace_json, a UID it did not format). Building it
- * with json_pack and json_dumps cost about 6 µs a Sign, some 7% of a P-256 Sign
- * (perf, over batches of Signs). */
+ * shape is fixed and its names (operation, result, mechanism) and the peer's
+ * address are the relay's own, so it is formatted directly; jansson quotes the
+ * values a client or the config chose (s->client_json, s->namespace_json, a UID
+ * it did not format). Building it with json_pack and json_dumps cost about 6 µs
+ * a Sign, some 7% of a P-256 Sign (perf, over batches of Signs). */
 static void audit_write(const struct session *s, const struct audit_entry *e)
 {
 	const char *result = e->reason ? kmip_enum_name(KMIP_TAG_RESULT_REASON, e->reason) : "Success";
@@ -100,9 +94,9 @@ static void audit_write(const struct session *s, const struct audit_entry *e)
 	for (size_t size = sizeof(stack);;) {
 		/* Backend names are plain (cfg.c): no quoting needed. */
 		n = snprintf(text, size,
-			     "{\"client\":%s,\"operation\":\"%s\",\"result\":\"%s\",\"latency_us\":%" PRIu64
-			     "%s%s%s%s%s%s%s%s%s%s}",
-			     s->client_json, ops_name(e->operation), result, e->latency_us,
+			     "{\"client\":%s,\"peer\":\"%s\",\"operation\":\"%s\",\"result\":\"%s\","
+			     "\"latency_us\":%" PRIu64 "%s%s%s%s%s%s%s%s%s%s}",
+			     s->client_json, s->peer, ops_name(e->operation), result, e->latency_us,
 			     ns[0] ? ",\"namespace\":" : "", ns[0] ? s->namespace_json : "", e->uid[0] ? ",\"uid\":" : "",
 			     e->uid[0] ? uid : "", mechanism[0] ? ",\"mechanism\":\"" : "", mechanism,
 			     mechanism[0] ? "\"" : "", e->backend[0] ? ",\"backend\":\"" : "", e->backend,
@@ -121,6 +115,7 @@ static void audit_write(const struct session *s, const struct audit_entry *e)
 	{
 		const struct log_field fields[] = {
 			{ "KMIP_CLIENT", s->client },
+			{ "KMIP_PEER", s->peer },
 			{ "KMIP_NAMESPACE", ns },
 			{ "KMIP_OPERATION", ops_name(e->operation) },
 			{ "KMIP_UID", e->uid },
@@ -213,8 +208,8 @@ static bool delay_failed_authentication(struct session *s)
 
 			if (!s->auth_failure)
 				s->auth_failure = s->token->why ? s->token->why : "no credential";
-			log_msg(LOG_NOTICE, "authentication failed: %s: %s (answered after %d s)", s->client,
-				s->auth_failure, AUTH_FAILURE_DELAY_S);
+			log_msg(LOG_NOTICE, "authentication failed: %s: %s (answered after %d s) peer=%s", s->client,
+				s->auth_failure, AUTH_FAILURE_DELAY_S, s->peer);
 			while (nanosleep(&pause, &pause) < 0 && errno == EINTR)
 				;
 			failed = true;
@@ -474,7 +469,7 @@ static void serve(struct session *s, struct session_stats *st)
 	for (;;) {
 		uint8_t hdr[TTLV_HEADER_LEN], *req = NULL, *resp = NULL;
 		size_t total, resp_len = 0;
-		uint64_t deadline = io_deadline(c, end_of_life);
+		uint64_t deadline = io_deadline(c, end_of_life), first_t0;
 		bool auth_failed;
 		int r;
 
@@ -511,6 +506,7 @@ static void serve(struct session *s, struct session_stats *st)
 			return;
 		}
 		st->requests++;
+		first_t0 = st->requests == 1 ? now_us() : 0;
 		r = handle(s, req, total, &resp, &resp_len);
 		ttlv_buf_free(req, total); /* it may hold a password */
 		if (r < 0) {
@@ -521,6 +517,8 @@ static void serve(struct session *s, struct session_stats *st)
 		auth_failed = delay_failed_authentication(s);
 		deadline = io_deadline(c, end_of_life);
 		r = tls_write_full(t, resp, resp_len, deadline);
+		if (first_t0)
+			st->first_us = now_us() - first_t0;
 		ttlv_buf_free(resp, resp_len);
 		audit_flush(s);
 		if (r < 0) {
@@ -534,12 +532,13 @@ static void serve(struct session *s, struct session_stats *st)
 	}
 }
 
-static void session_init(struct session *s, const struct cfg *c, bool trace, struct tls_conn *t,
+static void session_init(struct session *s, const struct cfg *c, bool trace, const char *peer, struct tls_conn *t,
 			 const struct tls_identity *id, struct conn_token *ct)
 {
 	*s = (struct session){
 		.cfg = c,
 		.trace = trace,
+		.peer = peer,
 		.tls = t,
 		.id = id,
 		.token = ct,
@@ -558,12 +557,12 @@ static void session_end(struct session *s)
 	free(s->audits);
 }
 
-void session_run(const struct cfg *c, bool trace, struct tls_conn *t, struct conn_token *ct,
+void session_run(const struct cfg *c, bool trace, const char *peer, struct tls_conn *t, struct conn_token *ct,
 		 struct session_stats *st)
 {
 	struct session s;
 
-	session_init(&s, c, trace, t, tls_identity(t), ct);
+	session_init(&s, c, trace, peer, t, tls_identity(t), ct);
 	serve(&s, st);
 	session_end(&s);
 }
@@ -574,7 +573,7 @@ int session_answer(const struct cfg *c, const struct tls_identity *id, struct co
 	struct session s;
 	int r = 0;
 
-	session_init(&s, c, false, NULL, id, ct);
+	session_init(&s, c, false, "-", NULL, id, ct); /* no connection, no peer */
 	for (size_t i = 0; i < n && r == 0; i++) {
 		uint8_t *resp = NULL;
 		size_t resp_len = 0;

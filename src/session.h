@@ -6,6 +6,7 @@
 #define KR_SESSION_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "cfg.h"
 #include "tls.h"
@@ -14,9 +15,12 @@
 struct session_stats {
 	unsigned requests;
 	const char *end; /* why the connection ended */
+	uint64_t handshake_us; /* the TLS handshake (main.c) */
+	uint64_t first_us;     /* the first request: read to answered; 0: none */
 };
 
-void session_run(const struct cfg *c, bool trace, struct tls_conn *t, struct conn_token *ct,
+/* peer is the client's "address:port" for the audit records and the log. */
+void session_run(const struct cfg *c, bool trace, const char *peer, struct tls_conn *t, struct conn_token *ct,
 		 struct session_stats *st);
 /* The n requests of one connection of a client with the TLS identity id, each
  * answered as the loop would answer it (gate, operations, audit records), the

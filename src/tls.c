@@ -14,6 +14,7 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include "clock.h"
 #include "log.h"
 
 /* At most this many DNS names of a certificate count. */
@@ -484,14 +485,6 @@ const char *tls_cipher_name(const struct tls_conn *t)
 bool tls_resumed(const struct tls_conn *t)
 {
 	return gnutls_session_is_resumed(t->s) != 0;
-}
-
-static uint64_t now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
 /* Milliseconds until the deadline, rounded up; 0 once it has passed. */

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "log.h"
 #include "pin_guard.h"
 
@@ -39,7 +40,7 @@ static const char *const *allowed_tokens(const struct cfg *c, const struct cfg_c
 	return (const char *const *)&c->pkcs11.token;
 }
 
-/* Module loading and login, serialised between processes by the lock file. A
+/* Module initialisation and login, serialised between processes by the lock file. A
  * module call that hangs while this process holds the lock would stall every
  * other connection's login: its deadline (pkcs11.call_timeout) ends this process,
  * and the kernel releases the lock. With a username, it picks the token among
@@ -55,9 +56,15 @@ static int open_and_login(struct conn_token *ct, const char *module, const char 
 	struct pin_guard *guard = NULL;
 	struct p11_token *tok = NULL;
 	CK_TOKEN_INFO ti;
+	uint64_t t0 = now_us(), t1;
 	int lock = -1, r;
 
-	r = p11_lock(c->pkcs11.lock_file, !ct->checking, &lock, &ct->why);
+	/* The lock covers C_Initialize to C_Login, not loading the module. */
+	r = p11_load(module, owner, &ct->why);
+	t1 = now_us();
+	ct->load_us += t1 - t0;
+	if (r == 0)
+		r = p11_lock(c->pkcs11.lock_file, !ct->checking, &lock, &ct->why);
 	if (r == 0)
 		r = p11_open(module, token_uri, username, username_len, allow, n_allow, owner, &tok, &ct->why);
 	if (r == 0 && (r = p11_token_info(tok, &ti)) < 0)
@@ -69,6 +76,7 @@ static int open_and_login(struct conn_token *ct, const char *module, const char 
 		pin_guard_after(guard, r == 0 ? CKR_OK : p11_last_rv(tok), pin, pin_len, time(NULL));
 	}
 	p11_unlock(lock);
+	ct->login_us += now_us() - t1;
 	if (r < 0) {
 		ct->open_rv = tok ? p11_last_rv(tok) : CKR_OK;
 		p11_close(tok);

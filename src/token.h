@@ -44,6 +44,8 @@ struct conn_token {
 	const char *why;         /* why the last open failed, for the log */
 	CK_RV open_rv;           /* the token's code for it, if it gave one */
 	bool checking;           /* --check-config: no lock file is made */
+	uint64_t load_us;        /* loading modules (dlopen), for the summary */
+	uint64_t login_us;       /* the lock taken to C_Login done, likewise */
 	int moved_from;          /* the place a device failure moved the connection off; -1: none */
 	const char *moved_rv;    /* that failure's CKR name */
 	char message[192];       /* a device failure's "CKR_... on backend NAME" */

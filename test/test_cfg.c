@@ -2,7 +2,8 @@
 /* Unit tests for the configuration: pkcs11.call_timeout, its default and its
  * bounds (issue 11, finding 12); pin_credential, which must hold something when
  * $CREDENTIALS_DIRECTORY is set (issue 16); the pool (issue 12);
- * keys.destroyed_record_days (issue 13). */
+ * proxy_protocol.trusted, its addresses and CIDR prefixes and the errors that
+ * name it (issue 14); keys.destroyed_record_days (issue 13). */
 #include "config.h"
 
 #include <check.h>
@@ -10,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <arpa/inet.h>
 
 #include "cfg.h"
 
@@ -260,10 +263,113 @@ START_TEST(test_pin_credential_other_name_and_no_directory)
 }
 END_TEST
 
+/* A config with proxy_protocol.trusted set to the JSON text list. */
+static int load_trusted(const char *list, struct cfg **ret, char **ret_errors)
+{
+	char more[512];
+
+	snprintf(more, sizeof(more), ", \"proxy_protocol\": {\"trusted\": %s}", list);
+	return load_with("{}", more, ret, ret_errors);
+}
+
+START_TEST(test_trusted_parsed)
+{
+	struct cfg *c = NULL;
+	uint8_t v6[16];
+	char *errors;
+
+	ck_assert_int_eq(load_trusted("[\"127.0.0.1\", \"10.0.0.0/8\", \"::1\", \"2001:db8::/32\", \"0.0.0.0/0\","
+				      " \"172.16.0.0/12\"]",
+				      &c, &errors),
+			 0);
+	ck_assert_uint_eq(c->proxy_protocol.n_trusted, 6);
+	ck_assert_int_eq(c->proxy_protocol.trusted[0].family, AF_INET);
+	ck_assert_mem_eq(c->proxy_protocol.trusted[0].addr, "\x7f\0\0\x01", 4);
+	ck_assert_uint_eq(c->proxy_protocol.trusted[0].prefix, 32);
+	ck_assert_mem_eq(c->proxy_protocol.trusted[1].addr, "\x0a\0\0\0", 4);
+	ck_assert_uint_eq(c->proxy_protocol.trusted[1].prefix, 8);
+	ck_assert_int_eq(c->proxy_protocol.trusted[2].family, AF_INET6);
+	ck_assert_int_eq(inet_pton(AF_INET6, "::1", v6), 1);
+	ck_assert_mem_eq(c->proxy_protocol.trusted[2].addr, v6, 16);
+	ck_assert_uint_eq(c->proxy_protocol.trusted[2].prefix, 128);
+	ck_assert_uint_eq(c->proxy_protocol.trusted[3].prefix, 32);
+	ck_assert_uint_eq(c->proxy_protocol.trusted[4].prefix, 0);
+	ck_assert_uint_eq(c->proxy_protocol.trusted[5].prefix, 12);
+	cfg_free(c);
+	/* Without the section, nothing is trusted. */
+	ck_assert_int_eq(load_with("{}", "", &c, &errors), 0);
+	ck_assert_uint_eq(c->proxy_protocol.n_trusted, 0);
+	ck_assert_ptr_null(c->proxy_protocol.trusted);
+	cfg_free(c);
+}
+END_TEST
+
+START_TEST(test_trusted_errors)
+{
+	static const struct {
+		const char *list, *error;
+	} bad[] = {
+		{ "\"127.0.0.1\"", "proxy_protocol.trusted: must be a non-empty list of addresses and CIDR prefixes "
+				   "(\"10.0.0.0/8\", \"::1\")\n" },
+		{ "[]", "proxy_protocol.trusted: must be a non-empty list of addresses and CIDR prefixes "
+			"(\"10.0.0.0/8\", \"::1\")\n" },
+		{ "[\"127.0.0.1\", 7]", "proxy_protocol.trusted: item 1: must be an address or CIDR prefix\n" },
+		{ "[\"localhost\"]", "proxy_protocol.trusted: item 0: \"localhost\": not an IPv4 or IPv6 address\n" },
+		{ "[\"\"]", "proxy_protocol.trusted: item 0: \"\": not an IPv4 or IPv6 address\n" },
+		{ "[\"10.0.0\"]", "proxy_protocol.trusted: item 0: \"10.0.0\": not an IPv4 or IPv6 address\n" },
+		{ "[\"/8\"]", "proxy_protocol.trusted: item 0: \"/8\": not an IPv4 or IPv6 address\n" },
+		{ "[\"10.0.0.0/33\"]", "proxy_protocol.trusted: item 0: \"10.0.0.0/33\": the prefix length must be 0 to 32\n" },
+		{ "[\"::/129\"]", "proxy_protocol.trusted: item 0: \"::/129\": the prefix length must be 0 to 128\n" },
+		{ "[\"10.0.0.0/\"]", "proxy_protocol.trusted: item 0: \"10.0.0.0/\": the prefix length must be a number of "
+				     "bits in plain decimal\n" },
+		{ "[\"10.0.0.0/08\"]", "proxy_protocol.trusted: item 0: \"10.0.0.0/08\": the prefix length must be a "
+				       "number of bits in plain decimal\n" },
+		{ "[\"10.0.0.0/8x\"]", "proxy_protocol.trusted: item 0: \"10.0.0.0/8x\": the prefix length must be a "
+				       "number of bits in plain decimal\n" },
+		{ "[\"10.0.0.0/-8\"]", "proxy_protocol.trusted: item 0: \"10.0.0.0/-8\": the prefix length must be a "
+				       "number of bits in plain decimal\n" },
+		{ "[\"10.0.0.0/99999999999\"]", "proxy_protocol.trusted: item 0: \"10.0.0.0/99999999999\": the prefix "
+						"length must be a number of bits in plain decimal\n" },
+		/* a typo for another network */
+		{ "[\"10.0.0.1/8\"]",
+		  "proxy_protocol.trusted: item 0: \"10.0.0.1/8\": has address bits set past its prefix length\n" },
+		{ "[\"2001:db8::1/64\"]",
+		  "proxy_protocol.trusted: item 0: \"2001:db8::1/64\": has address bits set past its prefix length\n" },
+		{ "[\"::ffff:10.0.0.1\"]", "proxy_protocol.trusted: item 0: \"::ffff:10.0.0.1\": an IPv4-mapped IPv6 "
+					   "address: write the IPv4 address\n" },
+	};
+	struct cfg *c = NULL;
+	char *errors;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ck_assert_int_eq(load_trusted(bad[i].list, &c, &errors), KR_E_CONFIG);
+		ck_assert_ptr_null(c);
+		ck_assert_str_eq(errors, bad[i].error);
+		free(errors);
+	}
+	/* Every bad item is named, in one run. */
+	ck_assert_int_eq(load_trusted("[\"10.0.0.0/8\", \"x\", \"::1\", \"1.2.3.4/24\"]", &c, &errors), KR_E_CONFIG);
+	ck_assert_str_eq(errors, "proxy_protocol.trusted: item 1: \"x\": not an IPv4 or IPv6 address\n"
+				 "proxy_protocol.trusted: item 3: \"1.2.3.4/24\": has address bits set past its prefix "
+				 "length\n");
+	free(errors);
+	ck_assert_int_eq(load_with("{}", ", \"proxy_protocol\": {}", &c, &errors), KR_E_CONFIG);
+	ck_assert_str_eq(errors, "proxy_protocol.trusted: required in proxy_protocol\n");
+	free(errors);
+	ck_assert_int_eq(load_with("{}", ", \"proxy_protocol\": {\"trusted\": [\"::1\"], \"version\": 2}", &c, &errors),
+			 KR_E_CONFIG);
+	ck_assert_str_eq(errors, "proxy_protocol.version: unknown key\n");
+	free(errors);
+	ck_assert_int_eq(load_with("{}", ", \"proxy_protocol\": [\"::1\"]", &c, &errors), KR_E_CONFIG);
+	ck_assert_str_eq(errors, "proxy_protocol: must be an object\n");
+	free(errors);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("cfg");
-	TCase *tc = tcase_create("pkcs11");
+	TCase *tc = tcase_create("pkcs11"), *proxy = tcase_create("proxy_protocol");
 	SRunner *sr;
 	int failed;
 
@@ -275,7 +381,10 @@ int main(void)
 	tcase_add_test(tc, test_pool_client_pin);
 	tcase_add_test(tc, test_pin_credential_must_hold_a_pin);
 	tcase_add_test(tc, test_pin_credential_other_name_and_no_directory);
+	tcase_add_test(proxy, test_trusted_parsed);
+	tcase_add_test(proxy, test_trusted_errors);
 	suite_add_tcase(s, tc);
+	suite_add_tcase(s, proxy);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);

@@ -8,8 +8,11 @@
  * parallel connections, then revokes and destroys them. Given a second relay on
  * the same token with keys.verify_signatures on (--verify-port), it also measures
  * one connection there right after the same run here, for the cost of the
- * self-check. It measures; it does not judge: the exit status is 0 unless the
- * set-up fails. */
+ * self-check; given HAProxy in front of more relays on the same token
+ * (--haproxy-port), the same through it, for the balancer's cost; given a relay
+ * serving a pool of backends on the same token (--pool-port), the same against
+ * it, for the pool's cost. It measures; it does not judge: the exit status is 0
+ * unless the set-up fails. */
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -49,13 +52,15 @@ enum { USE_SIGN = 0x1, USE_VERIFY = 0x2, REVOKE_CESSATION_OF_OPERATION = 6, VALI
 static const struct kmip_version version = { 1, 2 };
 
 struct options {
-	const char *host, *port, *verify_port, *ca, *cert, *key, *module, *token, *pin_file, *lock_file;
+	const char *host, *port, *verify_port, *haproxy_port, *pool_port, *ca, *cert, *key, *module, *token, *pin_file,
+		*lock_file;
 	double seconds;
 };
 
 struct bench {
 	struct options opt;
-	struct addrinfo *addr, *verify_addr; /* the relay, the one with verify_signatures */
+	/* the relay, the one with verify_signatures, HAProxy, the relay of a pool */
+	struct addrinfo *addr, *verify_addr, *haproxy_addr, *pool_addr;
 	gnutls_certificate_credentials_t cred;
 	bool host_is_ip;
 };
@@ -70,7 +75,10 @@ struct conn {
 	size_t resp_len, resp_cap;
 };
 
-enum mode { M_INPROCESS, M_ONE, M_BATCH, M_NEW_CONN, M_PAR2, M_PAR4, M_ONE_CHECKED, M_BATCH_CHECKED, N_MODES };
+enum mode {
+	M_INPROCESS, M_ONE, M_BATCH, M_NEW_CONN, M_PAR2, M_PAR4, M_ONE_CHECKED, M_BATCH_CHECKED,
+	M_ONE_HAPROXY, M_NEW_CONN_HAPROXY, M_PAR4_HAPROXY, M_ONE_POOL, M_NEW_CONN_POOL, M_PAR4_POOL, N_MODES
+};
 
 static const char *const mode_names[N_MODES] = {
 	[M_INPROCESS] = "in-process C_Sign loop (the limit)",
@@ -81,6 +89,12 @@ static const char *const mode_names[N_MODES] = {
 	[M_PAR4] = "4 connections in parallel",
 	[M_ONE_CHECKED] = "verify_signatures, 1 at a time",
 	[M_BATCH_CHECKED] = "verify_signatures, batches of 16",
+	[M_ONE_HAPROXY] = "HAProxy, 1 request at a time",
+	[M_NEW_CONN_HAPROXY] = "HAProxy, new connection per Sign",
+	[M_PAR4_HAPROXY] = "HAProxy, 4 connections in parallel",
+	[M_ONE_POOL] = "pool of 2, 1 request at a time",
+	[M_NEW_CONN_POOL] = "pool of 2, new connection per Sign",
+	[M_PAR4_POOL] = "pool of 2, 4 connections in parallel",
 };
 
 struct result {
@@ -708,6 +722,31 @@ static struct result checked_run(const struct bench *b, const struct run *base)
 	return run.res;
 }
 
+/* The same run against another endpoint: HAProxy in front of more relays, or a
+ * relay serving a pool. */
+static struct result run_at(const struct bench *b, struct addrinfo *addr, const struct run *base,
+			    void (*how)(struct run *))
+{
+	struct bench balanced = *b;
+	struct run run = *base;
+
+	balanced.addr = addr;
+	run.b = &balanced;
+	run.res = (struct result){ 0 };
+	how(&run);
+	return run.res;
+}
+
+static void run_persistent(struct run *run)
+{
+	persistent(run);
+}
+
+static void run_parallel4(struct run *run)
+{
+	parallel(run, 4, &run->res);
+}
+
 static void measure_relay(const struct bench *b, struct key *k)
 {
 	struct run one_req = { .b = b, .req = k->sign, .len = k->sign_len, .n_items = 1, .seconds = b->opt.seconds };
@@ -722,14 +761,26 @@ static void measure_relay(const struct bench *b, struct key *k)
 	k->res[M_ONE] = one_req.res;
 	if (b->verify_addr)
 		k->res[M_ONE_CHECKED] = checked_run(b, &one_req);
+	if (b->haproxy_addr)
+		k->res[M_ONE_HAPROXY] = run_at(b, b->haproxy_addr, &one_req, run_persistent);
+	if (b->pool_addr)
+		k->res[M_ONE_POOL] = run_at(b, b->pool_addr, &one_req, run_persistent);
 	persistent(&batch);
 	k->res[M_BATCH] = batch.res;
 	if (b->verify_addr)
 		k->res[M_BATCH_CHECKED] = checked_run(b, &batch);
 	new_connections(&fresh);
 	k->res[M_NEW_CONN] = fresh.res;
+	if (b->haproxy_addr)
+		k->res[M_NEW_CONN_HAPROXY] = run_at(b, b->haproxy_addr, &fresh, new_connections);
+	if (b->pool_addr)
+		k->res[M_NEW_CONN_POOL] = run_at(b, b->pool_addr, &fresh, new_connections);
 	parallel(&one_req, 2, &k->res[M_PAR2]);
 	parallel(&one_req, 4, &k->res[M_PAR4]);
+	if (b->haproxy_addr)
+		k->res[M_PAR4_HAPROXY] = run_at(b, b->haproxy_addr, &one_req, run_parallel4);
+	if (b->pool_addr)
+		k->res[M_PAR4_POOL] = run_at(b, b->pool_addr, &one_req, run_parallel4);
 }
 
 /* The limit: C_Sign in this process on the same token and key, through the relay's
@@ -897,6 +948,40 @@ static void print_cost(const char *what, const struct result *off, const struct 
 		printf("%s not measured", what);
 }
 
+/* The rate at the other endpoint as a share of the rate direct. */
+static void print_ratio(const char *what, const struct result *direct, const struct result *other)
+{
+	double r_direct = rate(direct), r_other = rate(other);
+
+	if (r_direct > 0 && r_other > 0)
+		printf("%s %.2f", what, r_other / r_direct);
+	else
+		printf("%s not measured", what);
+}
+
+/* The three runs at another endpoint (from first: one at a time, new connection,
+ * 4 in parallel) against the same runs direct. */
+static void print_ratios(const char *title, const struct key *k, int first)
+{
+	printf("  %s:", title);
+	print_ratio(" 1 request at a time", &k->res[M_ONE], &k->res[first]);
+	print_ratio(", new connection per Sign", &k->res[M_NEW_CONN], &k->res[first + 1]);
+	print_ratio(", 4 in parallel", &k->res[M_PAR4], &k->res[first + 2]);
+	putchar('\n');
+}
+
+/* Whether mode m was measured with these options. */
+static bool measured(const struct options *o, int m)
+{
+	if (m == M_ONE_CHECKED || m == M_BATCH_CHECKED)
+		return o->verify_port;
+	if (m >= M_ONE_HAPROXY && m <= M_PAR4_HAPROXY)
+		return o->haproxy_port;
+	if (m >= M_ONE_POOL && m <= M_PAR4_POOL)
+		return o->pool_port;
+	return true;
+}
+
 static void print_key(const struct options *o, const struct key *k)
 {
 	double limit = rate(&k->res[M_INPROCESS]);
@@ -908,7 +993,7 @@ static void print_key(const struct options *o, const struct key *k)
 		double target = m == M_ONE ? k->target_one : m == M_BATCH ? k->target_batch : 0;
 		double ops = rate(r), ratio = limit > 0 ? ops / limit : 0;
 
-		if ((m == M_ONE_CHECKED || m == M_BATCH_CHECKED) && !o->verify_port)
+		if (!measured(o, m))
 			continue;
 		if (r->why[0] && r->ops == 0) {
 			printf("  %-36s failed: %s\n", mode_names[m], r->why);
@@ -927,6 +1012,10 @@ static void print_key(const struct options *o, const struct key *k)
 		print_cost(", batches of 16", &k->res[M_BATCH], &k->res[M_BATCH_CHECKED]);
 		putchar('\n');
 	}
+	if (o->haproxy_port)
+		print_ratios("HAProxy, 2 hosts / 1 host direct", k, M_ONE_HAPROXY);
+	if (o->pool_port)
+		print_ratios("pool of 2 in balance / 1 backend", k, M_ONE_POOL);
 }
 
 static void print_report(const struct options *o, const struct result *floor, const struct key *keys,
@@ -946,6 +1035,18 @@ static void print_report(const struct options *o, const struct result *floor, co
 		printf("The verify_signatures rows: the relay on port %s, with keys.verify_signatures on, each run\n"
 		       "right after the same run without it.\n",
 		       o->verify_port);
+	if (o->haproxy_port)
+		printf("The HAProxy rows: HAProxy on port %s in front of two more relays on the same token (PROXY\n"
+		       "protocol v2), each run right after the same run direct to one relay. On %ld CPUs the relays,\n"
+		       "HAProxy and this client share the same cores: the ratios show what the balancer costs, not\n"
+		       "what more hosts would add.\n",
+		       o->haproxy_port, sysconf(_SC_NPROCESSORS_ONLN));
+	if (o->pool_port)
+		printf("The pool rows: a relay on port %s whose pkcs11.backends are two backends in balance mode,\n"
+		       "both on this token (as two replicas), each run right after the same run against the relay\n"
+		       "of one: the ratios show what the pool costs (health file, choice), not what a second HSM\n"
+		       "would add.\n",
+		       o->pool_port);
 }
 
 /* Set-up. */
@@ -955,6 +1056,7 @@ static void usage(FILE *out)
 	fputs("Usage: kmip_bench --host HOST --port N --ca CA.pem --cert CLIENT.pem --key CLIENT.key\n"
 	      "                  --module MODULE.so --token LABEL --pin-file FILE\n"
 	      "                  [--lock-file FILE] [--seconds S] [--verify-port N]\n"
+	      "                  [--haproxy-port N] [--pool-port N]\n"
 	      "Measures Sign through a running kmip-relay (RSA-2048 and P-256 keys it makes,\n"
 	      "uses and destroys) against a C_Sign loop in this process on the same token.\n"
 	      "  --token LABEL, --pin-file FILE  the token and PIN the relay is configured with\n"
@@ -962,7 +1064,12 @@ static void usage(FILE *out)
 	      "  --seconds S       per measurement (default 3)\n"
 	      "  --verify-port N   a second relay on HOST, on the same token, with\n"
 	      "                    keys.verify_signatures on: one connection is measured there\n"
-	      "                    too, one request at a time and in batches, beside this one's\n",
+	      "                    too, one request at a time and in batches, beside this one's\n"
+	      "  --haproxy-port N  HAProxy on HOST in front of more relays on the same token: one\n"
+	      "                    connection, a new connection per Sign and 4 in parallel are\n"
+	      "                    measured through it too, beside the same runs here\n"
+	      "  --pool-port N     a relay on HOST serving a pool of backends on the same token:\n"
+	      "                    the same three runs against it, beside the same runs here\n",
 	      out);
 }
 
@@ -974,7 +1081,8 @@ static int parse_options(int argc, char **argv, struct options *ret)
 		{ "key", required_argument, NULL, 'k' },      { "module", required_argument, NULL, 'm' },
 		{ "token", required_argument, NULL, 't' },    { "pin-file", required_argument, NULL, 'P' },
 		{ "lock-file", required_argument, NULL, 'l' }, { "seconds", required_argument, NULL, 's' },
-		{ "verify-port", required_argument, NULL, 'v' }, { "help", no_argument, NULL, 'h' },
+		{ "verify-port", required_argument, NULL, 'v' }, { "haproxy-port", required_argument, NULL, 'x' },
+		{ "pool-port", required_argument, NULL, 'o' },  { "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct options o = { .seconds = 3 };
@@ -993,6 +1101,8 @@ static int parse_options(int argc, char **argv, struct options *ret)
 		case 'P': o.pin_file = optarg; break;
 		case 'l': o.lock_file = optarg; break;
 		case 'v': o.verify_port = optarg; break;
+		case 'x': o.haproxy_port = optarg; break;
+		case 'o': o.pool_port = optarg; break;
 		case 's':
 			errno = 0;
 			o.seconds = strtod(optarg, &end);
@@ -1026,6 +1136,14 @@ static int setup_tls(struct bench *b, const char **ret_why)
 	}
 	if (b->opt.verify_port && getaddrinfo(b->opt.host, b->opt.verify_port, &hints, &b->verify_addr) != 0) {
 		*ret_why = "--host/--verify-port: cannot resolve";
+		return KR_E_CONFIG;
+	}
+	if (b->opt.haproxy_port && getaddrinfo(b->opt.host, b->opt.haproxy_port, &hints, &b->haproxy_addr) != 0) {
+		*ret_why = "--host/--haproxy-port: cannot resolve";
+		return KR_E_CONFIG;
+	}
+	if (b->opt.pool_port && getaddrinfo(b->opt.host, b->opt.pool_port, &hints, &b->pool_addr) != 0) {
+		*ret_why = "--host/--pool-port: cannot resolve";
 		return KR_E_CONFIG;
 	}
 	if (gnutls_certificate_allocate_credentials(&b->cred) < 0) {
@@ -1143,5 +1261,9 @@ int main(int argc, char **argv)
 		freeaddrinfo(b.addr);
 	if (b.verify_addr)
 		freeaddrinfo(b.verify_addr);
+	if (b.haproxy_addr)
+		freeaddrinfo(b.haproxy_addr);
+	if (b.pool_addr)
+		freeaddrinfo(b.pool_addr);
 	return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }

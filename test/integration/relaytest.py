@@ -31,16 +31,16 @@ def vector(name):
         return bytes.fromhex(f.read().strip())
 
 
-def free_port():
+def free_port(host="127.0.0.1"):
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
-def wait_listening(port, timeout=10):
-    """Waits until something listens on 127.0.0.1:port, without connecting (a
+def wait_listening(port, timeout=10, host="127.0.0.1"):
+    """Waits until something listens on host:port (IPv4), without connecting (a
     connection would start a relay process)."""
-    want = "0100007F:%04X" % port
+    want = "%s:%04X" % (socket.inet_aton(host)[::-1].hex().upper(), port)
     deadline = time.time() + timeout
     while time.time() < deadline:
         with open("/proc/net/tcp") as f:
@@ -49,7 +49,7 @@ def wait_listening(port, timeout=10):
                 if fields[1] == want and fields[3] == "0A":
                     return
         time.sleep(0.02)
-    raise TimeoutError("nothing listens on 127.0.0.1:%d" % port)
+    raise TimeoutError("nothing listens on %s:%d" % (host, port))
 
 
 # Processes, by /proc: a relay behind systemd-socket-activate is its child.
@@ -356,13 +356,14 @@ class RelayTestCase(unittest.TestCase):
             json.dump(cfg, f)
         return path
 
-    def start(self, config, inetd=True, extra_args=(), env=None, wrapper=()):
-        """Serves the relay behind systemd-socket-activate --accept on a free port,
-        in inetd mode (stdin) or fd-3 mode, run through wrapper (a command prefix)
-        if given, inside the token's wrapper if it has one. Returns the port."""
-        port = free_port()
+    def start(self, config, inetd=True, extra_args=(), env=None, wrapper=(), host="127.0.0.1", port=None):
+        """Serves the relay behind systemd-socket-activate --accept on host:port (a
+        free port unless given), in inetd mode (stdin) or fd-3 mode, run through
+        wrapper (a command prefix) if given, inside the token's wrapper if it has
+        one. Returns the port."""
+        port = port or free_port(host)
         env = env or self.env
-        cmd = ["systemd-socket-activate", "--accept", "-l", "127.0.0.1:%d" % port]
+        cmd = ["systemd-socket-activate", "--accept", "-l", "%s:%d" % (host, port)]
         if inetd:
             cmd.append("--inetd")
         # systemd-socket-activate passes on only the variables it is told to.
@@ -372,7 +373,7 @@ class RelayTestCase(unittest.TestCase):
         cmd += list(self.relay_wrapper) + list(wrapper) + [RELAY, "--config", config] + list(extra_args)
         p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.procs.append(p)
-        wait_listening(port)
+        wait_listening(port, host=host)
         return port
 
     def server_cert_for(self, token, key_type, key_id):

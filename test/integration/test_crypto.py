@@ -44,7 +44,7 @@ HASHES = {HASH_SHA256: hashes.SHA256, HASH_SHA384: hashes.SHA384, HASH_SHA512: h
 HASHLIB = {HASH_SHA256: hashlib.sha256, HASH_SHA384: hashlib.sha384, HASH_SHA512: hashlib.sha512}
 CURVES = {CURVE_P256: (ec.SECP256R1, 32), CURVE_P384: (ec.SECP384R1, 48), CURVE_P521: (ec.SECP521R1, 66)}
 HMACS = {ALG_HMAC_SHA256: hashlib.sha256, ALG_HMAC_SHA384: hashlib.sha384, ALG_HMAC_SHA512: hashlib.sha512}
-AUDIT_KEYS = ["client", "latency_us", "operation", "result"]
+AUDIT_KEYS = ["client", "latency_us", "operation", "peer", "result"]
 
 
 def flip(data, index=-1):
@@ -190,6 +190,9 @@ class SignRSATest(CryptoTestCase):
                             self.assertEqual(self.verify(c, pub, params, sig, message), VALID)
                             self.assertEqual(self.verify(c, pub, params, flip(sig), message), INVALID)
                             self.assertEqual(self.verify(c, pub, params, flip(sig, 0), message), INVALID)
+                            # Not below the modulus: no signature at all, whatever the
+                            # token's code for it (openCryptoki: CKR_FUNCTION_FAILED).
+                            self.assertEqual(self.verify(c, pub, params, b"\xff" * 256, message), INVALID)
                             self.assertEqual(self.verify(c, pub, params, sig, flip(message)), INVALID)
                             self.assertEqual(self.verify(c, pub, params, sig[:-1], message), INVALID)
                             self.assertEqual(self.verify(c, pub, params, b"", message), INVALID)

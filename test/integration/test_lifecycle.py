@@ -115,7 +115,7 @@ def register_payload(object_type, obj_tag, key_format, material, algorithm=None,
     return [item(T["ObjectType"], ENUM, object_type), container(version, "template", list(attrs)),
             item(obj_tag, STRUCTURE, list(extra) + [item(T["KeyBlock"], STRUCTURE, block)])]
 
-AUDIT_KEYS = ["client", "latency_us", "operation", "result"]
+AUDIT_KEYS = ["client", "latency_us", "operation", "peer", "result"]
 
 
 def modify_payload(version, uid, name, typ, value):

@@ -189,9 +189,9 @@ class ClientPinBudgetTest(PinTestCase):
         self.assertEqual(self.count(r"token: the token's budget of failed client PINs is spent"), 2)
         # The client learns nothing more; the log says why.
         self.assertEqual(self.count(r"authentication failed: user:cascade: login failed: wrong PIN "
-                                    r"\(answered after 1 s\)"), 3)
+                                    r"\(answered after 1 s\) peer=127\.0\.0\.1:\d+"), 3)
         self.assertEqual(self.count(r"authentication failed: user:cascade: the token's budget of failed client PINs "
-                                    r"is spent \(answered after 1 s\)"), 2)
+                                    r"is spent \(answered after 1 s\) peer=127\.0\.0\.1:\d+"), 2)
         # The right PIN, inside the window: refused before C_Login.
         self.assertEqual(self.outcome(ports[0], "cascade", PIN_A), (AUTHENTICATION_NOT_SUCCESSFUL, REFUSED))
         self.assertLess(time.time(), done + WINDOW - 1, "the right PIN was tried inside the window")

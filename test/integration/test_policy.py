@@ -68,7 +68,7 @@ SELF_SIGNED = {
     "pol-self-krill": ("krill.example", ("krill.example",)),
 }
 
-AUDIT_FIELDS = {"client", "namespace", "operation", "result", "latency_us"}
+AUDIT_FIELDS = {"client", "peer", "namespace", "operation", "result", "latency_us"}
 AUDIT_OPTIONAL = {"uid", "mechanism", "backend"}
 
 

@@ -2,6 +2,7 @@
 """The one-connection server over real TLS on 127.0.0.1, behind
 systemd-socket-activate in inetd and fd-3 modes."""
 
+import ctypes
 import hashlib
 import json
 import os
@@ -15,9 +16,9 @@ import unittest
 import warnings
 
 from relaytest import (BYTES, DATETIME, ENUM, INTEGER, OP_DISCOVER_VERSIONS, OP_QUERY, OP_ARCHIVE,
-                       free_port, wait_listening,
+                       children, free_port, wait_listening,
                        OPERATIONS_1_0, OPERATIONS_1_2,
-                       PKI, RELAY, STRUCTURE, TEXT, RelayTestCase, T, batch_item, batch_items, decode,
+                       OP_RNG_RETRIEVE, PKI, RELAY, STRUCTURE, TEXT, RelayTestCase, T, TokenTestCase, batch_item, batch_items, decode,
                        exchange, failure, find, item, protocol_version, raw_children, request,
                        request_message, response_version, spki_sha256, vector)
 
@@ -630,6 +631,101 @@ class ListenModeTest(RelayTestCase):
         self.assertTrue(lines[-1].split("]: ", 1)[1].startswith("connection peer=127.0.0.1:"), lines)
 
 
+def stream_sockets_of(pid):
+    """Copies of the TCP sockets process pid holds (pidfd_getfd), as socket objects."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = libc.syscall(434, pid, 0)  # pidfd_open
+    if pidfd < 0:
+        raise OSError(ctypes.get_errno(), "pidfd_open")
+    out = []
+    try:
+        for name in os.listdir("/proc/%d/fd" % pid):
+            try:
+                if not os.readlink("/proc/%d/fd/%s" % (pid, name)).startswith("socket:"):
+                    continue
+            except FileNotFoundError:
+                continue
+            fd = libc.syscall(438, pidfd, int(name), 0)  # pidfd_getfd
+            if fd < 0:
+                raise OSError(ctypes.get_errno(), "pidfd_getfd")
+            s = socket.socket(fileno=fd)
+            if s.family in (socket.AF_INET, socket.AF_INET6) and s.type == socket.SOCK_STREAM:
+                out.append(s)
+            else:
+                s.close()
+    finally:
+        os.close(pidfd)
+    return out
+
+
+class ConnectionProcessTest(RelayTestCase):
+    """What a connection's process sets up (issue 13): TCP_NODELAY on the
+    connection in every activation mode, so that a response never waits behind
+    the session ticket for the client's delayed ACK; and no libsystemd mapped
+    where nothing calls it."""
+
+    def relay_pid(self):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            kids = children(self.procs[-1].pid)
+            if kids:
+                return kids[0]
+            time.sleep(0.02)
+        self.fail("no relay process")
+
+    def test_inetd_mode(self):
+        port = self.start(self.config(), inetd=True)
+        with self.connect(port) as first:
+            self.check_held(first, self.relay_pid(), libsystemd=False)
+
+    def test_socket_activation(self):
+        # LISTEN_FDS: sd_listen_fds is libsystemd's, so it is loaded.
+        port = self.start(self.config(), inetd=False)
+        with self.connect(port) as first:
+            self.check_held(first, self.relay_pid(), libsystemd=True)
+
+    def test_listen_mode(self):
+        port = free_port()
+        proc = subprocess.Popen([RELAY, "--config", self.config(), "--listen", "127.0.0.1:%d" % port],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=self.env)
+        self.procs.append(proc)
+        wait_listening(port)
+        with self.connect(port) as first:
+            self.check_held(first, proc.pid, libsystemd=False)
+
+    def check_held(self, s, pid, libsystemd):
+        (bi,) = batch_items(exchange(s, request(OP_QUERY, [QUERY_OPERATIONS])))
+        self.assertEqual(bi[T["ResultStatus"]], SUCCESS)
+        socks = stream_sockets_of(pid)
+        try:
+            self.assertEqual([c.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for c in socks], [1])
+        finally:
+            for c in socks:
+                c.close()
+        with open("/proc/%d/maps" % pid) as f:
+            self.assertEqual("libsystemd.so" in f.read(), libsystemd)
+
+
+class PhaseTimesTest(TokenTestCase):
+    def test_a_token_operation_shows_load_and_login(self):
+        """The summary's phases_ms (issue 13): the module's load and the lock to
+        C_Login are counted when a request needs the token; each phase is part of
+        the whole."""
+        port = self.serve()
+        with self.client(port) as c:
+            local = c.sock.getsockname()[1]
+            c.ok(OP_RNG_RETRIEVE, [item(T["DataLength"], INTEGER, 16)])
+        summary = self.summary(local)
+        m = re.fullmatch(r"handshake:(\d+\.\d),load:(\d+\.\d),login:(\d+\.\d),first:(\d+\.\d)",
+                         summary["phases_ms"])
+        self.assertTrue(m, summary["phases_ms"])
+        phases = [float(x) for x in m.groups()]
+        self.assertTrue(all(p > 0 for p in phases), phases)
+        # first includes load and login: the module is loaded for the first request.
+        self.assertGreaterEqual(phases[3], phases[1] + phases[2] - 0.2)
+        self.assertLessEqual(sum(phases[:1] + phases[3:]), float(summary["duration_ms"]) + 0.2)
+
+
 class TestingOperationsTest(RelayTestCase):
     """Interop and Log, which only the OASIS conformance cases use, exist only with
     testing.interop."""
@@ -766,7 +862,11 @@ class LogTest(RelayTestCase):
     def check_summary(self, local, tls):
         summary = self.summary(local)
         self.assertEqual(list(summary), ["peer", "client", "dn", "tls", "cipher", "resumed", "requests", "backend",
-                                         "duration_ms", "end"])
+                                         "phases_ms", "duration_ms", "end"])
+        # Query and Discover Versions load no module.
+        m = re.fullmatch(r"handshake:(\d+\.\d),load:0\.0,login:0\.0,first:(\d+\.\d)", summary["phases_ms"])
+        self.assertTrue(m, summary["phases_ms"])
+        self.assertGreater(float(m.group(1)), 0)
         self.assertEqual(summary["peer"], "127.0.0.1:%d" % local)
         self.assertEqual(summary["client"], "sha256:" + spki_sha256(self.client_cert))
         self.assertEqual(summary["dn"], "CN=kmip-client")
@@ -782,7 +882,8 @@ class LogTest(RelayTestCase):
         self.assertEqual(tls, "TLSv1.3")
         self.check_summary(local, "TLS1.3")
         records = self.audit_records()
-        self.assertEqual([sorted(r) for r in records], [["client", "latency_us", "operation", "result"]] * 2)
+        self.assertEqual([sorted(r) for r in records], [["client", "latency_us", "operation", "peer", "result"]] * 2)
+        self.assertEqual([r["peer"] for r in records], ["127.0.0.1:%d" % local] * 2)
         client = "sha256:" + spki_sha256(self.client_cert)
         self.assertEqual([(r["client"], r["operation"], r["result"]) for r in records],
                          [(client, "Query", "Success"), (client, "Discover Versions", "Operation Not Supported")])

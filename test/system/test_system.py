@@ -91,7 +91,7 @@ MAX_EXPOSURE = 1.0
 ROOT_TOKEN_ERRORS = (re.compile(r"^File\.cpp\(\d+\): Could not open the file \(Permission denied\): "
                                 r"/var/lib/softhsm/tokens//[0-9a-f-]+/generation$"),
                      re.compile(r"^authentication failed: sha256:[0-9a-f]{64}: pkcs11\.token: no token matches "
-                                r"the URI \(answered after 1 s\)$"))
+                                r"the URI \(answered after 1 s\) peer=\S+$"))
 
 
 def run(cmd, timeout=120, check=True, **kw):
@@ -795,7 +795,8 @@ class FailureTest(NamespaceTestCase):
                 p.wait()
         self.assertEqual(p.returncode, 0, out)
         self.assertIn("waiting for one connection on 127.0.0.1:5697", out)
-        self.assertIn('"client":"krill","operation":"Create Key Pair","result":"Success"', out)
+        self.assertRegex(out, r'"client":"krill","peer":"127\.0\.0\.1:\d+","operation":"Create Key Pair",'
+                              r'"result":"Success"')
         self.assertIn("Request Message (Structure)\n", out)  # the --trace tree
         self.assertIn("\n    Operation (Enumeration) Create Key Pair\n", out)
         self.assertNotIn(self.s.pin, out)
