@@ -74,6 +74,11 @@ static const struct key log_keys[] = {
 	{ 0 },
 };
 
+static const struct key metrics_keys[] = {
+	K("file", KT_STRING, metrics.file),
+	{ 0 },
+};
+
 static const struct key key_keys[] = {
 	K("extractable", KT_BOOL, keys.extractable),
 	K("destroy_revokes_for_credential_clients", KT_BOOL, keys.destroy_revokes_for_credential_clients),
@@ -120,6 +125,7 @@ static const struct key top_keys[] = {
 	{ "timeouts", KT_SECTION, 0, timeout_keys },
 	{ "limits", KT_SECTION, 0, limit_keys },
 	{ "log", KT_SECTION, 0, log_keys },
+	{ "metrics", KT_SECTION, 0, metrics_keys },
 	{ "pkcs11", KT_SECTION, 0, pkcs11_keys },
 	{ "keys", KT_SECTION, 0, key_keys },
 	{ "testing", KT_SECTION, 0, testing_keys },
@@ -161,6 +167,7 @@ static const struct key client_keys[] = {
 	C("untagged_keys", KT_BOOL, untagged_keys),
 	C("extractable", KT_BOOL, extractable),
 	C("destroy_revokes", KT_BOOL, destroy_revokes),
+	C("attributes_compat", KT_STRING, attributes_compat),
 	{ "password_sha256", KT_LATER, 0, NULL },
 	{ "operations", KT_LATER, 0, NULL },
 	{ "algorithms", KT_LATER, 0, NULL },
@@ -570,6 +577,8 @@ static void load_client(struct cfg *c, struct cfg_client *cl, json_t *obj, const
 	if (cl->backend >= 0 && (cl->pin_file || cl->pin_credential || cl->password_is_pin))
 		add_error(e, path, "token: the backend has its own PIN; pin_file, pin_credential and password_is_pin "
 				   "go with a pkcs11: URI");
+	if (cl->attributes_compat && !(cl->pykmip_attributes = strcmp(cl->attributes_compat, "pykmip") == 0))
+		add_error(e, path, "attributes_compat: must be \"pykmip\" (the only client with a list of its own)");
 	if (cl->tokens && !cl->username_is_token)
 		add_error(e, path, "tokens: goes with username_is_token (else token names the token)");
 	if (cl->username_is_token && !cl->tokens && !c->pkcs11.token)
@@ -948,6 +957,7 @@ void cfg_free(struct cfg *c)
 	free(c->tls.priority);
 	free(c->tls.ticket_key);
 	free(c->log.file);
+	free(c->metrics.file);
 	free(c->pkcs11.module);
 	free(c->pkcs11.token);
 	free(c->pkcs11.pin_file);
@@ -979,6 +989,7 @@ void cfg_free(struct cfg *c)
 		free(cl->pin_file);
 		free(cl->pin_credential);
 		free(cl->namespace);
+		free(cl->attributes_compat);
 		free(cl->operations);
 		for (size_t j = 0; j < cl->n_algorithms; j++)
 			free(cl->algorithms[j].lengths);

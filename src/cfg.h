@@ -40,6 +40,8 @@ struct cfg_client {
 	char *namespace;     /* the tag of the keys it makes and sees */
 	bool untagged_keys;  /* also sees keys without a namespace tag */
 	bool extractable, destroy_revokes;
+	char *attributes_compat; /* "pykmip": leave out of "all attributes" what PyKMIP cannot parse */
+	bool pykmip_attributes;
 };
 
 /* An address or CIDR prefix: family AF_INET (the first 4 bytes of addr) or
@@ -91,6 +93,9 @@ struct cfg {
 		char *file;   /* also append every record here */
 		bool trace;   /* log each request and response as a redacted TTLV tree */
 	} log;
+	struct {
+		char *file;   /* Prometheus text exposition, merged at each connection's end */
+	} metrics;
 	struct {
 		bool extractable; /* new private and secret keys may leave the token */
 		bool destroy_revokes_for_credential_clients; /* Destroy revokes an active key first */

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,6 +33,8 @@ struct backend_health {
 	struct health *h;
 	size_t index;
 	struct record rec; /* as last read or written */
+	long long ok_here, failed_here; /* this process's last success and failure */
+	struct record cleared;          /* the record its success cleared */
 };
 
 struct health {
@@ -160,9 +163,41 @@ static void write_one(struct health *h, size_t i)
 	(void)!pwrite(h->fd, rec, RECORD_LEN, (off_t)(i * RECORD_LEN));
 }
 
-int health_open(const struct cfg *c, struct health **ret)
+/* The health file, made if missing only when make_it says so; one made by root
+ * gets the owner of the lock file beside it. */
+static int open_file(const struct cfg *c, bool make_it, int *ret_fd)
+{
+	size_t size = strlen(c->pkcs11.lock_file) + sizeof(CFG_HEALTH_SUFFIX);
+	char *path = malloc(size);
+	struct stat lock;
+	int fd, r = 0;
+
+	if (!path)
+		return KR_E_NOMEM;
+	snprintf(path, size, "%s%s", c->pkcs11.lock_file, CFG_HEALTH_SUFFIX);
+	fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+	if (fd < 0 && errno == ENOENT && make_it) {
+		fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
+		if (fd >= 0 && geteuid() == 0 && stat(c->pkcs11.lock_file, &lock) == 0 &&
+		    fchown(fd, lock.st_uid, lock.st_gid) < 0)
+			r = KR_E_SYSTEM;
+	}
+	if (fd < 0 && !(errno == ENOENT && !make_it))
+		r = KR_E_SYSTEM;
+	free(path);
+	if (r < 0) {
+		if (fd >= 0)
+			close(fd);
+		return r;
+	}
+	*ret_fd = fd;
+	return 0;
+}
+
+static int open_health(const struct cfg *c, bool make_it, struct health **ret)
 {
 	struct health *h = calloc(1, sizeof(*h));
+	int r = 0;
 
 	if (!h)
 		return KR_E_NOMEM;
@@ -170,23 +205,28 @@ int health_open(const struct cfg *c, struct health **ret)
 	h->n = c->pkcs11.n_backends;
 	h->fd = -1;
 	for (size_t i = 0; i < h->n; i++)
-		h->b[i] = (struct backend_health){ { failed_in_call }, h, i, { 0 } };
-	if (c->pkcs11.lock_file) {
-		size_t size = strlen(c->pkcs11.lock_file) + sizeof(CFG_HEALTH_SUFFIX);
-		char *path = malloc(size);
-
-		if (!path) {
-			free(h);
-			return KR_E_NOMEM;
-		}
-		snprintf(path, size, "%s%s", c->pkcs11.lock_file, CFG_HEALTH_SUFFIX);
-		h->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
-		free(path);
-		if (h->fd < 0) {
-			free(h);
-			return KR_E_SYSTEM;
-		}
+		h->b[i] = (struct backend_health){ { failed_in_call }, h, i, { 0 }, 0, 0, { 0 } };
+	if (c->pkcs11.lock_file && (r = open_file(c, make_it, &h->fd)) < 0) {
+		free(h);
+		return r;
 	}
+	*ret = h;
+	return 0;
+}
+
+int health_open(const struct cfg *c, struct health **ret)
+{
+	return open_health(c, true, ret);
+}
+
+int health_open_beside_lock(const struct cfg *c, struct health **ret, bool *ret_made)
+{
+	struct health *h;
+	int r = open_health(c, c->pkcs11.lock_file && access(c->pkcs11.lock_file, F_OK) == 0, &h);
+
+	if (r < 0)
+		return r;
+	*ret_made = h->fd >= 0;
 	*ret = h;
 	return 0;
 }
@@ -265,18 +305,38 @@ void health_failed(struct health *h, int i, const char *error)
 	r->down_until += h->cfg->pkcs11.pool.retry_after;
 	memset(r->error, 0, sizeof(r->error));
 	strncpy(r->error, error, ERROR_LEN);
+	h->b[i].failed_here = r->error_time;
 	write_one(h, (size_t)i);
 	unlock(h);
 }
 
 void health_ok(struct health *h, int i)
 {
-	if (!h->b[i].rec.failures && !h->b[i].rec.down_until)
-		return; /* as it was read: nothing to write */
+	h->b[i].ok_here = now_s();
 	lock(h);
-	h->b[i].rec = (struct record){ 0 };
-	write_one(h, (size_t)i);
+	/* A pool of one chooses without reading the file: read it now. */
+	read_all(h);
+	if (h->b[i].rec.failures || h->b[i].rec.down_until) {
+		h->b[i].cleared = h->b[i].rec;
+		h->b[i].rec = (struct record){ 0 };
+		write_one(h, (size_t)i);
+	}
 	unlock(h);
+}
+
+void health_states(struct health *h, struct health_state *ret)
+{
+	lock(h);
+	read_all(h);
+	unlock(h);
+	for (size_t i = 0; i < h->n; i++) {
+		const struct record *r = &h->b[i].rec;
+
+		ret[i] = (struct health_state){ r->failures, r->down_until, { 0 }, r->error_time, h->b[i].ok_here,
+						h->b[i].failed_here, { 0 }, h->b[i].cleared.error_time };
+		memcpy(ret[i].error, r->error, sizeof(ret[i].error));
+		memcpy(ret[i].cleared_error, h->b[i].cleared.error, sizeof(ret[i].cleared_error));
+	}
 }
 
 const struct p11_call_owner *health_owner(struct health *h, int i)

@@ -24,6 +24,11 @@
 struct health;
 
 int health_open(const struct cfg *c, struct health **ret) KR_WUR;
+/* As health_open, for a command an administrator runs (--probe), perhaps as root:
+ * a missing file is made only if pkcs11.lock_file exists (a relay has run), and
+ * then gets the lock file's owner, so that the service's user can still open
+ * it. *ret_made says whether the file exists now. */
+int health_open_beside_lock(const struct cfg *c, struct health **ret, bool *ret_made) KR_WUR;
 void health_close(struct health *h);
 
 /* The backend a new connection uses: in failover mode the first usable one in
@@ -37,6 +42,20 @@ bool health_usable(struct health *h, int i);
 void health_failed(struct health *h, int i, const char *error);
 /* Records a success: clears i's record, if it has one. */
 void health_ok(struct health *h, int i);
+/* A backend's record as the file holds it, and what this process saw of it. */
+struct health_state {
+	unsigned failures;
+	long long down_until;           /* 0: up */
+	char error[33];                 /* the last error's name, or "" */
+	long long error_time;           /* its time, seconds since the epoch */
+	long long ok_here, failed_here; /* when this process saw it succeed and fail; 0: never */
+	char cleared_error[33];         /* the record this process's success cleared: its */
+	long long cleared_time;         /* last error and that error's time ("", 0: none) */
+};
+/* Every backend's state, the file read afresh under its lock, into
+ * ret[0 .. pkcs11.n_backends). */
+void health_states(struct health *h, struct health_state *ret);
+
 /* What backend i's module calls answer to (p11_call.h): a timeout or a crash in
  * one records i down before the process ends. */
 const struct p11_call_owner *health_owner(struct health *h, int i);

@@ -15,8 +15,10 @@
 #include "activation.h"
 #include "cfg.h"
 #include "clock.h"
+#include "config_check.h"
 #include "log.h"
-#include "replicas.h"
+#include "metrics.h"
+#include "probe.h"
 #include "token.h"
 #include "p11_call.h"
 #include "p11_tlskey.h"
@@ -35,17 +37,18 @@ static void usage(FILE *out)
 	      "(Accept=yes socket), from inetd/xinetd (stdin), or from --listen.\n"
 	      "\n"
 	      "  -c, --config FILE      configuration file (default " DEFAULT_CONFIG ")\n"
-	      "      --check-config     validate the configuration, print OK or the errors\n"
+	      "      --check-config     check the configuration, its files, certificates and tokens;\n"
+	      "                         print OK or one line per problem\n"
+	      "        --login          also log into each token and find the TLS key in it\n"
+	      "        --strict         exit 3 on warnings\n"
+	      "        --as USER        run the check as USER (the service's user; needs root)\n"
+	      "      --probe            load, log in, sign and verify on each backend; one line each\n"
+	      "        --json           one JSON object instead\n"
 	      "  -l, --listen HOST:PORT accept one connection, serve it, exit; log to stderr\n"
 	      "      --trace            log every request and response as a redacted TTLV tree\n"
 	      "      --version          print the version\n"
 	      "  -h, --help             print this help\n",
 	      out);
-}
-
-static void print_errors(const char *errors)
-{
-	fputs(errors, stderr);
 }
 
 /* Logs each line of a multi-line error text. */
@@ -144,6 +147,7 @@ static int start(const char *config, const char *listen_addr, struct activation 
 		free(errors);
 		return r;
 	}
+	metrics_start(*ret_c);
 	if ((*ret_c)->log.file && (r = log_open_file((*ret_c)->log.file)) < 0)
 		goto fail;
 	if ((r = p11_call_init((*ret_c)->pkcs11.call_timeout)) < 0) {
@@ -162,6 +166,36 @@ fail:
 	cfg_free(*ret_c);
 	*ret_c = NULL;
 	return r;
+}
+
+/* How a connection ended (its summary's end=), as the metrics count it. */
+static enum metrics_end end_kind(const char *end)
+{
+	static const struct {
+		const char *end;
+		enum metrics_end kind;
+	} kinds[] = {
+		{ "client closed the connection", METRICS_END_CLOSED },
+		{ "TLS setup failed", METRICS_END_TLS_FAILED },
+		{ "TLS handshake failed", METRICS_END_TLS_FAILED },
+		{ "authentication failed", METRICS_END_AUTH_FAILED },
+		{ "idle timeout", METRICS_END_TIMEOUT },
+		{ "connection lifetime reached", METRICS_END_TIMEOUT },
+	};
+
+	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
+		if (strcmp(end, kinds[i].end) == 0)
+			return kinds[i].kind;
+	return METRICS_END_ERROR;
+}
+
+/* Merged once the client is gone, so that it never waits for it. */
+static void write_metrics(const struct cfg *c, const char *end, struct health *h)
+{
+	const char *why = NULL;
+
+	if (metrics_write(c, end_kind(end), h, &why) < 0)
+		log_msg(LOG_WARNING, "%s", why);
 }
 
 static bool key_in_token(const struct cfg *c)
@@ -218,6 +252,7 @@ static int serve(const struct cfg *c, struct activation *a, bool trace)
 	if (r < 0) {
 		st.end = kr_strerror(r);
 		log_summary(a, proxy, NULL, &st, NULL, t0);
+		write_metrics(c, st.end, NULL);
 		return r;
 	}
 	token_init(&ct, c);
@@ -235,6 +270,7 @@ static int serve(const struct cfg *c, struct activation *a, bool trace)
 	if (r < 0) {
 		log_msg(LOG_ERR, "%s", why);
 		log_summary(a, proxy, NULL, &st, &ct, t0);
+		write_metrics(c, st.end, ct.health);
 		token_close(&ct);
 		return r;
 	}
@@ -246,31 +282,36 @@ static int serve(const struct cfg *c, struct activation *a, bool trace)
 		st.end = "TLS handshake failed";
 		log_summary(a, proxy, NULL, &st, &ct, t0);
 		tls_conn_free(t);
+		write_metrics(c, st.end, ct.health);
 		token_close(&ct);
 		return r;
 	}
+	metrics_handshake(st.handshake_us);
 	session_run(c, trace, a->peer, t, &ct, &st);
 	tls_bye(t);
 	log_summary(a, proxy, t, &st, &ct, t0);
 	tls_conn_free(t);
+	write_metrics(c, st.end, ct.health);
 	token_close(&ct);
 	return 0;
 }
 
 int main(int argc, char **argv)
 {
-	enum { OPT_CHECK = 256, OPT_TRACE, OPT_VERSION };
+	enum { OPT_CHECK = 256, OPT_TRACE, OPT_VERSION, OPT_LOGIN, OPT_STRICT, OPT_AS, OPT_PROBE, OPT_JSON };
 	static const struct option options[] = {
 		{ "config", required_argument, NULL, 'c' },  { "check-config", no_argument, NULL, OPT_CHECK },
 		{ "listen", required_argument, NULL, 'l' },  { "trace", no_argument, NULL, OPT_TRACE },
 		{ "version", no_argument, NULL, OPT_VERSION }, { "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+		{ "login", no_argument, NULL, OPT_LOGIN },   { "strict", no_argument, NULL, OPT_STRICT },
+		{ "as", required_argument, NULL, OPT_AS },   { "probe", no_argument, NULL, OPT_PROBE },
+		{ "json", no_argument, NULL, OPT_JSON },     { NULL, 0, NULL, 0 },
 	};
 	const char *config = DEFAULT_CONFIG, *listen_addr = NULL;
-	bool check = false, trace = false;
+	struct check_options check_opts = { 0 };
+	bool check = false, trace = false, probe = false, json = false;
 	struct activation a;
 	struct cfg *c = NULL;
-	char *errors = NULL;
 	int opt, r;
 
 	/* Before anything else, so that GnuTLS never loads p11-kit's registered
@@ -283,28 +324,27 @@ int main(int argc, char **argv)
 		case 'l': listen_addr = optarg; break;
 		case OPT_CHECK: check = true; break;
 		case OPT_TRACE: trace = true; break;
+		case OPT_LOGIN: check_opts.login = true; break;
+		case OPT_STRICT: check_opts.strict = true; break;
+		case OPT_AS: check_opts.as_user = optarg; break;
+		case OPT_PROBE: probe = true; break;
+		case OPT_JSON: json = true; break;
 		case OPT_VERSION: puts(PACKAGE_NAME " " PACKAGE_VERSION); return EXIT_SUCCESS;
 		case 'h': usage(stdout); return EXIT_SUCCESS;
 		default: usage(stderr); return EXIT_FAILURE;
 		}
 	}
-	if (optind < argc) {
+	/* The check's and the probe's options go with them only; the terminal
+	 * commands exclude the serving ones. */
+	if (optind < argc || (check && probe) || ((check || probe) && (listen_addr || trace)) ||
+	    (!check && (check_opts.login || check_opts.strict || check_opts.as_user)) || (json && !probe)) {
 		usage(stderr);
 		return EXIT_FAILURE;
 	}
-	if (check) {
-		r = cfg_load(config, &c, &errors);
-		if (r < 0) {
-			print_errors(errors ? errors : "out of memory\n");
-			free(errors);
-			return EXIT_FAILURE;
-		}
-		/* Warnings: a cluster may still be replicating. */
-		replicas_check(c, stderr);
-		puts("OK");
-		cfg_free(c);
-		return EXIT_SUCCESS;
-	}
+	if (check)
+		return config_check(config, &check_opts);
+	if (probe)
+		return probe_run(config, json);
 	r = start(config, listen_addr, &a, &c);
 	if (r < 0) {
 		log_close();

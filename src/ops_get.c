@@ -311,6 +311,43 @@ static bool wanted(const struct ttlv_item *payload, const struct kmip_attr *a)
 	return !asked;
 }
 
+/* Whether PyKMIP 0.10 can read an attribute in a Get Attributes response: those
+ * its AttributeValueFactory makes a value for (not Link, Usage Limits,
+ * Cryptographic Domain Parameters, Original Creation Date, Always Sensitive, Key
+ * Format Type, Random Number Generator...), and x- custom attributes by their 1.x
+ * name. One it cannot read fails the whole response. */
+static bool pykmip_reads(const struct kmip_attr *a, struct kmip_version v)
+{
+	static const uint32_t tags[] = {
+		KMIP_TAG_UNIQUE_IDENTIFIER, KMIP_TAG_NAME, KMIP_TAG_OBJECT_TYPE, KMIP_TAG_CRYPTOGRAPHIC_ALGORITHM,
+		KMIP_TAG_CRYPTOGRAPHIC_LENGTH, KMIP_TAG_CRYPTOGRAPHIC_PARAMETERS, KMIP_TAG_CERTIFICATE_TYPE,
+		KMIP_TAG_CERTIFICATE_LENGTH, KMIP_TAG_DIGEST, KMIP_TAG_OPERATION_POLICY_NAME,
+		KMIP_TAG_CRYPTOGRAPHIC_USAGE_MASK, KMIP_TAG_LEASE_TIME, KMIP_TAG_STATE, KMIP_TAG_INITIAL_DATE,
+		KMIP_TAG_ACTIVATION_DATE, KMIP_TAG_PROCESS_START_DATE, KMIP_TAG_PROTECT_STOP_DATE,
+		KMIP_TAG_DEACTIVATION_DATE, KMIP_TAG_DESTROY_DATE, KMIP_TAG_COMPROMISE_OCCURRENCE_DATE,
+		KMIP_TAG_COMPROMISE_DATE, KMIP_TAG_ARCHIVE_DATE, KMIP_TAG_OBJECT_GROUP, KMIP_TAG_FRESH,
+		KMIP_TAG_APPLICATION_SPECIFIC_INFORMATION, KMIP_TAG_CONTACT_INFORMATION, KMIP_TAG_LAST_CHANGE_DATE,
+		KMIP_TAG_SENSITIVE,
+	};
+
+	if (!a->tag)
+		return v.major < 2;
+	for (size_t i = 0; i < sizeof(tags) / sizeof(tags[0]); i++)
+		if (a->tag == tags[i])
+			return true;
+	return false;
+}
+
+/* Whether a request names no attribute: it asks for all. */
+static bool asks_all(const struct ttlv_item *payload)
+{
+	for (const struct ttlv_item *c = payload->child; c; c = c->next)
+		if ((c->tag == KMIP_TAG_ATTRIBUTE_NAME && c->type == TTLV_TEXT_STRING) ||
+		    c->tag == KMIP_TAG_ATTRIBUTE_REFERENCE)
+			return false;
+	return true;
+}
+
 void op_get_attributes(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_writer *w,
 		       struct ops_result *res)
 {
@@ -318,13 +355,16 @@ void op_get_attributes(struct ops_ctx *ctx, const struct ttlv_item *payload, str
 	struct kmip_attr chosen[64];
 	struct kmip_attrs out = { chosen, 0 };
 	struct store_obj o;
+	/* clients[].attributes_compat "pykmip": "all" is all that PyKMIP can read. */
+	bool pykmip = ctx->client && ctx->client->pykmip_attributes && asks_all(payload);
 
 	if (!object_and_attrs(ctx, &o, &oa, res))
 		return;
 	/* The encoder would leave out what the version lacks; chosen here, it does not
 	 * take a place among the 64. */
 	for (size_t i = 0; i < oa.attrs.n && out.n < 64; i++)
-		if (kmip_attr_in_version(&oa.attrs.v[i], ctx->version) && wanted(payload, &oa.attrs.v[i]))
+		if (kmip_attr_in_version(&oa.attrs.v[i], ctx->version) && wanted(payload, &oa.attrs.v[i]) &&
+		    (!pykmip || pykmip_reads(&oa.attrs.v[i], ctx->version)))
 			chosen[out.n++] = oa.attrs.v[i];
 	ttlv_begin(w, KMIP_TAG_RESPONSE_PAYLOAD);
 	ops_put_uid(w, KMIP_TAG_UNIQUE_IDENTIFIER, o.uid);

@@ -6,6 +6,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <sys/file.h>
 #include <unistd.h>
 #include <stdbool.h>
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "metrics.h"
 #include "p11_call.h"
 
 /* A call into the module, under the deadline and with the stop signals held
@@ -60,15 +62,37 @@ struct ck_interface_30 {
 typedef CK_RV (*get_interface_fn)(CK_UTF8CHAR *name, CK_VERSION *version, struct ck_interface_30 **iface,
 				  CK_FLAGS flags);
 
+/* A failure's text with its cause (dlerror(), errno, a CKR_ name), formatted into
+ * the caller's static buffer: *ret_why outlives the call. */
+__attribute__((format(printf, 3, 4)))
+static const char *because(char *buf, size_t size, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, size, fmt, ap);
+	va_end(ap);
+	return buf;
+}
+
+/* A module call's refusal, counted for the metrics, as its CKR_ name. */
+static const char *refusal(CK_RV rv)
+{
+	metrics_ckr(p11_rv_name(rv));
+	return p11_rv_name(rv);
+}
+
 /* Loads a module (its constructors run here) and finds its function list, or
  * takes the one this process loaded already. Nothing is initialised: loading
  * needs no lock, and a module that is loaded but unused is not finalised. */
 static int module_load(const char *path, const struct p11_call_owner *owner, struct p11_module **ret,
 		       const char **ret_why)
 {
+	static char why[512];
 	get_interface_fn get_interface;
 	CK_C_GetFunctionList get_list;
 	struct p11_module *m;
+	CK_RV rv = CKR_OK;
 
 	for (m = modules; m; m = m->next)
 		if (strcmp(m->path, path) == 0) {
@@ -86,7 +110,10 @@ static int module_load(const char *path, const struct p11_call_owner *owner, str
 	m->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
 	p11_call_end();
 	if (!m->dl) {
-		*ret_why = "pkcs11.module: cannot load the module";
+		const char *err = dlerror();
+
+		*ret_why = because(why, sizeof(why), "pkcs11.module: cannot load the module: %s",
+				   err ? err : "(no reason given)");
 		goto fail;
 	}
 	get_interface = (get_interface_fn)dlsym(m->dl, "C_GetInterface");
@@ -100,8 +127,14 @@ static int module_load(const char *path, const struct p11_call_owner *owner, str
 	}
 	if (!m->f) {
 		get_list = (CK_C_GetFunctionList)dlsym(m->dl, "C_GetFunctionList");
-		if (!get_list || P11_CALL(owner, "C_GetFunctionList", get_list(&m->f)) != CKR_OK || !m->f) {
-			*ret_why = "pkcs11.module: no PKCS#11 function list";
+		if (!get_list) {
+			*ret_why = because(why, sizeof(why), "pkcs11.module: %s: not a PKCS#11 module (it has neither "
+					   "C_GetInterface nor C_GetFunctionList)", path);
+			goto fail;
+		}
+		if ((rv = P11_CALL(owner, "C_GetFunctionList", get_list(&m->f))) != CKR_OK || !m->f) {
+			*ret_why = because(why, sizeof(why), "pkcs11.module: %s: C_GetFunctionList failed: %s", path,
+					   rv != CKR_OK ? refusal(rv) : "no function list");
 			goto fail;
 		}
 	}
@@ -129,6 +162,7 @@ int p11_load(const char *path, const struct p11_call_owner *owner, const char **
 static int module_get(const char *path, const struct p11_call_owner *owner, struct p11_module **ret,
 		      const char **ret_why)
 {
+	static char why[512];
 	CK_C_INITIALIZE_ARGS args = { .flags = CKF_OS_LOCKING_OK };
 	struct p11_module *m;
 	CK_RV rv;
@@ -142,7 +176,7 @@ static int module_get(const char *path, const struct p11_call_owner *owner, stru
 		return 0;
 	rv = P11_CALL(owner, "C_Initialize", m->f->C_Initialize(&args));
 	if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
-		*ret_why = "pkcs11.module: C_Initialize failed";
+		*ret_why = because(why, sizeof(why), "pkcs11.module: %s: C_Initialize failed: %s", path, refusal(rv));
 		return KR_E_P11_MODULE;
 	}
 	m->initialized = rv == CKR_OK;
@@ -216,18 +250,24 @@ static bool allowed(P11KitUri *const *allow, size_t n_allow, CK_SLOT_ID slot, CK
 
 /* Picks the slot by URI, or by a client's username among the allowed tokens: the
  * token label, then the slot ID, then the slot index, as the Cascade bridge does. */
-static int find_slot(struct p11_token *t, P11KitUri *uri, const char *username, size_t username_len,
-		     P11KitUri *const *allow, size_t n_allow, const char **ret_why)
+static int find_slot(struct p11_token *t, P11KitUri *uri, const char *uri_text, const char *username,
+		     size_t username_len, P11KitUri *const *allow, size_t n_allow, const char **ret_why)
 {
+	static char why[128], no_match[1024];
 	CK_SLOT_ID *slots = NULL;
 	long long number = username ? decimal(username, username_len) : -1;
 	CK_ULONG n = 0;
+	CK_RV rv;
 	/* A username that picks no token is a wrong credential, as a wrong PIN is. */
 	int r = username ? KR_E_P11_PIN : KR_E_P11_TOKEN;
 
 	*ret_why = username ? "no token that the config allows has this username as label, slot ID or slot index"
-			    : "pkcs11.token: no token matches the URI";
-	if (CALL(t, C_GetSlotList, CK_TRUE, NULL, &n) != CKR_OK || n == 0)
+			    : because(no_match, sizeof(no_match), "pkcs11.token: no token matches the URI %s", uri_text);
+	if ((rv = CALL(t, C_GetSlotList, CK_TRUE, NULL, &n)) != CKR_OK) {
+		*ret_why = because(why, sizeof(why), "pkcs11.token: cannot list the slots: %s", refusal(rv));
+		return r;
+	}
+	if (n == 0)
 		return r;
 	slots = calloc(n, sizeof(*slots));
 	if (!slots)
@@ -287,6 +327,7 @@ int p11_open(const char *module, const char *token_uri, const char *username, si
 	struct p11_token *t = calloc(1, sizeof(*t));
 	P11KitUri *uri = NULL, **allow_uris = NULL;
 	size_t n_allow_uris = 0;
+	CK_RV rv;
 	int r = 0;
 
 	if (!t || (username && n_allow && !(allow_uris = calloc(n_allow, sizeof(*allow_uris))))) {
@@ -303,10 +344,15 @@ int p11_open(const char *module, const char *token_uri, const char *username, si
 	if (r == 0 && (r = module_get(module, owner, &t->m, ret_why)) == 0)
 		t->f = t->m->f;
 	if (r < 0 ||
-	    (r = find_slot(t, uri, username, username_len, allow_uris, n_allow_uris, ret_why)) < 0)
+	    (r = find_slot(t, uri, token_uri ? token_uri : "pkcs11:", username, username_len, allow_uris, n_allow_uris,
+			   ret_why)) < 0)
 		goto out;
-	if (CALL(t, C_OpenSession, t->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &t->session) != CKR_OK) {
-		*ret_why = "pkcs11.token: cannot open a session";
+	if ((rv = CALL(t, C_OpenSession, t->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &t->session)) !=
+	    CKR_OK) {
+		static char why[128];
+
+		t->last_rv = rv;
+		*ret_why = because(why, sizeof(why), "pkcs11.token: cannot open a session: %s", refusal(rv));
 		r = KR_E_P11_TOKEN;
 		goto out;
 	}
@@ -327,22 +373,24 @@ out:
 
 int p11_lock(const char *path, bool create, int *ret_fd, const char **ret_why)
 {
+	static char why[4096 + 128];
 	int fd;
 
 	*ret_fd = -1;
 	if (!path)
 		return 0;
 	fd = open(path, (create ? O_RDWR | O_CREAT : O_RDONLY) | O_CLOEXEC | O_NOCTTY, 0600);
-	if (fd < 0 && !create && errno == ENOENT)
+	/* A check reports the lock file's problems itself (config_check.h). */
+	if (fd < 0 && !create && (errno == ENOENT || errno == EACCES))
 		return 0;
 	if (fd < 0) {
-		*ret_why = "pkcs11.lock_file: cannot open the lock file";
+		*ret_why = because(why, sizeof(why), "pkcs11.lock_file: cannot open %s: %s", path, strerror(errno));
 		return KR_E_SYSTEM;
 	}
 	while (flock(fd, LOCK_EX) < 0) {
 		if (errno != EINTR) {
+			*ret_why = because(why, sizeof(why), "pkcs11.lock_file: cannot lock %s: %s", path, strerror(errno));
 			close(fd);
-			*ret_why = "pkcs11.lock_file: cannot lock";
 			return KR_E_SYSTEM;
 		}
 	}
@@ -388,6 +436,7 @@ bool p11_has_mechanism(struct p11_token *t, CK_MECHANISM_TYPE m)
 
 int p11_login(struct p11_token *t, const char *pin, size_t pin_len, const char **ret_why)
 {
+	static char why[128];
 	CK_RV rv = CALL(t, C_Login, t->session, CKU_USER, (CK_UTF8CHAR *)pin, pin_len);
 
 	if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN)
@@ -397,13 +446,13 @@ int p11_login(struct p11_token *t, const char *pin, size_t pin_len, const char *
 	case CKR_PIN_INCORRECT:
 	case CKR_PIN_INVALID:
 	case CKR_PIN_LEN_RANGE:
-		*ret_why = "login failed: wrong PIN";
+		*ret_why = because(why, sizeof(why), "login failed: wrong PIN (%s)", refusal(rv));
 		return KR_E_P11_PIN;
 	case CKR_PIN_LOCKED:
-		*ret_why = "login failed: the user PIN is locked";
+		*ret_why = because(why, sizeof(why), "login failed: the user PIN is locked (%s)", refusal(rv));
 		return KR_E_P11_PIN;
 	default: /* e.g. SoftHSM reading a token file that another process rewrites */
-		*ret_why = "login failed: the token refused it";
+		*ret_why = because(why, sizeof(why), "login failed: the token refused it (%s)", refusal(rv));
 		return KR_E_P11_TOKEN;
 	}
 }
@@ -420,6 +469,7 @@ void p11_pin_free(char *pin, size_t len)
 
 int p11_read_pin(const char *file, const char *credential, char **ret_pin, size_t *ret_len, const char **ret_why)
 {
+	static char why[4096 + 128];
 	char path[4096], *pin;
 	const char *dir;
 	size_t len;
@@ -439,8 +489,8 @@ int p11_read_pin(const char *file, const char *credential, char **ret_pin, size_
 	}
 	f = fopen(file, "re");
 	if (!f) {
-		*ret_why = credential ? "pkcs11.pin_credential: cannot read the credential"
-				      : "pkcs11.pin_file: cannot read the PIN file";
+		*ret_why = because(why, sizeof(why), "%s: cannot read %s: %s",
+				   credential ? "pkcs11.pin_credential" : "pkcs11.pin_file", file, strerror(errno));
 		return KR_E_P11_PIN;
 	}
 	pin = calloc(1, MAX_PIN + 1);
@@ -517,6 +567,15 @@ static const struct {
 	RV(CKR_FUNCTION_FAILED, KR_E_P11_FAILED),
 	RV(CKR_BUFFER_TOO_SMALL, KR_E_P11_FAILED),
 	RV(CKR_RANDOM_NO_RNG, KR_E_P11_MECHANISM),
+	/* Named for the log and --check-config; what they mean for a request is a
+	 * failed call. */
+	RV(CKR_TOKEN_NOT_RECOGNIZED, KR_E_P11_DEVICE),
+	RV(CKR_SLOT_ID_INVALID, KR_E_P11_FAILED),
+	RV(CKR_CRYPTOKI_NOT_INITIALIZED, KR_E_P11_FAILED),
+	RV(CKR_CRYPTOKI_ALREADY_INITIALIZED, KR_E_P11_FAILED),
+	RV(CKR_TOKEN_WRITE_PROTECTED, KR_E_P11_FAILED),
+	RV(CKR_SESSION_COUNT, KR_E_P11_FAILED),
+	RV(CKR_USER_TYPE_INVALID, KR_E_P11_FAILED),
 #undef RV
 };
 
@@ -564,6 +623,8 @@ CK_RV p11_device_failure(struct p11_token *t)
 
 static int check(struct p11_token *t, CK_RV rv)
 {
+	if (rv != CKR_OK)
+		metrics_ckr(p11_rv_name(rv));
 	t->last_rv = rv;
 	if (t->device_rv == CKR_OK && p11_device_class(rv))
 		t->device_rv = rv;
@@ -581,6 +642,21 @@ int p11_token_info(struct p11_token *t, CK_TOKEN_INFO *ret)
 	if (r == 0)
 		*ret = ti;
 	return r;
+}
+
+int p11_module_info(struct p11_token *t, CK_INFO *ret)
+{
+	CK_INFO info;
+	int r = check(t, CALL(t, C_GetInfo, &info));
+
+	if (r == 0)
+		*ret = info;
+	return r;
+}
+
+CK_SLOT_ID p11_slot(const struct p11_token *t)
+{
+	return t->slot;
 }
 
 CK_RV p11_last_rv(const struct p11_token *t)

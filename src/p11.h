@@ -29,6 +29,9 @@ int p11_open(const char *module, const char *token_uri, const char *username, si
 	     const char **ret_why) KR_WUR;
 /* The token's C_GetTokenInfo, read afresh (its flags say how the user PIN stands). */
 int p11_token_info(struct p11_token *t, CK_TOKEN_INFO *ret) KR_WUR;
+/* The module's C_GetInfo (its description and version), and the token's slot. */
+int p11_module_info(struct p11_token *t, CK_INFO *ret) KR_WUR;
+CK_SLOT_ID p11_slot(const struct p11_token *t);
 /* An exclusive flock() on path, held from before p11_open until after p11_login
  * (SoftHSM rewrites its token file on every login, and another process reading it
  * meanwhile finds no token) and around metadata writes. A module call that hangs
@@ -36,7 +39,8 @@ int p11_token_info(struct p11_token *t, CK_TOKEN_INFO *ret) KR_WUR;
  * (pkcs11.call_timeout, p11_call.h) ends the process, which releases it. *ret_fd
  * is the fd to pass to p11_unlock, or -1 with no path. Without create, a lock file
  * that does not exist is not made (no relay has run to share it with): a check run
- * as root must not leave one the service's user cannot open. */
+ * as root must not leave one the service's user cannot open; nor is one waited for
+ * that this user may not open (the check names that problem itself). */
 int p11_lock(const char *path, bool create, int *ret_fd, const char **ret_why) KR_WUR;
 void p11_unlock(int fd);
 

@@ -33,6 +33,7 @@ static char expiry_tail[96]; /* the log line after the function's name */
  * many calls began, and a stop signal that came (0: none). */
 static _Atomic(const char *) current;
 static _Atomic(const struct p11_call_owner *) current_owner;
+static _Atomic(const struct p11_call_owner *) witness;
 static atomic_ulong calls;
 static atomic_int stop_signal;
 
@@ -66,6 +67,8 @@ static _Noreturn void expire(const char *function)
 
 	if (owner)
 		owner->failed(owner, "timeout");
+	if (witness)
+		witness->failed(witness, "timeout");
 	n = append(message, 0, sizeof(message), "pkcs11: ");
 	n = append(message, n, sizeof(message), function);
 	n = append(message, n, sizeof(message), expiry_tail);
@@ -139,6 +142,8 @@ static void crashed(int sig)
 		if (crashes[i].sig == sig) {
 			if (owner)
 				owner->failed(owner, crashes[i].name);
+			if (witness && current)
+				witness->failed(witness, crashes[i].name);
 			sigaction(sig, &before_crash[i], NULL);
 		}
 	raise(sig); /* delivered when this returns; a fault also recurs */
@@ -177,6 +182,11 @@ int p11_call_init(unsigned timeout_seconds)
 fail:
 	errno = err;
 	return KR_E_SYSTEM;
+}
+
+void p11_call_set_witness(const struct p11_call_owner *w)
+{
+	witness = w;
 }
 
 void p11_call_begin(const char *function, const struct p11_call_owner *owner)

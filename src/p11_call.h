@@ -41,6 +41,11 @@ struct p11_call_owner {
  * log must be open (an expiry writes with log_emergency). */
 int p11_call_init(unsigned timeout_seconds) KR_WUR;
 
+/* A witness is told of every call that outlasts its deadline or crashes, as its
+ * owner is (--check-config and --probe tell their parent process so, in their
+ * child processes, where a sanitizer may end a crash its own way). NULL: none. */
+void p11_call_set_witness(const struct p11_call_owner *w);
+
 /* Around one call: begin notes function (a string literal, named in the log
  * line if the call outlasts the timeout) and its owner (or NULL) as in progress;
  * end notes that it returned. A stop signal that came meanwhile ends the process

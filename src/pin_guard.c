@@ -367,20 +367,28 @@ static void prune(struct pin_guard *g, time_t now)
 }
 
 /* Written whole to a new file that then replaces the old one, so that a reader
- * (under the lock, or a process killed while writing) never sees half of it. */
+ * (under the lock, or a process killed while writing) never sees half of it. It
+ * has the lock file's owner: one that root wrote (kmip-relay --check-config
+ * --login) must stay readable by the service's user. Without a lock file no
+ * relay has run, and there is no one to share the record with. */
 static void save_state(const struct pin_guard *g)
 {
 	size_t size = strlen(g->path) + sizeof(".tmp");
 	char *tmp = malloc(size);
+	struct stat lock;
 	int fd = -1, ok = 0;
 
+	if (stat(g->cfg->pkcs11.lock_file, &lock) < 0) {
+		free(tmp);
+		return;
+	}
 	if (tmp) {
 		snprintf(tmp, size, "%s.tmp", g->path);
 		fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
 	}
 	if (fd >= 0) {
-		ok = fchmod(fd, 0600) == 0 && json_dumpfd(g->state, fd, JSON_COMPACT) == 0 && write(fd, "\n", 1) == 1 &&
-		     fsync(fd) == 0;
+		ok = fchmod(fd, 0600) == 0 && (geteuid() != 0 || fchown(fd, lock.st_uid, lock.st_gid) == 0) &&
+		     json_dumpfd(g->state, fd, JSON_COMPACT) == 0 && write(fd, "\n", 1) == 1 && fsync(fd) == 0;
 		ok = close(fd) == 0 && ok && rename(tmp, g->path) == 0;
 	}
 	if (!ok) {

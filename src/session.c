@@ -16,6 +16,7 @@
 #include "guard.h"
 #include "kmip.h"
 #include "log.h"
+#include "metrics.h"
 #include "ops.h"
 
 #define AUTH_FAILURE_DELAY_S 1
@@ -85,6 +86,7 @@ static void audit_write(const struct session *s, const struct audit_entry *e)
 
 	if (!result)
 		result = "Unknown";
+	metrics_request(ops_name(e->operation), result, e->latency_us);
 	if (plain(e->uid))
 		snprintf(uid, sizeof(uid), "\"%s\"", e->uid);
 	else

@@ -348,15 +348,25 @@ int tls_conn_new(const struct cfg *c, gnutls_privkey_t privkey, int fd, struct t
 	gnutls_transport_set_int(t->s, fd);
 	/* A client that stops reading must not hold the process forever. */
 	if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0 && errno != ENOTSOCK) {
-		why = "cannot set the send timeout";
+		static char text[128];
+
+		snprintf(text, sizeof(text), "cannot set the send timeout: %s", strerror(errno));
+		why = text;
 		r = GNUTLS_E_INTERNAL_ERROR;
 		goto out;
 	}
 out:
 	if (r < 0) {
+		static char text[512];
+
 		if (privkey)
 			gnutls_privkey_deinit(privkey);
 		tls_conn_free(t);
+		/* The CRL's problem is said in full by crl_problem. */
+		if (r != GNUTLS_E_INTERNAL_ERROR && strncmp(why, "tls.client_crl: ", 16) != 0) {
+			snprintf(text, sizeof(text), "%s: %s", why, gnutls_strerror(r));
+			why = text;
+		}
 		*ret_why = why;
 		return KR_E_CONFIG;
 	}
@@ -456,6 +466,17 @@ int tls_handshake(struct tls_conn *t, unsigned timeout_ms, const char **ret_why)
 		r = check_client(t);
 	if (r >= 0)
 		r = read_identity(t);
+	/* The client's alert, if it sent one (GnuTLS may report what it then lacked,
+	 * such as the client's certificate); the session is new, so any alert
+	 * other than close_notify (0) came in this handshake. */
+	if (r < 0 && !t->refusal[0] &&
+	    (r == GNUTLS_E_FATAL_ALERT_RECEIVED || r == GNUTLS_E_WARNING_ALERT_RECEIVED ||
+	     gnutls_alert_get(t->s) != GNUTLS_A_CLOSE_NOTIFY)) {
+		const char *alert = gnutls_alert_get_name(gnutls_alert_get(t->s));
+
+		snprintf(t->refusal, sizeof(t->refusal), "the client sent the alert \"%s\" (%s)", alert ? alert : "unknown",
+			 gnutls_strerror(r));
+	}
 	if (r < 0) {
 		*ret_why = t->refusal[0] ? t->refusal : gnutls_strerror(r);
 		return KR_E_TLS_HANDSHAKE;

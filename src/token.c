@@ -3,6 +3,8 @@
 
 #include "token.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -117,10 +119,29 @@ int token_check_open(struct conn_token *ct, int i, struct p11_token **ret)
 	return open_backend(ct, i, ret);
 }
 
+int token_check_peek(struct conn_token *ct, const char *module, const char *uri, struct p11_token **ret)
+{
+	int lock = -1, r;
+
+	ct->checking = true;
+	/* The lock covers C_Initialize, not loading the module. */
+	r = p11_load(module, NULL, &ct->why);
+	if (r == 0)
+		r = p11_lock(ct->cfg->pkcs11.lock_file, false, &lock, &ct->why);
+	if (r == 0)
+		r = p11_open(module, uri, NULL, 0, NULL, 0, NULL, ret, &ct->why);
+	p11_unlock(lock);
+	return r;
+}
+
 static int health(struct conn_token *ct)
 {
 	if (!ct->health && health_open(ct->cfg, &ct->health) < 0) {
-		ct->why = "pkcs11.lock_file: cannot open the health file beside it";
+		static char why[4200];
+
+		snprintf(why, sizeof(why), "pkcs11.lock_file: cannot open the health file %s" CFG_HEALTH_SUFFIX ": %s",
+			 ct->cfg->pkcs11.lock_file, strerror(errno));
+		ct->why = why;
 		return KR_E_SYSTEM;
 	}
 	return 0;
@@ -311,8 +332,10 @@ int token_store(struct conn_token *ct, const struct kmip_header *h, const struct
 	bool by_credential = pin_is_password(ct, h, cl, credential_client);
 	int r;
 
-	if (!ct->n && (r = set_pool(ct, cl, by_credential)) < 0)
+	if (!ct->n && (r = set_pool(ct, cl, by_credential)) < 0) {
+		log_msg(LOG_NOTICE, "token: %s", ct->why);
 		return r;
+	}
 	if ((r = choose(ct, h, cl, by_credential)) < 0)
 		return r;
 	*ret = &ct->b[ct->current].store;

@@ -64,6 +64,10 @@ int token_open_configured(struct conn_token *ct) KR_WUR;
 /* For --check-config: configured backend i opened and logged into with its PIN,
  * outside the pool's health. */
 int token_check_open(struct conn_token *ct, int i, struct p11_token **ret) KR_WUR;
+/* For --check-config and --probe: the token that uri selects in module, opened
+ * without a login, initialised under pkcs11.lock_file as a relay would (a lock
+ * file that does not exist is not made). */
+int token_check_peek(struct conn_token *ct, const char *module, const char *uri, struct p11_token **ret) KR_WUR;
 /* Keeps the relay's own TLS key (handle h in tls_tok) from every client. */
 void token_reserve(struct conn_token *ct, CK_OBJECT_HANDLE h);
 

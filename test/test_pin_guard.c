@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* Unit tests for the PIN guard: the token flags it refuses, the budget of failed
  * client PINs at the edges of its window, rejected configured PINs, and the state
- * file (what it holds, and a damaged one). Time is passed in, never waited for. */
+ * file (what it holds, and a damaged one; whose it is when root writes it, and
+ * none without a lock file). Time is passed in, never waited for. */
 #include "config.h"
 
 #include <check.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +32,8 @@ static void setup(void)
 	ck_assert_ptr_nonnull(mkdtemp(dir));
 	snprintf(lock_file, sizeof(lock_file), "%s/p11.lock", dir);
 	snprintf(state_file, sizeof(state_file), "%s%s", lock_file, CFG_PIN_STATE_SUFFIX);
+	/* Made by the relay before any login (p11_lock). */
+	ck_assert_int_eq(close(open(lock_file, O_RDWR | O_CREAT, 0600)), 0);
 	cfg = (struct cfg){ 0 };
 	cfg.pkcs11.lock_file = lock_file;
 	cfg.pkcs11.pin_failures = 3;
@@ -43,6 +47,7 @@ static void teardown(void)
 	snprintf(tmp, sizeof(tmp), "%s.tmp", state_file);
 	unlink(tmp);
 	unlink(state_file);
+	unlink(lock_file);
 	rmdir(dir);
 }
 
@@ -311,6 +316,45 @@ START_TEST(test_odd_label)
 }
 END_TEST
 
+/* kmip-relay --check-config --login may run as root before any relay: no lock file,
+ * no relay to share a record with, and a state file root made would lock the
+ * service's user out. */
+START_TEST(test_no_state_without_the_lock_file)
+{
+	CK_TOKEN_INFO ti = token("a", "1", 0);
+
+	ck_assert_int_eq(unlink(lock_file), 0);
+	ck_assert_int_eq(login(&ti, false, WRONG, CKR_PIN_INCORRECT, T0, NULL), 0);
+	ck_assert_int_eq(login(&ti, true, WRONG, CKR_PIN_INCORRECT, T0, NULL), 0);
+	ck_assert_ptr_null(read_state());
+	ck_assert_int_eq(access(state_file, F_OK), -1);
+}
+END_TEST
+
+/* Root rewriting the state file (the check, as root) gives it the lock file's
+ * owner: the service's user can still read it. */
+START_TEST(test_state_keeps_the_lock_files_owner)
+{
+	CK_TOKEN_INFO ti = token("a", "1", 0);
+	struct passwd *nobody = getpwnam("nobody");
+	struct stat st;
+
+	ck_assert_ptr_nonnull(nobody);
+	if (geteuid() != 0) { /* only root can give a file away: then it stays ours */
+		ck_assert_int_eq(login(&ti, false, WRONG, CKR_PIN_INCORRECT, T0, NULL), 0);
+		ck_assert_int_eq(stat(state_file, &st), 0);
+		ck_assert_uint_eq(st.st_uid, geteuid());
+		return;
+	}
+	ck_assert_int_eq(chown(lock_file, nobody->pw_uid, nobody->pw_gid), 0);
+	ck_assert_int_eq(login(&ti, false, WRONG, CKR_PIN_INCORRECT, T0, NULL), 0);
+	ck_assert_int_eq(stat(state_file, &st), 0);
+	ck_assert_uint_eq(st.st_uid, nobody->pw_uid);
+	ck_assert_uint_eq(st.st_gid, nobody->pw_gid);
+	ck_assert_int_eq(st.st_mode & 07777, 0600);
+}
+END_TEST
+
 START_TEST(test_stale_entries_pruned)
 {
 	CK_TOKEN_INFO a = token("a", "1", 0), b = token("b", "2", 0);
@@ -347,6 +391,8 @@ static Suite *pin_guard_suite(void)
 	tcase_add_test(tc, test_damaged_state_refuses);
 	tcase_add_test(tc, test_odd_label);
 	tcase_add_test(tc, test_stale_entries_pruned);
+	tcase_add_test(tc, test_no_state_without_the_lock_file);
+	tcase_add_test(tc, test_state_keeps_the_lock_files_owner);
 	suite_add_tcase(s, tc);
 	return s;
 }

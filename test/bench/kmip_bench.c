@@ -11,8 +11,11 @@
  * self-check; given HAProxy in front of more relays on the same token
  * (--haproxy-port), the same through it, for the balancer's cost; given a relay
  * serving a pool of backends on the same token (--pool-port), the same against
- * it, for the pool's cost. It measures; it does not judge: the exit status is 0
- * unless the set-up fails. */
+ * it, for the pool's cost; given a relay on the same token with metrics.file set
+ * (--metrics-port, --metrics-file), new connections alternately there and here,
+ * and the merge into a copy of that relay's file, for the metrics file's cost per
+ * connection. It measures; it does not judge: the exit status is 0 unless the
+ * set-up fails. */
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -33,7 +36,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cfg.h"
 #include "kmip.h"
+#include "metrics.h"
 #include "p11.h"
 #include "store.h"
 #include "ttlv.h"
@@ -54,6 +59,7 @@ static const struct kmip_version version = { 1, 2 };
 struct options {
 	const char *host, *port, *verify_port, *haproxy_port, *pool_port, *ca, *cert, *key, *module, *token, *pin_file,
 		*lock_file;
+	const char *metrics_port, *metrics_file;
 	double seconds;
 };
 
@@ -61,6 +67,7 @@ struct bench {
 	struct options opt;
 	/* the relay, the one with verify_signatures, HAProxy, the relay of a pool */
 	struct addrinfo *addr, *verify_addr, *haproxy_addr, *pool_addr;
+	struct addrinfo *metrics_addr; /* the relay with metrics.file */
 	gnutls_certificate_credentials_t cred;
 	bool host_is_ip;
 };
@@ -116,6 +123,12 @@ struct key {
 	uint8_t *sign, *sign_batch; /* encoded Sign requests, sent again and again */
 	size_t sign_len, sign_batch_len;
 	struct result res[N_MODES];
+	/* New connections without and with metrics.file: one client, then 4 at once;
+	 * and the merge alone, its µs (0: not measured) over how many series. */
+	struct result metrics_off[2], metrics_on[2];
+	double merge_us;
+	size_t merge_samples;
+	char merge_why[200];
 };
 
 static uint8_t data[DATA_LEN];
@@ -675,9 +688,20 @@ static void new_connections(struct run *run)
 		set_why(&run->res, why);
 }
 
+/* new_connections, as a thread of parallel(). */
+static void *fresh(void *arg)
+{
+	struct run *run = arg;
+
+	wait_for_start(run->start);
+	new_connections(run);
+	return NULL;
+}
+
 /* n connections, each with one request outstanding, started together. The rate is
- * the sum of the connections' rates. */
-static void parallel(const struct run *base, unsigned n, struct result *ret)
+ * the sum of the connections' rates. Each is persistent, or with each_new a new
+ * connection for every request. */
+static void parallel_of(const struct run *base, unsigned n, bool each_new, struct result *ret)
 {
 	struct start start = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
 	struct run runs[MAX_THREADS];
@@ -690,7 +714,7 @@ static void parallel(const struct run *base, unsigned n, struct result *ret)
 		runs[i] = *base;
 		runs[i].start = &start;
 		runs[i].res = (struct result){ 0 };
-		if (pthread_create(&threads[i], NULL, persistent, &runs[i]) != 0) {
+		if (pthread_create(&threads[i], NULL, each_new ? fresh : persistent, &runs[i]) != 0) {
 			set_why(ret, "cannot start the threads");
 			break;
 		}
@@ -707,6 +731,108 @@ static void parallel(const struct run *base, unsigned n, struct result *ret)
 	}
 	/* As one run of the same ops at the summed rate. */
 	ret->seconds = rate > 0 ? (double)ret->ops / rate : 0;
+}
+
+static void parallel(const struct run *base, unsigned n, struct result *ret)
+{
+	parallel_of(base, n, false, ret);
+}
+
+/* metrics.file's cost: a new connection per Sign, one client and then four at
+ * once (which keeps every CPU busy, so that the merge after the client has gone
+ * counts too), in rounds alternately against the relay without and with it, so
+ * that both see the same machine. */
+#define METRICS_ROUNDS 4
+
+static void add_result(struct result *sum, const struct result *r)
+{
+	sum->ops += r->ops;
+	sum->seconds += r->seconds;
+	if (r->why[0] && !sum->why[0])
+		set_why(sum, r->why);
+}
+
+/* The merge alone, as a relay does it at the end of a connection with one Sign,
+ * timed in this process on a copy of the relay's file (without the pool's health
+ * file: a relay reads one record more). */
+#define MERGES 200
+
+static uint64_t cpu_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void time_merge(const struct options *o, struct key *k)
+{
+	char dir[] = "/tmp/kmip_bench-XXXXXX", path[64], lock[80], line[512];
+	struct cfg c = { .metrics.file = path };
+	const char *why = NULL;
+	FILE *in = NULL, *out = NULL;
+	uint64_t t0;
+	int r = 0;
+
+	if (!mkdtemp(dir)) {
+		snprintf(k->merge_why, sizeof(k->merge_why), "mkdtemp: %s", strerror(errno));
+		return;
+	}
+	snprintf(path, sizeof(path), "%s/kmip-relay.prom", dir);
+	snprintf(lock, sizeof(lock), "%s.lock", path);
+	if (!(in = fopen(o->metrics_file, "r")) || !(out = fopen(path, "w")))
+		snprintf(k->merge_why, sizeof(k->merge_why), "%s: %s", o->metrics_file, strerror(errno));
+	while (in && out && fgets(line, sizeof(line), in)) {
+		fputs(line, out);
+		k->merge_samples += line[0] != '#';
+	}
+	if (in)
+		fclose(in);
+	if (out && fclose(out) != 0 && !k->merge_why[0])
+		snprintf(k->merge_why, sizeof(k->merge_why), "%s: %s", path, strerror(errno));
+	if (!k->merge_why[0]) {
+		metrics_start(&c);
+		metrics_request("Sign", "Success", 100);
+		metrics_handshake(5000);
+		/* CPU time, user and system: what a connection's process spends on it,
+		 * however busy the machine is. */
+		t0 = cpu_us();
+		for (int i = 0; r == 0 && i < MERGES; i++)
+			r = metrics_write(&c, METRICS_END_CLOSED, NULL, &why);
+		if (r < 0)
+			snprintf(k->merge_why, sizeof(k->merge_why), "%s", why);
+		else
+			k->merge_us = (double)(cpu_us() - t0) / MERGES;
+	}
+	unlink(path);
+	unlink(lock);
+	rmdir(dir);
+}
+
+static void measure_metrics(const struct bench *b, struct key *k)
+{
+	struct bench with = *b;
+	struct run off = { .b = b, .req = k->sign, .len = k->sign_len, .n_items = 1,
+			   .seconds = b->opt.seconds / METRICS_ROUNDS };
+	struct run on = off;
+
+	with.addr = b->metrics_addr;
+	on.b = &with;
+	for (int par = 0; par < 2; par++)
+		for (int round = 0; round < METRICS_ROUNDS; round++)
+			for (int m = 0; m < 2; m++) {
+				struct run run = m ? on : off;
+				struct result *sum = m ? &k->metrics_on[par] : &k->metrics_off[par];
+
+				if (par) {
+					parallel_of(&run, 4, true, &run.res);
+				} else {
+					run.res = (struct result){ 0 };
+					new_connections(&run);
+				}
+				add_result(sum, &run.res);
+			}
+	time_merge(&b->opt, k);
 }
 
 /* The same run against the relay with keys.verify_signatures on. */
@@ -1018,6 +1144,33 @@ static void print_key(const struct options *o, const struct key *k)
 		print_ratios("pool of 2 in balance / 1 backend", k, M_ONE_POOL);
 }
 
+/* The cost per connection of merging the metrics file: the merge alone beside a
+ * connection's time, and the connections' rates with and without it. */
+static void print_metrics(const struct key *k)
+{
+	static const char *const how[2] = { "1 client", "4 clients at once" };
+	double conn_us = rate(&k->metrics_off[0]) > 0 ? 1e6 / rate(&k->metrics_off[0]) : 0;
+
+	printf("\nmetrics.file, a new connection per Sign (%s):\n", k->title);
+	if (k->merge_us > 0 && conn_us > 0)
+		printf("  the merge alone (%zu samples, %d merges): %.0f \u00b5s of CPU; a connection without "
+		       "metrics.file: %.0f \u00b5s\n  per-connection cost with/without metrics.file: ratio %.4f (%+.2f%%)\n",
+		       k->merge_samples, MERGES, k->merge_us, conn_us, (conn_us + k->merge_us) / conn_us,
+		       k->merge_us / conn_us * 100);
+	else
+		printf("  the merge alone: not measured: %s\n", k->merge_why[0] ? k->merge_why : "no connection");
+	for (int par = 0; par < 2; par++) {
+		double off = rate(&k->metrics_off[par]), on = rate(&k->metrics_on[par]);
+
+		if (off > 0 && on > 0)
+			printf("  end to end, %-18s %7.1f / %7.1f connections/s with/without: ratio %.3f\n", how[par],
+			       on, off, off / on);
+		else
+			printf("  end to end, %-18s not measured: %s\n", how[par],
+			       k->metrics_on[par].why[0] ? k->metrics_on[par].why : k->metrics_off[par].why);
+	}
+}
+
 static void print_report(const struct options *o, const struct result *floor, const struct key *keys,
 			 size_t n_keys)
 {
@@ -1047,6 +1200,13 @@ static void print_report(const struct options *o, const struct result *floor, co
 		       "of one: the ratios show what the pool costs (health file, choice), not what a second HSM\n"
 		       "would add.\n",
 		       o->pool_port);
+	if (o->metrics_port) {
+		print_metrics(&keys[n_keys - 1]);
+		printf("The relay with metrics.file is on port %s; %d rounds alternate between the two. End to end,\n"
+		       "the merge (after the client has gone) is within the noise of a shared machine; the ratio above\n"
+		       "adds the merge's own time to a connection's.\n",
+		       o->metrics_port, METRICS_ROUNDS);
+	}
 }
 
 /* Set-up. */
@@ -1069,7 +1229,11 @@ static void usage(FILE *out)
 	      "                    connection, a new connection per Sign and 4 in parallel are\n"
 	      "                    measured through it too, beside the same runs here\n"
 	      "  --pool-port N     a relay on HOST serving a pool of backends on the same token:\n"
-	      "                    the same three runs against it, beside the same runs here\n",
+	      "                    the same three runs against it, beside the same runs here\n"
+	      "  --metrics-port N, --metrics-file FILE\n"
+	      "                    a relay on HOST, on the same token, with metrics.file FILE: new\n"
+	      "                    connections (P-256 Sign) alternately there and here, then the\n"
+	      "                    merge alone on a copy of FILE\n",
 	      out);
 }
 
@@ -1083,6 +1247,7 @@ static int parse_options(int argc, char **argv, struct options *ret)
 		{ "lock-file", required_argument, NULL, 'l' }, { "seconds", required_argument, NULL, 's' },
 		{ "verify-port", required_argument, NULL, 'v' }, { "haproxy-port", required_argument, NULL, 'x' },
 		{ "pool-port", required_argument, NULL, 'o' },  { "help", no_argument, NULL, 'h' },
+		{ "metrics-port", required_argument, NULL, 'M' }, { "metrics-file", required_argument, NULL, 'F' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct options o = { .seconds = 3 };
@@ -1103,6 +1268,8 @@ static int parse_options(int argc, char **argv, struct options *ret)
 		case 'v': o.verify_port = optarg; break;
 		case 'x': o.haproxy_port = optarg; break;
 		case 'o': o.pool_port = optarg; break;
+		case 'M': o.metrics_port = optarg; break;
+		case 'F': o.metrics_file = optarg; break;
 		case 's':
 			errno = 0;
 			o.seconds = strtod(optarg, &end);
@@ -1116,7 +1283,7 @@ static int parse_options(int argc, char **argv, struct options *ret)
 		}
 	}
 	if (optind < argc || !o.host || !o.port || !o.ca || !o.cert || !o.key || !o.module || !o.token ||
-	    !o.pin_file) {
+	    !o.pin_file || !o.metrics_port != !o.metrics_file) {
 		usage(stderr);
 		return -1;
 	}
@@ -1144,6 +1311,10 @@ static int setup_tls(struct bench *b, const char **ret_why)
 	}
 	if (b->opt.pool_port && getaddrinfo(b->opt.host, b->opt.pool_port, &hints, &b->pool_addr) != 0) {
 		*ret_why = "--host/--pool-port: cannot resolve";
+		return KR_E_CONFIG;
+	}
+	if (b->opt.metrics_port && getaddrinfo(b->opt.host, b->opt.metrics_port, &hints, &b->metrics_addr) != 0) {
+		*ret_why = "--host/--metrics-port: cannot resolve";
 		return KR_E_CONFIG;
 	}
 	if (gnutls_certificate_allocate_credentials(&b->cred) < 0) {
@@ -1236,6 +1407,8 @@ int main(int argc, char **argv)
 		measure_round_trip(&b, &floor);
 		for (size_t i = 0; i < n_keys; i++)
 			measure_relay(&b, &keys[i]);
+		if (b.metrics_addr)
+			measure_metrics(&b, &keys[n_keys - 1]);
 	}
 	/* The keys go before anything is printed: a reader that goes away must not
 	 * leave them in the token. */
@@ -1265,5 +1438,7 @@ int main(int argc, char **argv)
 		freeaddrinfo(b.haproxy_addr);
 	if (b.pool_addr)
 		freeaddrinfo(b.pool_addr);
+	if (b.metrics_addr)
+		freeaddrinfo(b.metrics_addr);
 	return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }

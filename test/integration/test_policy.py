@@ -954,13 +954,25 @@ class ExampleConfigTest(RelayTestCase):
         return value
 
     def check_config(self, cfg):
+        """(exit code, stdout, stderr): --check-config finds the examples' tokens
+        (kmip-relay, cascade, krill, shared) in a SoftHSM configuration of the
+        test's own."""
         path = os.path.join(self.tmp, "example.json")
         with open(path, "w") as f:
             json.dump(cfg, f)
-        env = dict(self.env, CREDENTIALS_DIRECTORY=self.tmp)
+        if not hasattr(self, "token"):
+            self.token = Token(os.path.join(self.tmp, "softhsm"), label="kmip-relay")
+            for label in ("cascade", "krill", "shared"):
+                self.token.add_token(label, self.token.pin)
+        env = dict(self.env, CREDENTIALS_DIRECTORY=self.tmp, SOFTHSM2_CONF=self.token.conf)
         p = subprocess.run([RELAY, "--config", path, "--check-config"], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, env=env, timeout=20, text=True)
         return p.returncode, p.stdout, p.stderr
+
+    def assert_ok(self, result):
+        """The check passed: "OK" after what it found, and no problem."""
+        code, out, err = result
+        self.assertEqual((code, out.splitlines()[-1:], err), (0, ["OK"], ""))
 
     def test_examples_pass_check_config(self):
         examples = self.examples()
@@ -968,7 +980,11 @@ class ExampleConfigTest(RelayTestCase):
         files = self.files()
         for name, cfg in examples.items():
             with self.subTest(example=name):
-                self.assertEqual(self.check_config(self.rewrite(cfg, files)), (0, "OK\n", ""))
+                code, out, err = self.check_config(self.rewrite(cfg, files))
+                self.assert_ok((code, out, err))
+                label = cfg["pkcs11"]["token"].partition("=")[2]
+                self.assertRegex(out, r'(?m)^token pkcs11:token=%s: "%s" \(model "SoftHSM v2", serial \w+\) in '
+                                      r'slot \d+$' % (label, label))
 
     def test_examples_show_what_they_say(self):
         ex = self.examples()
@@ -1004,8 +1020,9 @@ class ExampleConfigTest(RelayTestCase):
         pin = os.path.join(self.tmp, "token.pin")
         with open(pin, "w") as f:
             f.write("1234\n")
+        os.chmod(pin, 0o600)
         good = {"tls": {"certificate": self.pki.server, "key": self.pki.server_key, "client_ca": self.pki.ca},
-                "pkcs11": {"module": SOFTHSM_MODULE, "pin_file": pin}}
+                "pkcs11": {"module": SOFTHSM_MODULE, "token": "pkcs11:token=kmip-relay", "pin_file": pin}}
         for label, clients, namespaces in (
                 ("two identities", [{"name": "x", "certificate_name": "a", "username": "b",
                                      "password_sha256": "00" * 32}], None),
@@ -1026,8 +1043,7 @@ class ExampleConfigTest(RelayTestCase):
                 rc, out, err = self.check_config(cfg)
                 self.assertEqual((rc, out), (1, ""), err)
                 self.assertRegex(err, r"\A(clients|namespaces)\b.*\n\Z", "one line naming the key")
-        self.assertEqual(self.check_config(dict(good, clients=[{"name": "x", "certificate_name": "a"}])),
-                         (0, "OK\n", ""))
+        self.assert_ok(self.check_config(dict(good, clients=[{"name": "x", "certificate_name": "a"}])))
 
 
 if __name__ == "__main__":

@@ -78,10 +78,10 @@ class PoolTestCase(TokenTestCase):
     def pool(self, backends, mode="failover", new_keys=None, **pkcs11):
         return self.start(self.pool_config(backends, mode, new_keys, **pkcs11))
 
-    def check_config(self, path):
+    def check_config(self, path, *args):
         """kmip-relay --check-config: (exit code, stdout, stderr lines)."""
-        p = subprocess.run(list(self.relay_wrapper) + [RELAY, "--check-config", "--config", path], env=self.env,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60, text=True)
+        p = subprocess.run(list(self.relay_wrapper) + [RELAY, "--check-config", "--config", path] + list(args),
+                           env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60, text=True)
         return p.returncode, p.stdout, p.stderr.splitlines()
 
     def replicas(self, mode="failover", **pkcs11):
@@ -243,33 +243,56 @@ class FailoverTest(PoolTestCase):
 
 
 class ReplicaCheckTest(PoolTestCase):
+    """--check-config compares the backends of a pool only with --login (issue 15:
+    no login without it); what a backend lacks is a warning, which --strict turns
+    into exit status 3."""
+
     def test_check_config_lists_what_a_backend_lacks(self):
         port = self.replicas()
         priv, _ = self.make_pair(port)
         pub = priv[:-5] + "_pub"
-        # Replicas of one token hold the same objects: no warning.
-        self.assertEqual(self.check_config(self.pool_config([self.backend("a", FAULTY_P11),
-                                                             self.backend("b", SOFTHSM_MODULE)])),
-                         (0, "OK\n", []))
-        # An empty token beside it lacks both halves of the pair, and a token
-        # that cannot be opened is named, not compared; neither is an error.
+        replicas = self.pool_config([self.backend("a", FAULTY_P11), self.backend("b", SOFTHSM_MODULE)])
+        # Replicas of one token hold the same objects: no warning; each backend
+        # logged into once.
+        self.set_fault("C_Login:count")
+        code, out, err = self.check_config(replicas, "--login")
+        self.assertEqual((code, out.splitlines()[-1], err), (0, "OK", []))
+        self.assertEqual(out.count("logged in\n"), 2)
+        self.assertEqual(self.fired(), [["C_Login", "count"]])
+        # Without --login, nothing is compared and no login is tried.
+        code, out, err = self.check_config(replicas)
+        self.assertEqual((code, out.splitlines()[-1], err), (0, "OK", []))
+        self.assertNotIn("logged in", out)
+        self.assertEqual(self.fired(), [["C_Login", "count"]])
+        # An empty token beside it lacks both halves of the pair: warnings, not
+        # errors; --strict makes them fail the check.
         self.token.add_token("empty", "5678")
         empty_pin = os.path.join(self.tmp, "empty-pin")
         with open(empty_pin, "w") as f:
             f.write("5678\n")
         os.chmod(empty_pin, 0o600)
         check_lock = os.path.join(self.tmp, "check.lock")
-        code, out, err = self.check_config(self.pool_config([
+        lacking = self.pool_config([
             self.backend("a", SOFTHSM_MODULE),
-            {"name": "c", "module": SOFTHSM_MODULE, "token": "pkcs11:token=empty", "pin_file": empty_pin},
-            dict(self.backend("d", SOFTHSM_MODULE), token="pkcs11:token=unplugged")], lock_file=check_lock))
-        self.assertEqual((code, out), (0, "OK\n"))
-        self.assertEqual(sorted(err), sorted([
-            "warning: pkcs11.backends[1] (c): lacks %s, which backend a holds" % priv,
-            "warning: pkcs11.backends[1] (c): lacks %s, which backend a holds" % pub,
-            "warning: pkcs11.backends[2] (d): not compared with the others: pkcs11.token: no token matches the URI"]))
+            {"name": "c", "module": SOFTHSM_MODULE, "token": "pkcs11:token=empty", "pin_file": empty_pin}],
+            lock_file=check_lock)
+        warnings = ["warning: pkcs11.backends[1] (c): lacks %s, which backend a holds" % priv,
+                    "warning: pkcs11.backends[1] (c): lacks %s, which backend a holds" % pub]
+        code, out, err = self.check_config(lacking, "--login")
+        self.assertEqual((code, out.splitlines()[-1], sorted(err)), (0, "OK", sorted(warnings)))
+        code, out, err = self.check_config(lacking, "--login", "--strict")
+        self.assertEqual((code, sorted(err)), (3, sorted(warnings)))
+        self.assertNotIn("OK\n", out)
+        code, out, err = self.check_config(lacking, "--strict")
+        self.assertEqual((code, out.splitlines()[-1], err), (0, "OK", []))
+        # A backend whose token is gone is an error, named, not compared.
+        code, out, err = self.check_config(self.pool_config([
+            self.backend("a", SOFTHSM_MODULE), dict(self.backend("d", SOFTHSM_MODULE), token="pkcs11:token=unplugged")],
+            lock_file=check_lock), "--login")
+        self.assertEqual((code, err), (2, ["error: pkcs11.backends[1] (d): pkcs11.token: no token matches the URI "
+                                           "pkcs11:token=unplugged"]))
         self.assertEqual([f for f in os.listdir(self.tmp) if f.startswith("check.lock")], [],
-                         "the check made a lock or health file")
+                         "the check made a lock, state or health file")
 
 
 class BalanceTest(PoolTestCase):

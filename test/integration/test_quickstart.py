@@ -4,7 +4,8 @@ it serves on the given port, its env file names working credentials (PyKMIP's
 client does Discover Versions and Query with the client certificate; a
 Cascade-style client without one sends Username and Password), the client command
 it prints works, SIGINT stops it cleanly, and a second run on the same state dir
-keeps the token, the PIN and the certificates."""
+keeps the token, the PIN and the certificates. It says "serving" only once it
+listens, and says plainly when the port is taken."""
 
 import base64
 import hashlib
@@ -12,6 +13,7 @@ import logging
 import os
 import shlex
 import signal
+import socket
 import ssl
 import subprocess
 import time
@@ -50,10 +52,11 @@ class QuickstartTest(RelayTestCase):
         self.procs.append(p)
         p.out = out
         deadline = time.time() + 120  # the first run makes a token and a PKI
-        while not listening(port, timeout=0.2):
+        while "quickstart: serving KMIP on 127.0.0.1:%d " % port not in self.output(p):
             if p.poll() is not None or time.time() > deadline:
-                out.seek(0)
-                self.fail("quickstart did not start listening:\n" + out.read())
+                self.fail("quickstart did not start serving:\n" + self.output(p))
+            time.sleep(0.05)
+        self.assertTrue(listening(port, timeout=0), "it said serving before it listened")
         return p
 
     def output(self, p):
@@ -225,6 +228,20 @@ class QuickstartTest(RelayTestCase):
         bi = self.cascade_query(env2, username=env2["KMIP_TOKEN"], password=env2["KMIP_PIN"])
         self.assertEqual(bi[T["ResultStatus"]], 0)
         self.stop(p2, port2)
+
+
+    def test_port_taken(self):
+        for address in ("127.0.0.1", "0.0.0.0"):
+            with self.subTest(address=address):
+                with socket.socket() as other:
+                    other.bind((address, 0))
+                    other.listen()
+                    port = other.getsockname()[1]
+                    p = subprocess.run([QUICKSTART, "--port", str(port), "--state-dir", self.state],
+                                       env=dict(self.env, KMIP_RELAY=RELAY), stdin=subprocess.DEVNULL,
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
+                self.assertEqual((p.returncode, p.stdout), (1, "quickstart: port %d on 127.0.0.1 is taken by another "
+                                                               "program: choose another with --port N\n" % port))
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from relaytest import (RELAY, ALG_ECDSA, BYTES, ENUM, FAILED, FMT_RAW, INTEGER, OP_ACTIVATE, OP_QUERY, OP_RNG_RETRIEVE,
                        OP_SIGN, PERMISSION_DENIED, SRCDIR, SUCCESS, RelayTestCase, KmipClient, T, TokenTestCase,
                        alive, batch_items, exchange, find, free_port, item, parse_summary, public_key_of, request,
-                       sign_payload, spki_sha256, uid_item, wait_gone)
+                       sign_payload, spki_sha256, uid_item, wait_gone, Token)
 from test_crash_isolation import FAULTY_P11, assert_closed_without_a_byte
 
 HAPROXY = "/usr/sbin/haproxy"
@@ -501,6 +501,7 @@ class ScaleOutDocsTest(RelayTestCase):
         ticket, credentials = os.path.join(self.tmp, "ticket.key"), os.path.join(self.tmp, "credentials")
         with open(ticket, "wb") as f:
             f.write(os.urandom(64))
+        os.chmod(ticket, 0o600)
         os.mkdir(credentials)
         with open(os.path.join(credentials, "pin"), "w") as f:
             f.write("1234\n")
@@ -515,10 +516,13 @@ class ScaleOutDocsTest(RelayTestCase):
         path = os.path.join(self.tmp, "relay-host.json")
         with open(path, "w") as f:
             json.dump(cfg, f)
+        # --check-config finds the token the config names (issue 15), here in a
+        # SoftHSM configuration of the test's own.
+        token = Token(os.path.join(self.tmp, "softhsm"), label=cfg["pkcs11"]["token"].partition("=")[2])
         p = subprocess.run([RELAY, "--config", path, "--check-config"], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, timeout=20, text=True,
-                           env=dict(os.environ, CREDENTIALS_DIRECTORY=credentials))
-        self.assertEqual((p.returncode, p.stdout, p.stderr), (0, "OK\n", ""))
+                           env=dict(os.environ, CREDENTIALS_DIRECTORY=credentials, SOFTHSM2_CONF=token.conf))
+        self.assertEqual((p.returncode, p.stdout.splitlines()[-1:], p.stderr), (0, ["OK"], ""))
 
 
 class ScaleOutTest(TokenTestCase):

@@ -806,7 +806,12 @@ class FailureTest(NamespaceTestCase):
                "SupplementaryGroups=softhsm", "-p", "LoadCredential=pin:/etc/kmip-relay/pin",
                "kmip-relay", "--check-config"]
         self.s.use_example("krill")
-        self.assertEqual(self.s.ns(*cmd, timeout=60).stdout, "OK\n")
+        out = self.s.ns(*cmd, timeout=60).stdout
+        # What it found (the module, the token and its slot), then OK.
+        self.assertEqual(out.splitlines()[-1:], ["OK"], out)
+        self.assertRegex(out, r'(?m)^token pkcs11:token=krill: "krill" .* in slot \d+$')
+        out = self.s.ns(*cmd[:-1] + ["--check-config", "--login"], timeout=60).stdout
+        self.assertEqual(out.splitlines()[-2:], ["logged in", "OK"], out)
         os.unlink(self.s.root("/etc/kmip-relay/pin"))
         r = self.s.ns(*cmd[:-2] + ["-p", "SetCredential=pin:\\n", "kmip-relay", "--check-config"],
                       check=False, timeout=60)
@@ -908,7 +913,8 @@ class ReadmeInstallTest(NamespaceTestCase):
         self.assertEqual((st.st_gid, oct(st.st_mode & 0o777)), (self.s.gid, "0o640"))
         self.s.put("/etc/hosts", self.s.read("/etc/hosts") + "127.0.0.1 kmip.example.net\n")
         self.bash(readme_step(4), "/")
-        self.assertEqual(self.bash(readme_step(5), "/").stdout, "OK\n")
+        # What the check found (the module, the token, the login), then OK.
+        self.assertEqual(self.bash(readme_step(5), "/").stdout.splitlines()[-2:], ["logged in", "OK"])
         self.bash(readme_step(6), "/")
         self.assertEqual(self.s.ns("systemctl", "is-enabled", "kmip-relay.socket").stdout.strip(), "enabled")
         out = self.bash(readme_step(7), "/etc/kmip-relay").stdout
