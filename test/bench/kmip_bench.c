@@ -14,8 +14,13 @@
  * it, for the pool's cost; given a relay on the same token with metrics.file set
  * (--metrics-port, --metrics-file), new connections alternately there and here,
  * and the merge into a copy of that relay's file, for the metrics file's cost per
- * connection. It measures; it does not judge: the exit status is 0 unless the
- * set-up fails. */
+ * connection. Given the minimal handler of test/bench/minimal_handler, one-shot
+ * (--handler-port) and persistent (--loop-port), and a relay and handler on a
+ * token of 300 keys (--big-port, --big-handler-port, --big-key), it measures the
+ * relay against them and against the in-process loop in alternated rounds: the
+ * limits of issue 13. It measures; it does not judge: the exit status is 0
+ * unless the set-up fails. It also makes the 300 keys (--make-keys) and counts a
+ * token's objects (--count-objects) for scripts/bench. */
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -49,6 +54,9 @@
 #define IO_TIMEOUT_S 30          /* any single exchange, connect or handshake */
 #define WARMUP_REQUESTS 20       /* per connection, before the clock starts */
 #define WARMUP_MAX_US 500000     /* ...or this long, whichever ends first */
+#define MAX_ROUNDS 50            /* of the alternated limits */
+#define LOOP_REQUEST 36          /* minimal_handler --loop: CKA_ID, 16 bytes */
+_Static_assert(LOOP_REQUEST == STORE_ID_LEN + 16, "the loop's request holds a CKA_ID of the relay's");
 
 /* KMIP values the benchmark sends. */
 enum { ALG_RSA = 0x04, ALG_ECDSA = 0x06, CURVE_P256 = 0x07, PAD_PKCS1_V15 = 0x08, HASH_SHA256 = 0x06 };
@@ -60,7 +68,10 @@ struct options {
 	const char *host, *port, *verify_port, *haproxy_port, *pool_port, *ca, *cert, *key, *module, *token, *pin_file,
 		*lock_file;
 	const char *metrics_port, *metrics_file;
-	double seconds;
+	const char *handler_port, *loop_port, *big_port, *big_handler_port, *big_key;
+	double seconds, round_seconds;
+	unsigned rounds, make_keys;
+	bool count_objects;
 };
 
 struct bench {
@@ -68,6 +79,9 @@ struct bench {
 	/* the relay, the one with verify_signatures, HAProxy, the relay of a pool */
 	struct addrinfo *addr, *verify_addr, *haproxy_addr, *pool_addr;
 	struct addrinfo *metrics_addr; /* the relay with metrics.file */
+	/* minimal_handler, one-shot and --loop; the relay and the handler on the
+	 * 300-key token */
+	struct addrinfo *handler_addr, *loop_addr, *big_addr, *big_handler_addr;
 	gnutls_certificate_credentials_t cred;
 	bool host_is_ip;
 };
@@ -122,6 +136,8 @@ struct key {
 	char priv[STORE_MAX_UID + 1], pub[STORE_MAX_UID + 1];
 	uint8_t *sign, *sign_batch; /* encoded Sign requests, sent again and again */
 	size_t sign_len, sign_batch_len;
+	uint8_t loop_req[LOOP_REQUEST]; /* minimal_handler --loop's */
+	CK_OBJECT_HANDLE handle;        /* of the private key, in this process */
 	struct result res[N_MODES];
 	/* New connections without and with metrics.file: one client, then 4 at once;
 	 * and the merge alone, its µs (0: not measured) over how many series. */
@@ -180,7 +196,8 @@ static int tcp_connect(const struct bench *b, int *ret_fd, const char **ret_why)
 	return KR_E_IO;
 }
 
-static int conn_open(const struct bench *b, struct conn *ret, const char **ret_why)
+/* A TLS connection: a full handshake, or with session data a resumed one. */
+static int conn_open(const struct bench *b, const gnutls_datum_t *session, struct conn *ret, const char **ret_why)
 {
 	struct conn c = { .fd = -1 };
 	int r;
@@ -191,7 +208,8 @@ static int conn_open(const struct bench *b, struct conn *ret, const char **ret_w
 	if (gnutls_init(&c.s, GNUTLS_CLIENT | GNUTLS_NO_SIGNAL) < 0 || gnutls_set_default_priority(c.s) < 0 ||
 	    gnutls_credentials_set(c.s, GNUTLS_CRD_CERTIFICATE, b->cred) < 0 ||
 	    (!b->host_is_ip &&
-	     gnutls_server_name_set(c.s, GNUTLS_NAME_DNS, b->opt.host, strlen(b->opt.host)) < 0)) {
+	     gnutls_server_name_set(c.s, GNUTLS_NAME_DNS, b->opt.host, strlen(b->opt.host)) < 0) ||
+	    (session && gnutls_session_set_data(c.s, session->data, session->size) < 0)) {
 		*ret_why = "cannot set up a TLS session";
 		goto out;
 	}
@@ -611,10 +629,36 @@ struct run {
 	const struct bench *b;
 	const uint8_t *req;
 	size_t len, n_items;
+	bool raw;    /* the answer is minimal_handler --loop's, not a KMIP response */
+	bool resume; /* new connections resume the TLS session of the one before */
+	/* In this process: the token and the key (M_INPROCESS, the limits). */
+	struct p11_token *tok;
+	CK_OBJECT_HANDLE key;
+	CK_KEY_TYPE type;
 	double seconds;
 	struct start *start;
 	struct result res;
 };
+
+/* One request of the run on an open connection, and its answer checked: a KMIP
+ * response whose items all succeeded, or (raw) a lone Signature Data item. */
+static int run_request(struct conn *c, const struct run *run, const char **ret_why)
+{
+	static const uint8_t signature_data[] = { (KMIP_TAG_SIGNATURE_DATA >> 16) & 0xFF,
+						  (KMIP_TAG_SIGNATURE_DATA >> 8) & 0xFF, KMIP_TAG_SIGNATURE_DATA & 0xFF,
+						  TTLV_BYTE_STRING };
+	int r;
+
+	if (!run->raw)
+		return call(c, run->req, run->len, run->n_items, NULL, ret_why);
+	if ((r = exchange(c, run->req, run->len, ret_why)) < 0)
+		return r;
+	if (c->resp_len <= TTLV_HEADER_LEN || memcmp(c->resp, signature_data, sizeof(signature_data)) != 0) {
+		*ret_why = "the loop's answer is not a Signature Data item";
+		return KR_E_KMIP_UNEXPECTED;
+	}
+	return 0;
+}
 
 static void wait_for_start(struct start *s)
 {
@@ -644,17 +688,17 @@ static void *persistent(void *arg)
 	struct conn c = { .fd = -1 };
 	const char *why = NULL;
 	uint64_t t0, deadline;
-	int r = conn_open(run->b, &c, &why);
+	int r = conn_open(run->b, NULL, &c, &why);
 
 	t0 = now_us();
 	for (unsigned i = 0; r == 0 && i < WARMUP_REQUESTS && now_us() - t0 < WARMUP_MAX_US; i++)
-		r = call(&c, run->req, run->len, run->n_items, NULL, &why);
+		r = run_request(&c, run, &why);
 	if (run->start)
 		wait_for_start(run->start);
 	t0 = now_us();
 	deadline = t0 + (uint64_t)(run->seconds * 1e6);
 	while (r == 0 && now_us() < deadline) {
-		r = call(&c, run->req, run->len, run->n_items, NULL, &why);
+		r = run_request(&c, run, &why);
 		if (r == 0)
 			run->res.ops += run->n_items;
 	}
@@ -665,27 +709,53 @@ static void *persistent(void *arg)
 	return NULL;
 }
 
-/* A new connection for every Sign: TCP, the full TLS handshake, and on the relay's
- * side a new process that loads the module and logs in. */
+/* One Sign on a connection of its own. With session, the connection resumes it,
+ * and session becomes the one this connection's ticket resumes (a TLS 1.3 ticket
+ * arrives after the handshake: it has come once the answer has). */
+static int fresh_connection(const struct run *run, gnutls_datum_t *session, const char **ret_why)
+{
+	struct conn c = { .fd = -1 };
+	gnutls_datum_t next = { 0 };
+	int r = conn_open(run->b, session && session->data ? session : NULL, &c, ret_why);
+
+	if (r == 0 && session && session->data && !gnutls_session_is_resumed(c.s)) {
+		*ret_why = "the relay did not resume the TLS session (is tls.ticket_key set?)";
+		r = KR_E_TLS_HANDSHAKE;
+	}
+	if (r == 0)
+		r = run_request(&c, run, ret_why);
+	if (r == 0 && session && gnutls_session_get_data2(c.s, &next) == 0) {
+		gnutls_free(session->data);
+		*session = next;
+	}
+	conn_close(&c);
+	return r;
+}
+
+/* A new connection for every Sign: TCP, the TLS handshake (full, or with
+ * run->resume a resumption of the connection before), and on the relay's side a
+ * new process that loads the module and logs in. */
 static void new_connections(struct run *run)
 {
-	uint64_t t0 = now_us(), deadline = t0 + (uint64_t)(run->seconds * 1e6);
+	gnutls_datum_t session = { 0 };
+	uint64_t t0, deadline;
 	const char *why = NULL;
 	int r = 0;
 
+	/* The first session to resume, untimed. */
+	if (run->resume)
+		r = fresh_connection(run, &session, &why);
+	t0 = now_us();
+	deadline = t0 + (uint64_t)(run->seconds * 1e6);
 	while (r == 0 && now_us() < deadline) {
-		struct conn c = { .fd = -1 };
-
-		r = conn_open(run->b, &c, &why);
-		if (r == 0)
-			r = call(&c, run->req, run->len, 1, NULL, &why);
-		conn_close(&c);
+		r = fresh_connection(run, run->resume ? &session : NULL, &why);
 		if (r == 0)
 			run->res.ops++;
 	}
 	run->res.seconds = (double)(now_us() - t0) / 1e6;
 	if (r < 0)
 		set_why(&run->res, why);
+	gnutls_free(session.data);
 }
 
 /* new_connections, as a thread of parallel(). */
@@ -835,29 +905,17 @@ static void measure_metrics(const struct bench *b, struct key *k)
 	time_merge(&b->opt, k);
 }
 
-/* The same run against the relay with keys.verify_signatures on. */
-static struct result checked_run(const struct bench *b, const struct run *base)
-{
-	struct bench checked = *b;
-	struct run run = *base;
-
-	checked.addr = b->verify_addr;
-	run.b = &checked;
-	run.res = (struct result){ 0 };
-	persistent(&run);
-	return run.res;
-}
-
-/* The same run against another endpoint: HAProxy in front of more relays, or a
- * relay serving a pool. */
+/* The same run at another address: the relay with keys.verify_signatures on,
+ * HAProxy, a relay serving a pool, the minimal handler, the relay on the 300-key
+ * token. */
 static struct result run_at(const struct bench *b, struct addrinfo *addr, const struct run *base,
 			    void (*how)(struct run *))
 {
-	struct bench balanced = *b;
+	struct bench other = *b;
 	struct run run = *base;
 
-	balanced.addr = addr;
-	run.b = &balanced;
+	other.addr = addr;
+	run.b = &other;
 	run.res = (struct result){ 0 };
 	how(&run);
 	return run.res;
@@ -886,7 +944,7 @@ static void measure_relay(const struct bench *b, struct key *k)
 	persistent(&one_req);
 	k->res[M_ONE] = one_req.res;
 	if (b->verify_addr)
-		k->res[M_ONE_CHECKED] = checked_run(b, &one_req);
+		k->res[M_ONE_CHECKED] = run_at(b, b->verify_addr, &one_req, run_persistent);
 	if (b->haproxy_addr)
 		k->res[M_ONE_HAPROXY] = run_at(b, b->haproxy_addr, &one_req, run_persistent);
 	if (b->pool_addr)
@@ -894,7 +952,7 @@ static void measure_relay(const struct bench *b, struct key *k)
 	persistent(&batch);
 	k->res[M_BATCH] = batch.res;
 	if (b->verify_addr)
-		k->res[M_BATCH_CHECKED] = checked_run(b, &batch);
+		k->res[M_BATCH_CHECKED] = run_at(b, b->verify_addr, &batch, run_persistent);
 	new_connections(&fresh);
 	k->res[M_NEW_CONN] = fresh.res;
 	if (b->haproxy_addr)
@@ -976,17 +1034,12 @@ static int hexval(char c)
 	return -1;
 }
 
-/* The private key the UID names, found by its CKA_ID (the UID's hex part). */
-static int find_private_key(struct p11_token *t, const char *uid, CK_OBJECT_HANDLE *ret, const char **ret_why)
+/* The CKA_ID of the private key a UID of the relay's names: its hex part. */
+static int private_key_id(const char *uid, uint8_t id[STORE_MAX_ID], size_t *ret_len, const char **ret_why)
 {
-	uint8_t id[STORE_MAX_ID];
-	size_t hex_len = strcspn(uid, "_"), n = 0;
-	CK_OBJECT_CLASS cls;
-	CK_ATTRIBUTE tmpl[3];
-	CK_OBJECT_HANDLE h[2];
-	int r;
+	size_t hex_len = strcspn(uid, "_");
 
-	if (hex_len == 0 || hex_len % 2 || hex_len / 2 > sizeof(id) || strcmp(uid + hex_len, "_priv") != 0) {
+	if (hex_len == 0 || hex_len % 2 || hex_len / 2 > STORE_MAX_ID || strcmp(uid + hex_len, "_priv") != 0) {
 		*ret_why = "the relay's Unique Identifier is not <hex CKA_ID>_priv";
 		return KR_E_P11_NOT_FOUND;
 	}
@@ -999,7 +1052,23 @@ static int find_private_key(struct p11_token *t, const char *uid, CK_OBJECT_HAND
 		}
 		id[i] = (uint8_t)(hi << 4 | lo);
 	}
-	r = p11_find(t, tmpl, store_kind_template(STORE_PRIVATE, id, hex_len / 2, &cls, tmpl), h, 2, &n);
+	*ret_len = hex_len / 2;
+	return 0;
+}
+
+/* The private key the UID names, found by its CKA_ID. */
+static int find_private_key(struct p11_token *t, const char *uid, CK_OBJECT_HANDLE *ret, const char **ret_why)
+{
+	uint8_t id[STORE_MAX_ID];
+	size_t id_len = 0, n = 0;
+	CK_OBJECT_CLASS cls;
+	CK_ATTRIBUTE tmpl[3];
+	CK_OBJECT_HANDLE h[2];
+	int r = private_key_id(uid, id, &id_len, ret_why);
+
+	if (r < 0)
+		return r;
+	r = p11_find(t, tmpl, store_kind_template(STORE_PRIVATE, id, id_len, &cls, tmpl), h, 2, &n);
 	if (r == 0 && n != 1)
 		r = KR_E_P11_NOT_FOUND;
 	if (r < 0) {
@@ -1028,31 +1097,142 @@ static int sign_in_process(struct p11_token *t, CK_KEY_TYPE type, CK_OBJECT_HAND
 	return r;
 }
 
-static int measure_in_process(const struct options *o, struct key *keys, size_t n_keys, const char **ret_why)
+/* C_Sign with the run's key in this process for the run's time, after a warm-up. */
+static void in_process(struct run *run)
+{
+	const char *why = NULL;
+	uint64_t t0 = now_us(), deadline;
+	int r = 0;
+
+	for (unsigned j = 0; r == 0 && j < WARMUP_REQUESTS && now_us() - t0 < WARMUP_MAX_US; j++)
+		r = sign_in_process(run->tok, run->type, run->key, &why);
+	t0 = now_us();
+	deadline = t0 + (uint64_t)(run->seconds * 1e6);
+	while (r == 0 && now_us() < deadline) {
+		r = sign_in_process(run->tok, run->type, run->key, &why);
+		if (r == 0)
+			run->res.ops++;
+	}
+	run->res.seconds = (double)(now_us() - t0) / 1e6;
+	if (r < 0)
+		set_why(&run->res, why);
+}
+
+/* The token in this process, and the handles of the keys' private halves. */
+static int open_keys(const struct options *o, struct key *keys, size_t n_keys, struct p11_token **ret,
+		     const char **ret_why)
 {
 	struct p11_token *t = NULL;
 	int r = open_token(o, &t, ret_why);
 
-	for (size_t i = 0; r == 0 && i < n_keys; i++) {
-		struct result *res = &keys[i].res[M_INPROCESS];
-		CK_OBJECT_HANDLE key = CK_INVALID_HANDLE;
-		uint64_t t0, deadline;
-
-		r = find_private_key(t, keys[i].priv, &key, ret_why);
-		t0 = now_us();
-		for (unsigned j = 0; r == 0 && j < WARMUP_REQUESTS && now_us() - t0 < WARMUP_MAX_US; j++)
-			r = sign_in_process(t, keys[i].type, key, ret_why);
-		t0 = now_us();
-		deadline = t0 + (uint64_t)(o->seconds * 1e6);
-		while (r == 0 && now_us() < deadline) {
-			r = sign_in_process(t, keys[i].type, key, ret_why);
-			if (r == 0)
-				res->ops++;
-		}
-		res->seconds = (double)(now_us() - t0) / 1e6;
+	for (size_t i = 0; r == 0 && i < n_keys; i++)
+		r = find_private_key(t, keys[i].priv, &keys[i].handle, ret_why);
+	if (r < 0) {
+		p11_close(t);
+		return r;
 	}
-	p11_close(t);
-	return r;
+	*ret = t;
+	return 0;
+}
+
+static void measure_in_process(struct p11_token *t, const struct options *o, struct key *keys, size_t n_keys)
+{
+	for (size_t i = 0; i < n_keys; i++) {
+		struct run run = { .tok = t, .key = keys[i].handle, .type = keys[i].type, .seconds = o->seconds };
+
+		in_process(&run);
+		keys[i].res[M_INPROCESS] = run.res;
+	}
+}
+
+/* The limits of issue 13: the relay against minimal_handler, one-shot and
+ * persistent, and against C_Sign in this process. Each group's measurements
+ * (legs) run one after the other, round after round (A B A B ...), so that both
+ * sides of a ratio see the same machine. The report gives each side's median
+ * rate and the median of the rounds' ratios: load from outside that hits one leg
+ * of one round moves that round's ratio, not the median. */
+enum leg {
+	L_NEW_RELAY, L_NEW_HANDLER, L_RESUMED, L_BIG_RELAY, L_BIG_HANDLER,
+	L_RSA_INPROC, L_RSA_LOOP, L_RSA_RELAY, L_EC_INPROC, L_EC_LOOP, L_EC_RELAY, L_EC_BATCH, N_LEGS
+};
+
+static const struct {
+	enum leg first, last;
+} groups[] = {
+	{ L_NEW_RELAY, L_RESUMED }, { L_BIG_RELAY, L_BIG_HANDLER }, { L_RSA_INPROC, L_RSA_RELAY },
+	{ L_EC_INPROC, L_EC_BATCH },
+};
+
+static const struct {
+	const char *what;
+	enum leg a, b;
+	double target; /* of a / b, from the issue; 0: none */
+} limits[] = {
+	{ "new connection, small token: relay / handler", L_NEW_RELAY, L_NEW_HANDLER, 0.90 },
+	{ "new connection, 300-key token: relay / handler", L_BIG_RELAY, L_BIG_HANDLER, 0.90 },
+	{ "new connection, relay: resumed / full handshake", L_RESUMED, L_NEW_RELAY, 0 },
+	{ "RSA-2048, 1 at a time: relay / minimal loop", L_RSA_RELAY, L_RSA_LOOP, 0.95 },
+	{ "RSA-2048, 1 at a time: relay / in-process", L_RSA_RELAY, L_RSA_INPROC, 0 },
+	{ "RSA-2048: minimal loop / in-process", L_RSA_LOOP, L_RSA_INPROC, 0 },
+	{ "P-256, 1 at a time: relay / minimal loop", L_EC_RELAY, L_EC_LOOP, 0.95 },
+	{ "P-256, 1 at a time: relay / in-process", L_EC_RELAY, L_EC_INPROC, 0 },
+	{ "P-256: minimal loop / in-process", L_EC_LOOP, L_EC_INPROC, 0 },
+	{ "P-256, batches of 16: relay / in-process", L_EC_BATCH, L_EC_INPROC, 0.85 },
+};
+
+struct legs {
+	struct addrinfo *addr[N_LEGS]; /* NULL: not measured (no such endpoint) */
+	void (*how[N_LEGS])(struct run *);
+	struct run run[N_LEGS];
+	struct result res[N_LEGS][MAX_ROUNDS];
+};
+
+static void set_leg(struct legs *l, enum leg i, struct addrinfo *addr, void (*how)(struct run *),
+		    const struct run *run)
+{
+	l->addr[i] = addr;
+	l->how[i] = how;
+	l->run[i] = *run;
+}
+
+/* rsa and ec: the keys made for this run; big: the RSA key on the 300-key token,
+ * if there is one. */
+static void measure_limits(const struct bench *b, struct p11_token *tok, const struct key *rsa,
+			   const struct key *ec, const struct key *big, struct legs *l)
+{
+	const double s = b->opt.round_seconds;
+	const struct run rsa_sign = { .b = b, .req = rsa->sign, .len = rsa->sign_len, .n_items = 1, .seconds = s };
+	const struct run ec_sign = { .b = b, .req = ec->sign, .len = ec->sign_len, .n_items = 1, .seconds = s };
+
+	set_leg(l, L_NEW_RELAY, b->addr, new_connections, &rsa_sign);
+	set_leg(l, L_NEW_HANDLER, b->handler_addr, new_connections, &rsa_sign);
+	set_leg(l, L_RESUMED, b->addr, new_connections, &(struct run){ .b = b, .req = rsa->sign, .len = rsa->sign_len,
+								    .n_items = 1, .resume = true, .seconds = s });
+	if (big->sign) {
+		const struct run big_sign = { .b = b, .req = big->sign, .len = big->sign_len, .n_items = 1, .seconds = s };
+
+		set_leg(l, L_BIG_RELAY, b->big_addr, new_connections, &big_sign);
+		set_leg(l, L_BIG_HANDLER, b->big_handler_addr, new_connections, &big_sign);
+	}
+	/* In this process the leg's address is only a mark that it is measured. */
+	set_leg(l, L_RSA_INPROC, b->addr, in_process,
+		&(struct run){ .tok = tok, .key = rsa->handle, .type = rsa->type, .seconds = s });
+	set_leg(l, L_RSA_LOOP, b->loop_addr, run_persistent,
+		&(struct run){ .b = b, .req = rsa->loop_req, .len = LOOP_REQUEST, .n_items = 1, .raw = true, .seconds = s });
+	set_leg(l, L_RSA_RELAY, b->addr, run_persistent, &rsa_sign);
+	set_leg(l, L_EC_INPROC, b->addr, in_process,
+		&(struct run){ .tok = tok, .key = ec->handle, .type = ec->type, .seconds = s });
+	set_leg(l, L_EC_LOOP, b->loop_addr, run_persistent,
+		&(struct run){ .b = b, .req = ec->loop_req, .len = LOOP_REQUEST, .n_items = 1, .raw = true, .seconds = s });
+	set_leg(l, L_EC_RELAY, b->addr, run_persistent, &ec_sign);
+	set_leg(l, L_EC_BATCH, b->addr, run_persistent,
+		&(struct run){ .b = b, .req = ec->sign_batch, .len = ec->sign_batch_len, .n_items = BATCH, .seconds = s });
+
+	for (size_t g = 0; g < sizeof(groups) / sizeof(groups[0]); g++)
+		for (unsigned round = 0; round < b->opt.rounds; round++)
+			for (enum leg i = groups[g].first; i <= groups[g].last; i++)
+				if (l->addr[i])
+					l->res[i][round] = run_at(b, l->addr[i], &l->run[i], l->how[i]);
 }
 
 /* The report. */
@@ -1171,10 +1351,11 @@ static void print_metrics(const struct key *k)
 	}
 }
 
-static void print_report(const struct options *o, const struct result *floor, const struct key *keys,
+static void print_report(const struct options *o, size_t objects, const struct result *floor, const struct key *keys,
 			 size_t n_keys)
 {
-	printf("kmip_bench: relay %s:%s, token \"%s\", module %s\n", o->host, o->port, o->token, o->module);
+	printf("kmip_bench: relay %s:%s, token \"%s\" (%zu objects during the run), module %s\n", o->host, o->port,
+	       o->token, objects, o->module);
 	if (floor->why[0])
 		printf("the round trip without the token (Discover Versions): failed: %s\n", floor->why);
 	else
@@ -1209,6 +1390,116 @@ static void print_report(const struct options *o, const struct result *floor, co
 	}
 }
 
+static int compare_doubles(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* The median of v[0..n), n > 0; sorts v. */
+static double median(double *v, size_t n)
+{
+	qsort(v, n, sizeof(*v), compare_doubles);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static void print_limits(const struct options *o, const struct legs *l)
+{
+	printf("\nLimits (issue 13): %u rounds, %g s per measurement, the measurements of a group\n"
+	       "alternated in each round; medians over the rounds, and the lowest and highest round's ratio\n",
+	       o->rounds, o->round_seconds);
+	printf("  %-48s %9s %9s %6s %11s  %s\n", "A / B", "A ops/s", "B ops/s", "A/B", "rounds", "target (issue)");
+	for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++) {
+		double a[MAX_ROUNDS], b[MAX_ROUNDS], ratio[MAX_ROUNDS], med;
+		const char *why = NULL;
+		size_t n = 0;
+
+		if (!l->addr[limits[i].a] || !l->addr[limits[i].b]) {
+			printf("  %-48s not measured (no endpoint given)\n", limits[i].what);
+			continue;
+		}
+		for (unsigned k = 0; k < o->rounds; k++) {
+			const struct result *ra = &l->res[limits[i].a][k], *rb = &l->res[limits[i].b][k];
+
+			if (ra->why[0] || rb->why[0]) {
+				why = ra->why[0] ? ra->why : rb->why;
+				continue;
+			}
+			if (rate(ra) > 0 && rate(rb) > 0) {
+				a[n] = rate(ra);
+				b[n] = rate(rb);
+				ratio[n] = a[n] / b[n];
+				n++;
+			}
+		}
+		if (n == 0) {
+			printf("  %-48s failed: %s\n", limits[i].what, why ? why : "no operation completed");
+			continue;
+		}
+		med = median(ratio, n); /* sorted: ratio[0] is the lowest */
+		printf("  %-48s %9.1f %9.1f %6.2f %5.2f-%-5.2f", limits[i].what, median(a, n), median(b, n), med,
+		       ratio[0], ratio[n - 1]);
+		if (limits[i].target > 0)
+			printf("  >= %.2f %s", limits[i].target, med >= limits[i].target ? "met" : "NOT MET");
+		if (why)
+			printf("  (%zu of %u rounds; a failure: %s)", n, o->rounds, why);
+		putchar('\n');
+	}
+	printf("handler: test/bench/minimal_handler per connection on the same token (port %s); loop: it with\n"
+	       "--loop (port %s); the 300-key token: relay port %s, handler port %s. Every new connection signs\n"
+	       "with RSA-2048.\n",
+	       o->handler_port ? o->handler_port : "-", o->loop_port ? o->loop_port : "-",
+	       o->big_port ? o->big_port : "-", o->big_handler_port ? o->big_handler_port : "-");
+}
+
+/* How many objects the token holds: what C_Initialize and every find cost grow
+ * with. */
+static int token_objects(struct p11_token *t, size_t *ret, const char **ret_why)
+{
+	CK_OBJECT_HANDLE *h = NULL;
+	int r = p11_find_all(t, NULL, 0, &h, ret);
+
+	if (r < 0)
+		*ret_why = "cannot list the token's objects";
+	free(h);
+	return r;
+}
+
+/* --count-objects */
+static int count_objects(const struct options *o, const char **ret_why)
+{
+	struct p11_token *t = NULL;
+	size_t n = 0;
+	int r = open_token(o, &t, ret_why);
+
+	if (r == 0 && (r = token_objects(t, &n, ret_why)) == 0)
+		printf("%zu\n", n);
+	p11_close(t);
+	return r;
+}
+
+/* --make-keys N: N key pairs through the relay, the first RSA-2048, the others
+ * P-256, all activated and kept; prints the RSA private key's UID. */
+static int make_keys(const struct bench *b, const char **ret_why)
+{
+	struct conn c = { .fd = -1 };
+	char rsa[STORE_MAX_UID + 1] = "";
+	int r = conn_open(b, NULL, &c, ret_why);
+
+	for (unsigned i = 0; r == 0 && i < b->opt.make_keys; i++) {
+		struct key k = { .type = i == 0 ? CKK_RSA : CKK_EC };
+
+		r = create_key(&c, &k, ret_why);
+		if (r == 0 && i == 0)
+			memcpy(rsa, k.priv, sizeof(rsa));
+	}
+	conn_close(&c);
+	if (r == 0)
+		printf("%s\n", rsa);
+	return r;
+}
+
 /* Set-up. */
 
 static void usage(FILE *out)
@@ -1216,7 +1507,9 @@ static void usage(FILE *out)
 	fputs("Usage: kmip_bench --host HOST --port N --ca CA.pem --cert CLIENT.pem --key CLIENT.key\n"
 	      "                  --module MODULE.so --token LABEL --pin-file FILE\n"
 	      "                  [--lock-file FILE] [--seconds S] [--verify-port N]\n"
-	      "                  [--haproxy-port N] [--pool-port N]\n"
+	      "                  [--haproxy-port N] [--pool-port N] [--handler-port N]\n"
+	      "                  [--loop-port N] [--big-port N --big-handler-port N --big-key UID]\n"
+	      "                  [--rounds R] [--round-seconds S]\n"
 	      "Measures Sign through a running kmip-relay (RSA-2048 and P-256 keys it makes,\n"
 	      "uses and destroys) against a C_Sign loop in this process on the same token.\n"
 	      "  --token LABEL, --pin-file FILE  the token and PIN the relay is configured with\n"
@@ -1233,7 +1526,21 @@ static void usage(FILE *out)
 	      "  --metrics-port N, --metrics-file FILE\n"
 	      "                    a relay on HOST, on the same token, with metrics.file FILE: new\n"
 	      "                    connections (P-256 Sign) alternately there and here, then the\n"
-	      "                    merge alone on a copy of FILE\n",
+	      "                    merge alone on a copy of FILE\n"
+	      "The limits, in alternated rounds (any of the endpoints; scripts/bench gives all):\n"
+	      "  --handler-port N  test/bench/minimal_handler on HOST, on the same token\n"
+	      "  --loop-port N     minimal_handler --loop on HOST, on the same token\n"
+	      "  --big-port N, --big-handler-port N, --big-key UID\n"
+	      "                    a relay and minimal_handler on HOST on a token of 300 keys\n"
+	      "                    made through the relay, and the RSA-2048 key there to sign with\n"
+	      "  --rounds R        rounds of the limits (default 5, 0: none)\n"
+	      "  --round-seconds S per measurement in a round (default 1)\n"
+	      "Other uses:\n"
+	      "  kmip_bench --make-keys N --host HOST --port N --ca CA --cert CERT --key KEY\n"
+	      "                    makes N key pairs through the relay (the first RSA-2048, the\n"
+	      "                    others P-256), keeps them, prints the RSA private key's UID\n"
+	      "  kmip_bench --count-objects --module M --token LABEL --pin-file FILE [--lock-file F]\n"
+	      "                    prints how many objects the token holds\n",
 	      out);
 }
 
@@ -1246,12 +1553,21 @@ static int parse_options(int argc, char **argv, struct options *ret)
 		{ "token", required_argument, NULL, 't' },    { "pin-file", required_argument, NULL, 'P' },
 		{ "lock-file", required_argument, NULL, 'l' }, { "seconds", required_argument, NULL, 's' },
 		{ "verify-port", required_argument, NULL, 'v' }, { "haproxy-port", required_argument, NULL, 'x' },
-		{ "pool-port", required_argument, NULL, 'o' },  { "help", no_argument, NULL, 'h' },
+		{ "pool-port", required_argument, NULL, 'o' },
 		{ "metrics-port", required_argument, NULL, 'M' }, { "metrics-file", required_argument, NULL, 'F' },
+		{ "handler-port", required_argument, NULL, 'D' }, { "loop-port", required_argument, NULL, 'L' },
+		{ "big-port", required_argument, NULL, 'B' }, { "big-handler-port", required_argument, NULL, 'G' },
+		{ "big-key", required_argument, NULL, 'K' }, { "rounds", required_argument, NULL, 'R' },
+		{ "round-seconds", required_argument, NULL, 'S' }, { "make-keys", required_argument, NULL, 'N' },
+		{ "count-objects", no_argument, NULL, 'C' },
+		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct options o = { .seconds = 3 };
+	struct options o = { .seconds = 3, .rounds = 5, .round_seconds = 1 };
+	unsigned long n;
+	double seconds;
 	char *end;
+	bool ok;
 	int opt;
 
 	while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
@@ -1270,20 +1586,44 @@ static int parse_options(int argc, char **argv, struct options *ret)
 		case 'o': o.pool_port = optarg; break;
 		case 'M': o.metrics_port = optarg; break;
 		case 'F': o.metrics_file = optarg; break;
+		case 'D': o.handler_port = optarg; break;
+		case 'L': o.loop_port = optarg; break;
+		case 'B': o.big_port = optarg; break;
+		case 'G': o.big_handler_port = optarg; break;
+		case 'K': o.big_key = optarg; break;
+		case 'C': o.count_objects = true; break;
 		case 's':
+		case 'S':
 			errno = 0;
-			o.seconds = strtod(optarg, &end);
-			if (errno || end == optarg || *end || !(o.seconds > 0 && o.seconds <= 600)) {
-				fprintf(stderr, "kmip_bench: --seconds: a number from 0 to 600\n");
+			seconds = strtod(optarg, &end);
+			if (errno || end == optarg || *end || !(seconds > 0 && seconds <= 600)) {
+				fprintf(stderr, "kmip_bench: --%s: a number from 0 to 600\n",
+					opt == 's' ? "seconds" : "round-seconds");
 				return -1;
 			}
+			*(opt == 's' ? &o.seconds : &o.round_seconds) = seconds;
+			break;
+		case 'R':
+		case 'N':
+			errno = 0;
+			n = strtoul(optarg, &end, 10);
+			if (errno || end == optarg || *end || optarg[0] == '-' ||
+			    n > (opt == 'R' ? MAX_ROUNDS : 100000)) {
+				fprintf(stderr, "kmip_bench: --%s: a number from 0 to %d\n",
+					opt == 'R' ? "rounds" : "make-keys", opt == 'R' ? MAX_ROUNDS : 100000);
+				return -1;
+			}
+			*(opt == 'R' ? &o.rounds : &o.make_keys) = (unsigned)n;
 			break;
 		case 'h': usage(stdout); exit(EXIT_SUCCESS);
 		default: usage(stderr); return -1;
 		}
 	}
-	if (optind < argc || !o.host || !o.port || !o.ca || !o.cert || !o.key || !o.module || !o.token ||
-	    !o.pin_file || !o.metrics_port != !o.metrics_file) {
+	/* What each use needs. */
+	ok = o.count_objects || (o.host && o.port && o.ca && o.cert && o.key);
+	ok = ok && (o.make_keys || (o.module && o.token && o.pin_file));
+	if (optind < argc || !ok || (o.big_key && strlen(o.big_key) > STORE_MAX_UID) ||
+	    !o.metrics_port != !o.metrics_file) {
 		usage(stderr);
 		return -1;
 	}
@@ -1315,6 +1655,14 @@ static int setup_tls(struct bench *b, const char **ret_why)
 	}
 	if (b->opt.metrics_port && getaddrinfo(b->opt.host, b->opt.metrics_port, &hints, &b->metrics_addr) != 0) {
 		*ret_why = "--host/--metrics-port: cannot resolve";
+		return KR_E_CONFIG;
+	}
+	if ((b->opt.handler_port && getaddrinfo(b->opt.host, b->opt.handler_port, &hints, &b->handler_addr) != 0) ||
+	    (b->opt.loop_port && getaddrinfo(b->opt.host, b->opt.loop_port, &hints, &b->loop_addr) != 0) ||
+	    (b->opt.big_port && getaddrinfo(b->opt.host, b->opt.big_port, &hints, &b->big_addr) != 0) ||
+	    (b->opt.big_handler_port &&
+	     getaddrinfo(b->opt.host, b->opt.big_handler_port, &hints, &b->big_handler_addr) != 0)) {
+		*ret_why = "--host and a port of the limits: cannot resolve";
 		return KR_E_CONFIG;
 	}
 	if (gnutls_certificate_allocate_credentials(&b->cred) < 0) {
@@ -1354,11 +1702,22 @@ static void measure_round_trip(const struct bench *b, struct result *ret)
 	ttlv_buf_free(req, len);
 }
 
+/* The Sign requests, one and a batch, and the loop's: the key's CKA_ID (20 bytes
+ * in the keys the relay makes), then the data's first bytes. */
 static int prepare_requests(struct key *k)
 {
+	uint8_t id[STORE_MAX_ID];
+	size_t id_len = 0;
+	const char *why;
 	int r = build(KMIP_OP_SIGN, fill_sign, k, 1, &k->sign, &k->sign_len);
 
-	return r < 0 ? r : build(KMIP_OP_SIGN, fill_sign, k, BATCH, &k->sign_batch, &k->sign_batch_len);
+	if (r == 0)
+		r = build(KMIP_OP_SIGN, fill_sign, k, BATCH, &k->sign_batch, &k->sign_batch_len);
+	if (r == 0 && private_key_id(k->priv, id, &id_len, &why) == 0 && id_len == STORE_ID_LEN) {
+		memcpy(k->loop_req, id, id_len);
+		memcpy(k->loop_req + id_len, data, LOOP_REQUEST - id_len);
+	}
+	return r;
 }
 
 int main(int argc, char **argv)
@@ -1369,8 +1728,12 @@ int main(int argc, char **argv)
 		{ .title = "ECDSA P-256 with SHA-256", .type = CKK_EC, .target_one = 0.60, .target_batch = 0.85 },
 	};
 	const size_t n_keys = sizeof(keys) / sizeof(keys[0]);
+	struct key big = { .title = "RSA-2048 on the 300-key token", .type = CKK_RSA };
 	struct conn c = { .fd = -1 };
 	struct result floor = { 0 };
+	struct p11_token *tok = NULL;
+	struct legs *legs = NULL;
+	size_t objects = 0;
 	const char *why = "out of memory", *step = "set-up";
 	int r;
 
@@ -1382,10 +1745,27 @@ int main(int argc, char **argv)
 		return EXIT_FAILURE;
 	if (gnutls_rnd(GNUTLS_RND_NONCE, data, sizeof(data)) < 0)
 		return EXIT_FAILURE;
+	if (b.opt.count_objects) {
+		step = "counting the token's objects";
+		r = count_objects(&b.opt, &why);
+		goto out;
+	}
 	r = setup_tls(&b, &why);
+	if (r == 0 && b.opt.make_keys) {
+		step = "making the key pairs";
+		r = make_keys(&b, &why);
+		goto out;
+	}
+	if (r == 0 && b.opt.big_key) {
+		snprintf(big.priv, sizeof(big.priv), "%s", b.opt.big_key);
+		if ((r = prepare_requests(&big)) < 0)
+			why = kr_strerror(r);
+	}
+	if (r == 0 && b.opt.rounds && (b.handler_addr || b.loop_addr || b.big_addr) && !(legs = calloc(1, sizeof(*legs))))
+		r = KR_E_NOMEM;
 	if (r == 0) {
 		step = "connecting to the relay";
-		r = conn_open(&b, &c, &why);
+		r = conn_open(&b, NULL, &c, &why);
 	}
 	for (size_t i = 0; r == 0 && i < n_keys; i++) {
 		step = "creating the key pairs";
@@ -1397,37 +1777,50 @@ int main(int argc, char **argv)
 			r = check_key(&c, &keys[i], &why);
 		}
 	}
-	/* Nothing else uses the token while this process logs in and signs. */
+	/* Nothing else uses the token while this process logs in. */
 	conn_close(&c);
 	if (r == 0) {
-		step = "the in-process C_Sign loop";
-		r = measure_in_process(&b.opt, keys, n_keys, &why);
+		step = "opening the token in this process";
+		r = open_keys(&b.opt, keys, n_keys, &tok, &why);
+		if (r == 0)
+			r = token_objects(tok, &objects, &why);
 	}
 	if (r == 0) {
+		measure_in_process(tok, &b.opt, keys, n_keys);
 		measure_round_trip(&b, &floor);
 		for (size_t i = 0; i < n_keys; i++)
 			measure_relay(&b, &keys[i]);
 		if (b.metrics_addr)
 			measure_metrics(&b, &keys[n_keys - 1]);
+		if (legs)
+			measure_limits(&b, tok, &keys[0], &keys[1], &big, legs);
 	}
+	p11_close(tok);
 	/* The keys go before anything is printed: a reader that goes away must not
 	 * leave them in the token. */
 	if (keys[0].priv[0] || keys[1].priv[0]) {
 		const char *close_why = NULL;
-		bool connected = conn_open(&b, &c, &close_why) == 0;
+		bool connected = conn_open(&b, NULL, &c, &close_why) == 0;
 
 		for (size_t i = 0; i < n_keys; i++)
 			destroy_key(connected ? &c : NULL, &keys[i], close_why);
 		conn_close(&c);
 	}
-	if (r == 0)
-		print_report(&b.opt, &floor, keys, n_keys);
-	else
+	if (r == 0) {
+		print_report(&b.opt, objects, &floor, keys, n_keys);
+		if (legs)
+			print_limits(&b.opt, legs);
+	}
+out:
+	if (r < 0)
 		fprintf(stderr, "kmip_bench: %s: %s\n", step, why);
 	for (size_t i = 0; i < n_keys; i++) {
 		ttlv_buf_free(keys[i].sign, keys[i].sign_len);
 		ttlv_buf_free(keys[i].sign_batch, keys[i].sign_batch_len);
 	}
+	ttlv_buf_free(big.sign, big.sign_len);
+	ttlv_buf_free(big.sign_batch, big.sign_batch_len);
+	free(legs);
 	if (b.cred)
 		gnutls_certificate_free_credentials(b.cred);
 	if (b.addr)
@@ -1440,5 +1833,13 @@ int main(int argc, char **argv)
 		freeaddrinfo(b.pool_addr);
 	if (b.metrics_addr)
 		freeaddrinfo(b.metrics_addr);
+	if (b.handler_addr)
+		freeaddrinfo(b.handler_addr);
+	if (b.loop_addr)
+		freeaddrinfo(b.loop_addr);
+	if (b.big_addr)
+		freeaddrinfo(b.big_addr);
+	if (b.big_handler_addr)
+		freeaddrinfo(b.big_handler_addr);
 	return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }
