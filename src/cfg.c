@@ -31,6 +31,7 @@ enum key_type {
 	KT_SECONDS,   /* 1 .. 1 week */
 	KT_SIZE,      /* 4096 .. 64 MiB */
 	KT_COUNT,     /* 1 .. 1000 */
+	KT_DAYS,      /* 1 .. 100 years */
 	KT_SECTION,
 	KT_LATER,     /* read after the rest: "clients" and "namespaces" */
 };
@@ -83,6 +84,7 @@ static const struct key key_keys[] = {
 	K("destroy_revokes_for_credential_clients", KT_BOOL, keys.destroy_revokes_for_credential_clients),
 	K("software_random", KT_BOOL, keys.software_random),
 	K("verify_signatures", KT_BOOL, keys.verify_signatures),
+	K("destroyed_record_days", KT_DAYS, keys.destroyed_record_days),
 	{ 0 },
 };
 
@@ -178,6 +180,7 @@ static const struct key client_keys[] = {
 #define MIN_MESSAGE_SIZE 4096
 #define MAX_MESSAGE_SIZE (64 * 1024 * 1024)
 #define MAX_COUNT 1000
+#define MAX_DAYS 36525
 
 /* Error lines, gathered so that one run reports every problem. */
 struct errors {
@@ -318,9 +321,13 @@ static void load_key(void *base, const struct key *k, json_t *v, const char *pat
 		break;
 	case KT_SECONDS:
 	case KT_SIZE:
-	case KT_COUNT: {
+	case KT_COUNT:
+	case KT_DAYS: {
 		json_int_t min = k->type == KT_SIZE ? MIN_MESSAGE_SIZE : 1;
-		json_int_t max = k->type == KT_SECONDS ? MAX_SECONDS : k->type == KT_SIZE ? MAX_MESSAGE_SIZE : MAX_COUNT;
+		json_int_t max = k->type == KT_SECONDS ? MAX_SECONDS
+				 : k->type == KT_SIZE	 ? MAX_MESSAGE_SIZE
+				 : k->type == KT_DAYS	 ? MAX_DAYS
+							 : MAX_COUNT;
 
 		if (!json_is_integer(v)) {
 			add_error(e, path, "must be an integer");
@@ -816,6 +823,7 @@ static void set_defaults(struct cfg *c)
 	c->pkcs11.pin_failure_window = 600;
 	c->pkcs11.pool.new_keys = -1;
 	c->pkcs11.pool.retry_after = 30;
+	c->keys.destroyed_record_days = 30;
 }
 
 /* Whether a client's Password is tried as the PIN: the clients that need the

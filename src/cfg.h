@@ -101,6 +101,7 @@ struct cfg {
 		bool destroy_revokes_for_credential_clients; /* Destroy revokes an active key first */
 		bool software_random; /* RNG Retrieve may use GnuTLS when the token has no RNG */
 		bool verify_signatures; /* check every signature with the public half first */
+		unsigned destroyed_record_days; /* a destroyed object's record is kept this long */
 	} keys;
 	struct {
 		bool interop; /* offer the test-only Interop and Log operations */

@@ -8,6 +8,7 @@
 #include <gnutls/x509.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "ops_objects.h"
 
@@ -217,11 +218,32 @@ static void put_certificate_attrs(struct ttlv_writer *w, const struct ttlv_item 
 	gnutls_x509_crt_deinit(crt);
 }
 
+/* Stamps a new object's CKA_ID with what it says of the object (store_stamp_id):
+ * now, its usage masks and its algorithm. */
+static void stamp_id(uint8_t id[STORE_ID_LEN], uint32_t private_mask, uint32_t public_mask, uint32_t algorithm)
+{
+	struct store_id_facts f = { .mask = { private_mask, public_mask }, .algorithm = algorithm };
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_REALTIME, &ts) < 0)
+		ts = (struct timespec){ .tv_sec = ops_now() };
+	f.created_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	store_stamp_id(id, &f);
+}
+
+/* A new object's Initial Date: when its CKA_ID was stamped. */
+static int64_t created_at(const struct store_obj *o)
+{
+	struct store_id_facts f;
+
+	return store_id_facts(o->id, o->id_len, &f) ? f.created_ms / 1000 : ops_now();
+}
+
 static void put_new_meta(struct ttlv_writer *w, const void *arg)
 {
 	const struct new_meta *m = arg;
 	const struct kmip_attrs kept = { (struct kmip_attr *)m->k->kept, m->k->n_kept };
-	int64_t now = ops_now();
+	int64_t now = created_at(m->o);
 
 	ttlv_put_enum(w, KMIP_TAG_STATE, m->state);
 	ttlv_put_datetime(w, KMIP_TAG_INITIAL_DATE, now);
@@ -302,7 +324,8 @@ static void tmpl_init(struct key_template *t, const struct ops_ctx *ctx, enum st
 static bool put_first_meta(struct store *st, const struct store_obj *o, const struct new_meta *m,
 			   struct ops_result *res)
 {
-	int r = ops_meta_rewrite(st, o, NULL, NULL, 0, put_new_meta, m);
+	static const struct store_meta none = { 0 };
+	int r = ops_meta_rewrite_at(st, o, &none, NULL, 0, put_new_meta, m, created_at(o));
 
 	if (r < 0)
 		ops_fail_token(st, res, r);
@@ -397,6 +420,7 @@ void op_create_key_pair(struct ops_ctx *ctx, const struct ttlv_item *payload, st
 		ops_fail_token(st, res, r);
 		return;
 	}
+	stamp_id(id, upriv, upub, kpriv.algorithm);
 	tmpl_init(&tpriv, ctx, STORE_PRIVATE, &kpriv, id, upriv);
 	tmpl_init(&tpub, ctx, STORE_PUBLIC, &kpub, id, upub);
 	bits = (CK_ULONG)kpriv.length;
@@ -492,6 +516,7 @@ void op_create(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv
 		ops_fail_token(st, res, r);
 		return;
 	}
+	stamp_id(o.id, k.usage, 0, k.algorithm);
 	tmpl_init(&t, ctx, STORE_SECRET, &k, o.id, k.usage);
 	value_len = (CK_ULONG)k.length / 8;
 	tmpl_add(&t, CKA_VALUE_LEN, &value_len, sizeof(value_len));
@@ -939,8 +964,10 @@ void op_register(struct ops_ctx *ctx, const struct ttlv_item *payload, struct tt
 		values_clear(&v);
 		return;
 	}
-	if (r == 0)
+	if (r == 0) {
+		stamp_id(o.id, o.kind == STORE_PUBLIC ? 0 : k.usage, o.kind == STORE_PUBLIC ? k.usage : 0, k.algorithm);
 		r = p11_create(st->tok, t.a, t.n, &o.handle);
+	}
 	values_clear(&v);
 	if (r == KR_E_KMIP_FORMAT) {
 		ops_fail(res, KMIP_REASON_KEY_FORMAT_TYPE_NOT_SUPPORTED, "the key material cannot be read in that format");

@@ -125,12 +125,12 @@ static int policy_load(struct store *st, const struct store_obj *o, struct key_p
 {
 	struct store_meta m = { 0 };
 	const struct kmip_attr *a;
-	int lock = -1, r = store_meta_read(st, o, &m);
+	int lock = -1, r = ops_meta_read(st, o, false, &m);
 
 	policy_clear(kp);
 	if (r == 0 && ops_meta_state(&m) != ops_meta_enum(&m, KMIP_TAG_STATE, STATE_ACTIVE)) {
 		store_meta_clear(&m);
-		if ((r = store_lock(st, &lock)) == 0 && (r = store_meta_read(st, o, &m)) == 0)
+		if ((r = store_lock(st, &lock)) == 0 && (r = ops_meta_read(st, o, true, &m)) == 0)
 			r = ops_catch_up(st, o, &m);
 		store_unlock(lock);
 	}
@@ -168,24 +168,33 @@ static int policy_load(struct store *st, const struct store_obj *o, struct key_p
 static int key_policy(struct store *st, const struct store_obj *o, struct key_policy **ret)
 {
 	struct key_policy *kp = NULL;
+	struct store_epoch epoch = { .handle = CK_INVALID_HANDLE };
 	int r;
 
 	for (size_t i = 0; i < N_POLICIES && !kp; i++)
 		if (policies[i].handle == o->handle && policies[i].backend == o->backend && strcmp(policies[i].uid, o->uid) == 0)
 			kp = &policies[i];
-	/* Kept while no process changed the metadata and no date changed the state. */
+	/* Kept while no process changed the metadata and no date changed the state:
+	 * its generation is there, or for a key without one, the epoch is the same. */
 	if (kp && kp->changes == ops_meta_changes() && !(kp->state == STATE_PRE_ACTIVE && kp->activation <= ops_now()) &&
 	    !(kp->state == STATE_ACTIVE && kp->deactivation <= ops_now()) &&
-	    (kp->generation == CK_INVALID_HANDLE || store_meta_current(st, kp->generation))) {
+	    (kp->generation != CK_INVALID_HANDLE ? store_meta_current(st, kp->generation)
+						 : store_epoch_current(st, &kp->epoch))) {
 		*ret = kp;
 		return 0;
 	}
+	/* A key without metadata used again: from now on the epoch says whether it
+	 * still has none. Read before the key, so that no change falls in between; a
+	 * connection that uses a key once never reads it. */
+	if (kp && kp->generation == CK_INVALID_HANDLE && (r = store_epoch_read(st, &epoch)) < 0)
+		return r;
 	if (!kp) {
 		kp = &policies[next_policy];
 		next_policy = (next_policy + 1) % N_POLICIES;
 	}
 	if ((r = policy_load(st, o, kp)) < 0)
 		return r;
+	kp->epoch = epoch;
 	*ret = kp;
 	return 0;
 }
@@ -284,7 +293,7 @@ bool crypto_take_usage(struct store *st, const struct store_obj *o, struct key_p
 	bool granted = false;
 	int lock = -1, r;
 
-	if ((r = store_lock(st, &lock)) < 0 || (r = store_meta_read(st, o, &m)) < 0)
+	if ((r = store_lock(st, &lock)) < 0 || (r = ops_meta_read(st, o, false, &m)) < 0)
 		goto out;
 	if (!(a = ops_meta_attr(&m, KMIP_TAG_USAGE_LIMITS))) { /* deleted meanwhile */
 		granted = true;

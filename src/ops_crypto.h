@@ -30,8 +30,9 @@ struct crypto_params {
  * Parameters, its Cryptographic Algorithm (which HMAC a MAC key does), its state
  * and the dates that bound its use, and whether it has Usage Limits. Read once per
  * key and connection, so that a Sign with a key already used costs one token call
- * (store_meta_current) beyond the signature; read again when any process has
- * written the metadata since, or a date has changed the state. */
+ * (store_meta_current, or store_epoch_current for a key without metadata) beyond
+ * the signature; read again when any process has written the metadata since, or
+ * a date has changed the state. */
 struct key_policy {
 	char uid[STORE_MAX_UID + 1];
 	CK_OBJECT_HANDLE handle;
@@ -46,8 +47,12 @@ struct key_policy {
 	uint32_t state;
 	int64_t activation, deactivation;
 	/* The metadata generation it was read from (CK_INVALID_HANDLE: none), checked
-	 * at every use: another process's change replaces it. */
+	 * at every use: another process's change replaces it. Without one, the
+	 * token's epoch as it was before the key was read (not read: the key's first
+	 * use on this connection), checked likewise: the key's first metadata changes
+	 * it. */
 	CK_OBJECT_HANDLE generation;
+	struct store_epoch epoch;
 	/* verify_signatures: the public key it checks with, made on first need (with
 	 * the PSS salt and hash it was set up for; -1: none). */
 	gnutls_pubkey_t check_key;

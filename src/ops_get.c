@@ -109,6 +109,20 @@ static void key_info_clear(struct key_info *ki)
 	ki->label_buf = NULL;
 }
 
+int ops_token_key(struct store *st, const struct store_obj *o, uint32_t *ret_algorithm, int32_t *ret_length)
+{
+	const struct store_meta none = { 0 };
+	struct key_info ki;
+	int r = read_key_info(st, o, &none, &ki);
+
+	key_info_clear(&ki);
+	if (r < 0)
+		return r;
+	*ret_algorithm = ki.algorithm;
+	*ret_length = ki.length;
+	return 0;
+}
+
 /* Whether an object holds key material, which has a Key Format Type. */
 static bool has_key_format(const struct store_obj *o)
 {
@@ -243,7 +257,7 @@ static bool object_and_attrs(struct ops_ctx *ctx, struct store_obj *o, struct st
 
 	if (!ops_target(ctx, &st, o, res))
 		return false;
-	if ((r = store_meta_read(st, o, &m)) == 0)
+	if ((r = ops_meta_read(st, o, true, &m)) == 0)
 		r = ops_load_attrs(st, o, &m, oa);
 	store_meta_clear(&m);
 	if (r < 0) {
@@ -706,7 +720,7 @@ static int mark_served(struct store *st, const struct store_obj *o)
 	int lock = -1;
 	int r = store_lock(st, &lock);
 
-	if (r == 0 && (r = store_meta_read(st, o, &m)) == 0 && meta_bool(&m, KMIP_TAG_FRESH, false))
+	if (r == 0 && (r = ops_meta_read(st, o, true, &m)) == 0 && meta_bool(&m, KMIP_TAG_FRESH, false))
 		r = ops_meta_rewrite(st, o, &m, fresh, 1, put_served, NULL);
 	store_meta_clear(&m);
 	store_unlock(lock);
@@ -761,7 +775,7 @@ void op_get(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_wr
 		ops_fail(res, KMIP_REASON_INVALID_FIELD, "Key Format Type must be an Enumeration");
 		return;
 	}
-	if ((r = store_meta_read(st, &o, &m)) < 0 || (r = read_key_info(st, &o, &m, &ki)) < 0) {
+	if ((r = ops_meta_read(st, &o, false, &m)) < 0 || (r = read_key_info(st, &o, &m, &ki)) < 0) {
 		ops_fail_token(st, res, r);
 		goto out;
 	}
@@ -939,7 +953,7 @@ static bool locate_matches(struct store *st, const struct store_obj *o, const st
 	/* What the token matched needs no metadata read, which costs a search. */
 	if (!o->destroyed && !q->object_type && !q->has_algorithm && !q->has_length && !q->has_state && !q->n_dates)
 		return true;
-	ok = store_meta_read(st, o, &m) == 0 && read_key_info(st, o, &m, &ki) == 0;
+	ok = ops_meta_read(st, o, false, &m) == 0 && read_key_info(st, o, &m, &ki) == 0;
 
 	if (ok && o->destroyed && q->name.ptr)
 		ok = q->name.len == ki.label.len && (!q->name.len || memcmp(q->name.ptr, ki.label.ptr, q->name.len) == 0);
@@ -1205,7 +1219,7 @@ void op_check(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttlv_
 		ops_fail(res, KMIP_REASON_INVALID_FIELD, "Cryptographic Usage Mask must be an Integer");
 		return;
 	}
-	if ((r = store_meta_read(st, &o, &m)) < 0) {
+	if ((r = ops_meta_read(st, &o, false, &m)) < 0) {
 		ops_fail_token(st, res, r);
 		return;
 	}

@@ -57,7 +57,7 @@ static bool lock_object(struct ops_ctx *ctx, struct locked_object *lo, struct op
 	*lo = (struct locked_object){ .lock = -1 };
 	if (!ops_target(ctx, &lo->st, &lo->o, res))
 		return false;
-	if ((r = store_lock(lo->st, &lo->lock)) < 0 || (r = store_meta_read(lo->st, &lo->o, &lo->meta)) < 0 ||
+	if ((r = store_lock(lo->st, &lo->lock)) < 0 || (r = ops_meta_read(lo->st, &lo->o, true, &lo->meta)) < 0 ||
 	    (r = ops_catch_up(lo->st, &lo->o, &lo->meta)) < 0) {
 		store_unlock(lo->lock);
 		ops_fail_token(lo->st, res, r);
@@ -186,7 +186,7 @@ static int revoke_for_destroy(struct locked_object *lo)
 
 	if (r == 0) {
 		store_meta_clear(&lo->meta);
-		r = store_meta_read(lo->st, &lo->o, &lo->meta);
+		r = ops_meta_read(lo->st, &lo->o, true, &lo->meta);
 	}
 	return r;
 }
@@ -222,6 +222,8 @@ void op_destroy(struct ops_ctx *ctx, const struct ttlv_item *payload, struct ttl
 									   : STATE_DESTROYED };
 
 		store_forget(lo.st, &lo.o);
+		lo.o.destroyed = true; /* what is written now is its record */
+		lo.o.handle = CK_INVALID_HANDLE;
 		if ((r = ops_meta_rewrite(lo.st, &lo.o, NULL, NULL, 0, put_record, &rec)) < 0) {
 			ops_fail_token(lo.st, res, r);
 			res->message = "the object was destroyed, but its record was not written";
@@ -387,12 +389,18 @@ static bool rewrite_attr(struct locked_object *lo, const struct kmip_attr *a, bo
 
 	if (r == 0 && a->tag == KMIP_TAG_DEACTIVATION_DATE) {
 		store_meta_clear(&lo->meta);
-		if ((r = store_meta_read(lo->st, &lo->o, &lo->meta)) == 0)
+		if ((r = ops_meta_read(lo->st, &lo->o, true, &lo->meta)) == 0)
 			r = ops_catch_up(lo->st, &lo->o, &lo->meta);
 	}
 	if (r < 0)
 		ops_fail_token(lo->st, res, r);
 	return r == 0;
+}
+
+static void put_nothing(struct ttlv_writer *w, const void *arg)
+{
+	(void)w;
+	(void)arg;
 }
 
 /* Sensitive and Extractable of a private or secret key are the token's flags;
@@ -421,6 +429,15 @@ static bool set_flag(struct locked_object *lo, const struct kmip_attr *a, enum c
 	}
 	v = ttlv_bool(a->value) ? CK_TRUE : CK_FALSE;
 	if ((r = p11_set_attrs(lo->st->tok, lo->o.handle, &flag, 1)) < 0) {
+		ops_fail_token(lo->st, res, r);
+		return false;
+	}
+	/* A key without metadata whose Digest came from reading the key keeps it in a
+	 * metadata object once the token stops letting the key out, with the rest of
+	 * what it had (its Last Change Date too): a flag is no change of attributes. */
+	if (lo->meta.derived &&
+	    (r = ops_meta_rewrite_at(lo->st, &lo->o, &lo->meta, NULL, 0, put_nothing, NULL,
+				     ops_meta_date(&lo->meta, KMIP_TAG_LAST_CHANGE_DATE, ops_now()))) < 0) {
 		ops_fail_token(lo->st, res, r);
 		return false;
 	}

@@ -316,13 +316,13 @@ int ops_catch_up(struct store *st, const struct store_obj *o, struct store_meta 
 	struct state_change c = { .state = due };
 	int r;
 
-	if (!m->found || o->destroyed || due == ops_meta_enum(m, KMIP_TAG_STATE, STATE_ACTIVE))
+	if ((!m->found && !m->derived) || o->destroyed || due == ops_meta_enum(m, KMIP_TAG_STATE, STATE_ACTIVE))
 		return 0;
 	c.usage = ops_usage_of(st, o, m);
 	if ((r = ops_change_state(st, o, m, &c)) < 0)
 		return r;
 	store_meta_clear(m);
-	return store_meta_read(st, o, m);
+	return ops_meta_read(st, o, true, m);
 }
 
 uint32_t ops_state(const struct store_obj *o, const struct store_meta *m)
@@ -358,10 +358,30 @@ void ops_meta_changed(void)
 	meta_changes++;
 }
 
-/* A new metadata generation: the old attributes minus those in replace[], then what
- * add() writes, and a new Last Change Date. */
-int ops_meta_rewrite(struct store *st, const struct store_obj *o, const struct store_meta *old,
-			const uint32_t *replace, size_t n_replace, ops_meta_add_fn add, const void *arg)
+/* Writes a new generation, or for a key whose attributes the token now holds
+ * by itself none, removing the one there was. */
+static int meta_store(struct store *st, const struct store_obj *o, const struct store_meta *old, const uint8_t *buf,
+		      size_t len)
+{
+	struct store_meta next = { 0 };
+	int r = ttlv_decode(buf, len, &ttlv_default_limits, &next.tree);
+
+	if (r == 0)
+		r = kmip_attrs_decode(next.tree, ops_meta_version, &next.attrs);
+	if (r == 0 && ops_derivable(o) && ops_meta_to_token(st, o, &next))
+		r = old && !old->found ? 0 : store_meta_destroy(st, o);
+	else if (r == 0)
+		r = store_meta_write(st, o, buf, len,
+				     o->destroyed ? ops_meta_date(&next, KMIP_TAG_DESTROY_DATE, ops_now()) : 0);
+	kmip_attrs_clear(&next.attrs);
+	ttlv_free(next.tree);
+	if (r == 0 && (!old || !old->found))
+		store_sweep(st, ops_now());
+	return r;
+}
+
+int ops_meta_rewrite_at(struct store *st, const struct store_obj *o, const struct store_meta *old,
+			const uint32_t *replace, size_t n_replace, ops_meta_add_fn add, const void *arg, int64_t when)
 {
 	struct ttlv_writer w;
 	uint8_t *buf = NULL;
@@ -380,14 +400,20 @@ int ops_meta_rewrite(struct store *st, const struct store_obj *o, const struct s
 			ops_put_attr(&w, a);
 	}
 	add(&w, arg);
-	ttlv_put_datetime(&w, KMIP_TAG_LAST_CHANGE_DATE, ops_now());
+	ttlv_put_datetime(&w, KMIP_TAG_LAST_CHANGE_DATE, when);
 	ttlv_end(&w);
 	r = ttlv_writer_finish(&w, &buf, &len);
 	if (r == 0)
-		r = store_meta_write(st, o, buf, len);
+		r = meta_store(st, o, old, buf, len);
 	ops_meta_changed(); /* even a failed write may have changed something */
 	ttlv_buf_free(buf, len);
 	return r;
+}
+
+int ops_meta_rewrite(struct store *st, const struct store_obj *o, const struct store_meta *old,
+		     const uint32_t *replace, size_t n_replace, ops_meta_add_fn add, const void *arg)
+{
+	return ops_meta_rewrite_at(st, o, old, replace, n_replace, add, arg, ops_now());
 }
 
 /* KMIP's Hashing Algorithm SHA-256 */
@@ -512,7 +538,7 @@ void ops_explain_refusal(struct store *st, const struct store_obj *o, struct ops
 	struct store_meta m = { 0 };
 	uint32_t state = STATE_ACTIVE;
 
-	if (store_meta_read(st, o, &m) == 0)
+	if (ops_meta_read(st, o, false, &m) == 0)
 		state = ops_meta_state(&m);
 	store_meta_clear(&m);
 	if (state != STATE_ACTIVE)

@@ -152,7 +152,9 @@ void ops_put_token_digest(struct ttlv_writer *w, struct store *st, const struct 
 /* A public key object of the token as a GnuTLS key (RSA, EC, Ed25519). */
 int ops_gnutls_pubkey(struct store *st, const struct store_obj *o, gnutls_pubkey_t *ret) KR_WUR;
 
-/* A CKA_ID for a new object, marked with the client's namespace. */
+/* A CKA_ID for a new object, marked with the client's namespace; stamp it with
+ * the object's facts (store_stamp_id) once they are known, before it goes to the
+ * token. */
 int ops_new_id(struct ops_ctx *ctx, struct store *st, uint8_t id[STORE_ID_LEN]) KR_WUR;
 /* Whether new keys may leave the token unless asked otherwise: the client's entry,
  * else keys.extractable. */
@@ -170,13 +172,28 @@ void ops_fail_token(struct store *st, struct ops_result *res, int err);
 
 /* Metadata: the attributes the token has no place for, as KMIP 2.x Attributes. */
 extern const struct kmip_version ops_meta_version;
+/* An object's metadata (store_meta_read); for a key the relay made that has no
+ * metadata object, what its token attributes say (ops_derive.c), with its Length
+ * and Digest only if full: what is rewritten or answered in full needs them, a
+ * use of the key does not. */
+int ops_meta_read(struct store *st, const struct store_obj *o, bool full, struct store_meta *ret) KR_WUR;
+/* Whether the token can hold a key's attributes by itself: a live key whose
+ * CKA_ID the relay stamped. */
+bool ops_derivable(const struct store_obj *o);
+/* Puts into a key what the token can hold of its new attributes next (its
+ * Activation and Deactivation Dates' days); whether that is all of them, so
+ * that the key needs no metadata object. */
+bool ops_meta_to_token(struct store *st, const struct store_obj *o, const struct store_meta *next);
+/* What the token says of a key's algorithm and length, without metadata
+ * (ops_get.c). */
+int ops_token_key(struct store *st, const struct store_obj *o, uint32_t *ret_algorithm, int32_t *ret_length) KR_WUR;
 const struct kmip_attr *ops_meta_attr(const struct store_meta *m, uint32_t tag);
 uint32_t ops_meta_enum(const struct store_meta *m, uint32_t tag, uint32_t dflt);
 /* A Date-Time attribute of the metadata, or none. */
 int64_t ops_meta_date(const struct store_meta *m, uint32_t tag, int64_t none);
 /* An object's state now: the state on record, moved on by an Activation Date or a
  * Deactivation Date that has come (KMIP 2.1 sections 4.1, 4.18), whatever
- * connection set it. Keys that carry no relay metadata (made elsewhere) count as
+ * connection set it. Keys made elsewhere, which carry no relay metadata, count as
  * Active. */
 uint32_t ops_meta_state(const struct store_meta *m);
 /* Puts on record (the token's usage flags, then the metadata) the state that an
@@ -197,10 +214,17 @@ int ops_change_state(struct store *st, const struct store_obj *o, const struct s
 		     const struct state_change *c) KR_WUR;
 void ops_put_attr(struct ttlv_writer *w, const struct kmip_attr *a);
 /* A new metadata generation: the old attributes minus those in replace[], then what
- * add() writes, and a new Last Change Date. */
+ * add() writes, and a new Last Change Date. A key whose attributes the token can
+ * then hold by itself gets none, and loses the one it had. old (NULL: none to
+ * copy) says whether there was a metadata object; a write that may add one to the
+ * token sweeps expired records out of it (store_sweep). */
 typedef void (*ops_meta_add_fn)(struct ttlv_writer *w, const void *arg);
 int ops_meta_rewrite(struct store *st, const struct store_obj *o, const struct store_meta *old,
 		     const uint32_t *replace, size_t n_replace, ops_meta_add_fn add, const void *arg) KR_WUR;
+/* The same, with the Last Change Date when (a new object's: its Initial Date). */
+int ops_meta_rewrite_at(struct store *st, const struct store_obj *o, const struct store_meta *old,
+			const uint32_t *replace, size_t n_replace, ops_meta_add_fn add, const void *arg,
+			int64_t when) KR_WUR;
 /* How many metadata writes this process has made: what caches metadata compares it
  * to see whether the connection changed anything since. */
 unsigned long ops_meta_changes(void);

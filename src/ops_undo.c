@@ -3,11 +3,13 @@
 
 /* Batch Error Continuation Option Undo: a batch whose item fails has the changes of
  * its earlier items put back. A token cannot undo by itself, so before an item
- * changes an object the relay keeps what it will change - the metadata, the usage
- * flags, the Sensitive and Extractable flags and the label (the Name) - and puts
- * them back; an object an item made is destroyed again. Destroy cannot be undone
- * (the key is gone), so a batch with it is refused. Usage Limits are never put
- * back: what a use drew on stays drawn, in this batch or any other. */
+ * changes an object the relay keeps what it will change - the metadata (none: a
+ * key that holds its attributes itself, ops_derive.c), the usage flags, the
+ * Sensitive and Extractable flags, the label (the Name) and a key's
+ * CKA_START_DATE and CKA_END_DATE - and puts them back; an object an item made is
+ * destroyed again. Destroy cannot be undone (the key is gone), so a batch with it
+ * is refused. Usage Limits are never put back: what a use drew on stays drawn, in
+ * this batch or any other. */
 
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +27,9 @@ struct ops_undo {
 	size_t n_flags;
 	uint8_t *label; /* NULL: none could be read */
 	size_t label_len;
+	CK_DATE dates[2];
+	CK_ATTRIBUTE date_attrs[2]; /* CKA_START_DATE, CKA_END_DATE; none read: 0 */
+	size_t n_dates;
 };
 
 static bool creates(uint32_t operation)
@@ -48,7 +53,7 @@ struct ops_undo *ops_undo_prepare(struct ops_ctx *ctx, const struct kmip_batch_i
 	if (!ops_changes(item->operation) || creates(item->operation))
 		return u; /* a creation is known only once it is done */
 	/* An object that cannot be found fails the item itself: nothing to keep. */
-	if (!ops_target(ctx, &st, &u->obj, &res) || store_meta_read(st, &u->obj, &u->meta) < 0)
+	if (!ops_target(ctx, &st, &u->obj, &res) || ops_meta_read(st, &u->obj, true, &u->meta) < 0)
 		return u;
 	/* The kind's flags, then their values now. */
 	u->n_flags = ops_usage_template(u->obj.kind, 0, 0, u->values, u->flags);
@@ -63,6 +68,12 @@ struct ops_undo *ops_undo_prepare(struct ops_ctx *ctx, const struct kmip_batch_i
 		u->n_flags = 0;
 	if (p11_get_attr_alloc(st->tok, u->obj.handle, CKA_LABEL, &u->label, &u->label_len) < 0)
 		u->label = NULL;
+	/* A key without metadata has its whole-day dates there. */
+	if (u->obj.kind == STORE_PUBLIC || u->obj.kind == STORE_PRIVATE || u->obj.kind == STORE_SECRET) {
+		u->date_attrs[0] = (CK_ATTRIBUTE){ CKA_START_DATE, &u->dates[0], sizeof(CK_DATE) };
+		u->date_attrs[1] = (CK_ATTRIBUTE){ CKA_END_DATE, &u->dates[1], sizeof(CK_DATE) };
+		u->n_dates = p11_get_attrs(st->tok, u->obj.handle, u->date_attrs, 2) == 0 ? 2 : 0;
+	}
 	u->kind = UNDO_RESTORE;
 	return u;
 }
@@ -155,6 +166,8 @@ int ops_undo_apply(struct ops_ctx *ctx, struct ops_undo *u)
 
 		r = p11_set_attrs(st->tok, u->obj.handle, &label, 1);
 	}
+	if (r == 0 && u->n_dates)
+		r = p11_set_attrs(st->tok, u->obj.handle, u->date_attrs, u->n_dates);
 	ops_meta_changed();
 	return r;
 }

@@ -28,8 +28,16 @@ static const enum store_kind bare_order[] = { STORE_PUBLIC, STORE_PRIVATE, STORE
  * tokens such as openCryptoki 3.8 refuse (CKR_TEMPLATE_INCONSISTENT). */
 #define META_APPLICATION "kmip-relay metadata "
 #define OBJECT_APPLICATION "kmip-relay object" /* Opaque Objects; metadata has its own */
+/* A generation's label: this, its number, then " live" for a live object's
+ * metadata or " destroyed <Destroy Date>" for a record (store_sweep). An older
+ * relay wrote the number alone, and reads these labels as it did its own. */
 #define META_LABEL "kmip-relay metadata "
+#define LABEL_LIVE " live"
+#define LABEL_DESTROYED " destroyed "
 #define MAX_GENERATIONS 8
+#define EPOCH_APPLICATION "kmip-relay epoch"
+#define EPOCH_LABEL "kmip-relay epoch "
+#define MAX_EPOCHS 4
 
 CK_OBJECT_CLASS store_class(enum store_kind kind)
 {
@@ -178,6 +186,72 @@ int store_new_id(struct store *s, uint8_t id[STORE_ID_LEN])
 	if (p11_random(s->tok, id, STORE_ID_LEN) == 0)
 		return 0;
 	return gnutls_rnd(GNUTLS_RND_NONCE, id, STORE_ID_LEN) == 0 ? 0 : KR_E_P11_FAILED;
+}
+
+/* The layout of a stamped CKA_ID (store.h). */
+enum { ID_TIME = 8, ID_MASK = 14, ID_ALGORITHM = 22, ID_CHECK = 28 };
+#define ID_DOMAIN "kmip-relay CKA_ID 1"
+/* No relay stamped an ID before 2025 or will after 2199: a chance match with a
+ * foreign ID must also fall in between. */
+#define ID_FIRST_MS INT64_C(1735689600000)
+#define ID_LAST_MS INT64_C(7258118400000)
+
+static void put_be(uint8_t *p, uint64_t v, size_t n)
+{
+	for (size_t i = n; i-- > 0; v >>= 8)
+		p[i] = (uint8_t)v;
+}
+
+static uint64_t get_be(const uint8_t *p, size_t n)
+{
+	uint64_t v = 0;
+
+	for (size_t i = 0; i < n; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+/* The check value of an ID's first ID_CHECK bytes; false if none can be made. */
+static bool id_check(const uint8_t *id, uint8_t out[STORE_ID_LEN - ID_CHECK])
+{
+	uint8_t in[sizeof(ID_DOMAIN) - 1 + ID_CHECK], md[32];
+
+	memcpy(in, ID_DOMAIN, sizeof(ID_DOMAIN) - 1);
+	memcpy(in + sizeof(ID_DOMAIN) - 1, id, ID_CHECK);
+	if (gnutls_hash_fast(GNUTLS_DIG_SHA256, in, sizeof(in), md) < 0)
+		return false;
+	memcpy(out, md, STORE_ID_LEN - ID_CHECK);
+	return true;
+}
+
+void store_stamp_id(uint8_t id[STORE_ID_LEN], const struct store_id_facts *f)
+{
+	uint8_t check[STORE_ID_LEN - ID_CHECK];
+
+	put_be(id + ID_TIME, (uint64_t)f->created_ms, ID_MASK - ID_TIME);
+	put_be(id + ID_MASK, f->mask[0], 4);
+	put_be(id + ID_MASK + 4, f->mask[1], 4);
+	put_be(id + ID_ALGORITHM, f->algorithm <= 0xFFFF ? f->algorithm : 0, 2);
+	/* Without a check value the ID stays unsealed: the object then has metadata
+	 * like one made by other software. */
+	if (id_check(id, check))
+		memcpy(id + ID_CHECK, check, sizeof(check));
+}
+
+bool store_id_facts(const uint8_t *id, size_t len, struct store_id_facts *ret)
+{
+	uint8_t check[STORE_ID_LEN - ID_CHECK];
+	int64_t ms;
+
+	if (len != STORE_ID_LEN || !id_check(id, check) || memcmp(check, id + ID_CHECK, sizeof(check)) != 0)
+		return false;
+	ms = (int64_t)get_be(id + ID_TIME, ID_MASK - ID_TIME);
+	if (ms < ID_FIRST_MS || ms >= ID_LAST_MS)
+		return false;
+	*ret = (struct store_id_facts){ ms,
+					{ (uint32_t)get_be(id + ID_MASK, 4), (uint32_t)get_be(id + ID_MASK + 4, 4) },
+					(uint32_t)get_be(id + ID_ALGORITHM, 2) };
+	return true;
 }
 
 int store_lock(struct store *s, int *ret_fd)
@@ -340,9 +414,63 @@ int store_records(struct store *s, struct store_obj **ret, size_t *ret_n)
 	return scan_metadata(s, false, ret, ret_n);
 }
 
+static int by_uid(const void *a, const void *b)
+{
+	return strcmp(((const struct store_obj *)a)->uid, ((const struct store_obj *)b)->uid);
+}
+
+/* Appends the keys of a kind whose CKA_ID the relay stamped. */
+static int add_stamped(struct store *s, enum store_kind kind, struct store_obj **objs, size_t *n)
+{
+	CK_OBJECT_CLASS cls;
+	CK_ATTRIBUTE tmpl[3];
+	size_t n_tmpl = store_kind_template(kind, NULL, 0, &cls, tmpl), n_found = 0;
+	CK_OBJECT_HANDLE *h = NULL;
+	int r = p11_find_all(s->tok, tmpl, n_tmpl, &h, &n_found);
+
+	for (size_t i = 0; r == 0 && i < n_found; i++) {
+		uint8_t id[STORE_MAX_ID];
+		CK_ATTRIBUTE a = { CKA_ID, id, sizeof(id) };
+		struct store_id_facts f;
+		struct store_obj *grown;
+
+		if (p11_get_attrs(s->tok, h[i], &a, 1) < 0 || !store_id_facts(id, a.ulValueLen, &f))
+			continue;
+		if (!(grown = realloc(*objs, (*n + 1) * sizeof(**objs)))) {
+			r = KR_E_NOMEM;
+			break;
+		}
+		*objs = grown;
+		grown[*n] = (struct store_obj){ .kind = kind, .backend = s->backend, .handle = h[i],
+						.key_type = CK_UNAVAILABLE_INFORMATION, .id_len = a.ulValueLen };
+		memcpy(grown[*n].id, id, a.ulValueLen);
+		store_uid(kind, id, a.ulValueLen, grown[*n].uid);
+		(*n)++;
+	}
+	free(h);
+	return r;
+}
+
 int store_managed(struct store *s, struct store_obj **ret, size_t *ret_n)
 {
-	return scan_metadata(s, true, ret, ret_n);
+	struct store_obj *objs = NULL;
+	size_t n = 0, k = 0;
+	int r = scan_metadata(s, true, &objs, &n);
+
+	for (int kind = STORE_PUBLIC; r == 0 && kind <= STORE_SECRET; kind++)
+		r = add_stamped(s, (enum store_kind)kind, &objs, &n);
+	if (r < 0) {
+		free(objs);
+		return r;
+	}
+	/* A key with metadata was listed twice. */
+	qsort(objs, n, sizeof(*objs), by_uid);
+	for (size_t i = 0; i < n; i++)
+		if (k == 0 || strcmp(objs[k - 1].uid, objs[i].uid) != 0)
+			objs[k++] = objs[i];
+	*ret = objs;
+	*ret_n = k;
+	return 0;
 }
 
 void store_meta_clear(struct store_meta *m)
@@ -401,7 +529,98 @@ bool store_meta_current(struct store *s, CK_OBJECT_HANDLE generation)
 	return p11_get_attrs(s->tok, generation, &a, 1) == 0;
 }
 
-int store_meta_write(struct store *s, const struct store_obj *o, const uint8_t *encoded, size_t len)
+/* Every epoch object of the token (more than one only if two connections made
+ * one at once), up to MAX_EPOCHS. */
+static int find_epochs(struct store *s, CK_OBJECT_HANDLE h[MAX_EPOCHS], size_t *ret_n)
+{
+	CK_OBJECT_CLASS cls = CKO_DATA;
+	CK_ATTRIBUTE tmpl[] = {
+		{ CKA_CLASS, &cls, sizeof(cls) },
+		{ CKA_APPLICATION, (void *)EPOCH_APPLICATION, strlen(EPOCH_APPLICATION) },
+	};
+
+	return p11_find(s->tok, tmpl, 2, h, MAX_EPOCHS, ret_n);
+}
+
+/* A new epoch label: any value that differs from the last will do. */
+static int epoch_label(char out[64])
+{
+	uint8_t r[8];
+
+	if (gnutls_rnd(GNUTLS_RND_NONCE, r, sizeof(r)) < 0)
+		return KR_E_P11_FAILED;
+	snprintf(out, 64, EPOCH_LABEL "%02x%02x%02x%02x%02x%02x%02x%02x", r[0], r[1], r[2], r[3], r[4], r[5], r[6],
+		 r[7]);
+	return 0;
+}
+
+/* Tells the connections that keep what an object without metadata said that it
+ * may have changed. No epoch object: none keeps anything. */
+static void epoch_bump(struct store *s)
+{
+	CK_OBJECT_HANDLE h[MAX_EPOCHS];
+	size_t n = 0;
+
+	if (find_epochs(s, h, &n) < 0)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		char label[64];
+		CK_ATTRIBUTE a = { CKA_LABEL, label, 0 };
+
+		if (epoch_label(label) < 0)
+			return;
+		a.ulValueLen = strlen(label);
+		if (p11_set_attrs(s->tok, h[i], &a, 1) < 0)
+			continue;
+	}
+}
+
+int store_epoch_read(struct store *s, struct store_epoch *ret)
+{
+	CK_OBJECT_HANDLE h[MAX_EPOCHS];
+	struct store_epoch e = { .handle = CK_INVALID_HANDLE };
+	CK_ATTRIBUTE a = { CKA_LABEL, e.label, sizeof(e.label) };
+	size_t n = 0;
+	int r = find_epochs(s, h, &n);
+
+	if (r == 0 && n == 0) {
+		CK_OBJECT_CLASS cls = CKO_DATA;
+		CK_BBOOL yes = CK_TRUE;
+		char label[64];
+		CK_ATTRIBUTE tmpl[] = {
+			{ CKA_CLASS, &cls, sizeof(cls) },
+			{ CKA_TOKEN, &yes, sizeof(yes) },
+			{ CKA_PRIVATE, &yes, sizeof(yes) },
+			{ CKA_APPLICATION, (void *)EPOCH_APPLICATION, strlen(EPOCH_APPLICATION) },
+			{ CKA_LABEL, label, 0 },
+		};
+
+		if ((r = epoch_label(label)) == 0) {
+			tmpl[4].ulValueLen = strlen(label);
+			r = p11_create(s->tok, tmpl, sizeof(tmpl) / sizeof(tmpl[0]), &h[0]);
+		}
+	}
+	if (r == 0)
+		r = p11_get_attrs(s->tok, h[0], &a, 1);
+	if (r < 0)
+		return r;
+	e.handle = h[0];
+	e.len = a.ulValueLen;
+	*ret = e;
+	return 0;
+}
+
+bool store_epoch_current(struct store *s, const struct store_epoch *e)
+{
+	char label[64];
+	CK_ATTRIBUTE a = { CKA_LABEL, label, sizeof(label) };
+
+	return e->handle != CK_INVALID_HANDLE && p11_get_attrs(s->tok, e->handle, &a, 1) == 0 &&
+	       a.ulValueLen == e->len && memcmp(label, e->label, e->len) == 0;
+}
+
+int store_meta_write(struct store *s, const struct store_obj *o, const uint8_t *encoded, size_t len,
+		     int64_t destroyed)
 {
 	struct generation gens[MAX_GENERATIONS];
 	CK_OBJECT_CLASS cls = CKO_DATA;
@@ -417,7 +636,10 @@ int store_meta_write(struct store *s, const struct store_obj *o, const uint8_t *
 	for (size_t i = 0; i < n; i++)
 		if (gens[i].gen >= next)
 			next = gens[i].gen + 1;
-	snprintf(label, sizeof(label), META_LABEL "%" PRIu64, next);
+	if (destroyed)
+		snprintf(label, sizeof(label), META_LABEL "%" PRIu64 LABEL_DESTROYED "%" PRId64, next, destroyed);
+	else
+		snprintf(label, sizeof(label), META_LABEL "%" PRIu64 LABEL_LIVE, next);
 	{
 		CK_ATTRIBUTE tmpl[] = {
 			{ CKA_CLASS, &cls, sizeof(cls) },
@@ -438,6 +660,11 @@ int store_meta_write(struct store *s, const struct store_obj *o, const uint8_t *
 	for (size_t i = 0; i < n; i++)
 		if (p11_destroy(s->tok, gens[i].handle) < 0)
 			continue;
+	/* What another connection keeps of this object, read without metadata, is
+	 * stale from now on. The metadata is written either way: a token that fails
+	 * this call fails that connection's next one too. */
+	if (n == 0 && !o->destroyed)
+		epoch_bump(s);
 	return 0;
 }
 
@@ -450,4 +677,87 @@ int store_meta_destroy(struct store *s, const struct store_obj *o)
 	for (size_t i = 0; r == 0 && i < n; i++)
 		r = p11_destroy(s->tok, gens[i].handle);
 	return r;
+}
+
+/* Whether an older relay's generation (its label says nothing) is a record, and
+ * its Destroy Date: 1 for a record, 0 for a live object's metadata, or an error. */
+static int old_generation(struct store *s, CK_OBJECT_HANDLE h, int64_t *ret_destroyed)
+{
+	struct store_meta m = { 0 };
+	int r = p11_get_attr_alloc(s->tok, h, CKA_VALUE, &m.value, &m.value_len);
+
+	if (r == 0 && (r = ttlv_decode(m.value, m.value_len, &ttlv_default_limits, &m.tree)) == 0 &&
+	    (r = kmip_attrs_decode(m.tree, meta_version, &m.attrs)) == 0) {
+		for (size_t i = 0; r == 0 && i < m.attrs.n; i++)
+			if (m.attrs.v[i].tag == KMIP_TAG_DESTROY_DATE && m.attrs.v[i].value->type == TTLV_DATE_TIME) {
+				*ret_destroyed = ttlv_long(m.attrs.v[i].value);
+				r = 1;
+			}
+	}
+	store_meta_clear(&m);
+	return r;
+}
+
+void store_sweep(struct store *s, int64_t now)
+{
+	CK_OBJECT_CLASS cls = CKO_DATA;
+	CK_ATTRIBUTE tmpl[] = {
+		{ CKA_CLASS, &cls, sizeof(cls) },
+	};
+	CK_OBJECT_HANDLE *h = NULL;
+	size_t n = 0, pl = strlen(META_LABEL), al = strlen(META_APPLICATION), dl = strlen(LABEL_DESTROYED);
+
+	if (s->swept || s->keep_records <= 0)
+		return;
+	s->swept = true;
+	if (p11_find_all(s->tok, tmpl, 1, &h, &n) < 0)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		char label[64] = { 0 }, app[sizeof(META_APPLICATION) + STORE_MAX_UID] = { 0 };
+		CK_ATTRIBUTE a[2] = { { CKA_LABEL, label, sizeof(label) - 1 }, { CKA_APPLICATION, app, sizeof(app) - 1 } };
+		int64_t destroyed = 0;
+		uint8_t id[STORE_MAX_ID];
+		size_t id_len;
+		int kind;
+		struct store_obj o;
+		char *end;
+
+		/* Another data object (one whose label or application is longer than any
+		 * of ours is refused as too long for the buffer), or one destroyed
+		 * meanwhile. */
+		if (p11_get_attrs(s->tok, h[i], a, 2) < 0 || a[0].ulValueLen <= pl || a[0].ulValueLen >= sizeof(label) ||
+		    a[1].ulValueLen <= al || a[1].ulValueLen >= sizeof(app) || memcmp(label, META_LABEL, pl) != 0 ||
+		    memcmp(app, META_APPLICATION, al) != 0 ||
+		    !parse_uid(app + al, a[1].ulValueLen - al, id, &id_len, &kind) || kind < 0)
+			continue;
+		(void)strtoull(label + pl, &end, 10);
+		if (strncmp(end, LABEL_DESTROYED, dl) == 0) {
+			destroyed = strtoll(end + dl, NULL, 10);
+		} else if (*end == '\0') {
+			/* Labelled once, so that the next sweep need not read it. */
+			int rec = old_generation(s, h[i], &destroyed);
+			CK_ATTRIBUTE relabel = { CKA_LABEL, label, 0 };
+
+			if (rec < 0)
+				continue;
+			if (rec)
+				snprintf(end, sizeof(label) - (size_t)(end - label), LABEL_DESTROYED "%" PRId64, destroyed);
+			else
+				snprintf(end, sizeof(label) - (size_t)(end - label), LABEL_LIVE);
+			relabel.ulValueLen = strlen(label);
+			if (p11_set_attrs(s->tok, h[i], &relabel, 1) < 0 || !rec)
+				continue;
+		} else {
+			continue; /* a live object's */
+		}
+		if (destroyed > now - s->keep_records)
+			continue;
+		/* A record stands for an object that is gone; metadata whose object is
+		 * there (or may be: the token did not say) is not one. */
+		if (store_find_kind(s, (enum store_kind)kind, id, id_len, &o) != KR_E_P11_NOT_FOUND)
+			continue;
+		if (p11_destroy(s->tok, h[i]) < 0)
+			continue;
+	}
+	free(h);
 }

@@ -275,7 +275,8 @@ static int open_place(struct conn_token *ct, int i, const struct kmip_header *h,
 	}
 	if (b->index >= 0)
 		health_ok(ct->health, b->index);
-	b->store = (struct store){ .tok = b->tok, .backend = i, .lock_file = ct->cfg->pkcs11.lock_file };
+	b->store = (struct store){ .tok = b->tok, .backend = i, .lock_file = ct->cfg->pkcs11.lock_file,
+				   .keep_records = (int64_t)ct->cfg->keys.destroyed_record_days * 86400 };
 	return 0;
 }
 

@@ -293,6 +293,18 @@ bool ttlv_bool(const struct ttlv_item *it)
 	return get_be64(it->value) != 0;
 }
 
+bool ttlv_equal(const struct ttlv_item *a, const struct ttlv_item *b)
+{
+	if (a->tag != b->tag || a->type != b->type)
+		return false;
+	if (a->type != TTLV_STRUCTURE)
+		return a->len == b->len && (a->len == 0 || memcmp(a->value, b->value, a->len) == 0);
+	for (a = a->child, b = b->child; a && b; a = a->next, b = b->next)
+		if (!ttlv_equal(a, b))
+			return false;
+	return !a && !b;
+}
+
 const struct ttlv_item *ttlv_find(const struct ttlv_item *parent, uint32_t tag)
 {
 	for (const struct ttlv_item *c = parent->child; c; c = c->next)

@@ -70,6 +70,10 @@ int64_t ttlv_long(const struct ttlv_item *it); /* Long Integer, Date-Time, Date-
 uint32_t ttlv_enum(const struct ttlv_item *it); /* Enumeration, Interval */
 bool ttlv_bool(const struct ttlv_item *it);
 
+/* Whether two items are the same: tag, type and value, a structure's children
+ * in order. */
+bool ttlv_equal(const struct ttlv_item *a, const struct ttlv_item *b);
+
 /* First child of a structure with this tag, or NULL. */
 const struct ttlv_item *ttlv_find(const struct ttlv_item *parent, uint32_t tag);
 size_t ttlv_count_children(const struct ttlv_item *parent);

@@ -3,7 +3,7 @@
  * bounds (issue 11, finding 12); pin_credential, which must hold something when
  * $CREDENTIALS_DIRECTORY is set (issue 16); the pool (issue 12);
  * proxy_protocol.trusted, its addresses and CIDR prefixes and the errors that
- * name it (issue 14). */
+ * name it (issue 14); keys.destroyed_record_days (issue 13). */
 #include "config.h"
 
 #include <check.h>
@@ -79,6 +79,32 @@ START_TEST(test_call_timeout_bounds)
 	ck_assert_int_eq(load("{\"call_timeout\": 604800}", &c, &errors), 0);
 	ck_assert_uint_eq(c->pkcs11.call_timeout, 604800);
 	cfg_free(c);
+}
+END_TEST
+
+START_TEST(test_destroyed_record_days)
+{
+	static const char *const bad[] = { "0", "36526", "-1" };
+	char more[64], *errors;
+	struct cfg *c = NULL;
+
+	ck_assert_int_eq(load("{}", &c, &errors), 0);
+	ck_assert_uint_eq(c->keys.destroyed_record_days, 30);
+	cfg_free(c);
+	ck_assert_int_eq(load_with("{}", ", \"keys\": {\"destroyed_record_days\": 1}", &c, &errors), 0);
+	ck_assert_uint_eq(c->keys.destroyed_record_days, 1);
+	cfg_free(c);
+	ck_assert_int_eq(load_with("{}", ", \"keys\": {\"destroyed_record_days\": 36525}", &c, &errors), 0);
+	ck_assert_uint_eq(c->keys.destroyed_record_days, 36525);
+	cfg_free(c);
+	c = NULL;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(more, sizeof(more), ", \"keys\": {\"destroyed_record_days\": %s}", bad[i]);
+		ck_assert_int_eq(load_with("{}", more, &c, &errors), KR_E_CONFIG);
+		ck_assert_ptr_null(c);
+		ck_assert_str_eq(errors, "keys.destroyed_record_days: must be between 1 and 36525\n");
+		free(errors);
+	}
 }
 END_TEST
 
@@ -349,6 +375,7 @@ int main(void)
 
 	tcase_add_test(tc, test_call_timeout_default);
 	tcase_add_test(tc, test_call_timeout_bounds);
+	tcase_add_test(tc, test_destroyed_record_days);
 	tcase_add_test(tc, test_pool);
 	tcase_add_test(tc, test_pool_errors);
 	tcase_add_test(tc, test_pool_client_pin);

@@ -254,6 +254,54 @@ START_TEST(test_decode_spec_structure)
 }
 END_TEST
 
+/* A structure 0x420020 of an Enumeration 0x420004 and a Text String 0x420005 (text,
+ * or none), then, if extra, an Integer 0x420006; decoded. */
+static void equal_case(uint32_t e, const char *text, bool extra, struct decoded *d)
+{
+	struct ttlv_writer w;
+
+	ttlv_writer_init(&w, TTLV_DEFAULT_MAX_SIZE);
+	ttlv_begin(&w, 0x420020);
+	ttlv_put_enum(&w, 0x420004, e);
+	if (text)
+		ttlv_put_text(&w, 0x420005, text, strlen(text));
+	if (extra)
+		ttlv_put_int(&w, 0x420006, 1);
+	ttlv_end(&w);
+	ck_assert_int_eq(ttlv_writer_finish(&w, &d->buf, &d->len), 0);
+	d->root = NULL;
+	ck_assert_int_eq(ttlv_decode(d->buf, d->len, &ttlv_default_limits, &d->root), 0);
+}
+
+START_TEST(test_equal)
+{
+	static const struct {
+		uint32_t e;
+		const char *text;
+		bool extra, equal;
+	} cases[] = {
+		{ 1, "abc", false, true },  { 2, "abc", false, false }, { 1, "abd", false, false },
+		{ 1, "ab", false, false },  { 1, "", false, false },    { 1, NULL, false, false },
+		{ 1, "abc", true, false },
+	};
+	struct decoded base;
+
+	equal_case(1, "abc", false, &base);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct decoded d;
+
+		equal_case(cases[i].e, cases[i].text, cases[i].extra, &d);
+		ck_assert_msg(ttlv_equal(base.root, d.root) == cases[i].equal, "case %zu", i);
+		ck_assert_msg(ttlv_equal(d.root, base.root) == cases[i].equal, "case %zu, swapped", i);
+		ck_assert(ttlv_equal(d.root, d.root));
+		decoded_free(&d);
+	}
+	/* Items of another tag and type differ. */
+	ck_assert(!ttlv_equal(base.root->child, base.root->child->next));
+	decoded_free(&base);
+}
+END_TEST
+
 /* 2. Malformed inputs */
 
 START_TEST(test_truncated)
@@ -1195,6 +1243,7 @@ static Suite *ttlv_suite(void)
 	tc = tcase_create("roundtrip");
 	tcase_add_loop_test(tc, test_roundtrip_vector, 0, (int)n_vectors);
 	tcase_add_test(tc, test_decode_spec_structure);
+	tcase_add_test(tc, test_equal);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("malformed");

@@ -55,7 +55,7 @@
 #define WARMUP_REQUESTS 20       /* per connection, before the clock starts */
 #define WARMUP_MAX_US 500000     /* ...or this long, whichever ends first */
 #define MAX_ROUNDS 50            /* of the alternated limits */
-#define LOOP_REQUEST 36          /* minimal_handler --loop: CKA_ID, 16 bytes */
+#define LOOP_REQUEST 48          /* minimal_handler --loop: CKA_ID, 16 bytes */
 _Static_assert(LOOP_REQUEST == STORE_ID_LEN + 16, "the loop's request holds a CKA_ID of the relay's");
 
 /* KMIP values the benchmark sends. */
@@ -1702,7 +1702,7 @@ static void measure_round_trip(const struct bench *b, struct result *ret)
 	ttlv_buf_free(req, len);
 }
 
-/* The Sign requests, one and a batch, and the loop's: the key's CKA_ID (20 bytes
+/* The Sign requests, one and a batch, and the loop's: the key's CKA_ID (32 bytes
  * in the keys the relay makes), then the data's first bytes. */
 static int prepare_requests(struct key *k)
 {

@@ -20,7 +20,7 @@
  * error: the connection is closed and the reason logged.
  *
  * With --loop it is the persistent loop instead: on one connection, request after
- * request of 36 bytes (the key's 20-byte CKA_ID, then 16 bytes), each answered
+ * request of 48 bytes (the key's 32-byte CKA_ID, then 16 bytes), each answered
  * with one C_Sign of 512 bytes (the 16 bytes 32 times over: as much as
  * kmip_bench's Sign data, so the hashing costs the same) as a TTLV Signature Data
  * item. That is the limit for one-request-at-a-time signing.
@@ -53,8 +53,9 @@
 
 #define IO_TIMEOUT_S 30     /* any read or write, and the handshake */
 #define MAX_REQUEST 65536   /* a Sign request of kmip_bench is about 700 bytes */
-#define KEY_ID_LEN 20       /* the CKA_ID of the keys the relay makes */
-#define LOOP_REQUEST 36     /* --loop: CKA_ID, then the bytes to sign */
+#define MAX_KEY_ID 64       /* a Unique Identifier's CKA_ID (older relays made 20 bytes) */
+#define LOOP_KEY_ID 32      /* --loop: the CKA_ID of the keys this relay makes */
+#define LOOP_REQUEST 48     /* --loop: CKA_ID, then the bytes to sign */
 #define LOOP_DATA_LEN 512   /* what --loop signs: as much as kmip_bench's data */
 #define MAX_SIG 512         /* RSA-4096 */
 
@@ -78,7 +79,8 @@ struct token {
 	CK_SESSION_HANDLE session;
 	bool initialized, has_session;
 	/* The key of the last request. */
-	uint8_t key_id[KEY_ID_LEN];
+	uint8_t key_id[MAX_KEY_ID];
+	size_t key_id_len;
 	CK_OBJECT_HANDLE key;
 	CK_KEY_TYPE key_type;
 	bool has_key;
@@ -320,13 +322,9 @@ static int find_key(struct token *t, const uint8_t *id, size_t id_len, const cha
 	CK_ULONG n = 0;
 	CK_RV rv;
 
-	if (t->has_key && id_len == sizeof(t->key_id) && memcmp(t->key_id, id, id_len) == 0)
+	if (t->has_key && id_len == t->key_id_len && memcmp(t->key_id, id, id_len) == 0)
 		return 0;
 	t->has_key = false;
-	if (id_len != sizeof(t->key_id)) {
-		*ret_why = "the key's CKA_ID is not 20 bytes long";
-		return KR_E_P11_NOT_FOUND;
-	}
 	rv = t->f->C_FindObjectsInit(t->session, tmpl, 2);
 	if (rv == CKR_OK) {
 		rv = t->f->C_FindObjects(t->session, &t->key, 1, &n);
@@ -337,6 +335,7 @@ static int find_key(struct token *t, const uint8_t *id, size_t id_len, const cha
 		return KR_E_P11_NOT_FOUND;
 	}
 	memcpy(t->key_id, id, id_len);
+	t->key_id_len = id_len;
 	t->has_key = true;
 	return 0;
 }
@@ -454,14 +453,16 @@ static int hexval(uint8_t c)
 	return -1;
 }
 
-/* "<hex CKA_ID>_priv" to the CKA_ID. */
-static int uid_key_id(const uint8_t *uid, size_t len, uint8_t id[KEY_ID_LEN])
+/* "<hex CKA_ID>_priv" to the CKA_ID and its length. */
+static int uid_key_id(const uint8_t *uid, size_t len, uint8_t id[MAX_KEY_ID], size_t *ret_id_len)
 {
 	static const char suffix[] = "_priv";
+	const size_t hex = len - strlen(suffix);
 
-	if (len != 2 * KEY_ID_LEN + strlen(suffix) || memcmp(uid + 2 * KEY_ID_LEN, suffix, strlen(suffix)) != 0)
+	if (len <= strlen(suffix) || hex % 2 || hex > 2 * MAX_KEY_ID || memcmp(uid + hex, suffix, strlen(suffix)) != 0)
 		return KR_E_P11_NOT_FOUND;
-	for (size_t i = 0; i < KEY_ID_LEN; i++) {
+	*ret_id_len = hex / 2;
+	for (size_t i = 0; i < hex / 2; i++) {
 		int hi = hexval(uid[2 * i]), lo = hexval(uid[2 * i + 1]);
 
 		if (hi < 0 || lo < 0)
@@ -604,8 +605,8 @@ out:
 static int serve_kmip(gnutls_session_t s, struct token *t, const struct options *o, struct phases *ph,
 		      const char **ret_why)
 {
-	uint8_t hdr[TTLV_HEADER_LEN], *buf = NULL, sig[MAX_SIG], out[1024], id[KEY_ID_LEN];
-	size_t len = 0, sig_len = sizeof(sig), out_len = 0;
+	uint8_t hdr[TTLV_HEADER_LEN], *buf = NULL, sig[MAX_SIG], out[1024], id[MAX_KEY_ID];
+	size_t len = 0, sig_len = sizeof(sig), out_len = 0, id_len = 0;
 	struct sign_request req = { 0 };
 	double t0;
 	int r;
@@ -623,13 +624,13 @@ static int serve_kmip(gnutls_session_t s, struct token *t, const struct options 
 	}
 	t0 = now_ms();
 	if ((r = walk(buf, len, 1, &req)) < 0 || (r = req.uid && req.data ? 0 : KR_E_KMIP_MISSING) < 0 ||
-	    (r = uid_key_id(req.uid, req.uid_len, id)) < 0) {
+	    (r = uid_key_id(req.uid, req.uid_len, id, &id_len)) < 0) {
 		*ret_why = "not a Sign request with Data on a private key of the relay's";
 		goto out;
 	}
 	if ((r = first_open(t, o, ph, ret_why)) < 0)
 		goto out;
-	if ((r = find_key(t, id, sizeof(id), ret_why)) < 0 ||
+	if ((r = find_key(t, id, id_len, ret_why)) < 0 ||
 	    (r = sign(t, req.data, req.data_len, sig, &sig_len, ret_why)) < 0)
 		goto out;
 	if ((r = sign_response(&req, sig, sig_len, out, sizeof(out), &out_len)) < 0) {
@@ -647,12 +648,12 @@ out:
 	return r;
 }
 
-/* --loop: 36-byte requests until the client closes. */
+/* --loop: 48-byte requests until the client closes. */
 static int serve_loop(gnutls_session_t s, struct token *t, const struct options *o, struct phases *ph,
 		      const char **ret_why)
 {
 	uint8_t req[LOOP_REQUEST], data[LOOP_DATA_LEN], sig[MAX_SIG], out[TTLV_HEADER_LEN + MAX_SIG];
-	const size_t chunk = LOOP_REQUEST - KEY_ID_LEN;
+	const size_t chunk = LOOP_REQUEST - LOOP_KEY_ID;
 	int r;
 
 	for (;;) {
@@ -671,8 +672,8 @@ static int serve_loop(gnutls_session_t s, struct token *t, const struct options 
 		if (!t->dl && (r = first_open(t, o, ph, ret_why)) < 0)
 			return r;
 		for (size_t i = 0; i < sizeof(data); i += chunk)
-			memcpy(data + i, req + KEY_ID_LEN, sizeof(data) - i < chunk ? sizeof(data) - i : chunk);
-		if ((r = find_key(t, req, KEY_ID_LEN, ret_why)) < 0 ||
+			memcpy(data + i, req + LOOP_KEY_ID, sizeof(data) - i < chunk ? sizeof(data) - i : chunk);
+		if ((r = find_key(t, req, LOOP_KEY_ID, ret_why)) < 0 ||
 		    (r = sign(t, data, sizeof(data), sig, &sig_len, ret_why)) < 0)
 			return r;
 		put(&w, KMIP_TAG_SIGNATURE_DATA, TTLV_BYTE_STRING, sig, sig_len);
@@ -712,7 +713,7 @@ static void usage(FILE *out)
 	      "                       [--lock-file FILE] [--ticket-key FILE] [--priority STRING]\n"
 	      "                       [--log FILE] [--loop]\n"
 	      "Serves one connection on fd 0 (systemd-socket-activate --accept --inetd): one\n"
-	      "KMIP Sign with a private key the relay made, or with --loop 36-byte requests\n"
+	      "KMIP Sign with a private key the relay made, or with --loop 48-byte requests\n"
 	      "(CKA_ID, 16 bytes) each answered with a TTLV Signature Data. scripts/bench runs\n"
 	      "it to measure kmip-relay against.\n",
 	      out);

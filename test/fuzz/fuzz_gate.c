@@ -21,8 +21,8 @@
  *   - the reserved key gone or changed.
  * Keys made outside the relay (fixtures with short, fixed CKA_IDs, so that inputs
  * can name them: A1_secret (AES), A2_priv and A2_pub (P-256), A3_secret (HMAC), B0_priv
- * and B0_pub (placed in beta); the reserved key is 5E_priv and 5E_pub) are made
- * again whenever the token is emptied, which happens after every WIPE_AFTER writes
+ * and B0_pub (placed in beta); the reserved key is 5E_priv and 5E_pub) and the
+ * token's epoch object are made again whenever the token is emptied, which happens after every WIPE_AFTER writes
  * so that throughput stays steady. Every input is a connection of its own, on the
  * token opened once. The configs have no pkcs11.lock_file (one process needs
  * none), and no client whose Password is the PIN, which only a token opened for
@@ -261,6 +261,15 @@ static void make_fixtures(void)
 
 		if (p11_generate_key_pair(t, &ec_gen, pub_tmpl, 4, priv_tmpl, 6, &pub, &priv) < 0)
 			die("cannot make the EC key pair fixtures");
+	}
+	/* The token's epoch (store.h), which the first connection that uses a key
+	 * without metadata twice would make: the relay's own, not a client's change. */
+	{
+		struct store st = { .tok = t };
+		struct store_epoch e;
+
+		if (store_epoch_read(&st, &e) < 0)
+			die("cannot make the epoch");
 	}
 }
 

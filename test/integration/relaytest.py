@@ -185,8 +185,9 @@ PASSED_ENV = ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "SOFTHSM2_CONF", 
 
 
 # A relay metadata object's label in a pkcs11-tool --list-objects listing (its
-# CKA_APPLICATION, "kmip-relay metadata <UID>", is listed too).
-METADATA_LABEL = re.compile(r"^\s*label:\s+'?(kmip-relay metadata \d+)'?$", re.M)
+# CKA_APPLICATION, "kmip-relay metadata <UID>", is listed too): the generation, then
+# " live" or, for a destroyed object's record, " destroyed <Destroy Date>".
+METADATA_LABEL = re.compile(r"^\s*label:\s+'?(kmip-relay metadata \d+(?: live| destroyed \d+)?)'?$", re.M)
 
 
 def usage_of(listing):
@@ -982,7 +983,7 @@ def bigint_value(data):
 # versions, Result Reasons and enumerations they use, payload builders, and the
 # test case.
 V1, V2 = (1, 2), (2, 1)   # PyKMIP's default version, and the newest
-UID_RE = r"\A[0-9A-F]{40}_(pub|priv|secret)\Z"
+UID_RE = r"\A[0-9A-F]{64}_(pub|priv|secret)\Z"
 
 # Result Reasons
 MISSING_DATA, INVALID_FIELD, FEATURE_NOT_SUPPORTED, ILLEGAL_OPERATION = 0x06, 0x07, 0x08, 0x0B
@@ -1092,8 +1093,8 @@ class TokenTestCase(RelayTestCase):
     def check_pair_uids(self, private, public):
         self.assertRegex(private, UID_RE)
         self.assertRegex(public, UID_RE)
-        self.assertEqual((private[40:], public[40:]), ("_priv", "_pub"))
-        self.assertEqual(private[:40], public[:40])
+        self.assertEqual((private[64:], public[64:]), ("_priv", "_pub"))
+        self.assertEqual(private[:64], public[:64])
 
 
 # Cryptographic operations (test_crypto.py): their tags, codes and enumerations, the

@@ -2,7 +2,7 @@
 """The benchmark's yardsticks (test/bench/minimal_handler) answer real Signs, so
 that scripts/bench cannot measure the relay against something broken: the
 one-shot handler answers a KMIP Sign on a new connection, the persistent loop
-(--loop) its 36-byte requests on one connection, with RSA-2048 and P-256 keys the
+(--loop) its 48-byte requests on one connection, with RSA-2048 and P-256 keys the
 relay made; every signature is checked by python-cryptography against the public
 key that the relay's Get gives. Each also refuses a client without a certificate
 and a key the token does not hold, and logs its phase times. kmip_bench's
@@ -120,7 +120,7 @@ class MinimalHandlerTest(TokenTestCase):
     def loop_request(self, name, chunk):
         """The loop's request: the key's CKA_ID (its UID's hex part), 16 bytes."""
         uid, _ = self.keys[name]
-        return bytes.fromhex(uid[:40]) + chunk
+        return bytes.fromhex(uid.split("_")[0]) + chunk
 
     def loop_answer(self, sock):
         """The Signature Data of the loop's answer, a lone TTLV item."""
@@ -137,7 +137,7 @@ class MinimalHandlerTest(TokenTestCase):
             for i, name in enumerate(("rsa", "ec", "ec", "rsa", "ec")):
                 chunk = bytes([i]) * 16
                 request = self.loop_request(name, chunk)
-                self.assertEqual(len(request), 36)
+                self.assertEqual(len(request), 48)
                 sock.sendall(request)
                 # What is signed: the 16 bytes 32 times over, 512 bytes.
                 verify(self.keys[name][1], self.loop_answer(sock), chunk * 32)
@@ -152,12 +152,12 @@ class MinimalHandlerTest(TokenTestCase):
         port, loop = self.handler(), self.handler("--loop")
         self.refused(port, self.tls_context(cert=False))
         _, _, payload = self.sign_request("rsa")
-        payload[0] = uid_item("00" * 20 + "_priv")
+        payload[0] = uid_item("00" * 32 + "_priv")
         with self.connect(port) as sock:
             with self.assertRaises((EOFError, ConnectionError, ssl.SSLError)):
                 exchange(sock, request(OP_SIGN, payload))
         with self.connect(loop) as sock:
-            sock.sendall(bytes(36))
+            sock.sendall(bytes(48))
             self.assertEqual(sock.recv(8), b"")
         ends = sorted(LINE.match(line).group(6) for line in self.handler_lines(3))
         self.assertEqual(ends, ["Certificate is required."] + ["the key is not in the token"] * 2)
@@ -184,9 +184,9 @@ class MinimalHandlerTest(TokenTestCase):
         self.assertGreater(len(listed), before)
         # setUp's two pairs and these three
         self.assertEqual((listed.count("Private Key"), listed.count("Public Key")), (5, 5))
-        self.assertRegex(uid, r"\A[0-9A-F]{40}_priv\Z")
+        self.assertRegex(uid, r"\A[0-9A-F]{64}_priv\Z")
         with self.client(self.relay_port) as c:
-            fmt, material = key_material(c.ok(OP_GET, get_payload(uid[:40] + "_pub", FMT_X509), V1))
+            fmt, material = key_material(c.ok(OP_GET, get_payload(uid[:64] + "_pub", FMT_X509), V1))
         public = public_key_of(fmt, material)
         self.assertEqual(public.key_size, 2048)
         _, _, payload = self.sign_request("rsa")

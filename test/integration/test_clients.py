@@ -147,10 +147,11 @@ class CascadeTest(ClientTestCase):
         with self.cascade(self.port) as c:
             self.query_as_cascade(c)
             priv, pub = self.create_pair(c, algorithm, length, "%s-new-priv" % zone, "%s-new-pub" % zone)
-            self.assertRegex(priv, r"^[0-9A-F]{40}_priv$")
-            self.assertEqual(pub, priv[:40] + "_pub")
-            # (what assert_no_metadata looks for at the end)
-            self.assertEqual(len(METADATA_LABEL.findall(self.token.objects("data"))), 2)
+            self.assertRegex(priv, r"^[0-9A-F]{64}_priv$")
+            self.assertEqual(pub, priv[:64] + "_pub")
+            # The token holds all there is to a new pair: no metadata object
+            # (assert_only_records at the end shows that the pattern finds them).
+            self.assertEqual(len(METADATA_LABEL.findall(self.token.objects("data"))), 0)
 
             # Get(public) with no Key Format Type
             payload = c.ok(OP_GET, [uid_item(pub)], V10)
@@ -214,7 +215,7 @@ class CascadeTest(ClientTestCase):
             # Removal: Destroy(private), then Destroy(public), with no Revoke first.
             self.assertEqual(c.ok(OP_DESTROY, [uid_item(priv)], V10), [uid_item_value(priv)])
             self.assertEqual(c.ok(OP_DESTROY, [uid_item(pub)], V10), [uid_item_value(pub)])
-            for uid in (priv, pub, priv[:40]):
+            for uid in (priv, pub, priv[:64]):
                 self.assertEqual(single(c.get_attributes(uid), "State"), DESTROYED)
                 self.assertEqual(c.fails(OP_GET, [uid_item(uid)], V10), ITEM_NOT_FOUND)
         self.assertNotIn(zone, self.token.objects())

@@ -177,7 +177,7 @@ class PyKMIPLifecycleTest(TokenTestCase):
         port_extractable = self.serve(keys={"extractable": True})
         with self.pykmip(port) as c:
             uid = c.create(enums.CryptographicAlgorithm.AES, 256, name="pykmip-aes")
-            self.assertRegex(uid, r"\A[0-9A-F]{40}_secret\Z")
+            self.assertRegex(uid, r"\A[0-9A-F]{64}_secret\Z")
             got, attrs = c.get_attributes(uid, self.NAMES)
             self.assertEqual(got, uid)
             self.assertEqual(pykmip_attributes(attrs), {
@@ -335,7 +335,7 @@ class RegisterTest(TokenTestCase):
                                                  enums.KeyFormatType.X_509))
             self.assertEqual(c.get(ecpub).value, spki)
             for uid in (aes, pub, priv, ecpub):
-                self.assertRegex(uid, UID_RE if not uid.endswith("_secret") else r"^[0-9A-F]{40}_secret$")
+                self.assertRegex(uid, UID_RE if not uid.endswith("_secret") else r"^[0-9A-F]{64}_secret$")
                 c.destroy(uid)
 
     def test_sensitive_private_key_stays_in(self):
@@ -360,14 +360,14 @@ class RegisterTest(TokenTestCase):
             der = ssl.PEM_cert_to_DER_cert(f.read())
         with self.pykmip(port) as c:
             cert = c.register(objects.X509Certificate(der))
-            self.assertRegex(cert, r"^[0-9A-F]{40}_cert$")
+            self.assertRegex(cert, r"^[0-9A-F]{64}_cert$")
             self.assertEqual(c.get(cert).value, der)
             secret = c.register(objects.SecretData(b"hunter2", enums.SecretDataType.PASSWORD, name="pw"))
             got = c.get(secret)
             self.assertEqual((type(got).__name__, got.value, got.data_type),
                              ("SecretData", b"hunter2", enums.SecretDataType.PASSWORD))
             blob = c.register(objects.OpaqueObject(b"\x00\x01opaque", enums.OpaqueDataType.NONE, name="blob"))
-            self.assertRegex(blob, r"^[0-9A-F]{40}_data$")
+            self.assertRegex(blob, r"^[0-9A-F]{64}_data$")
             got = c.get(blob)
             self.assertEqual((type(got).__name__, got.value), ("OpaqueObject", b"\x00\x01opaque"))
             _, attrs = c.get_attributes(blob, ["Object Type", "Name"])
@@ -411,7 +411,7 @@ class RawLifecycleTest(TokenTestCase):
             self.assertEqual(tags(created), [T["ObjectType"], T["UniqueIdentifier"]])
             self.assertEqual(find(created, T["ObjectType"]), [OBJ_SYMMETRIC_KEY])
             uid = find(created, T["UniqueIdentifier"])[0]
-            self.assertRegex(uid, r"\A[0-9A-F]{40}_secret\Z")
+            self.assertRegex(uid, r"\A[0-9A-F]{64}_secret\Z")
             got = c.ok(OP_GET_ATTRIBUTES, [uid_item(uid)] + attribute_refs(version, self.ATTRS))
             self.assertEqual(find(got, T["UniqueIdentifier"]), [uid])
             self.assertEqual(returned_attributes(got, version), {
@@ -436,7 +436,7 @@ class RawLifecycleTest(TokenTestCase):
             everything["Digest"] = key_digest
             self.assertEqual(self.attribute_list(c, uid, version), sorted(everything))
             # A bare CKA_ID names the key too; the response gives its full UID.
-            got = c.ok(OP_GET_ATTRIBUTES, [uid_item(uid[:40])] + attribute_refs(version, ["State"]))
+            got = c.ok(OP_GET_ATTRIBUTES, [uid_item(uid[:64])] + attribute_refs(version, ["State"]))
             self.assertEqual(find(got, T["UniqueIdentifier"]), [uid])
             self.assertEqual(c.ok(OP_ACTIVATE, [uid_item(uid)]), [(T["UniqueIdentifier"], TEXT, uid)])
             self.assertEqual(self.state(c, uid, version), [ACTIVE])
@@ -472,7 +472,7 @@ class RawLifecycleTest(TokenTestCase):
             self.assertEqual((got["State"], got["Name"], got["Digest"]),
                              ([DESTROYED], [decoded_name("raw-aes-2")], key_digest))
             self.assertLess(abs(got["Destroy Date"][0] - time.time()), 300)
-        self.assertNotIn(uid[:40].lower(), self.token.objects("secrkey").lower(), "the key is gone from the token")
+        self.assertNotIn(uid[:64].lower(), self.token.objects("secrkey").lower(), "the key is gone from the token")
 
     def attribute_list(self, c, uid, version):
         """The names Get Attribute List gives, sorted."""
@@ -537,7 +537,7 @@ class RawLifecycleTest(TokenTestCase):
             self.assertEqual(self.state(c, priv, version), [DESTROYED_COMPROMISED])
             self.assertEqual(self.state(c, pub, version), [DESTROYED])
         for kind in ("privkey", "pubkey"):
-            self.assertNotIn(priv[:40].lower(), self.token.objects(kind).lower(), "the pair is gone from the token")
+            self.assertNotIn(priv[:64].lower(), self.token.objects(kind).lower(), "the pair is gone from the token")
 
     def test_aes_kmip1(self):
         self.check_aes(V1)
@@ -559,7 +559,7 @@ class RawLifecycleTest(TokenTestCase):
                     created = c.ok(OP_CREATE, create_payload(version, algorithm, None))
                     self.assertEqual(find(created, T["ObjectType"]), [OBJ_SYMMETRIC_KEY])
                     uid = find(created, T["UniqueIdentifier"])[0]
-                    self.assertRegex(uid, r"\A[0-9A-F]{40}_secret\Z")
+                    self.assertRegex(uid, r"\A[0-9A-F]{64}_secret\Z")
                     got = returned_attributes(c.ok(OP_GET_ATTRIBUTES, [uid_item(uid)] + attribute_refs(
                         version, ["Cryptographic Algorithm", "Cryptographic Length", "Cryptographic Usage Mask"])),
                         version)
@@ -574,7 +574,7 @@ class RawLifecycleTest(TokenTestCase):
     def check_token_flags(self, c, label, uid, states):
         """The token's usage flags of the key labelled label: states[0] now, then
         after Activate, then after Revoke (Cessation of Operation)."""
-        kind = {"_pub": "Public Key", "_priv": "Private Key", "_secret": "Secret Key"}[uid[40:]]
+        kind = {"_pub": "Public Key", "_priv": "Private Key", "_secret": "Secret Key"}[uid[64:]]
         self.assertEqual(self.token.usage()[(kind, label)], states[0], "Pre-Active")
         c.ok(OP_ACTIVATE, [uid_item(uid)])
         self.assertEqual(self.token.usage()[(kind, label)], states[1], "Active")
@@ -646,7 +646,7 @@ class ResultReasonTest(TokenTestCase):
         with self.client(port) as c:
             live = self.create_aes(c)
         unknown = ["00" * 20 + "_pub", "0123456789ABCDEF0123456789ABCDEF01234567_secret",
-                   live[:40] + "_pub",  # the CKA_ID of a secret key, as a public key
+                   live[:64] + "_pub",  # the CKA_ID of a secret key, as a public key
                    "zz", "", "ZZ_secret", live + "x", "_secret", "AAABBBCCC"]
         for version in (V1, V2):
             with self.client(port, version) as c:
@@ -1385,7 +1385,7 @@ class DestroyedObjectTest(TokenTestCase):
             self.assertIn(T["DestroyDate"], find(c.ok(OP_GET_ATTRIBUTE_LIST, [uid_item(pub)]),
                                                  T["AttributeReference"]))
             # A bare CKA_ID names the record too.
-            self.assertEqual(find(c.ok(OP_GET_ATTRIBUTES, [uid_item(pub[:40])]), T["UniqueIdentifier"]), [pub])
+            self.assertEqual(find(c.ok(OP_GET_ATTRIBUTES, [uid_item(pub[:64])]), T["UniqueIdentifier"]), [pub])
             # Nothing is left to use or change.
             for op, payload in ((OP_ACTIVATE, [uid_item(pub)]), (OP_DESTROY, [uid_item(pub)]),
                                 (OP_CHECK, [uid_item(pub)]),
@@ -1413,7 +1413,7 @@ class DestroyedObjectTest(TokenTestCase):
                 STORAGE_DESTROYED), [priv])
             self.assertEqual(self.locate(c, [attr(V2, "State", ENUM, ACTIVE)], STORAGE_DESTROYED), [])
         for kind in ("privkey", "pubkey"):
-            self.assertNotIn(priv[:40].lower(), self.token.objects(kind).lower())
+            self.assertNotIn(priv[:64].lower(), self.token.objects(kind).lower())
 
 
 class LocateDateTest(TokenTestCase):

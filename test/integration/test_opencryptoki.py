@@ -14,6 +14,7 @@ import unittest
 
 import test_crypto as crypto
 import test_lifecycle as lifecycle
+import test_metadata as metadata
 from opencryptoki import (OnOpenCryptoki, OpenCryptokiToken, PKCSSLOTD, ftok, host_state, sysv_shm_keys)
 from relaytest import (ALG_EC, ALG_ED25519, ALG_RSA, BYTES, CURVE_P256, CURVE_P384, ENUM,
                        FAILED, FMT_X509, INVALID_FIELD, OBJ_PUBLIC_KEY, OP_CREATE_KEY_PAIR,
@@ -154,6 +155,41 @@ class RNGRetrieveOnOpenCryptoki(OnOpenCryptoki, crypto.RNGRetrieveTest):
 
 
 class HashOnOpenCryptoki(OnOpenCryptoki, crypto.HashTest):
+    pass
+
+
+# test_metadata.py, with RSA pairs.
+
+class MetadataOnOpenCryptoki(OnOpenCryptoki):
+    pair = {"algorithm": ALG_RSA, "length": 1024}
+    foreign_key_type, foreign_algorithm = "rsa:1024", ALG_RSA
+
+
+class ObjectCountOnOpenCryptoki(MetadataOnOpenCryptoki, metadata.ObjectCountTest):
+    test_a_hundred_and_fifty_pairs = None  # EC pairs: RSA ones would take minutes
+
+
+class ReadBackOnOpenCryptoki(MetadataOnOpenCryptoki, metadata.ReadBackTest):
+    dates_on_private_keys = True  # unlike SoftHSM's, its private objects keep them
+
+
+class NeedsMetadataOnOpenCryptoki(MetadataOnOpenCryptoki, metadata.NeedsMetadataTest):
+    pass
+
+
+class MetadataUndoOnOpenCryptoki(MetadataOnOpenCryptoki, metadata.UndoTest):
+    pass
+
+
+class RecordExpiryOnOpenCryptoki(MetadataOnOpenCryptoki, metadata.RecordExpiryTest):
+    pass
+
+
+class EpochOnOpenCryptoki(MetadataOnOpenCryptoki, metadata.EpochTest):
+    pass
+
+
+class StampedIDOnOpenCryptoki(MetadataOnOpenCryptoki, metadata.StampedIDTest):
     pass
 
 

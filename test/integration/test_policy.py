@@ -323,9 +323,9 @@ class IsolationTest(PolicyTestCase):
         with intruder(V1) as b:
             own = self.create_aes(b, "intruder-aes")
             for version in (V1, V2):
-                for uid in (priv, pub, aes, priv[:40]):
+                for uid in (priv, pub, aes, priv[:64]):
                     # A key of the same namespace and kind that does not exist.
-                    absent = tag + "00" * 12 + uid[40:]
+                    absent = tag + "00" * 24 + uid[64:]
                     reference = {name: payload for name, _, payload in self.requests(version, absent)}
                     for name, op, payload in self.requests(version, uid):
                         with self.subTest(version=version, uid=uid, operation=name):
@@ -421,17 +421,17 @@ class NamespaceTagTest(PolicyTestCase):
         for label, (ns, uid) in made.items():
             with self.subTest(label=label):
                 tag = namespace_tag(ns).hex().upper()
-                self.assertRegex(uid, r"\A%s[0-9A-F]{24}_(pub|priv|secret)\Z" % tag)
+                self.assertRegex(uid, r"\A%s[0-9A-F]{48}_(pub|priv|secret)\Z" % tag)
         ids = token_ids(self.token.objects())
         by_label = {label: cka_id for (_, label), cka_id in ids.items()}
         for label, (ns, uid) in made.items():
             with self.subTest(label=label):
                 cka_id = by_label[label]
-                self.assertEqual(len(cka_id), 40, "8 bytes of tag and 12 random bytes")
+                self.assertEqual(len(cka_id), 64, "8 bytes of tag and 24 stamped bytes")
                 self.assertEqual(cka_id[:16], namespace_tag(ns).hex())
-                self.assertEqual(cka_id, uid[:40].lower())
+                self.assertEqual(cka_id, uid[:64].lower())
         self.assertEqual(len({by_label[l][16:] for l in made if not l.endswith("-pub")}),
-                         len([l for l in made if not l.endswith("-pub")]), "the 12 bytes differ")
+                         len([l for l in made if not l.endswith("-pub")]), "the 24 bytes differ")
         # tenant-b shares cas-a's namespace, not tenant-a's.
         with self.as_cert(port, "pol-tenant-b", V2) as b:
             self.assertEqual(sorted(self.locate(b, V2)),
@@ -820,7 +820,7 @@ class AuthenticationTest(PolicyTestCase):
         out = subprocess.run(["pkcs11-tool", "--module", SOFTHSM_MODULE, "--token-label", OTHER_LABEL, "--login",
                               "--pin", OTHER_PIN, "--list-objects"], env=other_env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, check=True, timeout=30).stdout.decode()
-        self.assertEqual(token_ids(out)[("Private Key", "bridged-priv")], priv[:40].lower())
+        self.assertEqual(token_ids(out)[("Private Key", "bridged-priv")], priv[:64].lower())
         self.assertNotIn("bridged", self.token.objects())
         records = self.records()
         self.assertEqual([(r.get("client"), r.get("namespace"), r["operation"], r["result"]) for r in records[:3]], [

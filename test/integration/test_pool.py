@@ -393,8 +393,8 @@ class MigrationTest(PoolTestCase):
         self.assertEqual(self.sign_on_new_connection(port, old_priv, old_public, b"old key"), ["old"])
         new_priv, new_public = self.make_pair(port)
         self.assertEqual(self.sign_on_new_connection(port, new_priv, new_public, b"new key"), ["new"])
-        self.assertIn(new_priv[:40].lower(), self.private_ids("new-hsm", "5678"))
-        self.assertNotIn(new_priv[:40].lower(), self.private_ids(self.token.label, self.token.pin))
+        self.assertIn(new_priv[:64].lower(), self.private_ids("new-hsm", "5678"))
+        self.assertNotIn(new_priv[:64].lower(), self.private_ids(self.token.label, self.token.pin))
         with self.client(port, V2) as c:
             got = find(c.ok(OP_LOCATE, [item(T["Attributes"], STRUCTURE, [])], V2), T["UniqueIdentifier"])
         self.assertEqual(sorted(got), sorted([old_priv, old_priv[:-5] + "_pub", new_priv, new_priv[:-5] + "_pub"]))
@@ -415,8 +415,8 @@ class MigrationTest(PoolTestCase):
         self.assertEqual(self.sign_on_new_connection(port, new_priv, new_public, b"new key"), ["new"])
         ids = lambda out: [l.split(":", 1)[1].strip().lower() for l in out.splitlines()
                            if l.strip().startswith("ID:")]
-        self.assertEqual(ids(ock.objects("privkey")), [new_priv[:40].lower()])
-        self.assertEqual(self.private_ids(self.token.label, self.token.pin), [old_priv[:40].lower()])
+        self.assertEqual(ids(ock.objects("privkey")), [new_priv[:64].lower()])
+        self.assertEqual(self.private_ids(self.token.label, self.token.pin), [old_priv[:64].lower()])
         with self.client(port, V2) as c:
             got = find(c.ok(OP_LOCATE, [item(T["Attributes"], STRUCTURE, [])], V2), T["UniqueIdentifier"])
         self.assertEqual(sorted(got), sorted([old_priv, old_priv[:-5] + "_pub", new_priv, new_priv[:-5] + "_pub"]))

@@ -918,7 +918,7 @@ class ReadmeInstallTest(NamespaceTestCase):
         self.bash(readme_step(6), "/")
         self.assertEqual(self.s.ns("systemctl", "is-enabled", "kmip-relay.socket").stdout.strip(), "enabled")
         out = self.bash(readme_step(7), "/etc/kmip-relay").stdout
-        self.assertRegex(out, r"^\[('[0-9A-F]{40}_(pub|priv)'(, )?)*\]\n")
+        self.assertRegex(out, r"^\[('[0-9A-F]{64}_(pub|priv)'(, )?)*\]\n")
         self.assertIn('"operation":"Locate","result":"Success"', out)
 
 
