@@ -42,21 +42,6 @@ bool ops_derivable(const struct store_obj *o)
 	return derivable(o, &f);
 }
 
-/* Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
- * days_from_civil). */
-static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
-{
-	int64_t era;
-	unsigned yoe, doy, doe;
-
-	y -= m <= 2;
-	era = (y >= 0 ? y : y - 399) / 400;
-	yoe = (unsigned)(y - era * 400);
-	doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
-	doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-	return era * 146097 + (int64_t)doe - 719468;
-}
-
 /* A CK_DATE as the Date-Time of its midnight UTC; false if it holds none. */
 static bool date_time(const CK_DATE *d, CK_ULONG len, int64_t *ret)
 {
@@ -72,10 +57,11 @@ static bool date_time(const CK_DATE *d, CK_ULONG len, int64_t *ret)
 	}
 	{
 		unsigned y = v[0] * 1000 + v[1] * 100 + v[2] * 10 + v[3], m = v[4] * 10 + v[5], day = v[6] * 10 + v[7];
+		struct tm tm = { .tm_year = (int)y - 1900, .tm_mon = (int)m - 1, .tm_mday = (int)day };
 
 		if (y < 1900 || m < 1 || m > 12 || day < 1 || day > 31)
 			return false;
-		*ret = days_from_civil(y, m, day) * 86400;
+		*ret = (int64_t)timegm(&tm);
 	}
 	return true;
 }
