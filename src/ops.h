@@ -49,6 +49,10 @@ struct ops_result {
 	const char *message;     /* static text, or NULL */
 };
 
+/* A request message begins: the keys its items use are checked against the token
+ * at their first use in it, and held for its other items (ops_crypto.c). */
+void ops_request_begin(void);
+
 /* Runs one batch item: through the gate (guard.h), then its handler. On success
  * the Response Payload is in w (which may be left empty for operations without
  * one); on failure res says why. */

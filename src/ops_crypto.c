@@ -110,6 +110,12 @@ static void params_default(struct crypto_params *p, const struct crypto_params *
 #define N_POLICIES 8
 static struct key_policy policies[N_POLICIES];
 static size_t next_policy;
+static unsigned long requests; /* begun by this process */
+
+void ops_request_begin(void)
+{
+	requests++;
+}
 
 static void policy_clear(struct key_policy *kp)
 {
@@ -175,11 +181,14 @@ static int key_policy(struct store *st, const struct store_obj *o, struct key_po
 		if (policies[i].handle == o->handle && policies[i].backend == o->backend && strcmp(policies[i].uid, o->uid) == 0)
 			kp = &policies[i];
 	/* Kept while no process changed the metadata and no date changed the state:
-	 * its generation is there, or for a key without one, the epoch is the same. */
+	 * its generation is there, or for a key without one, the epoch is the same.
+	 * Checked once a request: a batch's items share the first one's check. */
 	if (kp && kp->changes == ops_meta_changes() && !(kp->state == STATE_PRE_ACTIVE && kp->activation <= ops_now()) &&
 	    !(kp->state == STATE_ACTIVE && kp->deactivation <= ops_now()) &&
-	    (kp->generation != CK_INVALID_HANDLE ? store_meta_current(st, kp->generation)
-						 : store_epoch_current(st, &kp->epoch))) {
+	    ((requests && kp->checked == requests) ||
+	     (kp->generation != CK_INVALID_HANDLE ? store_meta_current(st, kp->generation)
+						  : store_epoch_current(st, &kp->epoch)))) {
+		kp->checked = requests;
 		*ret = kp;
 		return 0;
 	}
@@ -195,6 +204,7 @@ static int key_policy(struct store *st, const struct store_obj *o, struct key_po
 	if ((r = policy_load(st, o, kp)) < 0)
 		return r;
 	kp->epoch = epoch;
+	kp->checked = requests;
 	*ret = kp;
 	return 0;
 }

@@ -47,12 +47,14 @@ struct key_policy {
 	uint32_t state;
 	int64_t activation, deactivation;
 	/* The metadata generation it was read from (CK_INVALID_HANDLE: none), checked
-	 * at every use: another process's change replaces it. Without one, the
-	 * token's epoch as it was before the key was read (not read: the key's first
-	 * use on this connection), checked likewise: the key's first metadata changes
-	 * it. */
+	 * at the first use in each request: another process's change replaces it.
+	 * Without one, the token's epoch as it was before the key was read (not read:
+	 * the key's first use on this connection), checked likewise: the key's first
+	 * metadata changes it. checked: the request (ops_request_begin) it was last
+	 * checked or read in. */
 	CK_OBJECT_HANDLE generation;
 	struct store_epoch epoch;
+	unsigned long checked;
 	/* verify_signatures: the public key it checks with, made on first need (with
 	 * the PSS salt and hash it was set up for; -1: none). */
 	gnutls_pubkey_t check_key;

@@ -254,6 +254,7 @@ static void run_items(struct session *s, const struct kmip_message *req, struct 
 	struct ops_undo **undos = undo ? calloc(req->n_items, sizeof(*undos)) : NULL;
 	size_t n = 0;
 
+	ops_request_begin();
 	for (size_t i = 0; i < req->n_items; i++, n++) {
 		const struct kmip_batch_item *in = &req->items[i];
 		struct kmip_batch_item *o = &out[i];

@@ -25,7 +25,11 @@ from relaytest import (ACTIVE, ALG_AES, ALG_EC, ALG_RSA, BYTES, CURVE_P256, DATE
                        OP_REVOKE, PERMISSION_DENIED, PRE_ACTIVE, STRUCTURE, T, TEXT, V1, V2,
                        TokenTestCase, attr, attribute_refs, batch_item, batch_items, container, exchange,
                        find, item, key_material, key_pair_payload, name_attr, name_value, pair_payload, request_message,
-                       returned_attributes, revoke_payload, uid_item)
+                       returned_attributes, revoke_payload, uid_item, batch_item, SUCCESS, FAILED, OP_SIGN)
+
+HASH_SHA256 = 6
+
+CONTINUE = 1  # Batch Error Continuation Option
 
 ATTRIBUTE_TAGS["Usage Limits"] = T["UsageLimits"]
 ATTRIBUTE_NAMES[T["UsageLimits"]] = "Usage Limits"
@@ -432,6 +436,29 @@ class EpochTest(MetadataTestCase):
             bi = a.call(OP_ENCRYPT, encrypt, V2)
             self.assertEqual((bi[T["ResultReason"]], bi[T["ResultMessage"]]),
                              (PERMISSION_DENIED, "the key's Usage Limits are used up"))
+
+    def test_a_change_elsewhere_holds_at_the_next_request_for_every_item(self):
+        """A key with metadata (activated: a time of day), used on connection a;
+        connection b gives it Usage Limits of 2; a's next request, a batch of
+        three Signs, checks the key at its first item and charges each item: two
+        pass, the third finds the limits used up."""
+        port = self.serve()
+        with self.client(port, V2) as a:
+            payload = a.ok(OP_CREATE_KEY_PAIR, key_pair_payload(ALG_RSA, 2048, "held-priv", "held-pub"), V10)
+            priv = find(payload, T["PrivateKeyUniqueIdentifier"])[0]
+            a.ok(OP_ACTIVATE, [uid_item(priv)], V2)
+            self.assertEqual(len(self.metadata()), 1)
+            sign = [uid_item(priv), crypto_parameters(PAD_PKCS1_V15, HASH_SHA256, ALG_RSA),
+                    item(T["Data"], BYTES, b"held")]
+            for _ in range(2):
+                a.ok(OP_SIGN, sign, V2)
+            with self.client(port, V2) as b:
+                b.ok(OP_ADD_ATTRIBUTE, added(priv, crypto.usage_limits(V2, 2, UNIT_OBJECT)), V2)
+            items = batch_items(exchange(a.sock, request_message(
+                [batch_item(OP_SIGN, sign, bytes([i])) for i in range(3)], version=V2, batch_error_option=CONTINUE)))
+            self.assertEqual([bi.get(T["ResultMessage"]) for bi in items],
+                             [None, None, "the key's Usage Limits are used up"])
+            self.assertEqual([bi[T["ResultStatus"]] for bi in items], [SUCCESS, SUCCESS, FAILED])
 
 
 class StampedIDTest(MetadataTestCase):
