@@ -4,6 +4,7 @@
 #include "store.h"
 
 #include <gnutls/crypto.h>
+#include <gnutls/gnutls.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,17 +76,6 @@ void store_uid(enum store_kind kind, const uint8_t *id, size_t id_len, char out[
 	snprintf(out + n, STORE_MAX_UID + 1 - n, "%s", kinds[kind].suffix);
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
-}
-
 /* Splits a UID into CKA_ID and kind; *ret_kind is -1 for a bare CKA_ID. */
 static bool parse_uid(const char *uid, size_t len, uint8_t *id, size_t *id_len, int *ret_kind)
 {
@@ -103,15 +93,8 @@ static bool parse_uid(const char *uid, size_t len, uint8_t *id, size_t *id_len, 
 	}
 	if (hex_len == 0 || hex_len % 2 != 0 || hex_len / 2 > STORE_MAX_ID)
 		return false;
-	for (size_t i = 0; i < hex_len / 2; i++) {
-		int hi = hexval(uid[2 * i]), lo = hexval(uid[2 * i + 1]);
-
-		if (hi < 0 || lo < 0)
-			return false;
-		id[i] = (uint8_t)(hi << 4 | lo);
-	}
-	*id_len = hex_len / 2;
-	return true;
+	*id_len = STORE_MAX_ID;
+	return gnutls_hex_decode(&(gnutls_datum_t){ (unsigned char *)uid, (unsigned)hex_len }, id, id_len) == 0;
 }
 
 static const struct store_obj *cached(const struct store *s, enum store_kind kind, const uint8_t *id,

@@ -442,17 +442,6 @@ static int walk(const uint8_t *buf, size_t len, unsigned depth, struct sign_requ
 	return 0;
 }
 
-static int hexval(uint8_t c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
-}
-
 /* "<hex CKA_ID>_priv" to the CKA_ID and its length. */
 static int uid_key_id(const uint8_t *uid, size_t len, uint8_t id[MAX_KEY_ID], size_t *ret_id_len)
 {
@@ -461,15 +450,10 @@ static int uid_key_id(const uint8_t *uid, size_t len, uint8_t id[MAX_KEY_ID], si
 
 	if (len <= strlen(suffix) || hex % 2 || hex > 2 * MAX_KEY_ID || memcmp(uid + hex, suffix, strlen(suffix)) != 0)
 		return KR_E_P11_NOT_FOUND;
-	*ret_id_len = hex / 2;
-	for (size_t i = 0; i < hex / 2; i++) {
-		int hi = hexval(uid[2 * i]), lo = hexval(uid[2 * i + 1]);
-
-		if (hi < 0 || lo < 0)
-			return KR_E_P11_NOT_FOUND;
-		id[i] = (uint8_t)(hi << 4 | lo);
-	}
-	return 0;
+	*ret_id_len = MAX_KEY_ID;
+	return gnutls_hex_decode(&(gnutls_datum_t){ (unsigned char *)uid, (unsigned)hex }, id, ret_id_len) == 0
+		       ? 0
+		       : KR_E_P11_NOT_FOUND;
 }
 
 /* A writer into a fixed buffer; structures get their length when they end. */

@@ -104,8 +104,8 @@ def main():
     cfg = json.load(open(os.path.join(d, "config.json")))
     p11 = cfg["pkcs11"]
     env = dict(os.environ, SOFTHSM2_CONF=os.path.join(d, "softhsm2.conf"))
-    token = subprocess.run(["sed", "-n", "s/^export KMIP_TOKEN=//p", os.path.join(d, "env")],
-                           capture_output=True, text=True, check=True).stdout.strip()
+    token = [line.split("=", 1)[1].strip() for line in open(os.path.join(d, "env"))
+             if line.startswith("export KMIP_TOKEN=")][0]
     relay_port, loop_port = free_port(), free_port()
     procs = [serve([os.path.abspath(o.relay), "--config", os.path.join(d, "config.json")], relay_port, env),
              serve([os.path.abspath(o.handler), "--cert", os.path.join(d, "server.pem"), "--key",

@@ -23,6 +23,8 @@ import select
 import signal
 import subprocess
 
+from relaytest import ToolToken
+
 OPENCRYPTOKI_MODULE = "/usr/lib/x86_64-linux-gnu/pkcs11/libopencryptoki.so"
 # The software token's library, which libopencryptoki unloads at C_Finalize,
 # preloaded into the relays (relay_env) so that it stays mapped: LeakSanitizer
@@ -124,7 +126,7 @@ def run(cmd, input=None):
                           timeout=TIMEOUT)
 
 
-class OpenCryptokiToken:
+class OpenCryptokiToken(ToolToken):
     """An openCryptoki software token (PKCS11_SW) in directory, initialised with
     pkcsconf: label, user PIN pin, SO PIN so_pin (4 to 8 characters each). The same
     interface as relaytest.Token: module, label, pin, pin_file, env, wrapper (the
@@ -230,23 +232,6 @@ class OpenCryptokiToken:
         """pkcs11-tool on this token, logged in."""
         return run(self.wrapper + ["pkcs11-tool", "--module", self.module, "--token-label", self.label,
                                    "--login", "--pin", self.pin] + list(args))
-
-    def keypair(self, key_type, key_id, label):
-        """Generates a key pair; returns the public key as DER SubjectPublicKeyInfo."""
-        self.tool("--keypairgen", "--key-type", key_type, "--id", key_id, "--label", label)
-        der = os.path.join(self.dir, "pub-%s.der" % key_id)
-        self.tool("--read-object", "--type", "pubkey", "--id", key_id, "-o", der)
-        return der
-
-    def objects(self, object_type=None):
-        """pkcs11-tool --list-objects output (of one --type if given)."""
-        args = ["--list-objects"] + (["--type", object_type] if object_type else [])
-        return self.tool(*args).stdout.decode()
-
-    def usage(self):
-        """The usage flags of each key: {(kind, label): [flag, ...]}, as Token.usage."""
-        from relaytest import usage_of
-        return usage_of(self.objects())
 
     def slots(self):
         """[(slot ID, token label)] of the slots with a token, in the module's order."""

@@ -205,7 +205,28 @@ def usage_of(listing):
     return out
 
 
-class Token:
+class ToolToken:
+    """What Token and opencryptoki.OpenCryptokiToken share: made and read with
+    pkcs11-tool through their tool(), logged in; dir is the token's directory."""
+
+    def keypair(self, key_type, key_id, label):
+        """Generates a key pair; returns the public key as DER SubjectPublicKeyInfo."""
+        self.tool("--keypairgen", "--key-type", key_type, "--id", key_id, "--label", label)
+        der = os.path.join(self.dir, "pub-%s.der" % key_id)
+        self.tool("--read-object", "--type", "pubkey", "--id", key_id, "-o", der)
+        return der
+
+    def objects(self, object_type=None):
+        """pkcs11-tool --list-objects output (of one --type if given)."""
+        args = ["--list-objects"] + (["--type", object_type] if object_type else [])
+        return self.tool(*args).stdout.decode()
+
+    def usage(self):
+        """The usage flags of each key (see usage_of)."""
+        return usage_of(self.objects())
+
+
+class Token(ToolToken):
     """A SoftHSM2 token of its own in directory, with SOFTHSM2_CONF for it. The
     same interface as opencryptoki.OpenCryptokiToken: module, label, pin, pin_file,
     env (for its tools), relay_env (what a relay on it needs in its environment),
@@ -245,13 +266,6 @@ class Token:
         return run(["pkcs11-tool", "--module", self.module, "--token-label", self.label,
                     "--login", "--pin", self.pin] + list(args), env=self.env)
 
-    def keypair(self, key_type, key_id, label):
-        """Generates a key pair; returns the public key as DER SubjectPublicKeyInfo."""
-        self.tool("--keypairgen", "--key-type", key_type, "--id", key_id, "--label", label)
-        der = os.path.join(self.dir, "pub-%s.der" % key_id)
-        self.tool("--read-object", "--type", "pubkey", "--id", key_id, "-o", der)
-        return der
-
     def add_token(self, label, pin, so_pin="123456"):
         """Another token in the same SoftHSM configuration."""
         run(["softhsm2-util", "--init-token", "--free", "--label", label, "--pin", pin,
@@ -261,15 +275,6 @@ class Token:
         """A private key with no public key beside it (as OpenDNSSEC may leave)."""
         self.keypair(key_type, key_id, label)
         self.tool("--delete-object", "--type", "pubkey", "--id", key_id)
-
-    def objects(self, object_type=None):
-        """pkcs11-tool --list-objects output (of one --type if given)."""
-        args = ["--list-objects"] + (["--type", object_type] if object_type else [])
-        return self.tool(*args).stdout.decode()
-
-    def usage(self):
-        """The usage flags of each key (see usage_of)."""
-        return usage_of(self.objects())
 
     def slots(self):
         """[(slot ID, token label)] of the slots with a token, in the module's order
@@ -1149,3 +1154,21 @@ def public_key_of(fmt, material):
             b"-----BEGIN RSA PUBLIC KEY-----\n" + base64.encodebytes(material) +
             b"-----END RSA PUBLIC KEY-----\n")
     return serialization.load_der_public_key(material)
+
+
+class FaultTokenTestCase(TokenTestCase):
+    """A TokenTestCase whose relays may load test/faulty_p11.so in front of the
+    token: what it did goes to self.fault_log, and the crash reports that its
+    faults provoke on purpose are dropped at the end. self.lock_file is the
+    relays' pkcs11.lock_file."""
+
+    def setUp(self):
+        super().setUp()
+        self.fault_log = os.path.join(self.tmp, "faults")
+        self.lock_file = os.path.join(self.tmp, "p11.lock")
+        self.env.update(SOFTHSM2_CONF=self.token.conf, FAULTY_P11_LOG=self.fault_log)
+
+    def tearDown(self):
+        drop_injected_crash_reports(self.sanitizer_prefix, self.fault_log)
+        super().tearDown()
+

@@ -29,20 +29,10 @@ import subprocess
 import time
 import unittest
 
-from relaytest import (FAULTY_P11, RELAY, SOFTHSM_MODULE, TokenTestCase, drop_injected_crash_reports, run)
+from relaytest import (FAULTY_P11, RELAY, SOFTHSM_MODULE, FaultTokenTestCase, run)
 
 
-class CheckTestCase(TokenTestCase):
-    def setUp(self):
-        super().setUp()
-        self.fault_log = os.path.join(self.tmp, "faults")
-        self.lock_file = os.path.join(self.tmp, "p11.lock")
-        self.env.update(SOFTHSM2_CONF=self.token.conf, FAULTY_P11_LOG=self.fault_log)
-
-    def tearDown(self):
-        drop_injected_crash_reports(self.sanitizer_prefix, self.fault_log)
-        super().tearDown()
-
+class CheckTestCase(FaultTokenTestCase):
     def pkcs11(self, **values):
         out = {"module": SOFTHSM_MODULE, "token": "pkcs11:token=" + self.token.label,
                "pin_file": self.token.pin_file, "lock_file": self.lock_file}

@@ -17,15 +17,15 @@ import test_crypto as crypto
 import test_lifecycle as lifecycle
 from relaytest import PAD_PKCS1_V15, USAGE_SIGN, USAGE_VERIFY, crypto_parameters
 from relaytest import ATTRIBUTE_NAMES, ATTRIBUTE_TAGS
-from relaytest import (ACTIVE, ALG_AES, ALG_EC, ALG_RSA, BYTES, CURVE_P256, DATETIME, DEACTIVATED, ENUM,
-                       FMT_PKCS1, FMT_RAW, INTEGER, KEY_COMPROMISE, LINK_PRIVATE_KEY, LINK_PUBLIC_KEY,
+from relaytest import (ACTIVE, ALG_AES, ALG_EC, ALG_RSA, BYTES, CURVE_P256, DATETIME, ENUM,
+                       FMT_PKCS1, INTEGER, KEY_COMPROMISE, LINK_PRIVATE_KEY, LINK_PUBLIC_KEY,
                        LONG, METADATA_LABEL, OBJ_SYMMETRIC_KEY, OP_ACTIVATE, OP_ADD_ATTRIBUTE, OP_CREATE,
                        OP_CREATE_KEY_PAIR, OP_DELETE_ATTRIBUTE, OP_DESTROY, OP_ENCRYPT, OP_GET,
                        OP_GET_ATTRIBUTE_LIST, OP_GET_ATTRIBUTES, OP_LOCATE, OP_MODIFY_ATTRIBUTE,
                        OP_REVOKE, PERMISSION_DENIED, PRE_ACTIVE, STRUCTURE, T, TEXT, V1, V2,
                        TokenTestCase, attr, attribute_refs, batch_item, batch_items, container, exchange,
-                       find, item, key_material, key_pair_payload, name_attr, name_value, pair_payload, request_message,
-                       returned_attributes, revoke_payload, uid_item, batch_item, SUCCESS, FAILED, OP_SIGN)
+                       find, item, key_material, key_pair_payload, name_value, pair_payload, request_message,
+                       returned_attributes, revoke_payload, uid_item, SUCCESS, FAILED, OP_SIGN)
 
 HASH_SHA256 = 6
 

@@ -26,8 +26,8 @@ import threading
 import time
 import unittest
 
-from relaytest import (ENUM, FAULTY_P11, OP_QUERY, RELAY, SOFTHSM_MODULE, SRCDIR, T, KmipClient, TokenTestCase,
-                       drop_injected_crash_reports, exchange, item, request)
+from relaytest import (ENUM, FAULTY_P11, OP_QUERY, RELAY, SOFTHSM_MODULE, SRCDIR, T, KmipClient, FaultTokenTestCase,
+                       item)
 
 OP_RNG_RETRIEVE = 0x25
 T.update({"DataLength": 0x4200C4})
@@ -62,19 +62,13 @@ def get(s, name, **labels):
     return s.get((name, frozenset(labels.items())))
 
 
-class MetricsTest(TokenTestCase):
+class MetricsTest(FaultTokenTestCase):
     def setUp(self):
         super().setUp()
         self.metrics = os.path.join(self.tmp, "metrics", "kmip-relay.prom")
         os.mkdir(os.path.dirname(self.metrics))
         self.fault_file = os.path.join(self.tmp, "fault")
-        self.fault_log = os.path.join(self.tmp, "faults")
-        self.lock_file = os.path.join(self.tmp, "p11.lock")
-        self.env.update(FAULTY_P11_FAULT_FILE=self.fault_file, FAULTY_P11_LOG=self.fault_log)
-
-    def tearDown(self):
-        drop_injected_crash_reports(self.sanitizer_prefix, self.fault_log)
-        super().tearDown()
+        self.env.update(FAULTY_P11_FAULT_FILE=self.fault_file)
 
     def set_fault(self, fault):
         with open(self.fault_file + ".tmp", "w") as f:

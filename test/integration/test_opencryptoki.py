@@ -253,19 +253,10 @@ class RefusalTest(OnOpenCryptoki, crypto.CryptoTestCase):
         self.assert_token_empty()
 
 
-class IsolationTest(RelayTestCase):
+class IsolationTest(OnOpenCryptoki, RelayTestCase):
     """The test's own pkcsslotd neither sees nor touches the host's openCryptoki
-    state, a system pkcsslotd's included; tokens of several tests coexist."""
-
-    def setUp(self):
-        self.host_before = host_state()
-        super().setUp()
-
-    def tearDown(self):
-        try:
-            super().tearDown()
-        finally:
-            self.assertEqual(host_state(), self.host_before, "the host's openCryptoki state changed")
+    state, a system pkcsslotd's included (OnOpenCryptoki checks it after each
+    test); tokens of several tests coexist."""
 
     def in_namespace(self, token, *cmd):
         return subprocess.run(list(token.wrapper) + list(cmd), check=True, stdout=subprocess.PIPE,

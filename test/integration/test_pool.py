@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from opencryptoki import OpenCryptokiToken
 from relaytest import (ALG_EC, ALG_RSA, CURVE_P256, FAILED, FAULTY_P11, OP_ACTIVATE, OP_CREATE_KEY_PAIR, OP_GET,
-                       OP_LOCATE, OP_SIGN, SOFTHSM_MODULE, STRUCTURE, T, TokenTestCase,
+                       OP_LOCATE, OP_SIGN, SOFTHSM_MODULE, STRUCTURE, T, FaultTokenTestCase,
                        crypto_parameters, failure, find, get_payload, item, key_material, pair_payload, uid_item, V2,
-                       alive, drop_injected_crash_reports, RELAY)
+                       alive, RELAY)
 from test_crypto import ALG_ECDSA, HASH_SHA256, rsa_params, sign_request
 
 PARAMS = crypto_parameters(None, HASH_SHA256, ALG_ECDSA)
@@ -44,18 +44,11 @@ def health(lock_file):
     return out
 
 
-class PoolTestCase(TokenTestCase):
+class PoolTestCase(FaultTokenTestCase):
     def setUp(self):
         super().setUp()
         self.fault_file = os.path.join(self.tmp, "fault")
-        self.fault_log = os.path.join(self.tmp, "faults")
-        self.lock_file = os.path.join(self.tmp, "p11.lock")
-        self.env.update(SOFTHSM2_CONF=self.token.conf, FAULTY_P11_FAULT_FILE=self.fault_file,
-                        FAULTY_P11_LOG=self.fault_log, FAULTY_P11_HANG_SECONDS="30")
-
-    def tearDown(self):
-        drop_injected_crash_reports(self.sanitizer_prefix, self.fault_log)
-        super().tearDown()
+        self.env.update(FAULTY_P11_FAULT_FILE=self.fault_file, FAULTY_P11_HANG_SECONDS="30")
 
     def set_fault(self, fault):
         tmp = self.fault_file + ".tmp"

@@ -19,7 +19,7 @@ import re
 import subprocess
 import unittest
 
-from relaytest import FAULTY_P11, RELAY, SOFTHSM_MODULE, TokenTestCase, drop_injected_crash_reports
+from relaytest import FAULTY_P11, RELAY, SOFTHSM_MODULE, FaultTokenTestCase
 
 STEPS = r"\(load [\d.]+ ms, login [\d.]+ ms, keygen [\d.]+ ms, sign [\d.]+ ms, verify [\d.]+ ms, close [\d.]+ ms\)"
 
@@ -33,17 +33,7 @@ def health(lock_file):
     return out
 
 
-class ProbeTest(TokenTestCase):
-    def setUp(self):
-        super().setUp()
-        self.fault_log = os.path.join(self.tmp, "faults")
-        self.lock_file = os.path.join(self.tmp, "p11.lock")
-        self.env.update(SOFTHSM2_CONF=self.token.conf, FAULTY_P11_LOG=self.fault_log)
-
-    def tearDown(self):
-        drop_injected_crash_reports(self.sanitizer_prefix, self.fault_log)
-        super().tearDown()
-
+class ProbeTest(FaultTokenTestCase):
     def backend(self, name, module=SOFTHSM_MODULE, token=None, pin_file=None):
         return {"name": name, "module": module, "token": token or "pkcs11:token=" + self.token.label,
                 "pin_file": pin_file or self.token.pin_file}
